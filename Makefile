@@ -1,0 +1,43 @@
+# ncl-ray: `make train` (install + main job) and `make test` are all a new user needs.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: help install train test test-fast test-all lint tune bench submit tensorboard clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install ncl-ray with its dependencies
+
+train: $(STAMP)  ## the main job: NCL training + evaluation on the built-in dataset (ARGS="key=value ...")
+	$(BIN)/ncl-ray train conf/default.yaml $(ARGS)
+
+test: $(STAMP)  ## the whole test suite (Ray tests included)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)  ## tests without Ray and slow tests
+	$(BIN)/python -m pytest -q -m "not ray and not slow" tests
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check ncl_ray tests bench
+
+tune: $(STAMP)  ## small Ray Tune sweep on the built-in dataset
+	$(BIN)/ncl-ray tune conf/tune_small.yaml $(ARGS)
+
+bench: $(STAMP)  ## benchmarks under bench/, results in bench/out/
+	$(BIN)/python -m bench.run_all
+
+tensorboard: $(STAMP)  ## watch the runs under runs/
+	$(BIN)/tensorboard --logdir runs --bind_all
+
+clean:  ## remove the venv, generated data and runs
+	rm -rf $(VENV) data runs bench/out

@@ -1,0 +1,215 @@
+"""Typed run configuration: dataclass defaults, then `conf/<exp>.yaml` diffs, then `key=value` overrides.
+
+    cfg = load_config("conf/default.yaml", ["train.epochs=2", "ncl.n_iters=0"])
+
+Unknown keys and wrong types raise `ConfigError` naming the key. `finalize()` computes derived values in one
+place; `save_config()` writes the resolved YAML next to the run. Only `build_*` functions read the config:
+classes below them take explicit keyword arguments.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file or key."""
+
+
+@dataclass
+class DataConfig:
+    # synthetic | manifest | msrvtt | msvd | activitynet (README: "Data preparation")
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"  # dataset folder; the built-in dataset is generated here when missing
+    manifest: str = ""  # CSV/JSONL manifest (dataset=manifest); derived from root for the named datasets
+    synthetic_videos: int = 160  # size of the built-in dataset when it has to be generated
+    num_frames: int = 8  # frames sampled uniformly per clip (CLIP4Clip: 12)
+    frame_size: int = 32  # square crop after shorter-side resize (CLIP: 224)
+    max_words: int = 32  # tokenizer context length (CLIP4Clip: 32, ActivityNet 64)
+    max_captions: int = 20  # captions kept per video; one is sampled per video per step
+    cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
+    decode_threads: int = 1  # FFmpeg threads per decode call
+    decode_concurrency: int = 0  # parallel decode tasks; 0 = all CPUs of the cluster
+    train_split: str = "train"
+    val_split: str = "val"  # model selection; falls back to test_split when the dataset has no val split
+    test_split: str = "test"
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "tiny"  # "tiny" (built in code, random init) or any open_clip architecture, e.g. ViT-B-32
+    pretrained: str = ""  # open_clip pretrained tag (e.g. openai) or a local checkpoint path; "" = random init
+    pooling: str = "meanP"  # meanP | seqTransf (CLIP4Clip temporal pooling)
+    embed_dim: int = 64  # tiny model only
+    temporal_layers: int = 2  # seqTransf only
+    init_temperature: float = 0.07  # tau at start; logit scale = 1/tau, clamped at 100
+    learn_temperature: bool = True
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class NCLConfig:
+    n_iters: int = 3  # Sinkhorn iterations; 0 = plain contrastive (CLIP) loss
+    queue_size: int = 256  # query-queue length per modality (Q)
+    detach_biases: bool = True  # our default: biases are constants for the gradient
+    gather_with_grad: bool = True  # all-gather keeps gradients to every worker's slice
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # new layers (temporal pooling, projections)
+    backbone_lr: float = 1e-3  # CLIP backbone (CLIP4Clip: 1e-7 when pretrained)
+    weight_decay: float = 0.2
+    warmup_ratio: float = 0.1  # linear warm-up, then cosine decay to 0
+    grad_clip: float = 1.0  # 0 = off
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 16  # per worker (B); the loss sees N = W * B
+    num_workers: int = 2  # Ray Train workers (W)
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5  # fractional so that Ray Data keeps CPUs to decode with
+    amp: bool = True  # bf16/fp16 autocast, GPU only
+    seed: int = 0
+    log_every_steps: int = 5
+    eval_every_epochs: int = 4  # 0 = only at the end
+    checkpoint_every_epochs: int = 1
+    keep_checkpoints: int = 2
+    max_failures: int = 1  # worker failures Ray Train recovers from (restart from the latest checkpoint)
+    resume: bool = False  # continue the run named run.name from its latest checkpoint
+    resume_from: str = ""  # or start from this checkpoint directory (weights, optimizer, queue, step)
+    fail_at_step: int = -1  # fault injection: rank 0 dies once at this global step (tests)
+
+
+@dataclass
+class EvalConfig:
+    methods: List[str] = field(default_factory=lambda: ["none", "ncl", "dsl", "qbnorm"])
+    bank: str = "train"  # train | test | train+test: queries the test-time biases are computed from
+    n_iters: int = 10  # test-time Sinkhorn iterations
+    chunk_size: int = 4096  # queries per similarity block
+    qbnorm_beta: float = 20.0
+    qbnorm_k: int = 1
+
+
+@dataclass
+class TuneConfig:
+    space: str = "conf/tune/small.yaml"  # search space file
+    num_samples: int = 1  # repeats of the grid / random draws
+    metric: str = "val/t2v_R@1"
+    mode: str = "max"
+    max_concurrent: int = 1
+    grace_period: int = 1  # ASHA: epochs before a trial can be stopped
+    reduction_factor: int = 2
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # "" = ncl-<date>-<time>
+    storage_path: str = "runs"  # local folder or shared/cloud URI (s3://, gs://)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ncl: NCLConfig = field(default_factory=NCLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+_CHOICES = {
+    "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
+    "model.pooling": ("meanP", "seqTransf"),
+    "eval.bank": ("train", "test", "train+test"),
+    "tune.mode": ("min", "max"),
+}
+METHODS = ("none", "ncl", "dsl", "qbnorm")
+
+
+def _merge(base: DictConfig, other, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{source}: invalid key '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Defaults <- YAML file <- dotlist overrides; struct mode, so unknown keys fail.
+
+    Args:
+        path: a YAML file holding only differences from the defaults, or None.
+        overrides: `key=value` strings, e.g. `["train.epochs=2"]`.
+    """
+    cfg = OmegaConf.structured(Config)
+    OmegaConf.set_struct(cfg, True)
+    if path:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            file_cfg = OmegaConf.load(path)
+        except Exception as e:  # yaml syntax errors
+            raise ConfigError(f"{path}: cannot parse YAML: {e}") from None
+        cfg = _merge(cfg, file_cfg, path)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+    if overrides:
+        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
+    return finalize(cfg)
+
+
+def finalize(cfg: DictConfig) -> DictConfig:
+    """Validate choices and compute derived values (run name, absolute storage path)."""
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"invalid value for '{key}': {value!r} (choose from {', '.join(choices)})")
+    for m in cfg.eval.methods:
+        if m not in METHODS:
+            raise ConfigError(f"invalid value in 'eval.methods': {m!r} (choose from {', '.join(METHODS)})")
+    positive = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions",
+                "train.batch_size", "train.num_workers", "train.epochs", "eval.chunk_size"]
+    for key in positive:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"'{key}' must be positive, got {OmegaConf.select(cfg, key)}")
+    for key in ["ncl.n_iters", "ncl.queue_size", "eval.n_iters"]:
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"'{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if not 0 < cfg.model.init_temperature <= 1:
+        raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
+    if not cfg.run.name:
+        # resume needs a name: a fresh run gets one from the clock
+        if cfg.train.resume:
+            raise ConfigError("'train.resume=true' needs 'run.name' of the run to continue")
+        cfg.run.name = time.strftime("ncl-%Y%m%d-%H%M%S")
+    if "://" not in cfg.run.storage_path:
+        cfg.run.storage_path = os.path.abspath(cfg.run.storage_path)  # Ray wants absolute paths
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """Plain resolved dict: what Ray ships to workers and what checkpoints store."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def from_dict(d: dict) -> DictConfig:
+    """Inverse of `to_dict`, re-validated against the schema."""
+    cfg = _merge(OmegaConf.structured(Config), d, "stored config")
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))

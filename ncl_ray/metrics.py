@@ -1,0 +1,59 @@
+"""Retrieval metrics: R@1/5/10 (percent), median and mean rank, for one or several correct items per query.
+
+Ties count against the model (pessimistic rank): a collapsed model that scores everything equally gets the
+worst rank, never a perfect one.
+"""
+
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+
+def correct_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each query's one correct item.
+
+    Args:
+        scores: (Q, G) ranking scores, higher is better.
+        target: (Q,) index of the correct gallery item per query.
+    Returns: (Q,) long ranks.
+    """
+    correct = scores.gather(1, target[:, None].long())  # (Q, 1)
+    return (scores >= correct).sum(dim=1)  # the correct item counts itself, ties count against
+
+
+def multi_correct_ranks(scores: torch.Tensor, item_of_gallery: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ranks when a query has several correct gallery items (v2t with many captions per video).
+
+    Args:
+        scores: (V, C) scores of V queries (videos) against C gallery items (captions).
+        item_of_gallery: (C,) the query index each gallery item belongs to.
+    Returns:
+        strict (P,) ranks of every correct pair, each ranked only against the incorrect items;
+        lenient (V,) rank of the best correct item per query (CLIP4Clip's protocol).
+    """
+    V, C = scores.shape
+    positive = item_of_gallery[None, :].long() == torch.arange(V, device=scores.device)[:, None]  # (V, C)
+    negatives = torch.where(positive, torch.full_like(scores, float("-inf")), scores)  # (V, C)
+    sorted_neg = negatives.sort(dim=1).values  # (V, C) ascending, positives first as -inf
+    n_ge = C - torch.searchsorted(sorted_neg.contiguous(), scores.contiguous(), side="left")  # negatives >= s
+    ranks = n_ge + 1  # (V, C)
+    strict = ranks[positive]  # (P,)
+    lenient = torch.where(positive, ranks, torch.full_like(ranks, C + 1)).min(dim=1).values  # (V,)
+    return strict, lenient
+
+
+def metrics_from_ranks(ranks: torch.Tensor) -> Dict[str, float]:
+    r = ranks.double()
+    return {
+        "R@1": 100.0 * float((r <= 1).double().mean()),
+        "R@5": 100.0 * float((r <= 5).double().mean()),
+        "R@10": 100.0 * float((r <= 10).double().mean()),
+        "MdR": float(np.median(r.cpu().numpy())),  # numpy median: mean of the middle two
+        "MnR": float(r.mean()),
+    }
+
+
+def retrieval_metrics(scores: torch.Tensor, target: torch.Tensor) -> Dict[str, float]:
+    """Metrics of (Q, G) scores with one correct item per query, target (Q,)."""
+    return metrics_from_ranks(correct_ranks(scores, target))

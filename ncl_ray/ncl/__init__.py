@@ -1,0 +1,1 @@
+"""NCL maths: Sinkhorn biases, query queues, gathers and the loss. Pure torch, no Ray."""

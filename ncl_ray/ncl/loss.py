@@ -1,0 +1,85 @@
+"""The NCL training loss (NCL.md, "Training"): symmetric InfoNCE on Sinkhorn-biased logits.
+
+Per step: gather both modalities across workers (N = W * B); for t2v, run Sinkhorn on
+[text queue; batch texts] x batch videos and add its column biases b (one per video) to the batch logits; v2t
+likewise with the video queue and one bias per text; loss = 0.5 * (CE_t2v + CE_v2t) with the diagonal as
+positives. The logits use the *old* queue; the gathered batch is enqueued afterwards (MoCo order), so every
+rank holds the same queue. With n_iters = 0 the biases are zero and this is exactly CLIP's loss.
+"""
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ncl_ray.ncl.gather import gather_features, world_info
+from ncl_ray.ncl.queue import FeatureQueue
+from ncl_ray.ncl.sinkhorn import normalization_error, sinkhorn_biases
+
+
+class NCLLoss(nn.Module):
+    """NCL loss owning the text and video query queues (buffers, so checkpoints carry them).
+
+    Args:
+        dim: embedding dimension D.
+        queue_size: Q, rows per queue; 0 uses only the current global batch as Sinkhorn queries.
+        n_iters: Sinkhorn iterations; 0 = plain contrastive loss.
+        detach_biases: treat biases as constants (our default) or backpropagate through Sinkhorn.
+        gather_with_grad: gradients flow to other ranks' slices (exact large-batch equivalence).
+    """
+
+    def __init__(self, dim: int, queue_size: int, n_iters: int, detach_biases: bool = True,
+                 gather_with_grad: bool = True):
+        super().__init__()
+        self.n_iters = n_iters
+        self.detach_biases = detach_biases
+        self.gather_with_grad = gather_with_grad
+        self.text_queue = FeatureQueue(queue_size, dim)
+        self.video_queue = FeatureQueue(queue_size, dim)
+
+    def _biases(self, queue: FeatureQueue, queries: torch.Tensor, gallery: torch.Tensor,
+                scale: torch.Tensor):
+        rows = torch.cat([queue.embeddings.to(queries.dtype), queries], dim=0)  # (Q+N, D)
+        logits = scale * rows @ gallery.T  # (Q+N, N)
+        if not self.detach_biases:
+            _, bias = sinkhorn_biases(logits, self.n_iters, with_grad=True)  # (N,)
+            return bias, logits.detach()
+        _, bias = sinkhorn_biases(logits.detach(), self.n_iters)  # (N,)
+        return bias, logits.detach()
+
+    def forward(self, video_features: torch.Tensor, text_features: torch.Tensor,
+                logit_scale: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Args: video_features, text_features (B, D) unit-norm; logit_scale () = 1/tau.
+
+        Returns a dict: `contrastive_loss` (the term to minimise) and detached diagnostics.
+        """
+        rank, _ = world_info()
+        v, t = video_features.float(), text_features.float()  # fp32 logits even under autocast
+        scale = logit_scale.float()
+        B = v.shape[0]
+        all_v = gather_features(v, self.gather_with_grad)  # (N, D)
+        all_t = gather_features(t, self.gather_with_grad)  # (N, D)
+
+        video_bias, sk_logits = self._biases(self.text_queue, all_t, all_v, scale)  # b: (N,) per video
+        text_bias, _ = self._biases(self.video_queue, all_v, all_t, scale)  # a: (N,) per text
+
+        labels = torch.arange(B, device=v.device) + B * rank  # positives: the diagonal of the global batch
+        logits_t2v = scale * t @ all_v.T + video_bias[None, :]  # (B, N)
+        logits_v2t = scale * v @ all_t.T + text_bias[None, :]  # (B, N)
+        loss_t2v = F.cross_entropy(logits_t2v, labels)
+        loss_v2t = F.cross_entropy(logits_v2t, labels)
+
+        out = {"contrastive_loss": 0.5 * (loss_t2v + loss_v2t)}
+        with torch.no_grad():
+            out.update({
+                "t2v_ce": loss_t2v.detach(),
+                "v2t_ce": loss_v2t.detach(),
+                "norm_error_before": torch.tensor(normalization_error(sk_logits, torch.zeros_like(video_bias))),
+                "norm_error_after": torch.tensor(normalization_error(sk_logits, video_bias.detach())),
+                "queue_filled": self.text_queue.filled.clone().float(),
+            })
+        if self.training:  # after the loss: the current batch never sees itself in the queue
+            self.text_queue.enqueue(all_t.detach())
+            self.video_queue.enqueue(all_v.detach())
+        return out

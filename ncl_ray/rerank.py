@@ -1,0 +1,105 @@
+"""`ncl-ray rerank`: test-time normalisation of a saved similarity matrix, no model needed.
+
+    ncl-ray rerank --sims S.npy --bank-sims B.npy --method ncl --iters 10 --json out.json
+
+S is queries x gallery (row i's correct item is column i unless --query-to-item maps queries to items);
+B is bank-queries x gallery. --transpose scores the other direction (v2t) on the same files.
+"""
+
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ncl_ray.metrics import correct_ranks, metrics_from_ranks, multi_correct_ranks
+from ncl_ray.ncl.normalize import normalized_scores
+from ncl_ray.ncl.sinkhorn import normalization_error
+
+
+class InputError(ValueError):
+    """A bad input file; the message names it."""
+
+
+def load_matrix(path: str, name: str, ndim: int = 2) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{name}: file not found: {path}")
+    try:
+        a = np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise InputError(f"{name}: cannot read {path} as a .npy array ({e})") from None
+    if a.ndim != ndim:
+        raise InputError(f"{name}: {path} must be {ndim}-D, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number):
+        raise InputError(f"{name}: {path} must be numeric, got dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{name}: {path} contains NaN or infinite values")
+    return a
+
+
+def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None,
+           query_to_item: Optional[np.ndarray] = None, transpose: bool = False, iters: int = 10,
+           temperature: float = 0.01, bank: str = "train") -> Dict:
+    """Metrics and normalisation error of `method` on `sims`; see the module docstring."""
+    s = torch.from_numpy(np.asarray(sims, dtype=np.float32))
+    Q, G = s.shape
+    if query_to_item is None:
+        if Q != G:
+            raise InputError(f"similarities are {Q}x{G}: give --query-to-item when queries and items differ")
+        q2i = torch.arange(Q)
+    else:
+        q2i = torch.from_numpy(np.asarray(query_to_item)).long()
+        if q2i.shape != (Q,) or int(q2i.min()) < 0 or int(q2i.max()) >= G:
+            raise InputError(f"query-to-item must have {Q} entries in [0, {G}), got shape {tuple(q2i.shape)}")
+    b = None if bank_sims is None else torch.from_numpy(np.asarray(bank_sims, dtype=np.float32))
+    if transpose:  # videos become queries; the bank (text queries x videos) is not usable the other way
+        s = s.T.contiguous()
+        if method in ("ncl", "qbnorm") and bank != "test":
+            raise InputError("--transpose with ncl/qbnorm needs --bank test (the bank holds text queries)")
+        b = None
+    if method in ("ncl", "qbnorm"):
+        if bank == "test":
+            b = s
+        elif b is None:
+            raise InputError(f"--method {method} needs --bank-sims (or --bank test)")
+        elif bank == "train+test":
+            b = torch.cat([b, s], dim=0)
+        if b.shape[1] != s.shape[1]:
+            raise InputError(f"bank has {b.shape[1]} gallery columns, similarities have {s.shape[1]}")
+    scores = normalized_scores(s, method, temperature, b, n_iters=iters)
+    key = "v2t" if transpose else "t2v"
+    out: Dict = {}
+    if transpose and query_to_item is not None:
+        strict, lenient = multi_correct_ranks(scores, q2i)
+        out[key] = metrics_from_ranks(strict)
+        out[key + "_lenient"] = metrics_from_ranks(lenient)
+    else:
+        out[key] = metrics_from_ranks(correct_ranks(scores, q2i))
+    # balance of the scores read as logits: dsl scores are similarities, hence the 1/tau
+    as_logits = scores / temperature if method == "dsl" else scores
+    zeros = torch.zeros(s.shape[1])
+    out["normalization_error"] = {
+        "before": normalization_error(s / temperature, zeros),
+        "after": normalization_error(as_logits, zeros),
+    }
+    out["method"], out["queries"], out["gallery"] = method, int(s.shape[0]), int(s.shape[1])
+    return out
+
+
+def format_table(result: Dict) -> str:
+    rows = [k for k in result if k.startswith(("t2v", "v2t"))]
+    lines = [f"{'':14s} {'R@1':>7s} {'R@5':>7s} {'R@10':>7s} {'MdR':>7s} {'MnR':>8s}"]
+    for k in rows:
+        m = result[k]
+        lines.append(f"{k + ' ' + result['method']:14s} {m['R@1']:7.2f} {m['R@5']:7.2f} {m['R@10']:7.2f} "
+                     f"{m['MdR']:7.1f} {m['MnR']:8.2f}")
+    ne = result["normalization_error"]
+    lines.append(f"normalisation error: before {ne['before']:.4f}  after {ne['after']:.4f}")
+    return "\n".join(lines)
+
+
+def write_json(result: Dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from ncl_ray.config import ConfigError, from_dict, load_config, save_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (ROOT / "conf").glob("*.yaml")))
+def test_every_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.run.name and Path(cfg.run.storage_path).is_absolute() or "://" in cfg.run.storage_path
+    first = Path(path).read_text().splitlines()[0]
+    assert first.startswith("#") and "ncl-ray" in first, f"{path} must open with the command that runs it"
+
+
+def test_overrides_and_types():
+    cfg = load_config(None, ["ncl.n_iters=0", "train.batch_size=4", "eval.methods=[none,ncl]"])
+    assert cfg.ncl.n_iters == 0 and cfg.train.batch_size == 4 and list(cfg.eval.methods) == ["none", "ncl"]
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="ncl.n_iter"):
+        load_config(None, ["ncl.n_iter=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*epochz"):
+        load_config(str(bad))
+
+
+def test_wrong_type_and_value_name_the_key():
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_config(None, ["train.batch_size=many"])
+    with pytest.raises(ConfigError, match="model.pooling"):
+        load_config(None, ["model.pooling=max"])
+    with pytest.raises(ConfigError, match="ncl.n_iters"):
+        load_config(None, ["ncl.n_iters=-1"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("conf/nope.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_resume_needs_a_name():
+    with pytest.raises(ConfigError, match="run.name"):
+        load_config(None, ["train.resume=true"])
+
+
+def test_save_and_round_trip(tmp_path):
+    cfg = load_config(None, ["ncl.queue_size=7"])
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert to_dict(again) == to_dict(cfg)
+    assert from_dict(to_dict(cfg)).ncl.queue_size == 7

@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ncl_ray.cli import main
+
+
+def hub_problem(n=200, d=32, hubs=5, seed=0):
+    """Queries near their own item, plus a few hub items close to everything (the NCL failure mode)."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=d)
+    items = rng.normal(size=(n, d))
+    items[:hubs] += 2.0 * common  # hubs lean towards the common direction shared by all queries
+    def queries(noise):
+        q = items + noise * rng.normal(size=items.shape) + 1.0 * common
+        return q / np.linalg.norm(q, axis=1, keepdims=True)
+    g = items / np.linalg.norm(items, axis=1, keepdims=True)
+    return (queries(1.4) @ g.T).astype(np.float32), (queries(1.4) @ g.T).astype(np.float32)
+
+
+def test_ncl_beats_none_on_hubs(tmp_path, capsys):
+    sims, bank = hub_problem()
+    np.save(tmp_path / "s.npy", sims)
+    np.save(tmp_path / "b.npy", bank)
+    res = {}
+    for method in ("none", "ncl", "dsl", "qbnorm"):
+        out = tmp_path / f"{method}.json"
+        rc = main(["rerank", "--sims", str(tmp_path / "s.npy"), "--bank-sims", str(tmp_path / "b.npy"),
+                   "--method", method, "--json", str(out)])
+        assert rc == 0
+        res[method] = json.loads(out.read_text())
+    assert set(res["ncl"]["t2v"]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
+    assert res["ncl"]["t2v"]["R@1"] > res["none"]["t2v"]["R@1"]
+    ne = res["ncl"]["normalization_error"]
+    assert ne["after"] < 0.8 * ne["before"]  # biases from other queries than the ones scored
+    assert res["qbnorm"]["t2v"]["R@1"] >= res["none"]["t2v"]["R@1"]
+    assert main(["rerank", "--sims", str(tmp_path / "s.npy"), "--bank", "test", "--iters", "100",
+                 "--method", "ncl", "--json", str(tmp_path / "t.json")]) == 0
+    transductive = json.loads((tmp_path / "t.json").read_text())["normalization_error"]
+    assert transductive["after"] < 0.05 < transductive["before"]
+    assert "R@1" in capsys.readouterr().out
+
+
+def test_query_to_item_and_transpose(tmp_path):
+    # 3 videos, 6 captions (2 each); caption c belongs to video c // 2
+    rng = np.random.default_rng(0)
+    sims = rng.normal(size=(6, 3)).astype(np.float32)
+    sims[np.arange(6), np.arange(6) // 2] += 3
+    np.save(tmp_path / "s.npy", sims)
+    np.save(tmp_path / "m.npy", np.arange(6) // 2)
+    out = tmp_path / "v2t.json"
+    assert main(["rerank", "--sims", str(tmp_path / "s.npy"), "--query-to-item", str(tmp_path / "m.npy"),
+                 "--method", "none", "--transpose", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["v2t"]["R@1"] == 100.0 and "v2t_lenient" in res
+
+
+@pytest.mark.parametrize("case", ["missing", "nan", "shape", "text"])
+def test_bad_files_exit_2_and_name_the_file(tmp_path, case):
+    path = tmp_path / "s.npy"
+    if case == "nan":
+        np.save(path, np.array([[0.1, np.nan], [0.2, 0.3]]))
+    elif case == "shape":
+        np.save(path, np.zeros(3))
+    elif case == "text":
+        path.write_text("not an array")
+    proc = subprocess.run([sys.executable, "-m", "ncl_ray", "rerank", "--sims", str(path), "--method", "none"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "s.npy" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_non_square_without_mapping_is_an_error(tmp_path):
+    np.save(tmp_path / "s.npy", np.zeros((3, 4)))
+    assert main(["rerank", "--sims", str(tmp_path / "s.npy"), "--method", "none"]) == 2
