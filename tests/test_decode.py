@@ -1,0 +1,141 @@
+"""Real PyAV decoding of files the tests encode: frame choice, codecs, geometry, and every bad input."""
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from ncl_ray.data.decode import DecodeError, decode_frames, decode_naive, sample_times
+from ncl_ray.data.synthetic import write_video
+
+STEP = 6  # frame i is painted gray level STEP * i, so a decoded pixel tells which frame it came from
+
+
+def numbered(n, h=48, w=64):
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i] = (STEP * i) % 252
+    return frames
+
+
+def frame_index(clip):
+    return np.round(clip[:, :, :, :].reshape(len(clip), -1).mean(1) / STEP).astype(int).tolist()
+
+
+def expected_indices(times, num_frames, duration):
+    """Independent answer: the last frame whose presentation time is <= each sample time."""
+    return [int(np.searchsorted(times, t + 1e-6, side="right") - 1) for t in sample_times(0.0, duration, num_frames)]
+
+
+@pytest.mark.parametrize("codec,ext", [("libx264", "mp4"), ("libvpx-vp9", "webm"), ("mpeg4", "avi")])
+def test_codecs_pick_the_right_frames(tmp_path, codec, ext):
+    n, fps = 40, 8
+    path = write_video(str(tmp_path / f"v.{ext}"), numbered(n), fps=fps, codec=codec)
+    clip = decode_frames(path, 8, 32)
+    assert clip.shape == (8, 32, 32, 3) and clip.dtype == np.uint8
+    assert frame_index(clip) == expected_indices(np.arange(n) / fps, 8, n / fps)
+    # same frames as an independent full decode + Python resize
+    assert np.abs(clip.astype(int) - decode_naive(path, 8, 32).astype(int)).mean() < 3
+
+
+def test_variable_frame_rate_uses_timestamps(tmp_path):
+    n = 40
+    gaps = np.where(np.arange(n - 1) % 2 == 0, 0.04, 0.3)  # alternating short and long frames
+    times = np.concatenate([[0.0], np.cumsum(gaps)])
+    path = write_video(str(tmp_path / "vfr.mp4"), numbered(n), times=times)
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        duration = float(s.duration * s.time_base)
+    clip = decode_frames(path, 10, 32)
+    assert frame_index(clip) == expected_indices(times, 10, duration)
+    # an index-based sampler would differ: VFR matters here
+    assert frame_index(clip) != np.linspace(0, n - 1, 10).round().astype(int).tolist()
+
+
+def test_long_video_is_decoded_sparsely(tmp_path):
+    n = 600  # 20 s at 30 fps, keyframe every second
+    path = write_video(str(tmp_path / "long.mp4"), numbered(n, 32, 32), fps=30, gop=30)
+    stats = {}
+    decode_frames(path, 12, 32, stats=stats)
+    assert stats["seeks"] >= 5 and stats["decoded"] < n / 2
+
+
+def test_odd_size_resize_and_centre_crop(tmp_path):
+    frames = np.zeros((6, 51, 97, 3), np.uint8)  # odd sizes, wide
+    frames[:, :, 40:57] = 255  # a white vertical band in the middle
+    path = write_video(str(tmp_path / "odd.mp4"), frames, codec="mpeg4", pix_fmt="yuv420p")
+    clip = decode_frames(path, 4, 24)
+    assert clip.shape == (4, 24, 24, 3)
+    centre, edge = clip[:, :, 10:14].mean(), clip[:, :, :3].mean()
+    assert centre > 200 and edge < 40
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    frames = np.zeros((4, 32, 64, 3), np.uint8)
+    frames[:, :, 16:32] = 255  # white just left of the centre of the stored (wide) picture
+    path = write_video(str(tmp_path / "rot.mp4"), frames, rotation=90)
+    clip = decode_frames(path, 2, 32)
+    # displayed rotated 90 degrees counter-clockwise (tall): the band lies below the centre
+    assert clip[:, 18:30].mean() > 200 and clip[:, 2:14].mean() < 40
+
+
+def test_fewer_frames_than_asked_repeats(tmp_path):
+    path = write_video(str(tmp_path / "one.mp4"), numbered(1) + 100)
+    clip = decode_frames(path, 12, 16)
+    assert clip.shape == (12, 16, 16, 3) and np.ptp(clip.reshape(12, -1).mean(1)) < 1
+    path = write_video(str(tmp_path / "three.mp4"), numbered(3))
+    assert sorted(set(frame_index(decode_frames(path, 9, 16)))) == [0, 1, 2]
+
+
+def _audio_only(path):
+    with av.open(path, "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        f.sample_rate = 8000
+        for p in list(s.encode(f)) + list(s.encode()):
+            c.mux(p)
+
+
+def _corrupt_payload(src, dst):
+    b = bytearray(open(src, "rb").read())
+    i, j = b.find(b"mdat"), b.find(b"moov")
+    b[i + 4: j - 4] = np.random.default_rng(0).integers(0, 256, j - i - 8, dtype=np.uint8).tobytes()
+    open(dst, "wb").write(bytes(b))
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("missing", "file not found"),
+    ("empty", "empty file"),
+    ("text", "not a readable media file"),
+    ("truncated_mp4", "not a readable media file"),
+    ("truncated_webm", "truncated"),
+    ("image", "an image"),
+    ("audio", "no video stream"),
+    ("no_decodable_frame", "no decodable frame"),
+])
+def test_bad_inputs_raise_typed_errors_naming_the_file(tmp_path, case, reason):
+    path = str(tmp_path / f"{case}.bin")
+    good = numbered(120, 32, 32)
+    if case == "empty":
+        open(path, "wb").close()
+    elif case == "text":
+        open(path, "w").write("this is not a video\n" * 100)
+    elif case == "truncated_mp4":
+        src = write_video(str(tmp_path / "src.mp4"), good)
+        open(path, "wb").write(open(src, "rb").read()[:2000])
+    elif case == "truncated_webm":
+        src = write_video(str(tmp_path / "src.webm"), good, fps=30, codec="libvpx-vp9")
+        data = open(src, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+    elif case == "image":
+        path = str(tmp_path / "still.png")
+        Image.fromarray(good[3]).save(path)
+    elif case == "audio":
+        path = str(tmp_path / "sound.wav")
+        _audio_only(path)
+    elif case == "no_decodable_frame":
+        src = write_video(str(tmp_path / "src.mp4"), good, fps=30)
+        _corrupt_payload(src, path)
+    with pytest.raises(DecodeError) as err:
+        decode_frames(path, 8, 32)
+    assert reason in err.value.reason and path in str(err.value)
