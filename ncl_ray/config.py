@@ -27,7 +27,7 @@ class DataConfig:
     dataset: str = "synthetic"
     root: str = "data/synthetic"  # dataset folder; the built-in dataset is generated here when missing
     manifest: str = ""  # CSV/JSONL manifest (dataset=manifest); derived from root for the named datasets
-    synthetic_videos: int = 160  # size of the built-in dataset when it has to be generated
+    synthetic_videos: int = 400  # size of the built-in dataset when it has to be generated
     num_frames: int = 8  # frames sampled uniformly per clip (CLIP4Clip: 12)
     frame_size: int = 32  # square crop after shorter-side resize (CLIP: 224)
     max_words: int = 32  # tokenizer context length (CLIP4Clip: 32, ActivityNet 64)
@@ -35,6 +35,7 @@ class DataConfig:
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
     decode_threads: int = 1  # FFmpeg threads per decode call
     decode_concurrency: int = 0  # parallel decode tasks; 0 = all CPUs of the cluster
+    in_memory: bool = True  # keep decoded splits in the object store; false: stream the Parquet cache each epoch
     train_split: str = "train"
     val_split: str = "val"  # model selection; falls back to test_split when the dataset has no val split
     test_split: str = "test"
@@ -71,7 +72,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 16  # per worker (B); the loss sees N = W * B
     num_workers: int = 2  # Ray Train workers (W)
     use_gpu: bool = False

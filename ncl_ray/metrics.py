@@ -22,18 +22,21 @@ def correct_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (scores >= correct).sum(dim=1)  # the correct item counts itself, ties count against
 
 
-def multi_correct_ranks(scores: torch.Tensor, item_of_gallery: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def multi_correct_ranks(scores: torch.Tensor, item_of_gallery: torch.Tensor,
+                        first_query: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Ranks when a query has several correct gallery items (v2t with many captions per video).
 
     Args:
         scores: (V, C) scores of V queries (videos) against C gallery items (captions).
         item_of_gallery: (C,) the query index each gallery item belongs to.
+        first_query: index of the first row of `scores` (for row blocks).
     Returns:
         strict (P,) ranks of every correct pair, each ranked only against the incorrect items;
         lenient (V,) rank of the best correct item per query (CLIP4Clip's protocol).
     """
     V, C = scores.shape
-    positive = item_of_gallery[None, :].long() == torch.arange(V, device=scores.device)[:, None]  # (V, C)
+    queries = torch.arange(first_query, first_query + V, device=scores.device)  # (V,)
+    positive = item_of_gallery[None, :].long() == queries[:, None]  # (V, C)
     negatives = torch.where(positive, torch.full_like(scores, float("-inf")), scores)  # (V, C)
     sorted_neg = negatives.sort(dim=1).values  # (V, C) ascending, positives first as -inf
     n_ge = C - torch.searchsorted(sorted_neg.contiguous(), scores.contiguous(), side="left")  # negatives >= s

@@ -13,9 +13,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ncl_ray.metrics import correct_ranks, metrics_from_ranks, multi_correct_ranks
-from ncl_ray.ncl.normalize import normalized_scores
-from ncl_ray.ncl.sinkhorn import normalization_error
+from ncl_ray.ncl.normalize import Sims, make_scorer
+from ncl_ray.retrieval import direction_metrics, normalization_errors
 
 
 class InputError(ValueError):
@@ -54,37 +53,29 @@ def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None
         if q2i.shape != (Q,) or int(q2i.min()) < 0 or int(q2i.max()) >= G:
             raise InputError(f"query-to-item must have {Q} entries in [0, {G}), got shape {tuple(q2i.shape)}")
     b = None if bank_sims is None else torch.from_numpy(np.asarray(bank_sims, dtype=np.float32))
-    if transpose:  # videos become queries; the bank (text queries x videos) is not usable the other way
+    if transpose:  # videos become queries; a bank of text queries x videos does not apply
         s = s.T.contiguous()
         if method in ("ncl", "qbnorm") and bank != "test":
             raise InputError("--transpose with ncl/qbnorm needs --bank test (the bank holds text queries)")
         b = None
+    test = Sims.dense(s)
+    bank_sims_ = None
     if method in ("ncl", "qbnorm"):
-        if bank == "test":
-            b = s
-        elif b is None:
+        if bank != "test" and b is None:
             raise InputError(f"--method {method} needs --bank-sims (or --bank test)")
-        elif bank == "train+test":
-            b = torch.cat([b, s], dim=0)
-        if b.shape[1] != s.shape[1]:
-            raise InputError(f"bank has {b.shape[1]} gallery columns, similarities have {s.shape[1]}")
-    scores = normalized_scores(s, method, temperature, b, n_iters=iters)
+        if b is not None and b.shape[1] != s.shape[1]:
+            raise InputError(f"--bank-sims has {b.shape[1]} gallery columns, --sims has {s.shape[1]}")
+        parts = {"train": [b], "test": [s], "train+test": [b, s]}[bank]
+        bank_sims_ = Sims.stack([Sims.dense(x) for x in parts])
+    scorer = make_scorer(method, test, temperature, bank_sims_, n_iters=iters)
     key = "v2t" if transpose else "t2v"
-    out: Dict = {}
     if transpose and query_to_item is not None:
-        strict, lenient = multi_correct_ranks(scores, q2i)
-        out[key] = metrics_from_ranks(strict)
-        out[key + "_lenient"] = metrics_from_ranks(lenient)
+        m = direction_metrics(test, scorer, owner=q2i)
+        out: Dict = {key: m["strict"], key + "_lenient": m["lenient"]}
     else:
-        out[key] = metrics_from_ranks(correct_ranks(scores, q2i))
-    # balance of the scores read as logits: dsl scores are similarities, hence the 1/tau
-    as_logits = scores / temperature if method == "dsl" else scores
-    zeros = torch.zeros(s.shape[1])
-    out["normalization_error"] = {
-        "before": normalization_error(s / temperature, zeros),
-        "after": normalization_error(as_logits, zeros),
-    }
-    out["method"], out["queries"], out["gallery"] = method, int(s.shape[0]), int(s.shape[1])
+        out = {key: direction_metrics(test, scorer, target=q2i)["strict"]}
+    out["normalization_error"] = normalization_errors(test, scorer, temperature)
+    out["method"], out["bank"], out["queries"], out["gallery"] = method, bank, int(s.shape[0]), int(s.shape[1])
     return out
 
 

@@ -76,3 +76,24 @@ def test_bad_files_exit_2_and_name_the_file(tmp_path, case):
 def test_non_square_without_mapping_is_an_error(tmp_path):
     np.save(tmp_path / "s.npy", np.zeros((3, 4)))
     assert main(["rerank", "--sims", str(tmp_path / "s.npy"), "--method", "none"]) == 2
+
+
+def test_blockwise_normalisation_equals_dense():
+    import torch
+
+    from ncl_ray.ncl.normalize import Sims, make_scorer, ncl_gallery_bias
+    from ncl_ray.ncl.sinkhorn import sinkhorn_biases
+
+    g = torch.Generator().manual_seed(0)
+    q, gal, bank = torch.randn(50, 8, generator=g), torch.randn(30, 8, generator=g), torch.randn(70, 8, generator=g)
+    dense_bias = sinkhorn_biases(bank @ gal.T / 0.5, 7)[1]
+    for chunk in (1, 16, 1000):
+        streamed = ncl_gallery_bias(Sims.embeddings(bank, gal, chunk), 0.5, 7)
+        assert torch.allclose(streamed, dense_bias, atol=1e-5)
+    for method in ("none", "ncl", "dsl", "qbnorm"):
+        outs = []
+        for chunk in (7, 1000):
+            test, bk = Sims.embeddings(q, gal, chunk), Sims.embeddings(bank, gal, chunk)
+            scorer = make_scorer(method, test, 0.5, bk, n_iters=5)
+            outs.append(torch.cat([scorer(rows, s) for rows, s in test.blocks()]))
+        assert torch.equal(outs[0], outs[1]) or torch.allclose(outs[0], outs[1], atol=1e-5), method

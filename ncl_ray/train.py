@@ -1,0 +1,304 @@
+"""NCL training on Ray Train (Train V2): `ncl-ray train conf/default.yaml [key=value ...]`.
+
+Driver (`main` -> `fit`): decode the dataset once into the clip cache (Ray Data), build per-split datasets,
+run a `TorchTrainer` with `train_loop_per_worker`, then print the test table and write `results.json`.
+Workers: build the model and the NCL loss (which owns the replicated query queues), restore the latest
+checkpoint if Ray restarted them (or `train.resume_from`), and loop over their data shard with `train_step`.
+Every rank calls `ray.train.report` each epoch; rank 0 evaluates, writes TensorBoard and the checkpoint.
+"""
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from ncl_ray.checkpoint import load_checkpoint, save_checkpoint
+from ncl_ray.config import ConfigError, from_dict, save_config, to_dict
+from ncl_ray.data.transforms import normalize_frames, sample_captions
+from ncl_ray.evaluate import embed_batches, evaluate_embeddings, format_results
+from ncl_ray.model.clip import VideoCLIP, build_model_from_config
+from ncl_ray.ncl.loss import NCLLoss
+from ncl_ray.tracking import MetricLogger
+
+log = logging.getLogger("ncl_ray.train")
+FAULT_ENV = "NCL_RAY_FAIL_AT_STEP"  # fault injection, same as train.fail_at_step
+
+
+def build_loss(cfg, dim: int) -> NCLLoss:
+    n = cfg.ncl
+    return NCLLoss(dim, n.queue_size, n.n_iters, n.detach_biases, n.gather_with_grad)
+
+
+def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with two learning rates (backbone, new layers); no decay on gains, biases and the temperature."""
+    backbone, new = model.param_groups()
+    groups = []
+    for params, group_lr in ((backbone, backbone_lr), (new, lr)):
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups += [{"params": decay, "lr": group_lr, "weight_decay": weight_decay},
+                   {"params": no_decay, "lr": group_lr, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warm-up over warmup_ratio * total_steps, then cosine decay to 0."""
+    warmup = max(1, int(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def unwrap(model: torch.nn.Module) -> VideoCLIP:
+    return model.module if hasattr(model, "module") else model
+
+
+def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.Tensor],
+               optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
+               device: torch.device, amp_dtype: Optional[torch.dtype] = None, grad_clip: float = 0.0
+               ) -> Dict[str, float]:
+    """One optimisation step on a batch of split rows; returns `train/...` scalars."""
+    frames = normalize_frames(batch["frames"].to(device))  # (B, T, 3, H, W)
+    tokens = sample_captions(batch["tokens"], batch["n_captions"], generator).to(device)  # (B, L)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = model(frames, tokens)
+    terms = loss_fn(**out)
+    total = sum(v for k, v in terms.items() if k.endswith("_loss"))
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    metrics = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
+    metrics["train/lr"] = optimizer.param_groups[-1]["lr"]
+    metrics["train/temperature"] = 1.0 / float(out["logit_scale"].detach())
+    return metrics
+
+
+def _maybe_fail(fail_at: int, step: int, rank: int, run_dir: Path) -> None:
+    """Fault injection: rank 0 dies (once per run) when it reaches `fail_at`."""
+    marker = run_dir / "fault_injected"
+    if fail_at >= 0 and step == fail_at and rank == 0 and not marker.exists():
+        marker.write_text(f"worker killed at step {step}\n")
+        log.error("fault injection: killing worker rank 0 at step %d", step)
+        os._exit(1)
+
+
+def _evaluate(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefix: str) -> Dict[str, float]:
+    emb = embed_batches(unwrap(model), dataset.iter_torch_batches(batch_size=64), device)
+    e = cfg.eval
+    tau = 1.0 / float(unwrap(model).logit_scale.exp().clamp(max=100))
+    m = evaluate_embeddings(emb, tau, methods, loss_fn.text_queue.embeddings.cpu(),
+                            loss_fn.video_queue.embeddings.cpu(), e.bank, e.n_iters, e.chunk_size,
+                            e.qbnorm_beta, e.qbnorm_k)
+    return {f"{prefix}/{k}": v for k, v in m.items()}
+
+
+def train_loop_per_worker(config: Dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. `config` = {"cfg": resolved config dict, "meta": data facts}."""
+    import ray.train
+    import ray.train.torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg, meta = from_dict(config["cfg"]), config["meta"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run_dir = Path(meta["run_dir"])
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    device = ray.train.torch.get_device()
+    amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp) else None
+
+    model = build_model_from_config(cfg)
+    loss_fn = build_loss(cfg, model.embed_dim).to(device)
+    model = ray.train.torch.prepare_model(model)
+    o = cfg.optim
+    optimizer = build_optimizer(unwrap(model), o.lr, o.backbone_lr, o.weight_decay)
+    steps_per_epoch = meta["steps_per_epoch"]
+    scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.train.epochs, o.warmup_ratio)
+
+    start_epoch, step, state = 0, 0, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = load_checkpoint(d)
+    elif cfg.train.resume_from:
+        state = load_checkpoint(cfg.train.resume_from)
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        if rank == 0:
+            record = {"epoch": state["epoch"], "step": step, "queue_filled": int(loss_fn.text_queue.filled),
+                      "queue_sum": float(loss_fn.text_queue.queue.sum()), "time": time.time()}
+            with open(run_dir / "restores.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            log.info("restored epoch %d, step %d, queue %d/%d", state["epoch"], step,
+                     record["queue_filled"], cfg.ncl.queue_size)
+
+    fail_at = int(os.environ.get(FAULT_ENV, cfg.train.fail_at_step))
+    tb = MetricLogger(str(run_dir / "tensorboard"), enabled=rank == 0)
+    shard = ray.train.get_dataset_shard("train")
+    B, seed = cfg.train.batch_size, cfg.train.seed
+    for epoch in range(start_epoch, cfg.train.epochs):
+        model.train()
+        loss_fn.train()
+        generator = torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + rank)
+        t0, clips, losses = time.time(), 0, []
+        for batch in shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B,
+                                              local_shuffle_seed=seed * 1000 + epoch):
+            _maybe_fail(fail_at, step, rank, run_dir)
+            m = train_step(model, loss_fn, batch, optimizer, scheduler, generator, device, amp_dtype,
+                           cfg.optim.grad_clip)
+            step += 1
+            clips += B * world
+            losses.append(m["train/contrastive_loss"])
+            if rank == 0 and step % cfg.train.log_every_steps == 0:
+                tb.log_dict(m, step)
+        elapsed = time.time() - t0
+        metrics: Dict[str, float] = {"epoch": epoch, "step": step, "train/clips_per_s": clips / max(elapsed, 1e-9),
+                                     "train/epoch_loss": sum(losses) / max(1, len(losses))}
+        last = epoch == cfg.train.epochs - 1
+        every = cfg.train.eval_every_epochs
+        if rank == 0:
+            if last or (every > 0 and (epoch + 1) % every == 0):
+                metrics.update(_evaluate(model, loss_fn, ray.train.get_dataset_shard("val"), cfg, device,
+                                         ["none", "ncl"], "val"))
+            if last:
+                metrics.update(_evaluate(model, loss_fn, ray.train.get_dataset_shard("test"), cfg, device,
+                                         list(cfg.eval.methods), "test"))
+            tb.log_dict(metrics, step)
+            tb.flush()
+            log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch, step, metrics["train/epoch_loss"],
+                     metrics["train/clips_per_s"],
+                     f" val t2v R@1 {metrics['val/none/t2v_R@1']:.1f}" if "val/none/t2v_R@1" in metrics else "")
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0 and (last or (epoch + 1) % cfg.train.checkpoint_every_epochs == 0):
+                save_checkpoint(d, unwrap(model), loss_fn, epoch, step, config["cfg"], optimizer, scheduler)
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=ckpt)  # a barrier: every rank calls it
+    tb.close()
+
+
+def prepare_data(cfg, run_dir: Path):
+    """Decode once into the clip cache; return (datasets, meta, cache)."""
+    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
+
+    d = cfg.data
+    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
+    cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
+                             d.decode_concurrency)
+    n_train = len(split_videos(cache, entries, d.train_split))
+    val_split = d.val_split if split_videos(cache, entries, d.val_split) else d.test_split
+    if val_split != d.val_split:
+        log.warning("no '%s' videos: validating on '%s'", d.val_split, d.test_split)
+    global_batch = cfg.train.batch_size * cfg.train.num_workers
+    steps = n_train // global_batch
+    if steps == 0:
+        raise ConfigError(f"train split has {n_train} videos, fewer than one global batch "
+                          f"(train.batch_size x train.num_workers = {global_batch})")
+    datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words)
+                for name, split in (("train", d.train_split), ("val", val_split), ("test", d.test_split))}
+    if d.in_memory:  # decoded splits stay in the object store: later epochs skip the Parquet read
+        datasets = {k: v.materialize() for k, v in datasets.items()}
+    meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
+            "skipped_videos": len(cache.skipped)}
+    return datasets, meta, cache
+
+
+def fit(cfg, datasets, meta, callbacks=None):
+    """Build and run the TorchTrainer; returns the Ray Train Result."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = cfg.train
+    resources = {"CPU": t.cpus_per_worker}
+    if t.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "meta": meta},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=cfg.run.name, storage_path=cfg.run.storage_path,
+                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                             callbacks=callbacks or []),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    return trainer.fit()
+
+
+def run_dir_of(cfg) -> Path:
+    return Path(cfg.run.storage_path) / cfg.run.name
+
+
+def init_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # inside `ray job submit` or with RAY_ADDRESS this joins the cluster; otherwise starts a local one
+        ray.init(log_to_driver=True)
+    quiet_data_progress()
+
+
+def quiet_data_progress() -> None:
+    """Ray Data progress bars flood job logs; our own per-epoch lines say what matters."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+
+
+def main(cfg) -> int:
+    """The main job: data, distributed training, final test evaluation, summary."""
+    run_dir = run_dir_of(cfg)
+    if "://" in cfg.run.storage_path:
+        raise ConfigError("run.storage_path: the CLI's summary files need a mounted path (NFS, FUSE); "
+                          "point it at the shared mount")
+    if (run_dir / "config.yaml").exists() and not cfg.train.resume:
+        raise ConfigError(f"run '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
+                          f"train.resume=true to continue it, or choose another run.name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, str(run_dir / "config.yaml"))
+    init_ray()
+    datasets, meta, cache = prepare_data(cfg, run_dir)
+    log.info("run %s: %d train videos, %d steps/epoch, %d workers; TensorBoard: tensorboard --logdir %s",
+             cfg.run.name, meta["train_videos"], meta["steps_per_epoch"], cfg.train.num_workers, run_dir)
+    result = fit(cfg, datasets, meta)
+    metrics = dict(result.metrics or {})
+    summary = {
+        "run": cfg.run.name,
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "skipped_videos": cache.skipped,
+        "skipped_count": len(cache.skipped),
+        "decoded_videos": cache.decoded,
+        "metrics": metrics,
+    }
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    print()
+    print(f"== {cfg.run.name}: test split '{cfg.data.test_split}' after {metrics.get('epoch', -1) + 1} epochs "
+          f"(NCL n_iters={cfg.ncl.n_iters}, queue {cfg.ncl.queue_size}) ==")
+    print(format_results(metrics, list(cfg.eval.methods), prefix="test/"))
+    print(f"ncl/qbnorm test-time biases from the {'training-query bank' if cfg.eval.bank == 'train' else 'test queries'}"
+          f"; dsl uses the test queries")
+    print(f"videos: {cache.decoded} decoded, {len(cache.skipped)} skipped"
+          + (f" (listed in {run_dir / 'results.json'})" if cache.skipped else ""))
+    print(f"checkpoint: {summary['checkpoint']}")
+    print(f"TensorBoard: tensorboard --logdir {run_dir}")
+    return 0
