@@ -1,0 +1,145 @@
+"""Ray Train end to end on a real local Ray instance: data-parallel equivalence, the main job with an
+injected worker failure, TensorBoard event files, resume."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _one_worker_loop(config):
+    """Two steps of the project's train_step on a fixed global batch, sliced by rank."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from ncl_ray.config import from_dict
+    from ncl_ray.model.clip import build_model_from_config
+    from ncl_ray.train import build_loss, build_optimizer, build_scheduler, train_step, unwrap
+
+    cfg = from_dict(config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(0)
+    model = build_model_from_config(cfg)
+    loss_fn = build_loss(cfg, model.embed_dim)
+    model = ray.train.torch.prepare_model(model)
+    opt = build_optimizer(unwrap(model), 1e-3, 1e-3, 0.1)
+    sched = build_scheduler(opt, 10, 0.0)
+    g = torch.Generator().manual_seed(1)
+    N, T, S, L = config["global_batch"], cfg.data.num_frames, cfg.data.frame_size, cfg.data.max_words
+    B = N // world
+    losses, weights = [], []
+    for _ in range(2):
+        batch = {"frames": torch.randint(0, 255, (N, T, S, S, 3), generator=g, dtype=torch.uint8),
+                 "tokens": torch.randint(1, 49000, (N, 1, L), generator=g, dtype=torch.int32),
+                 "n_captions": torch.ones(N, dtype=torch.long)}
+        batch = {k: v[rank * B:(rank + 1) * B] for k, v in batch.items()}
+        m = train_step(model, loss_fn, batch, opt, sched, torch.Generator(), torch.device("cpu"))
+        loss = torch.tensor(m["train/contrastive_loss"])
+        if dist.is_initialized():
+            dist.all_reduce(loss)
+            loss /= world
+        losses.append(float(loss))
+        weights.append([p.detach().clone() for p in unwrap(model).parameters()])
+    if rank == 0:
+        torch.save({"losses": losses, "weights": weights, "queue": loss_fn.text_queue.embeddings}, config["out"])
+    ray.train.report({"loss": losses[-1]})
+
+
+def test_two_workers_equal_one_worker_with_double_batch(ray_local, tmp_path):
+    import ray.cloudpickle
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ncl_ray.config import load_config, to_dict
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cfg = load_config(None, ["data.num_frames=2", "data.frame_size=16", "data.max_words=8", "ncl.queue_size=16",
+                             "ncl.n_iters=3", f"run.storage_path={tmp_path}"])
+    results = {}
+    for workers in (1, 2):
+        out = str(tmp_path / f"w{workers}.pt")
+        TorchTrainer(_one_worker_loop, train_loop_config={"cfg": to_dict(cfg), "global_batch": 8, "out": out},
+                     scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 0.5}),
+                     run_config=RunConfig(name=f"eq{workers}", storage_path=str(tmp_path))).fit()
+        results[workers] = torch.load(out)
+    one, two = results[1], results[2]
+    assert one["losses"] == pytest.approx(two["losses"], abs=1e-5)
+    assert one["losses"][0] != pytest.approx(one["losses"][1], abs=1e-4)  # the step changed something
+    # AdamW's first steps are about +-lr per weight whatever the gradient's size, so float noise in tiny
+    # gradients shows up at ~1e-6; a wrong gather or averaging would differ by ~lr = 1e-3
+    for step in range(2):
+        for a, b in zip(one["weights"][step], two["weights"][step]):
+            assert torch.allclose(a, b, atol=2e-5)
+    moved = max(float((a - b).abs().max()) for a, b in zip(one["weights"][0], one["weights"][1]))
+    assert moved > 5e-4
+    assert torch.allclose(one["queue"], two["queue"], atol=1e-6) and len(one["queue"]) == 16
+
+
+SMALL = ["data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
+         "train.batch_size=4", "train.epochs=3", "train.eval_every_epochs=1", "ncl.queue_size=24",
+         "train.log_every_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def small_config(tmp_path, data_root, *extra):
+    from ncl_ray.config import load_config
+
+    return load_config("conf/default.yaml", SMALL + [f"data.root={data_root}/syn", f"data.cache_dir={data_root}/cache",
+                                                     f"run.storage_path={tmp_path}/runs", *extra])
+
+
+def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_path, data_root, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ncl_ray.checkpoint import load_checkpoint
+    from ncl_ray.train import main
+
+    # 28 train videos / (4 x 2) = 3 steps per epoch; rank 0 dies at step 4, in epoch 1
+    cfg = small_config(tmp_path, data_root, "run.name=fault", "train.fail_at_step=4", "train.max_failures=1")
+    assert main(cfg) == 0
+    run = Path(cfg.run.storage_path) / "fault"
+    assert (run / "fault_injected").exists()
+    restores = [json.loads(x) for x in (run / "restores.jsonl").read_text().splitlines()]
+    assert len(restores) == 1 and restores[0]["epoch"] == 0 and restores[0]["step"] == 3
+    assert restores[0]["queue_filled"] == 24  # 3 steps x 8 clips, restored with the checkpoint
+
+    results = json.loads((run / "results.json").read_text())
+    assert results["metrics"]["step"] == 9 and results["metrics"]["epoch"] == 2  # nothing lost, run finished
+    assert results["skipped_count"] == 0
+    final = load_checkpoint(results["checkpoint"])
+    assert final["step"] == 9 and int(final["loss"]["text_queue.filled"]) == 24
+    assert final["config"]["run"]["name"] == "fault"
+    out = capsys.readouterr().out
+    assert "ncl " in out and "t2v R@1" in out and "tensorboard --logdir" in out
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("train/contrastive_loss", "train/lr", "train/temperature", "train/norm_error_before",
+                "train/norm_error_after", "train/clips_per_s", "val/none/t2v_R@1", "val/ncl/t2v_R@1",
+                "test/ncl/t2v_R@1", "test/dsl/v2t_R@1", "test/qbnorm/t2v_MdR", "test/t2v_norm_error_before"):
+        assert tag in tags, tag
+    steps = [e.step for e in events.Scalars("train/contrastive_loss")]
+    assert max(steps) == 9
+
+
+def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, data_root):
+    from ncl_ray.config import ConfigError
+    from ncl_ray.train import main
+
+    assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=1")) == 0
+    with pytest.raises(ConfigError, match="already exists"):
+        main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2"))
+    assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2", "train.resume=true")) == 0
+    results = json.loads((Path(tmp_path) / "runs" / "r" / "results.json").read_text())
+    assert results["metrics"]["epoch"] == 1 and results["metrics"]["step"] == 6
