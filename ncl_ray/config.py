@@ -103,7 +103,7 @@ class EvalConfig:
 class TuneConfig:
     space: str = "conf/tune/small.yaml"  # search space file
     num_samples: int = 1  # repeats of the grid / random draws
-    metric: str = "val/t2v_R@1"
+    metric: str = "val/none/t2v_R@1"  # val/{none,ncl}/{t2v,v2t,v2t_lenient}_{R@1,R@5,R@10,MdR,MnR}
     mode: str = "max"
     max_concurrent: int = 1
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped

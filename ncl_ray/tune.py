@@ -1,0 +1,154 @@
+"""Ray Tune sweeps: `ncl-ray tune conf/tune_small.yaml [key=value ...]`.
+
+The search space lives in a YAML file (`tune.space`) mapping config keys to a sampler:
+
+    ncl.queue_size: {grid: [0, 256, 1024]}
+    ncl.n_iters: {grid: [0, 3, 10]}
+    model.init_temperature: {loguniform: [0.01, 0.1]}
+    model.learn_temperature: {choice: [true, false]}
+
+Each trial is a full Ray Train run (Train V2: a function trainable that builds and fits a TorchTrainer, whose
+per-epoch reports reach Tune through `TuneReportCallback`); ASHA stops weak trials on `tune.metric` (validation
+t2v R@1 by default). The decoded data is shared by all trials. Results: a table sorted by the objective,
+`results.csv`, `best.yaml` (ready to run with `ncl-ray train`), and every trial's TensorBoard logs under the
+sweep folder. Run the same command with `train.resume=true run.name=<sweep>` to continue a crashed sweep.
+"""
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import yaml
+from omegaconf import OmegaConf
+
+from ncl_ray.config import ConfigError, from_dict, save_config, to_dict
+
+log = logging.getLogger("ncl_ray.tune")
+SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+def load_space(path: str, cfg) -> Dict[str, Any]:
+    """Read a search-space file into a Tune `param_space` (flat config keys -> samplers)."""
+    from ray import tune
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"tune.space: search-space file not found: {path}")
+    raw = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: expected a mapping of config keys to samplers")
+    space = {}
+    for key, spec in raw.items():
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" or \
+                isinstance(OmegaConf.select(cfg, key), (dict, list)) or OmegaConf.is_config(OmegaConf.select(cfg, key)):
+            raise ConfigError(f"{path}: '{key}' is not a config key with a single value")
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+            raise ConfigError(f"{path}: '{key}' needs exactly one of {', '.join(SAMPLERS)}, got {spec!r}")
+        kind, arg = next(iter(spec.items()))
+        if kind == "grid":
+            space[key] = tune.grid_search(list(arg))
+        elif kind == "choice":
+            space[key] = tune.choice(list(arg))
+        else:
+            space[key] = getattr(tune, kind)(*arg)
+    return space
+
+
+def apply_params(base: Dict[str, Any], params: Dict[str, Any]):
+    """The base config with sampled values, type-checked by the schema."""
+    cfg = from_dict(base)
+    for key, value in params.items():
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except Exception as e:
+            raise ConfigError(f"tune: cannot set '{key}' = {value!r}: {e}") from None
+    return cfg
+
+
+def _trial(params: Dict[str, Any], base: Dict[str, Any], datasets, meta: Dict[str, Any]) -> None:
+    """One trial = one distributed Ray Train run, reporting to Tune every epoch."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ncl_ray.train import fit
+
+    cfg = apply_params(base, params)
+    cfg.run.name = f"train-{tune.get_context().get_trial_id()}"
+    cfg.run.storage_path = meta["trials_dir"]
+    run_dir = Path(meta["trials_dir"]) / cfg.run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, str(run_dir / "config.yaml"))
+    fit(cfg, datasets, {**meta, "run_dir": str(run_dir)}, callbacks=[TuneReportCallback()])
+
+
+def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, str]:
+    """(sorted DataFrame, printable table) of the trials' final results."""
+    cols = {f"config/{p}": p for p in params}
+    keep = ["trial_id"] + list(cols) + [metric, "best", "training_iteration"]
+    df = df.rename(columns={}).copy()
+    table = df[[c for c in keep if c in df.columns]].rename(columns=cols)
+    table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+    return table, table.to_string(index=False, float_format=lambda x: f"{x:.2f}")
+
+
+def main(cfg) -> int:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from ncl_ray.train import init_ray, prepare_data, run_dir_of
+
+    t = cfg.tune
+    cfg.train.eval_every_epochs = 1  # ASHA needs the metric in every report
+    space = load_space(t.space, cfg)
+    if not re.fullmatch(r"val/(none|ncl)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)", t.metric):
+        raise ConfigError(f"tune.metric must be a validation metric such as val/none/t2v_R@1 or "
+                          f"val/ncl/v2t_R@5 (see ncl_ray/evaluate.py), got {t.metric!r}")
+    sweep_dir = run_dir_of(cfg)
+    if sweep_dir.exists() and not cfg.train.resume:
+        raise ConfigError(f"sweep '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
+                          f"train.resume=true to continue it, or choose another run.name")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, str(sweep_dir / "sweep_config.yaml"))
+    init_ray()
+    datasets, meta, cache = prepare_data(cfg, sweep_dir)
+    meta["trials_dir"] = str(sweep_dir / "trials")
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=to_dict(cfg), datasets=datasets, meta=meta), {"CPU": 0.1})
+    tuner_path = str(sweep_dir / "tuner")
+    if cfg.train.resume and tune.Tuner.can_restore(tuner_path):
+        log.info("resuming sweep %s", tuner_path)
+        tuner = tune.Tuner.restore(tuner_path, trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=space)
+    else:
+        scheduler = ASHAScheduler(max_t=cfg.train.epochs, grace_period=t.grace_period,
+                                  reduction_factor=t.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler,
+                                        num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
+            run_config=tune.RunConfig(name="tuner", storage_path=str(sweep_dir), verbose=1),
+        )
+    grid = tuner.fit()
+    df = grid.get_dataframe()
+    best_over_time = grid.get_dataframe(filter_metric=t.metric, filter_mode=t.mode)
+    df = df.merge(best_over_time[["trial_id", t.metric]].rename(columns={t.metric: "best"}), on="trial_id")
+    table, text = results_table(df, list(space), t.metric, t.mode)
+    table.to_csv(sweep_dir / "results.csv", index=False)
+    errors = [r for r in grid if r.error]
+    best = grid.get_best_result(metric=t.metric, mode=t.mode, scope="all")
+    best_cfg = apply_params(to_dict(cfg), {k: best.config[k] for k in space})
+    best_cfg.run.name = ""
+    best_cfg.train.resume = False
+    best_path = sweep_dir / "best.yaml"
+    save_config(best_cfg, str(best_path))
+    best_path.write_text(f"# ncl-ray train {best_path}   (best of sweep {cfg.run.name} on {t.metric})\n"
+                         + best_path.read_text())
+    print()
+    print(f"== sweep {cfg.run.name}: {len(df)} trials, objective {t.metric} ({t.mode}), ASHA early stopping ==")
+    print(text)
+    if errors:
+        print(f"{len(errors)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0] for r in errors))
+    print(f"results: {sweep_dir / 'results.csv'}\nbest config: {best_path}\n"
+          f"TensorBoard: tensorboard --logdir {sweep_dir}")
+    return 0 if not errors else 1

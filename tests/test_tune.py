@@ -1,0 +1,50 @@
+"""A real Ray Tune sweep whose trials are Ray Train runs, on tiny built-in data."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ncl_ray.config import ConfigError, load_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_space_file_errors_name_the_key(tmp_path):
+    from ncl_ray.tune import load_space
+
+    cfg = load_config(None)
+    bad = tmp_path / "space.yaml"
+    bad.write_text("ncl.queue_sz: {grid: [1, 2]}\n")
+    with pytest.raises(ConfigError, match="ncl.queue_sz"):
+        load_space(str(bad), cfg)
+    bad.write_text("ncl.n_iters: {gird: [1, 2]}\n")
+    with pytest.raises(ConfigError, match="ncl.n_iters"):
+        load_space(str(bad), cfg)
+
+
+def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, capsys):
+    from ncl_ray.tune import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("ncl.n_iters: {grid: [0, 3]}\nncl.queue_size: {grid: [16]}\n")
+    cfg = load_config("conf/tune_small.yaml", [
+        "data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
+        f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache", "train.batch_size=4", "train.epochs=3",
+        f"tune.space={space}", "tune.grace_period=1", "tune.reduction_factor=2", f"run.storage_path={tmp_path}/runs",
+        "run.name=sweep"])
+    assert main(cfg) == 0
+    sweep = Path(tmp_path) / "runs" / "sweep"
+    table = pd.read_csv(sweep / "results.csv")
+    assert len(table) == 2 and set(table["ncl.n_iters"]) == {0, 3}
+    metric = table["val/none/t2v_R@1"].tolist()
+    assert metric == sorted(metric, reverse=True)  # ranked by the reported objective
+    assert table["training_iteration"].max() == 3 and table["training_iteration"].min() >= 1
+    best = load_config(str(sweep / "best.yaml"))
+    assert best.ncl.n_iters == int(table.loc[table["best"].idxmax(), "ncl.n_iters"]) or \
+        table["best"].nunique() == 1
+    assert (sweep / "best.yaml").read_text().startswith("# ncl-ray train")
+    trials = list((sweep / "trials").glob("train-*/tensorboard"))
+    assert len(trials) == 2  # one TensorBoard folder per trial, under the sweep
+    out = capsys.readouterr().out
+    assert "val/none/t2v_R@1" in out and "best config" in out
