@@ -1,0 +1,128 @@
+"""Submit ncl-ray commands to a Ray cluster as Ray Jobs (`jobs/submit.sh` wraps this module).
+
+    python -m ncl_ray.jobs submit train conf/msrvtt.yaml run.storage_path=/mnt/shared/runs --gpus 0
+    python -m ncl_ray.jobs status JOB_ID | logs JOB_ID | stop JOB_ID | list
+
+The address comes from `--address` or RAY_ADDRESS (the dashboard, e.g. http://head:8265). The project folder
+is uploaded as the job's working_dir with `jobs/runtime_env.yaml` (its excludes keep .venv, data and runs
+out). By default the command follows the job's logs until it ends and exits 0 only if it SUCCEEDED.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def build_entrypoint(command: str, config: str, overrides: List[str], python: str = "python") -> str:
+    """The shell command the job runs, e.g. `python -m ncl_ray train conf/x.yaml k=v`."""
+    if command not in ("train", "eval", "tune"):
+        raise ValueError(f"unknown command {command!r} (train, eval or tune)")
+    return " ".join([shlex.quote(python), "-m", "ncl_ray", command, shlex.quote(config)]
+                    + [shlex.quote(o) for o in overrides])
+
+
+def load_runtime_env(path: Optional[str], working_dir: str) -> dict:
+    env = yaml.safe_load(Path(path).read_text()) if path else {}
+    env = dict(env or {})
+    env["working_dir"] = working_dir
+    return env
+
+
+def _client(address: Optional[str]):
+    from ray.job_submission import JobSubmissionClient
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise SystemExit("error: no cluster address: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    return JobSubmissionClient(address)
+
+
+def wait(client, job_id: str, follow: bool = True, timeout: float = 0) -> str:
+    """Stream logs (if `follow`) and wait until the job ends; returns its final status."""
+    start, printed = time.time(), 0
+    while True:
+        status = str(client.get_job_status(job_id).value)
+        if follow:
+            logs = client.get_job_logs(job_id)
+            sys.stdout.write(logs[printed:])
+            sys.stdout.flush()
+            printed = len(logs)
+        if status in TERMINAL:
+            return status
+        if timeout and time.time() - start > timeout:
+            return status
+        time.sleep(1.0)
+
+
+def submit(args) -> int:
+    client = _client(args.address)
+    entrypoint = build_entrypoint(args.command, args.config, args.overrides, args.python)
+    if args.command in ("train", "tune") and not any(o.startswith("run.storage_path=") for o in args.overrides):
+        print("warning: no run.storage_path=...: a relative storage path lands in the job's temporary working "
+              "directory; point it at shared storage to keep checkpoints and TensorBoard logs", file=sys.stderr)
+    job_id = client.submit_job(
+        entrypoint=entrypoint, submission_id=args.job_id,
+        runtime_env=load_runtime_env(args.runtime_env, args.working_dir),
+        entrypoint_num_cpus=args.cpus, entrypoint_num_gpus=args.gpus or None,
+        metadata={"project": "ncl-ray", "command": args.command, "config": args.config})
+    print(f"submitted {job_id}: {entrypoint}")
+    if args.no_wait:
+        return 0
+    status = wait(client, job_id, follow=not args.quiet, timeout=args.timeout)
+    print(f"job {job_id}: {status}")
+    if status == "FAILED":
+        info = client.get_job_info(job_id)
+        print(f"reason: {info.message}", file=sys.stderr)
+        if args.quiet:
+            print(client.get_job_logs(job_id)[-5000:], file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ncl_ray.jobs", description=__doc__.split("\n")[0])
+    p.add_argument("--address", help="Ray dashboard address (default: $RAY_ADDRESS)")
+    sub = p.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("submit", help="submit train, eval or tune")
+    s.add_argument("command", choices=["train", "eval", "tune"])
+    s.add_argument("config", help="config YAML (or checkpoint folder for eval), relative to the project")
+    s.add_argument("overrides", nargs="*", help="key=value")
+    s.add_argument("--runtime-env", default=str(ROOT / "jobs" / "runtime_env.yaml"))
+    s.add_argument("--working-dir", default=str(ROOT))
+    s.add_argument("--gpus", type=float, default=0, help="GPUs for the driver (workers ask for their own)")
+    s.add_argument("--cpus", type=float, default=0.1, help="CPUs reserved for the driver")
+    s.add_argument("--python", default="python", help="interpreter on the cluster")
+    s.add_argument("--job-id", help="submission id (default: generated)")
+    s.add_argument("--no-wait", action="store_true", help="return after submitting")
+    s.add_argument("--quiet", action="store_true", help="wait without streaming logs")
+    s.add_argument("--timeout", type=float, default=0, help="stop waiting after this many seconds")
+    for name in ("status", "logs", "stop"):
+        q = sub.add_parser(name)
+        q.add_argument("job_id")
+    sub.add_parser("list")
+    args = p.parse_args(argv)
+    if args.action == "submit":
+        return submit(args)
+    client = _client(args.address)
+    if args.action == "status":
+        print(client.get_job_status(args.job_id).value)
+    elif args.action == "logs":
+        print(client.get_job_logs(args.job_id))
+    elif args.action == "stop":
+        print("stopped" if client.stop_job(args.job_id) else "not running")
+    else:
+        for job in client.list_jobs():
+            print(f"{job.submission_id}\t{job.status}\t{job.entrypoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
