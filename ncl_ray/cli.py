@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=2")
         sp.set_defaults(fn=_experiment)
     sp = sub.add_parser("eval", help="evaluate a checkpoint with every test-time normalisation")
-    sp.add_argument("checkpoint", help="checkpoint directory (holds its config)")
+    sp.add_argument("checkpoint", help="checkpoint folder (holds its config) or a run folder (its final one)")
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. eval.bank=test")
     sp.set_defaults(fn=_eval)
     sp = sub.add_parser("rerank", help="normalise a saved similarity matrix and score it")
@@ -112,6 +112,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.fn(args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:  # bad paths and inputs: the message names them
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
 

@@ -93,6 +93,9 @@ class TrainConfig:
 class EvalConfig:
     methods: List[str] = field(default_factory=lambda: ["none", "ncl", "dsl", "qbnorm"])
     bank: str = "train"  # train | test | train+test: queries the test-time biases are computed from
+    bank_source: str = "queue"  # queue (saved with the checkpoint) | captions (training split, embedded now)
+    bank_size: int = 5000  # training videos whose captions form the bank (bank_source=captions)
+    out_dir: str = ""  # `ncl-ray eval` output; "" = CHECKPOINT/eval
     n_iters: int = 10  # test-time Sinkhorn iterations
     chunk_size: int = 4096  # queries per similarity block
     qbnorm_beta: float = 20.0
@@ -132,6 +135,7 @@ _CHOICES = {
     "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
     "model.pooling": ("meanP", "seqTransf"),
     "eval.bank": ("train", "test", "train+test"),
+    "eval.bank_source": ("queue", "captions"),
     "tune.mode": ("min", "max"),
 }
 METHODS = ("none", "ncl", "dsl", "qbnorm")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from ncl_ray.data.transforms import normalize_frames
@@ -33,28 +34,49 @@ class Embeddings:
 
 
 @torch.no_grad()
+def embed_rows(model, batch: Dict[str, torch.Tensor], device: torch.device,
+               amp_dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+    """One batch of split rows -> video (b, D), text (b, K, D) (zero rows past n_captions), n_captions, index."""
+    frames = normalize_frames(batch["frames"].to(device))  # (b, T, 3, H, W)
+    tokens, n = batch["tokens"].to(device), batch["n_captions"].to(device)  # (b, K, L), (b,)
+    b, K = tokens.shape[:2]
+    valid = torch.arange(K, device=device)[None, :] < n[:, None]  # (b, K)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        video = model.encode_video(frames).float()  # (b, D)
+        text_valid = model.encode_text(tokens[valid]).float()  # (sum n, D)
+    text = torch.zeros(b, K, video.shape[1], device=device)
+    text[valid] = text_valid
+    return {"video": video.cpu(), "text": text.cpu(), "n_captions": n.cpu(), "index": batch["index"].cpu()}
+
+
+def assemble(rows: Dict[str, torch.Tensor]) -> Embeddings:
+    """Concatenated `embed_rows` outputs -> Embeddings in split order (video i = split index i)."""
+    index = rows["index"].long()
+    if index.numel() == 0:
+        raise ValueError("nothing to embed: the split is empty")
+    order = index.argsort()
+    n = rows["n_captions"].long()[order]  # (V,)
+    text = rows["text"][order]  # (V, K, D)
+    valid = torch.arange(text.shape[1])[None, :] < n[:, None]  # (V, K)
+    owner = torch.arange(len(order)).repeat_interleave(n)  # (C,) row of the caption's video
+    return Embeddings(rows["video"][order], text[valid], owner)
+
+
 def embed_batches(model, batches: Iterable[Dict[str, torch.Tensor]], device: torch.device,
                   amp_dtype: Optional[torch.dtype] = None) -> Embeddings:
-    """Embed batches of split rows (frames, tokens, n_captions, index) with a VideoCLIP."""
+    """Embed batches of split rows (frames, tokens, n_captions, index) with a VideoCLIP, in one process."""
     model.eval()
-    videos, texts, owners, indices = [], [], [], []
-    for batch in batches:
-        frames = normalize_frames(batch["frames"].to(device))  # (b, T, 3, H, W)
-        tokens, n = batch["tokens"].to(device), batch["n_captions"].to(device)  # (b, K, L), (b,)
-        valid = torch.arange(tokens.shape[1], device=device)[None, :] < n[:, None]  # (b, K)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            videos.append(model.encode_video(frames).float().cpu())
-            texts.append(model.encode_text(tokens[valid]).float().cpu())  # (sum n, D)
-        idx = batch["index"].cpu()
-        indices.append(idx)
-        owners.append(idx.repeat_interleave(n.cpu()))
-    if not videos:
+    parts = [embed_rows(model, b, device, amp_dtype) for b in batches]
+    if not parts:
         raise ValueError("nothing to embed: the split is empty")
-    index = torch.cat(indices)
-    order = index.argsort()
-    position = torch.empty(int(index.max()) + 1, dtype=torch.long)
-    position[index[order]] = torch.arange(len(index))
-    return Embeddings(torch.cat(videos)[order], torch.cat(texts), position[torch.cat(owners)])
+    return assemble({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+
+
+def bank_similarities(bank: str, train_queries: Optional[torch.Tensor], test_queries: torch.Tensor,
+                      gallery: torch.Tensor, chunk_size: int) -> Sims:
+    """Similarities of the bank's queries (training, test or both) with the gallery, in blocks."""
+    parts = {"train": [train_queries], "test": [test_queries], "train+test": [train_queries, test_queries]}[bank]
+    return Sims.stack([Sims.embeddings(p, gallery, chunk_size) for p in parts])
 
 
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),
@@ -79,8 +101,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
     out: Dict[str, float] = {}
     for name, (queries, gallery, train_queries, truth) in directions.items():
         test = Sims.embeddings(queries, gallery, chunk_size)
-        parts = {"train": [train_queries], "test": [queries], "train+test": [train_queries, queries]}[bank]
-        bank_sims = Sims.stack([Sims.embeddings(p, gallery, chunk_size) for p in parts]) \
+        bank_sims = bank_similarities(bank, train_queries, queries, gallery, chunk_size) \
             if any(m in ("ncl", "qbnorm") for m in methods) else None
         for method in methods:
             scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k)
@@ -112,48 +133,122 @@ def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: st
     return "\n".join(lines)
 
 
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint folder, or a run folder (its final checkpoint from results.json, else the newest)."""
+    p = Path(path).resolve()
+    if (p / "state.pt").is_file():
+        return str(p)
+    if (p / "results.json").is_file():
+        ckpt = json.loads((p / "results.json").read_text()).get("checkpoint")
+        if ckpt and (Path(ckpt) / "state.pt").is_file():
+            return ckpt
+    found = sorted(p.glob("checkpoint_*/state.pt")) if p.is_dir() else []
+    if found:
+        return str(found[-1].parent)
+    raise FileNotFoundError(f"no ncl-ray checkpoint in {path} (expected state.pt, or a run folder)")
+
+
+class Embedder:
+    """Ray Data batch-inference actor: a checkpoint's model on a CPU or GPU, embedding split rows."""
+
+    def __init__(self, checkpoint: str, use_gpu: bool = False):
+        from ncl_ray.checkpoint import load_checkpoint
+        from ncl_ray.config import from_dict
+        from ncl_ray.model.clip import build_model_from_config
+
+        state = load_checkpoint(checkpoint)
+        self.model = build_model_from_config(from_dict(state["config"]))
+        self.model.load_state_dict(state["model"])
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+        self.amp = torch.float16 if self.device.type == "cuda" else None
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        rows = embed_rows(self.model, {k: torch.from_numpy(np.array(v)) for k, v in batch.items()},
+                          self.device, self.amp)
+        return {k: v.numpy() for k, v in rows.items()}
+
+
+def embed_dataset(ds, checkpoint: str, use_gpu: bool, actors: int, batch_size: int = 64) -> Embeddings:
+    """Embed a split with a pool of model actors (Ray Data batch inference); gather to the driver."""
+    import ray.data
+
+    out = ds.map_batches(Embedder, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
+                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                         num_gpus=1 if use_gpu else 0, num_cpus=1)
+    parts = list(out.iter_torch_batches(batch_size=None))
+    return assemble({k: torch.cat([p[k] for p in parts]) for k in ("video", "text", "n_captions", "index")})
+
+
 def main(checkpoint: str, overrides: List[str]) -> int:
-    """`ncl-ray eval CHECKPOINT [key=value ...]`: evaluate a checkpoint on its config's test split."""
+    """`ncl-ray eval CHECKPOINT [key=value ...]`: every normalisation on the test split, JSON, plots,
+    TensorBoard scalars and projector, and an NCL-folded embedding export for `ncl-ray search`."""
     import ray
 
     from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.config import from_dict, load_config, save_config
-    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset
-    from ncl_ray.model.clip import build_model_from_config
-    from ncl_ray.ncl.loss import NCLLoss
+    from ncl_ray.config import load_config, save_config
+    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
+    from ncl_ray.export import write_index
+    from ncl_ray.ncl.normalize import column_mass, ncl_gallery_bias
+    from ncl_ray.plots import mass_histogram, recall_bars
     from ncl_ray.tracking import MetricLogger
+    from ncl_ray.train import init_ray
 
+    checkpoint = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint)
-    base = from_dict(state["config"])
-    tmp = Path(checkpoint) / "config.yaml"
-    cfg = load_config(str(tmp), list(overrides)) if overrides else base
-    model = build_model_from_config(cfg)
-    model.load_state_dict(state["model"])
-    loss_fn = NCLLoss(model.embed_dim, cfg.ncl.queue_size, cfg.ncl.n_iters)
-    loss_fn.load_state_dict(state["loss"])
-    if not ray.is_initialized():
-        ray.init()
-    d = cfg.data
+    cfg = load_config(str(Path(checkpoint) / "config.yaml"), list(overrides))
+    d, e = cfg.data, cfg.eval
+    init_ray()
     entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
                              d.decode_concurrency)
-    ds = split_dataset(cache, entries, d.test_split, d.max_captions, d.max_words)
-    emb = embed_batches(model, ds.iter_torch_batches(batch_size=64), torch.device("cpu"))
-    e = cfg.eval
-    metrics = evaluate_embeddings(emb, float(1.0 / model.logit_scale.exp().clamp(max=100)), list(e.methods),
-                                  loss_fn.text_queue.embeddings, loss_fn.video_queue.embeddings, e.bank,
-                                  e.n_iters, e.chunk_size, e.qbnorm_beta, e.qbnorm_k)
+    use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
+    actors = max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)) - (0 if use_gpu else 1))
+    test = embed_dataset(split_dataset(cache, entries, d.test_split, d.max_captions, d.max_words),
+                         checkpoint, use_gpu, actors)
+    if e.bank_source == "captions":  # a sample of training queries embedded with this model
+        train_ds = split_dataset(cache, entries, d.train_split, d.max_captions, d.max_words).limit(e.bank_size)
+        bank = embed_dataset(train_ds, checkpoint, use_gpu, actors)
+        bank_text, bank_video = bank.text, bank.video
+    else:  # the query queues saved with the checkpoint
+        bank_text, bank_video = state["loss"]["text_queue.queue"][: int(state["loss"]["text_queue.filled"])], \
+            state["loss"]["video_queue.queue"][: int(state["loss"]["video_queue.filled"])]
+    tau = float(1.0 / torch.tensor(float(state["model"]["logit_scale"])).exp().clamp(max=100))
+    metrics = evaluate_embeddings(test, tau, list(e.methods), bank_text, bank_video, e.bank, e.n_iters,
+                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k)
     metrics["skipped_videos"] = float(len(cache.skipped))
-    out = Path(checkpoint) / "eval"
-    out.mkdir(exist_ok=True)
+
+    out = Path(e.out_dir) if e.out_dir else Path(checkpoint) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_config(cfg, str(out / "config.yaml"))
+    t2v = Sims.embeddings(test.text, test.video, e.chunk_size)
+    bank = e.bank if len(bank_text) else "test"
+    bias = ncl_gallery_bias(bank_similarities(bank, bank_text, test.text, test.video, e.chunk_size), tau,
+                            e.n_iters)  # (V,) the biases NCL ranks t2v with
+    before = column_mass(t2v, tau, torch.zeros(len(test.video)))
+    after = column_mass(t2v, tau, bias)
+    mass_histogram(before.numpy(), after.numpy(), len(test.text), str(out / "retrieval_mass.png"))
+    recall_bars(metrics, list(e.methods), str(out / "recall.png"))
     tb = MetricLogger(str(out / "tensorboard"))
     tb.log_dict({f"test/{k}": v for k, v in metrics.items()}, state["step"])
+    tb.histogram("test/t2v_retrieval_mass_before", before, state["step"])
+    tb.histogram("test/t2v_retrieval_mass_ncl", after, state["step"])
+    videos = split_videos(cache, entries, d.test_split)
+    captions = [c for v in videos for c in v.captions[: d.max_captions]]
+    if tb.writer is not None:  # TensorBoard projector: both modalities in one space
+        n_v, n_t = min(len(videos), 1000), min(len(captions), 1000)
+        tb.writer.add_embedding(torch.cat([test.video[:n_v], test.text[:n_t]]),
+                                metadata=[f"video {v.video_id}" for v in videos[:n_v]] + captions[:n_t],
+                                global_step=state["step"], tag="test_embeddings")
     tb.close()
-    bank_label = "test queries" if e.bank != "train" else "training-query bank"
-    print(f"test split '{d.test_split}': {len(emb.video)} videos, {len(emb.text)} captions; "
-          f"ncl/qbnorm biases from the {bank_label}; dsl uses test queries")
+    write_index(str(out / "export"), [v.video_id for v in videos], [v.path for v in videos], test.video, bias,
+                tau, captions, [videos[int(i)].video_id for i in test.caption_to_video], test.text,
+                {"checkpoint": checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters})
+    bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
+    print(f"test split '{d.test_split}': {len(test.video)} videos, {len(test.text)} captions, "
+          f"{len(cache.skipped)} videos skipped; ncl/qbnorm biases from the {bank_label}; dsl uses test queries")
     print(format_results(metrics, list(e.methods)))
-    print(f"wrote {out / 'metrics.json'}")
+    print(f"wrote {out}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
+          f"(ncl-ray search --index {out / 'export'} \"your query\")")
     return 0

@@ -143,3 +143,31 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2", "train.resume=true")) == 0
     results = json.loads((Path(tmp_path) / "runs" / "r" / "results.json").read_text())
     assert results["metrics"]["epoch"] == 1 and results["metrics"]["step"] == 6
+
+
+def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, data_root, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ncl_ray.cli import main as cli
+    from ncl_ray.export import search
+    from ncl_ray.train import main
+
+    assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1")) == 0
+    run = Path(tmp_path) / "runs" / "ev"
+    assert cli(["eval", str(run), "eval.bank_source=captions", "eval.bank_size=8"]) == 0
+    ckpt = Path(json.loads((run / "results.json").read_text())["checkpoint"])
+    out = ckpt / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"none/t2v_R@1", "ncl/v2t_R@1", "qbnorm/t2v_MdR", "dsl/v2t_lenient_R@1"} <= set(metrics)
+    for png in ("retrieval_mass.png", "recall.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert "test/ncl/t2v_R@1" in events.Tags()["scalars"]
+    assert "test/t2v_retrieval_mass_ncl" in events.Tags()["histograms"]
+    assert list((out / "tensorboard").rglob("projector_config.pbtxt"))
+    hits = search(str(out / "export"), ["a small red square moving left on a black background"], top_k=3)[0]
+    assert len(hits) == 3 and all(Path(h["path"]).is_file() for h in hits)
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert cli(["eval", str(tmp_path / "nothing-here")]) == 2
+    assert "no ncl-ray checkpoint" in capsys.readouterr().err

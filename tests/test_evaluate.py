@@ -1,0 +1,53 @@
+import torch
+import torch.nn.functional as F
+
+from ncl_ray.evaluate import Embeddings, assemble, evaluate_embeddings
+from ncl_ray.export import fold_bias, fold_query
+from ncl_ray.ncl.normalize import Sims, make_scorer, ncl_gallery_bias
+
+
+def random_embeddings(V=30, per=3, D=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    video = F.normalize(torch.randn(V, D, generator=g), dim=1)
+    owner = torch.arange(V).repeat_interleave(per)
+    text = F.normalize(video[owner] + 0.8 * torch.randn(V * per, D, generator=g), dim=1)
+    return Embeddings(video, text, owner)
+
+
+def test_chunked_and_unchunked_evaluation_agree_exactly():
+    emb = random_embeddings()
+    bank_t, bank_v = F.normalize(torch.randn(50, 16), dim=1), F.normalize(torch.randn(40, 16), dim=1)
+    kwargs = dict(methods=["none", "ncl", "dsl", "qbnorm"], bank_text=bank_t, bank_video=bank_v, n_iters=5)
+    whole = evaluate_embeddings(emb, 0.05, chunk_size=100000, **kwargs)
+    for chunk in (1, 7):
+        part = evaluate_embeddings(emb, 0.05, chunk_size=chunk, **kwargs)
+        assert {k: v for k, v in part.items() if "norm_error" not in k} == \
+            {k: v for k, v in whole.items() if "norm_error" not in k}
+        for k in whole:
+            if "norm_error" in k:
+                assert abs(part[k] - whole[k]) < 1e-5
+    assert set(whole) >= {"ncl/t2v_R@1", "ncl/v2t_R@1", "ncl/v2t_lenient_R@1", "dsl/t2v_MnR", "t2v_norm_error_before"}
+
+
+def test_folded_inner_product_ranks_exactly_like_ncl():
+    emb = random_embeddings(V=40)
+    tau = 0.02
+    bank = F.normalize(torch.randn(200, 16), dim=1)
+    bias = ncl_gallery_bias(Sims.embeddings(bank, emb.video), tau, 10)
+    assert bias.abs().max() > 0.1  # the biases matter for this gallery
+    ncl = make_scorer("ncl", Sims.embeddings(emb.text, emb.video), tau, Sims.embeddings(bank, emb.video), 10)
+    ncl_scores = ncl(slice(0, len(emb.text)), emb.text @ emb.video.T)
+    folded = fold_query(emb.text) @ fold_bias(emb.video, bias, tau).T
+    assert torch.equal(ncl_scores.argsort(dim=1, descending=True), folded.argsort(dim=1, descending=True))
+    plain = (emb.text @ emb.video.T).argsort(dim=1, descending=True)
+    assert not torch.equal(plain, folded.argsort(dim=1, descending=True))
+
+
+def test_assemble_orders_videos_and_captions_by_split_index():
+    rows = {"video": torch.tensor([[2.0], [0.0], [1.0]]), "index": torch.tensor([2, 0, 1]),
+            "n_captions": torch.tensor([1, 2, 1]),
+            "text": torch.tensor([[[20.0], [0.0]], [[0.0], [1.0]], [[10.0], [0.0]]])}
+    emb = assemble(rows)
+    assert emb.video[:, 0].tolist() == [0.0, 1.0, 2.0]
+    assert emb.text[:, 0].tolist() == [0.0, 1.0, 10.0, 20.0]
+    assert emb.caption_to_video.tolist() == [0, 0, 1, 2]
