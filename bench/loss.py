@@ -1,0 +1,106 @@
+"""NCL overhead benchmark, side by side in one run on the same model and batch:
+1. one training step (tiny CPU model, B=128 clips) with plain contrastive loss vs NCL at queue 0/4k/16k and
+   1/5/20 Sinkhorn iterations: step time and the ratio to plain;
+2. Sinkhorn alone (two directions, queue 16k, 5 iterations, D=512) at batch 128..1024;
+3. an estimate for the ViT-B/32 recipe: (NCL loss - CLIP loss) at B=128, D=512, Q=16k, 5 iterations,
+   over a ViT-B/32 step extrapolated from 2 clips of 12 frames (CPU only; on a GPU see bench/RESULTS.md).
+
+    python -m bench.loss [--repeats 3]
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench.report import write
+from ncl_ray.model.clip import build_model
+from ncl_ray.ncl.loss import NCLLoss
+from ncl_ray.ncl.sinkhorn import sinkhorn_biases
+from ncl_ray.train import build_optimizer, build_scheduler, train_step
+
+
+def timed(fn, repeats):
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def filled_loss(dim, queue, iters):
+    loss = NCLLoss(dim, queue, iters)
+    if queue:
+        loss.text_queue.enqueue(F.normalize(torch.randn(queue, dim), dim=1))
+        loss.video_queue.enqueue(F.normalize(torch.randn(queue, dim), dim=1))
+    loss.eval()  # keep the queue as it is between repeats (enqueue is O(B) and not what is measured)
+    return loss
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    B = args.batch
+    model = build_model("tiny", "", "meanP", 32, 32)
+    opt = build_optimizer(model, 1e-4, 1e-4, 0.0)
+    sched = build_scheduler(opt, 10 ** 6, 0.0)
+    batch = {"frames": torch.randint(0, 255, (B, 8, 32, 32, 3), dtype=torch.uint8),
+             "tokens": torch.randint(1, 49000, (B, 1, 32), dtype=torch.int32), "n_captions": torch.ones(B)}
+    cpu = torch.device("cpu")
+
+    def step(loss_fn):
+        return lambda: train_step(model, loss_fn, batch, opt, sched, torch.Generator(), cpu)
+
+    rows = []
+    plain = timed(step(filled_loss(64, 0, 0)), args.repeats)
+    rows.append({"loss": "plain contrastive", "queue": 0, "iters": 0, "step_ms": 1e3 * plain, "ratio": 1.0})
+    for queue in (0, 4096, 16384):
+        for iters in (1, 5, 20):
+            t = timed(step(filled_loss(64, queue, iters)), args.repeats)
+            rows.append({"loss": "NCL", "queue": queue, "iters": iters, "step_ms": 1e3 * t, "ratio": t / plain})
+
+    sk_rows = []
+    for n in (128, 256, 512, 1024):
+        q = F.normalize(torch.randn(16384 + n, 512), dim=1)
+        g = F.normalize(torch.randn(n, 512), dim=1)
+
+        def both():
+            for _ in range(2):  # t2v and v2t
+                sinkhorn_biases(100.0 * q @ g.T, 5)
+
+        sk_rows.append({"batch": n, "sinkhorn_ms": 1e3 * timed(both, args.repeats)})
+
+    v = F.normalize(torch.randn(B, 512), dim=1).requires_grad_()
+    t = F.normalize(torch.randn(B, 512), dim=1).requires_grad_()
+
+    def loss_time(loss_fn):
+        def run():
+            loss_fn(v, t, torch.tensor(100.0))["contrastive_loss"].backward()
+        return timed(run, args.repeats)
+
+    ncl_extra = loss_time(filled_loss(512, 16384, 5)) - loss_time(filled_loss(512, 0, 0))
+    vit = build_model("ViT-B-32", "", "meanP", 224, 32)
+    vit_opt = torch.optim.AdamW(vit.parameters(), lr=1e-7)
+    clips = {"frames": torch.randint(0, 255, (2, 12, 224, 224, 3), dtype=torch.uint8),
+             "tokens": torch.randint(1, 49000, (2, 1, 32), dtype=torch.int32), "n_captions": torch.ones(2)}
+    vit_step = timed(lambda: train_step(vit, filled_loss(512, 0, 0), clips, vit_opt,
+                                        build_scheduler(vit_opt, 10, 0.0), torch.Generator(), cpu), 1)
+    vit_step_128 = vit_step / 2 * B
+    write("loss", rows + [{"loss": f"sinkhorn x2, Q=16k, 5 it, B={r['batch']}", "queue": 16384, "iters": 5,
+                           "step_ms": r["sinkhorn_ms"], "ratio": float("nan")} for r in sk_rows], {
+        "model": "tiny CLIP (2-layer ViT/text, D=64), 8 frames x 32 px, batch 128, CPU",
+        "ncl_overhead_q16k_it5_tiny": next(r["ratio"] for r in rows if r["queue"] == 16384 and r["iters"] == 5) - 1,
+        "vitb32_cpu_step_estimate_s": vit_step_128,
+        "ncl_extra_ms_q16k_it5_D512": 1e3 * ncl_extra,
+        "ncl_overhead_vitb32_cpu_estimate": ncl_extra / vit_step_128,
+    })
+
+
+if __name__ == "__main__":
+    main()

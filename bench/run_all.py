@@ -1,0 +1,19 @@
+"""`make bench`: every benchmark in turn; tables on stdout, JSON under bench/out/."""
+
+import subprocess
+import sys
+import time
+
+BENCHES = ["bench.decode", "bench.loss", "bench.eval_scale", "bench.e2e"]
+
+
+def main():
+    for name in BENCHES:
+        print(f"\n=== {name} ===", flush=True)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", name], check=True)
+        print(f"({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
