@@ -70,7 +70,7 @@ def main():
         q = F.normalize(torch.randn(16384 + n, 512), dim=1)
         g = F.normalize(torch.randn(n, 512), dim=1)
 
-        def both():
+        def both(q=q, g=g):
             for _ in range(2):  # t2v and v2t
                 sinkhorn_biases(100.0 * q @ g.T, 5)
 

@@ -295,8 +295,8 @@ def main(cfg) -> int:
     print(f"== {cfg.run.name}: test split '{cfg.data.test_split}' after {metrics.get('epoch', -1) + 1} epochs "
           f"(NCL n_iters={cfg.ncl.n_iters}, queue {cfg.ncl.queue_size}) ==")
     print(format_results(metrics, list(cfg.eval.methods), prefix="test/"))
-    print(f"ncl/qbnorm test-time biases from the {'training-query bank' if cfg.eval.bank == 'train' else 'test queries'}"
-          f"; dsl uses the test queries")
+    source = "training-query bank (queue)" if cfg.eval.bank == "train" else "test queries (transductive)"
+    print(f"ncl/qbnorm test-time biases from the {source}; dsl uses the test queries")
     print(f"videos: {cache.decoded} decoded, {len(cache.skipped)} skipped"
           + (f" (listed in {run_dir / 'results.json'})" if cache.skipped else ""))
     print(f"checkpoint: {summary['checkpoint']}")

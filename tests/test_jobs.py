@@ -85,4 +85,5 @@ def test_cluster_specs_name_existing_configs_and_commands():
             assert (ROOT / words[1]).is_file() and words[0] in ("train", "eval", "tune")
     env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
     assert ".venv" in env["excludes"]
-    assert build_entrypoint("train", "conf/msrvtt.yaml", ["a=b c"]) == "python -m ncl_ray train conf/msrvtt.yaml 'a=b c'"
+    entry = build_entrypoint("train", "conf/msrvtt.yaml", ["a=b c"])
+    assert entry == "python -m ncl_ray train conf/msrvtt.yaml 'a=b c'"
