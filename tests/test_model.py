@@ -1,0 +1,61 @@
+import json
+
+import open_clip
+import pytest
+import torch
+
+from ncl_ray.model.clip import build_model
+from ncl_ray.train import build_optimizer, build_scheduler
+
+
+@pytest.mark.parametrize("pooling", ["meanP", "seqTransf"])
+def test_forward_contract_and_shapes(pooling):
+    model = build_model("tiny", "", pooling, image_size=16, context_length=16, embed_dim=32)
+    out = model(torch.randn(3, 4, 3, 16, 16), torch.randint(1, 49000, (3, 16)))
+    assert set(out) == {"video_features", "text_features", "logit_scale"}
+    assert out["video_features"].shape == (3, 32) and out["text_features"].shape == (3, 32)
+    assert torch.allclose(out["video_features"].norm(dim=1), torch.ones(3), atol=1e-5)
+    assert float(out["logit_scale"].detach()) == pytest.approx(1 / 0.07, rel=1e-5)
+
+
+def test_frame_order_matters_only_for_seqtransf():
+    torch.manual_seed(0)
+    video = torch.randn(1, 4, 3, 16, 16)
+    for pooling, same in (("meanP", True), ("seqTransf", False)):
+        model = build_model("tiny", "", pooling, 16, 16)
+        with torch.no_grad():
+            if pooling == "seqTransf":
+                model.pool.position.normal_()  # distinct positions, as after training
+            a, b = model.encode_video(video), model.encode_video(video.flip(1))
+        assert torch.allclose(a, b, atol=1e-5) == same
+
+
+def test_open_clip_architecture_with_local_pretrained_weights(tmp_path):
+    """Any open_clip architecture by name, weights from a local file (nothing is downloaded)."""
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8,
+                                           "head_width": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "ncl-test-micro.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(tmp_path / "ncl-test-micro.json"))
+    reference = open_clip.create_model("ncl-test-micro")
+    torch.save(reference.state_dict(), tmp_path / "weights.pt")
+    model = build_model("ncl-test-micro", str(tmp_path / "weights.pt"), "meanP", 16, 16)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[name], value), name
+    with pytest.raises((ValueError, RuntimeError, FileNotFoundError)):
+        build_model("ncl-test-micro", str(tmp_path / "missing.pt"), "meanP", 16, 16)
+
+
+def test_two_learning_rates_and_warmup_cosine():
+    model = build_model("tiny", "", "seqTransf", 16, 16)
+    opt = build_optimizer(model, lr=1e-3, backbone_lr=1e-7, weight_decay=0.2)
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert lrs == [1e-7, 1e-3]
+    assert all(g["weight_decay"] == 0 for g in opt.param_groups if all(p.ndim < 2 for p in g["params"]))
+    sched = build_scheduler(opt, total_steps=100, warmup_ratio=0.1)
+    seen = []
+    for _ in range(100):
+        seen.append(opt.param_groups[-1]["lr"])
+        opt.step()
+        sched.step()
+    assert seen[0] < seen[9] == pytest.approx(1e-3) and seen[-1] < 1e-5
