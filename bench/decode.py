@@ -60,8 +60,7 @@ def main():
         from ncl_ray.data.pipeline import build_clip_cache
 
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        entries = [VideoEntry(f"v{i}", p, "train", ["x"]) for i, p in enumerate(paths * 3)]
-        entries = [VideoEntry(f"v{i}", e.path, e.split, e.captions) for i, e in enumerate(entries)]
+        entries = [VideoEntry(f"v{i}", p, "train", ["x"]) for i, p in enumerate(paths * 8)]
         ray_rates = {}
         build_clip_cache(entries[:2], T, S, os.path.join(folder, "warm"), concurrency=2)  # warm the workers
         for conc in (1, 2):

@@ -82,13 +82,16 @@ def bank_similarities(bank: str, train_queries: Optional[torch.Tensor], test_que
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),
                         bank_text: Optional[torch.Tensor] = None, bank_video: Optional[torch.Tensor] = None,
                         bank: str = "train", n_iters: int = 10, chunk_size: int = 4096,
-                        qbnorm_beta: float = 20.0, qbnorm_k: int = 1) -> Dict[str, float]:
+                        qbnorm_beta: float = 20.0, qbnorm_k: int = 1,
+                        store: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, float]:
     """Flat metric dict for t2v and v2t under each method.
 
     Args:
         emb: test embeddings.
         temperature: tau of the model (logits = similarity / tau).
         bank_text, bank_video: (R, D) training queries (e.g. the loss's queues) for bank = train / train+test.
+        store: if given, receives t2v diagnostics: `t2v_mass_before`, `<method>/t2v_mass` (C,) and
+            `t2v_ncl_bias` (C,), for plots and the export.
     """
     if bank != "test" and any(m in ("ncl", "qbnorm") for m in methods):
         if bank_text is None or len(bank_text) == 0 or bank_video is None or len(bank_video) == 0:
@@ -110,9 +113,14 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
                 tag = name if protocol == "strict" else f"{name}_{protocol}"
                 out.update({f"{method}/{tag}_{k}": v for k, v in metrics.items()})
             if name == "t2v":
-                errors = normalization_errors(test, scorer, temperature)
+                masses: Dict[str, torch.Tensor] = {}
+                errors = normalization_errors(test, scorer, temperature, masses)
                 out["t2v_norm_error_before"] = errors["before"]
                 out[f"{method}/t2v_norm_error"] = errors["after"]
+                if store is not None:
+                    store["t2v_mass_before"], store[f"{method}/t2v_mass"] = masses["before"], masses["after"]
+                    if method == "ncl":
+                        store["t2v_ncl_bias"] = scorer.bias
     out["bank_is_test"] = float(bank != "train")
     return out
 
@@ -189,7 +197,6 @@ def main(checkpoint: str, overrides: List[str]) -> int:
     from ncl_ray.config import load_config, save_config
     from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
     from ncl_ray.export import write_index
-    from ncl_ray.ncl.normalize import column_mass, ncl_gallery_bias
     from ncl_ray.plots import mass_histogram, recall_bars
     from ncl_ray.tracking import MetricLogger
     from ncl_ray.train import init_ray
@@ -214,22 +221,19 @@ def main(checkpoint: str, overrides: List[str]) -> int:
         bank_text, bank_video = state["loss"]["text_queue.queue"][: int(state["loss"]["text_queue.filled"])], \
             state["loss"]["video_queue.queue"][: int(state["loss"]["video_queue.filled"])]
     tau = float(1.0 / torch.tensor(float(state["model"]["logit_scale"])).exp().clamp(max=100))
-    metrics = evaluate_embeddings(test, tau, list(e.methods), bank_text, bank_video, e.bank, e.n_iters,
-                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k)
+    methods = list(dict.fromkeys(["none", "ncl", *e.methods]))  # ncl's biases are exported in any case
+    diag: Dict[str, torch.Tensor] = {}
+    metrics = evaluate_embeddings(test, tau, methods, bank_text, bank_video, e.bank, e.n_iters,
+                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k, store=diag)
     metrics["skipped_videos"] = float(len(cache.skipped))
 
     out = Path(e.out_dir) if e.out_dir else Path(checkpoint) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_config(cfg, str(out / "config.yaml"))
-    t2v = Sims.embeddings(test.text, test.video, e.chunk_size)
-    bank = e.bank if len(bank_text) else "test"
-    bias = ncl_gallery_bias(bank_similarities(bank, bank_text, test.text, test.video, e.chunk_size), tau,
-                            e.n_iters)  # (V,) the biases NCL ranks t2v with
-    before = column_mass(t2v, tau, torch.zeros(len(test.video)))
-    after = column_mass(t2v, tau, bias)
+    bias, before, after = diag["t2v_ncl_bias"], diag["t2v_mass_before"], diag["ncl/t2v_mass"]
     mass_histogram(before.numpy(), after.numpy(), len(test.text), str(out / "retrieval_mass.png"))
-    recall_bars(metrics, list(e.methods), str(out / "recall.png"))
+    recall_bars(metrics, methods, str(out / "recall.png"))
     tb = MetricLogger(str(out / "tensorboard"))
     tb.log_dict({f"test/{k}": v for k, v in metrics.items()}, state["step"])
     tb.histogram("test/t2v_retrieval_mass_before", before, state["step"])
@@ -248,7 +252,7 @@ def main(checkpoint: str, overrides: List[str]) -> int:
     bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
     print(f"test split '{d.test_split}': {len(test.video)} videos, {len(test.text)} captions, "
           f"{len(cache.skipped)} videos skipped; ncl/qbnorm biases from the {bank_label}; dsl uses test queries")
-    print(format_results(metrics, list(e.methods)))
+    print(format_results(metrics, methods))
     print(f"wrote {out}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
           f"(ncl-ray search --index {out / 'export'} \"your query\")")
     return 0

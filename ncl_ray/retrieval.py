@@ -44,8 +44,13 @@ def score_mass(test: Sims, scorer: Scorer) -> torch.Tensor:
     return mass
 
 
-def normalization_errors(test: Sims, scorer: Scorer, temperature: float) -> Dict[str, float]:
-    """Normalisation error of the plain logits (before) and of the method's scores (after)."""
+def normalization_errors(test: Sims, scorer: Scorer, temperature: float,
+                         store: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, float]:
+    """Normalisation error of the plain logits (before) and of the method's scores (after); the two (C,)
+    sum-retrieval-probability vectors go to `store["before"]`, `store["after"]` when given."""
     before = column_mass(test, temperature, torch.zeros(test.n_cols))
+    after = score_mass(test, scorer)
+    if store is not None:
+        store.update(before=before, after=after)
     return {"before": normalization_error_of_mass(before, test.n_rows),
-            "after": normalization_error_of_mass(score_mass(test, scorer), test.n_rows)}
+            "after": normalization_error_of_mass(after, test.n_rows)}

@@ -265,17 +265,23 @@ def quiet_data_progress() -> None:
     ctx.enable_operator_progress_bars = False
 
 
-def main(cfg) -> int:
-    """The main job: data, distributed training, final test evaluation, summary."""
+def open_run_dir(cfg, config_name: str = "config.yaml", kind: str = "run") -> Path:
+    """storage_path/name, refusing to overwrite an existing run unless train.resume; saves the config."""
     run_dir = run_dir_of(cfg)
     if "://" in cfg.run.storage_path:
         raise ConfigError("run.storage_path: the CLI's summary files need a mounted path (NFS, FUSE); "
                           "point it at the shared mount")
-    if (run_dir / "config.yaml").exists() and not cfg.train.resume:
-        raise ConfigError(f"run '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
+    if (run_dir / config_name).exists() and not cfg.train.resume:
+        raise ConfigError(f"{kind} '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
                           f"train.resume=true to continue it, or choose another run.name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, str(run_dir / "config.yaml"))
+    save_config(cfg, str(run_dir / config_name))
+    return run_dir
+
+
+def main(cfg) -> int:
+    """The main job: data, distributed training, final test evaluation, summary."""
+    run_dir = open_run_dir(cfg)
     init_ray()
     datasets, meta, cache = prepare_data(cfg, run_dir)
     log.info("run %s: %d train videos, %d steps/epoch, %d workers; TensorBoard: tensorboard --logdir %s",

@@ -96,7 +96,7 @@ def main(cfg) -> int:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from ncl_ray.train import init_ray, prepare_data, run_dir_of
+    from ncl_ray.train import init_ray, open_run_dir, prepare_data
 
     t = cfg.tune
     cfg.train.eval_every_epochs = 1  # ASHA needs the metric in every report
@@ -104,12 +104,7 @@ def main(cfg) -> int:
     if not re.fullmatch(r"val/(none|ncl)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)", t.metric):
         raise ConfigError(f"tune.metric must be a validation metric such as val/none/t2v_R@1 or "
                           f"val/ncl/v2t_R@5 (see ncl_ray/evaluate.py), got {t.metric!r}")
-    sweep_dir = run_dir_of(cfg)
-    if sweep_dir.exists() and not cfg.train.resume:
-        raise ConfigError(f"sweep '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
-                          f"train.resume=true to continue it, or choose another run.name")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, str(sweep_dir / "sweep_config.yaml"))
+    sweep_dir = open_run_dir(cfg, "sweep_config.yaml", kind="sweep")
     init_ray()
     datasets, meta, cache = prepare_data(cfg, sweep_dir)
     meta["trials_dir"] = str(sweep_dir / "trials")

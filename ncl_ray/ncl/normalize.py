@@ -131,7 +131,12 @@ def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims
         return lambda rows, s: s / temperature
     if method == "ncl":
         b = ncl_gallery_bias(bank, temperature, n_iters)
-        return lambda rows, s: s / temperature + b[None, :]
+
+        def ncl(rows: slice, s: torch.Tensor) -> torch.Tensor:
+            return s / temperature + b[None, :]
+
+        ncl.bias = b  # (C,) for export: folded into the gallery embeddings
+        return ncl
     if method == "dsl":
         lse = column_logsumexp(test, 1.0 / temperature)  # softmax over all test queries, per gallery item
         return lambda rows, s: s * torch.exp(s / temperature - lse[None, :]) / temperature
