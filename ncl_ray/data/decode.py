@@ -1,0 +1,195 @@
+"""Sparse, seek-based PyAV decoding of T uniformly spaced frames from a video. No Ray.
+
+    frames = decode_frames("clip.mp4", num_frames=12, size=224)   # uint8 (12, 224, 224, 3)
+
+Sample times are the centres of T equal slices of the stream's duration, t_k = start + (k + 0.5) * dur / T,
+and frame k is the last frame shown at t_k (presentation timestamps, so variable frame rate is handled).
+Between samples the decoder runs forward; when the next sample lies more than `seek_gap` seconds ahead it
+seeks to the keyframe before it instead, so a 12-frame clip of a long video decodes a few GOPs, not the file.
+Scaling (shorter side to `size`) and the RGB conversion run inside FFmpeg (swscale via `reformat`); the
+centre crop is a slice. Display-matrix rotation (phone videos) is applied. A video with fewer frames than T
+repeats frames. Any failure raises `DecodeError` naming the file; nothing is ever replaced by black frames.
+"""
+
+import os
+from typing import Iterator, List, Optional
+
+import av
+import numpy as np
+
+DECODER_VERSION = "1"  # part of the clip-cache key: bump when the output of decode_frames changes
+
+
+class DecodeError(RuntimeError):
+    """A video could not be decoded; `path` names it and `reason` says why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def sample_times(start: float, duration: float, num_frames: int) -> List[float]:
+    """Centres of `num_frames` equal slices of [start, start + duration)."""
+    return [start + (k + 0.5) * duration / num_frames for k in range(num_frames)]
+
+
+def _frames(container, stream, skipped: List[int]) -> Iterator[av.VideoFrame]:
+    """Decoded frames from the current position; corrupt packets are skipped (and counted), not fatal."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.FFmpegError:  # corrupt packet: skip it, keep decoding
+            skipped[0] += 1
+
+
+def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
+    if frame.time is not None:
+        return float(frame.time)
+    return None if frame.pts is None else float(frame.pts * stream.time_base)
+
+
+def _to_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 (size, size, 3)."""
+    k = (int(round((frame.rotation or 0) / 90.0))) % 4
+    w, h = frame.width, frame.height
+    scale = size / min(w, h)
+    sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
+    rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()  # (sh, sw, 3)
+    if k:
+        rgb = np.rot90(rgb, k=k)  # counter-clockwise, as the display matrix says
+    H, W = rgb.shape[:2]
+    top, left = (H - size) // 2, (W - size) // 2
+    return np.ascontiguousarray(rgb[top: top + size, left: left + size])
+
+
+def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
+                  stats: Optional[dict] = None) -> np.ndarray:
+    """Decode `num_frames` uniformly spaced frames of `path` as uint8 (T, size, size, 3).
+
+    Args:
+        path: a video file any FFmpeg demuxer reads (mp4, webm, avi, mkv, ...).
+        num_frames: T, frames sampled over the whole duration.
+        size: output side; shorter-side resize then centre crop.
+        threads: FFmpeg decoding threads for this call (1 suits many parallel decode tasks).
+        seek_gap: seek when the next sample is more than this many seconds ahead of the decoder.
+        stats: if given, receives `decoded` (frames decoded), `seeks` and `corrupt_packets`.
+    Raises:
+        DecodeError: missing, empty, truncated or non-video files, or no decodable frame.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise DecodeError(path, f"not a readable media file ({type(e).__name__}: {e})") from None
+    try:
+        if not container.streams.video:
+            raise DecodeError(path, "no video stream (audio-only or other data)")
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+            raise DecodeError(path, f"an image ({container.format.name}), not a video")
+        stream = container.streams.video[0]
+        if threads > 1:
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = threads
+        tb = stream.time_base
+        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        if stream.duration:
+            duration = float(stream.duration * tb)
+        elif container.duration:
+            duration = container.duration / 1e6
+        else:
+            duration = None
+        skipped = [0]
+        if not duration or duration <= 0:
+            return _decode_all(container, stream, num_frames, size, skipped, path)
+        out: List[np.ndarray] = []
+        it = _frames(container, stream, skipped)
+        cur = pending = None
+        cur_time = start
+        decoded = seeks = 0
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
+        converted = (None, None)  # (frame, rgb): repeated samples reuse one conversion
+        for t in sample_times(start, duration, num_frames):
+            if t - cur_time > seek_gap:
+                try:
+                    container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
+                    it, pending = _frames(container, stream, skipped), None
+                    seeks += 1
+                except av.error.FFmpegError:
+                    pass  # unseekable: keep decoding forward
+            while True:
+                f = pending if pending is not None else next(it, None)
+                pending = None
+                if f is None:  # end of stream: the last frame stands for samples in its display time
+                    if cur is not None and t - cur_time > end_slack:
+                        raise DecodeError(path, f"truncated: frames stop at {cur_time:.2f}s of {duration:.2f}s")
+                    break
+                decoded += 1
+                ft = _frame_time(f, stream)
+                if ft is None or ft <= t + 1e-6:
+                    cur, cur_time = f, (ft if ft is not None else cur_time)
+                else:
+                    pending = f
+                    break
+            frame = cur if cur is not None else pending  # a sample before the first frame takes the first
+            if frame is None:
+                break
+            if converted[0] is not frame:
+                converted = (frame, _to_rgb(frame, size))
+            out.append(converted[1])
+        if stats is not None:
+            stats.update(decoded=decoded, seeks=seeks, corrupt_packets=skipped[0])
+        if len(out) < num_frames:
+            raise DecodeError(path, f"no decodable frame ({skipped[0]} corrupt packets)" if not out
+                              else f"stream ended early: {len(out)} of {num_frames} samples")
+        return np.stack(out)  # (T, size, size, 3)
+    except DecodeError:
+        raise
+    except (av.error.FFmpegError, OSError) as e:
+        raise DecodeError(path, f"decoding failed ({type(e).__name__}: {e})") from None
+    finally:
+        container.close()
+
+
+def _decode_all(container, stream, num_frames: int, size: int, skipped: List[int], path: str) -> np.ndarray:
+    """Fallback when the duration is unknown: decode every frame once, keep T evenly spaced ones."""
+    frames = [f for f in _frames(container, stream, skipped)]
+    if not frames:
+        raise DecodeError(path, f"no decodable frame ({skipped[0]} corrupt packets)")
+    idx = np.minimum((np.arange(num_frames) + 0.5) * len(frames) / num_frames, len(frames) - 1).astype(int)
+    return np.stack([_to_rgb(frames[i], size) for i in idx])
+
+
+def decode_naive(path: str, num_frames: int, size: int) -> np.ndarray:
+    """Reference and benchmark baseline: decode every frame to full-size RGB, pick T by time, resize in Python.
+
+    This is what CLIP4Clip-style loaders do; it is kept for the benchmark and the tests, not for training.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [(f.time, f.to_ndarray(format="rgb24"), f.rotation) for f in container.decode(stream)]
+        tb = stream.time_base
+        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        duration = float(stream.duration * tb) if stream.duration else container.duration / 1e6
+    times = np.array([t for t, _, _ in frames])
+    out = []
+    for t in sample_times(start, duration, num_frames):
+        i = max(0, int(np.searchsorted(times, t + 1e-6, side="right")) - 1)
+        _, rgb, rot = frames[i]
+        x = torch.from_numpy(np.ascontiguousarray(np.rot90(rgb, k=(rot or 0) // 90 % 4)))
+        x = x.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        H, W = x.shape[-2:]
+        s = size / min(H, W)
+        x = F.interpolate(x, size=(max(size, round(H * s)), max(size, round(W * s))), mode="area")
+        H, W = x.shape[-2:]
+        top, left = (H - size) // 2, (W - size) // 2
+        x = x[0, :, top: top + size, left: left + size].permute(1, 2, 0)
+        out.append(x.round().clamp(0, 255).to(torch.uint8).numpy())
+    return np.stack(out)

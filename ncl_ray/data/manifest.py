@@ -1,0 +1,149 @@
+"""Manifests: one row per caption, `video_id, path, caption, split`, in CSV or JSONL, plus readers that turn
+the standard annotation files of MSR-VTT, MSVD and ActivityNet Captions into the same form.
+
+Relative paths are resolved against the manifest's folder. Rows of one video are grouped into a
+`VideoEntry` with all its captions. Errors name the file and line.
+"""
+
+import csv
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+COLUMNS = ("video_id", "path", "caption", "split")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
+
+
+class ManifestError(ValueError):
+    """Invalid annotation input; the message names the file (and line)."""
+
+
+@dataclass
+class VideoEntry:
+    video_id: str
+    path: str
+    split: str
+    captions: List[str] = field(default_factory=list)
+
+
+def _group(rows: Iterable[dict], base: Path, source: str) -> List[VideoEntry]:
+    by_id: Dict[str, VideoEntry] = {}
+    for line, row in rows:
+        missing = [c for c in COLUMNS if not str(row.get(c, "") or "").strip()]
+        if missing:
+            raise ManifestError(f"{source}:{line}: missing or empty column(s) {', '.join(missing)}")
+        path = Path(row["path"])
+        path = str(path if path.is_absolute() else base.absolute() / path)
+        entry = by_id.setdefault(row["video_id"], VideoEntry(row["video_id"], path, row["split"]))
+        if entry.path != path or entry.split != row["split"]:
+            raise ManifestError(f"{source}:{line}: video {row['video_id']} has another path or split than before")
+        entry.captions.append(str(row["caption"]).strip())
+    if not by_id:
+        raise ManifestError(f"{source}: no rows")
+    return list(by_id.values())
+
+
+def read_manifest(path: str) -> List[VideoEntry]:
+    """Read a CSV (header row) or JSONL manifest into entries, in file order."""
+    p = Path(path)
+    if not p.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    if p.suffix == ".csv":
+        with p.open(newline="") as f:
+            reader = csv.DictReader(f)
+            absent = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if absent:
+                raise ManifestError(f"{path}: header lacks column(s) {', '.join(absent)}")
+            return _group(((i + 2, r) for i, r in enumerate(reader)), p.parent, str(path))
+    if p.suffix in (".jsonl", ".json"):
+        rows = []
+        for i, text in enumerate(p.read_text().splitlines(), start=1):
+            if text.strip():
+                try:
+                    rows.append((i, json.loads(text)))
+                except json.JSONDecodeError as e:
+                    raise ManifestError(f"{path}:{i}: not JSON ({e.msg})") from None
+        return _group(rows, p.parent, str(path))
+    raise ManifestError(f"{path}: manifest must be .csv or .jsonl")
+
+
+def write_manifest(entries: List[VideoEntry], path: str) -> str:
+    lines = [json.dumps({"video_id": e.video_id, "path": e.path, "caption": c, "split": e.split})
+             for e in entries for c in e.captions]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _video_path(root: Path, vid: str) -> str:
+    for ext in VIDEO_EXTENSIONS:
+        if (root / "videos" / f"{vid}{ext}").exists():
+            return str(root / "videos" / f"{vid}{ext}")
+    return str(root / "videos" / f"{vid}.mp4")  # missing: reported and skipped by the decoder
+
+
+def _need(root: Path, name: str) -> Path:
+    p = root / name
+    if not p.is_file():
+        raise ManifestError(f"{p}: expected annotation file is missing (see README, 'Data preparation')")
+    return p
+
+
+def _holdout(ids: List[str], fraction: float = 0.05) -> set:
+    """A deterministic validation hold-out from the training ids (every 1/fraction-th id, sorted)."""
+    step = max(2, int(round(1 / fraction)))
+    return set(sorted(ids)[::step])
+
+
+def read_msrvtt(root: str) -> List[VideoEntry]:
+    """MSR-VTT, 9k train / 1k-A test (CLIP4Clip files): MSRVTT_data.json, MSRVTT_train.9k.csv,
+    MSRVTT_JSFUSION_test.csv, videos/<video_id>.mp4. 5% of the 9k train videos are held out as val."""
+    r = Path(root)
+    data = json.loads(_need(r, "MSRVTT_data.json").read_text())
+    captions: Dict[str, List[str]] = {}
+    for s in data["sentences"]:
+        captions.setdefault(s["video_id"], []).append(s["caption"])
+    with _need(r, "MSRVTT_train.9k.csv").open(newline="") as f:
+        train_ids = [row["video_id"] for row in csv.DictReader(f)]
+    val = _holdout(train_ids)
+    entries = [VideoEntry(v, _video_path(r, v), "val" if v in val else "train", captions.get(v, []))
+               for v in train_ids if captions.get(v)]
+    with _need(r, "MSRVTT_JSFUSION_test.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            entries.append(VideoEntry(row["video_id"], _video_path(r, row["video_id"]), "test", [row["sentence"]]))
+    return entries
+
+
+def read_msvd(root: str) -> List[VideoEntry]:
+    """MSVD 1200/100/670: raw-captions.pkl ({video: [[tokens]]}), train_list.txt, val_list.txt,
+    test_list.txt, videos/<video>.avi."""
+    r = Path(root)
+    with _need(r, "raw-captions.pkl").open("rb") as f:
+        raw = pickle.load(f)  # the dataset's own annotation file
+    entries = []
+    for split in ("train", "val", "test"):
+        for vid in _need(r, f"{split}_list.txt").read_text().split():
+            caps = [" ".join(toks) if isinstance(toks, list) else str(toks) for toks in raw.get(vid, [])]
+            if caps:
+                entries.append(VideoEntry(vid, _video_path(r, vid), split, caps))
+    return entries
+
+
+def read_activitynet(root: str) -> List[VideoEntry]:
+    """ActivityNet Captions, paragraph retrieval: train.json and val_1.json ({video: {sentences: [...]}});
+    each video's sentences are joined into one paragraph; val_1 is the test split, 5% of train is val."""
+    r = Path(root)
+    entries = []
+    for name, split in (("train.json", "train"), ("val_1.json", "test")):
+        data = json.loads(_need(r, name).read_text())
+        ids = list(data)
+        val = _holdout(ids) if split == "train" else set()
+        for vid in ids:
+            paragraph = " ".join(s.strip() for s in data[vid]["sentences"])
+            entries.append(VideoEntry(vid, _video_path(r, vid), "val" if vid in val else split, [paragraph]))
+    return entries
+
+
+READERS = {"msrvtt": read_msrvtt, "msvd": read_msvd, "activitynet": read_activitynet}

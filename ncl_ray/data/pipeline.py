@@ -1,0 +1,153 @@
+"""Ray Data pipeline: manifest -> parallel PyAV decode -> decoded-clip cache (Parquet) -> per-split datasets.
+
+    entries = load_entries(cfg.data)                      # VideoEntry list (all splits)
+    cache = build_clip_cache(entries, T, S, cache_dir)    # decodes once, in parallel; reused by later runs
+    train = split_dataset(cache, entries, "train", ...)   # rows: frames uint8 (T,S,S,3), tokens (K,L), ...
+
+Decoding runs as Ray tasks (one CPU each, as many as the cluster has CPUs unless `decode_concurrency` says
+otherwise). The cache folder is keyed by the videos (path, size, mtime), T, S and the decoder version, so any
+change of those decodes again. Videos that fail to decode are listed in the cache's summary.json, counted in
+the run summary and left out of every split: never replaced by black frames.
+This is the only data module that imports Ray.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import ray
+
+from ncl_ray.data.decode import DECODER_VERSION, DecodeError, decode_frames
+from ncl_ray.data.manifest import READERS, VideoEntry, read_manifest
+from ncl_ray.data.transforms import caption_tokens
+
+log = logging.getLogger(__name__)
+
+
+def load_entries(dataset: str, root: str, manifest: str = "", synthetic_videos: int = 160) -> List[VideoEntry]:
+    """All videos of a dataset; the built-in synthetic dataset is generated on first use."""
+    if dataset == "synthetic":
+        path = Path(root) / "manifest.jsonl"
+        entries = read_manifest(str(path)) if path.exists() else []
+        if len(entries) != synthetic_videos:  # missing, or made with another size: (re)generate
+            from ncl_ray.data.synthetic import make_dataset
+
+            log.info("generating the built-in dataset: %d videos in %s", synthetic_videos, root)
+            make_dataset(root, synthetic_videos)
+            entries = read_manifest(str(path))
+        return entries
+    if dataset == "manifest":
+        return read_manifest(manifest)
+    return READERS[dataset](root)
+
+
+def cache_key(entries: List[VideoEntry], num_frames: int, size: int) -> str:
+    h = hashlib.sha1(f"{DECODER_VERSION}|{num_frames}|{size}".encode())
+    for e in sorted(entries, key=lambda e: e.video_id):
+        st = os.stat(e.path) if os.path.exists(e.path) else None
+        h.update(f"{e.video_id}|{e.path}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threads: int) -> Dict[str, np.ndarray]:
+    frames, errors = [], []
+    for path in batch["path"]:
+        try:
+            frames.append(decode_frames(str(path), num_frames, size, threads=threads).tobytes())
+            errors.append("")
+        except DecodeError as e:
+            frames.append(b"")
+            errors.append(e.reason)
+    return {"video_id": batch["video_id"], "path": batch["path"],
+            "frames": np.array(frames, dtype=object), "error": np.array(errors, dtype=object)}
+
+
+@dataclass
+class ClipCache:
+    """A folder of decoded clips (Parquet: video_id, path, frames bytes, error) and what failed."""
+    path: str
+    num_frames: int
+    size: int
+    total: int
+    skipped: List[Dict[str, str]] = field(default_factory=list)  # {video_id, path, error}
+
+    @property
+    def decoded(self) -> int:
+        return self.total - len(self.skipped)
+
+
+def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cache_dir: str,
+                     threads: int = 1, concurrency: int = 0) -> ClipCache:
+    """Decode every video once, in parallel Ray tasks, into `cache_dir`; reuse a matching cache."""
+    out = Path(cache_dir).absolute() / f"clips-T{num_frames}-S{size}-{cache_key(entries, num_frames, size)}"
+    summary = out / "summary.json"
+    if summary.exists():
+        cache = ClipCache(**json.loads(summary.read_text()))
+        log.info("clip cache hit: %s (%d clips, %d skipped)", out, cache.decoded, len(cache.skipped))
+        return cache
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = concurrency or max(1, cpus)
+    log.info("decoding %d videos (T=%d, %dpx) with %d parallel tasks into %s", len(entries), num_frames, size,
+             workers, out)
+    ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in entries],
+                             override_num_blocks=max(1, min(len(entries), 4 * workers)))
+    ds = ds.map_batches(_decode_batch, fn_kwargs=dict(num_frames=num_frames, size=size, threads=threads),
+                        batch_size=4, compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.write_parquet(str(tmp))
+    status = ray.data.read_parquet(str(tmp), columns=["video_id", "path", "error"]).to_pandas()
+    bad = status[status["error"] != ""]
+    cache = ClipCache(str(out), num_frames, size, len(status),
+                      [{"video_id": r.video_id, "path": r.path, "error": r.error} for r in bad.itertuples()])
+    for s in cache.skipped:
+        log.warning("skipped video %s: %s: %s", s["video_id"], s["path"], s["error"])
+    if cache.decoded == 0:
+        raise RuntimeError(f"no video could be decoded ({len(entries)} tried); first error: "
+                           f"{cache.skipped[0]['path']}: {cache.skipped[0]['error']}")
+    (tmp / "summary.json").write_text(json.dumps(asdict(cache), indent=1))
+    try:
+        tmp.rename(out)
+    except OSError:  # another run finished the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache
+
+
+def _attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray, int]],
+            shape: Tuple[int, ...]) -> Dict[str, np.ndarray]:
+    keep = [i for i, vid in enumerate(batch["video_id"]) if vid in table]
+    rows = [table[batch["video_id"][i]] for i in keep]
+    frames = np.empty((len(keep),) + shape, np.uint8)  # (b, T, S, S, 3)
+    for j, i in enumerate(keep):
+        frames[j] = np.frombuffer(batch["frames"][i], np.uint8).reshape(shape)
+    return {
+        "frames": frames,
+        "tokens": np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1, 1), np.int32),  # (b, K, L)
+        "n_captions": np.array([r[2] for r in rows], np.int64),  # (b,)
+        "index": np.array([r[0] for r in rows], np.int64),  # (b,) position in the split's video list
+    }
+
+
+def split_videos(cache: ClipCache, entries: List[VideoEntry], split: str) -> List[VideoEntry]:
+    """The split's decodable videos, in manifest order (their position is the `index` column)."""
+    bad = {s["video_id"] for s in cache.skipped}
+    return [e for e in entries if e.split == split and e.video_id not in bad]
+
+
+def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_captions: int,
+                  max_words: int) -> "ray.data.Dataset":
+    """Rows of one split: frames uint8 (T,S,S,3), tokens int32 (K,L), n_captions, index."""
+    videos = split_videos(cache, entries, split)
+    if not videos:
+        raise ValueError(f"split '{split}' has no decodable video")
+    table = {e.video_id: (i, caption_tokens(e.captions, max_captions, max_words), min(len(e.captions), max_captions))
+             for i, e in enumerate(videos)}
+    shape = (cache.num_frames, cache.size, cache.size, 3)
+    ds = ray.data.read_parquet(cache.path, columns=["video_id", "frames"])
+    return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape), batch_size=32)
