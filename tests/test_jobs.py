@@ -84,6 +84,6 @@ def test_cluster_specs_name_existing_configs_and_commands():
             words = shlex.split(line.split("jobs/submit.sh", 1)[1])
             assert (ROOT / words[1]).is_file() and words[0] in ("train", "eval", "tune")
     env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
-    assert ".venv" in env["excludes"]
+    assert "/.venv" in env["excludes"] and "/data" in env["excludes"]  # anchored: ncl_ray/data is uploaded
     entry = build_entrypoint("train", "conf/msrvtt.yaml", ["a=b c"])
     assert entry == "python -m ncl_ray train conf/msrvtt.yaml 'a=b c'"
