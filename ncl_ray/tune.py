@@ -86,7 +86,6 @@ def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, s
     """(sorted DataFrame, printable table) of the trials' final results."""
     cols = {f"config/{p}": p for p in params}
     keep = ["trial_id"] + list(cols) + [metric, "best", "training_iteration"]
-    df = df.rename(columns={}).copy()
     table = df[[c for c in keep if c in df.columns]].rename(columns=cols)
     table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
     return table, table.to_string(index=False, float_format=lambda x: f"{x:.2f}")
