@@ -69,14 +69,6 @@ def read_manifest(path: str) -> List[VideoEntry]:
     raise ManifestError(f"{path}: manifest must be .csv or .jsonl")
 
 
-def write_manifest(entries: List[VideoEntry], path: str) -> str:
-    lines = [json.dumps({"video_id": e.video_id, "path": e.path, "caption": c, "split": e.split})
-             for e in entries for c in e.captions]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _video_path(root: Path, vid: str) -> str:
     for ext in VIDEO_EXTENSIONS:
         if (root / "videos" / f"{vid}{ext}").exists():

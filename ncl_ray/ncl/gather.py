@@ -52,17 +52,3 @@ def gather_features(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     dist.all_gather(out, x.detach().contiguous())
     out[rank] = x  # put the local slice back: it keeps its gradient
     return torch.cat(out, dim=0)  # (W*B, D)
-
-
-@torch.no_grad()
-def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    """No-grad all_gather of (B, ...) into (W*B, ...).
-
-    Warning: no gradient flows through this; use it for queues and evaluation only.
-    """
-    rank, world = world_info()
-    if world == 1:
-        return x
-    out = [torch.empty_like(x) for _ in range(world)]
-    dist.all_gather(out, x.contiguous())
-    return torch.cat(out, dim=0)
