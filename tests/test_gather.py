@@ -1,8 +1,5 @@
 """Two gloo processes with B rows each must match one process on the 2B rows: loss, gradients, queue."""
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -43,9 +40,9 @@ def run_steps(model, loss_fn, data, rows):
     return trace, loss_fn.text_queue.embeddings.clone()
 
 
-def _worker(rank, port, out, queue_size, n_iters, with_grad):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _worker(rank, store, out, queue_size, n_iters, with_grad):
+    # a file rendezvous: no TCP port that another process could take between choosing and binding it
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         model, loss_fn, data = make_setup(queue_size, n_iters, with_grad)
         result = run_steps(model, loss_fn, data, slice(rank * B, (rank + 1) * B))
@@ -56,17 +53,11 @@ def _worker(rank, port, out, queue_size, n_iters, with_grad):
         dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("queue_size,n_iters", [(0, 0), (0, 3), (16, 3)])
 def test_two_process_gather_equals_one_process(tmp_path, queue_size, n_iters):
     out = str(tmp_path / "rank0.pt")
-    mp.spawn(_worker, args=(free_port(), out, queue_size, n_iters, True), nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(tmp_path / "store"), out, queue_size, n_iters, True), nprocs=2, join=True)
     dist_trace, dist_queue = torch.load(out)
     model, loss_fn, data = make_setup(queue_size, n_iters, True)
     ref_trace, ref_queue = run_steps(model, loss_fn, data, slice(0, 2 * B))
