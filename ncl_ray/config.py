@@ -51,6 +51,7 @@ class ModelConfig:
     init_temperature: float = 0.07  # tau at start; logit scale = 1/tau, clamped at 100
     learn_temperature: bool = True
     grad_checkpointing: bool = False
+    clip_fp16: bool = False  # CLIP4Clip parity: backbone weights fp16, updated in place; turns train.amp off
 
 
 @dataclass

@@ -117,7 +117,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     run_dir = Path(meta["run_dir"])
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     device = ray.train.torch.get_device()
-    amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp) else None
+    # clip_fp16 runs as CLIP4Clip does: fp16 backbone, fp32 heads, no autocast
+    amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp and not cfg.model.clip_fp16) else None
 
     model = build_model_from_config(cfg)
     loss_fn = build_loss(cfg, model.embed_dim).to(device)

@@ -59,3 +59,46 @@ def test_two_learning_rates_and_warmup_cosine():
         opt.step()
         sched.step()
     assert seen[0] < seen[9] == pytest.approx(1e-3) and seen[-1] < 1e-5
+
+
+def _steps(model, backbone_lr, steps=2):
+    from ncl_ray.ncl.loss import NCLLoss
+    from ncl_ray.train import train_step
+
+    g = torch.Generator().manual_seed(1)
+    loss_fn = NCLLoss(model.embed_dim, queue_size=8, n_iters=3)
+    opt = build_optimizer(model, lr=1e-3, backbone_lr=backbone_lr, weight_decay=0.2)
+    sched = build_scheduler(opt, total_steps=10, warmup_ratio=0.0)
+    losses = []
+    for _ in range(steps):
+        batch = {"frames": torch.randint(0, 255, (4, 2, 16, 16, 3), generator=g, dtype=torch.uint8),
+                 "tokens": torch.randint(1, 49000, (4, 1, 16), generator=g, dtype=torch.int32),
+                 "n_captions": torch.ones(4, dtype=torch.long)}
+        losses.append(train_step(model, loss_fn, batch, opt, sched, torch.Generator(), torch.device("cpu"),
+                                 grad_clip=1.0)["train/contrastive_loss"])
+    return losses, opt
+
+
+def test_clip_fp16_parity_keeps_backbone_weights_and_adam_states_in_fp16():
+    """CLIP4Clip parity: fp16 backbone weights and moments updated in place (no fp32 master copy), fp32 heads."""
+    torch.manual_seed(0)
+    model = build_model("tiny", "", "seqTransf", 16, 16, clip_fp16=True)
+    assert model.clip.visual.conv1.weight.dtype == torch.float16
+    assert model.clip.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.float16
+    assert model.clip.visual.ln_pre.weight.dtype == torch.float32  # layer norms stay fp32, as in OpenAI CLIP
+    assert all(p.dtype == torch.float32 for p in model.pool.parameters())
+    out = model(torch.randn(2, 3, 3, 16, 16), torch.randint(1, 49000, (2, 16)))
+    assert out["video_features"].dtype == torch.float32 and torch.isfinite(out["video_features"]).all()
+
+    w = model.clip.transformer.resblocks[0].mlp.c_fc.weight
+    before = w.detach().clone()
+    losses, opt = _steps(model, backbone_lr=1e-3, steps=3)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert w.dtype == torch.float16 and not torch.equal(w, before)  # trained in place, still fp16
+    assert opt.state[w]["exp_avg"].dtype == torch.float16 and opt.state[w]["exp_avg_sq"].dtype == torch.float16
+    head = model.pool.transformer.layers[0].linear1.weight
+    assert opt.state[head]["exp_avg"].dtype == torch.float32
+    fp32 = build_model("tiny", "", "seqTransf", 16, 16)
+    fp32.load_state_dict(model.state_dict())  # an fp16 checkpoint loads into an fp32 model and back
+    assert fp32.clip.visual.conv1.weight.dtype == torch.float32
+    assert torch.equal(fp32.clip.visual.conv1.weight.half(), model.clip.visual.conv1.weight)

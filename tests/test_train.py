@@ -148,14 +148,17 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
 def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, data_root, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from ncl_ray.checkpoint import load_checkpoint
     from ncl_ray.cli import main as cli
     from ncl_ray.export import search
     from ncl_ray.train import main
 
-    assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1")) == 0
+    # trained with the CLIP4Clip parity switch: fp16 backbone through DDP, checkpoint and eval
+    assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1", "model.clip_fp16=true")) == 0
     run = Path(tmp_path) / "runs" / "ev"
     assert cli(["eval", str(run), "eval.bank_source=captions", "eval.bank_size=8"]) == 0
     ckpt = Path(json.loads((run / "results.json").read_text())["checkpoint"])
+    assert load_checkpoint(ckpt)["model"]["clip.visual.conv1.weight"].dtype == torch.float16
     out = ckpt / "eval"
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"none/t2v_R@1", "ncl/v2t_R@1", "qbnorm/t2v_MdR", "dsl/v2t_lenient_R@1"} <= set(metrics)

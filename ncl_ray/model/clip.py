@@ -9,7 +9,7 @@ randomly initialised CLIP in code (tests, CPU runs); any other name goes to `ope
 """
 
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import open_clip
 import torch
@@ -22,12 +22,13 @@ from ncl_ray.model.heads import TemporalPooling
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on 1/tau
 
 
-def tiny_clip(embed_dim: int, image_size: int, context_length: int) -> open_clip.CLIP:
+def tiny_clip(embed_dim: int, image_size: int, context_length: int,
+              cast_dtype: Optional[torch.dtype] = None) -> open_clip.CLIP:
     """A 2-layer ViT / 2-layer text transformer CLIP with the real BPE vocabulary, random init."""
     vision = CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=max(4, image_size // 4),
                            image_size=image_size)
     text = CLIPTextCfg(context_length=context_length, vocab_size=49408, width=64, heads=2, layers=2)
-    return open_clip.CLIP(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text)
+    return open_clip.CLIP(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text, cast_dtype=cast_dtype)
 
 
 class VideoCLIP(nn.Module):
@@ -55,6 +56,7 @@ class VideoCLIP(nn.Module):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, T, 3, H, W) normalised frames -> (B, D) unit-norm features."""
         B, T = video.shape[:2]
+        video = video.to(self.clip.visual.conv1.weight.dtype)  # fp16 when the backbone is kept in fp16
         frames = self.clip.encode_image(video.flatten(0, 1))  # (B*T, D)
         return F.normalize(self.pool(frames.view(B, T, -1).float()), dim=-1)  # (B, D)
 
@@ -83,15 +85,27 @@ class VideoCLIP(nn.Module):
 
 def build_model(arch: str, pretrained: str, pooling: str, image_size: int, context_length: int,
                 embed_dim: int = 64, temporal_layers: int = 2, init_temperature: float = 0.07,
-                learn_temperature: bool = True, grad_checkpointing: bool = False) -> VideoCLIP:
-    """The only place that turns model settings into a module (see config.ModelConfig)."""
+                learn_temperature: bool = True, grad_checkpointing: bool = False,
+                clip_fp16: bool = False) -> VideoCLIP:
+    """The only place that turns model settings into a module (see config.ModelConfig).
+
+    clip_fp16: CLIP4Clip parity. The backbone's linear, convolution and attention weights are kept in fp16 (the
+    original OpenAI CLIP layout: layer norms and embeddings stay fp32) and the optimizer updates them in place,
+    with fp16 moment estimates and no fp32 master copy, as CLIP4Clip's BertAdam does; temporal pooling and the
+    temperature stay fp32. Small updates round away and small squared gradients underflow, which changes how the
+    backbone trains; CLIP4Clip's published numbers were obtained this way.
+    """
+    precision = "fp16" if clip_fp16 else "fp32"
     if arch == "tiny":
         if pretrained:
             raise ValueError("model.arch=tiny has no pretrained weights; set model.pretrained=''")
-        clip = tiny_clip(embed_dim, image_size, context_length)
+        clip = tiny_clip(embed_dim, image_size, context_length, torch.float16 if clip_fp16 else None)
+        if clip_fp16:
+            open_clip.model.convert_weights_to_lp(clip, torch.float16)
     else:
         try:
-            clip = open_clip.create_model(arch, pretrained=pretrained or None, force_image_size=image_size)
+            clip = open_clip.create_model(arch, pretrained=pretrained or None, force_image_size=image_size,
+                                          precision=precision)
         except RuntimeError as e:
             raise ValueError(f"cannot build open_clip model {arch!r} with pretrained={pretrained!r}: {e}") from e
     if grad_checkpointing:
@@ -102,4 +116,5 @@ def build_model(arch: str, pretrained: str, pooling: str, image_size: int, conte
 def build_model_from_config(cfg) -> VideoCLIP:
     m, d = cfg.model, cfg.data
     return build_model(m.arch, m.pretrained, m.pooling, d.frame_size, d.max_words, m.embed_dim,
-                       m.temporal_layers, m.init_temperature, m.learn_temperature, m.grad_checkpointing)
+                       m.temporal_layers, m.init_temperature, m.learn_temperature, m.grad_checkpointing,
+                       m.clip_fp16)
