@@ -1,11 +1,14 @@
 """Real PyAV decoding of files the tests encode: frame choice, codecs, geometry, and every bad input."""
 
+import subprocess
+import sys
+
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from ncl_ray.data.decode import DecodeError, decode_frames, decode_naive, sample_times
+from ncl_ray.data.decode import DecodeError, decode_batch, decode_frames, decode_naive, sample_times
 from ncl_ray.data.synthetic import write_video
 
 STEP = 6  # frame i is painted gray level STEP * i, so a decoded pixel tells which frame it came from
@@ -139,3 +142,20 @@ def test_bad_inputs_raise_typed_errors_naming_the_file(tmp_path, case, reason):
     with pytest.raises(DecodeError) as err:
         decode_frames(path, 8, 32)
     assert reason in err.value.reason and path in str(err.value)
+
+
+def test_decode_batch_reports_a_bad_video_and_keeps_the_good_one(tmp_path):
+    good = write_video(str(tmp_path / "good.mp4"), numbered(24), fps=8)
+    batch = {"video_id": np.array(["a", "b"], dtype=object),
+             "path": np.array([good, str(tmp_path / "missing.mp4")], dtype=object)}
+    out = decode_batch(batch, num_frames=4, size=16)
+    assert list(out["video_id"]) == ["a", "b"] and list(out["error"]) == ["", "file not found"]
+    frames = np.frombuffer(out["frames"][0], np.uint8).reshape(4, 16, 16, 3)
+    assert np.array_equal(frames, decode_frames(good, 4, 16)) and out["frames"][1] == b""
+
+
+def test_decode_module_does_not_import_torch():
+    """Decode workers import only this module: keeping torch out saves seconds per fresh worker."""
+    code = "import sys, ncl_ray.data.decode; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

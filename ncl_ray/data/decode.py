@@ -12,7 +12,7 @@ repeats frames. Any failure raises `DecodeError` naming the file; nothing is eve
 """
 
 import os
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import av
 import numpy as np
@@ -153,6 +153,24 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         raise DecodeError(path, f"decoding failed ({type(e).__name__}: {e})") from None
     finally:
         container.close()
+
+
+def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threads: int = 1) -> Dict[str, np.ndarray]:
+    """A Ray Data batch of {video_id, path} -> {video_id, path, frames (bytes of uint8 (T,S,S,3)), error}.
+
+    A video that fails to decode gets empty frames and its reason in `error` (the batch goes on). This lives
+    here, free of torch, so that decode workers start with PyAV and NumPy only.
+    """
+    frames, errors = [], []
+    for path in batch["path"]:
+        try:
+            frames.append(decode_frames(str(path), num_frames, size, threads=threads).tobytes())
+            errors.append("")
+        except DecodeError as e:
+            frames.append(b"")
+            errors.append(e.reason)
+    return {"video_id": batch["video_id"], "path": batch["path"],
+            "frames": np.array(frames, dtype=object), "error": np.array(errors, dtype=object)}
 
 
 def _decode_all(container, stream, num_frames: int, size: int, skipped: List[int], path: str) -> np.ndarray:
