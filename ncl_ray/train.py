@@ -98,11 +98,20 @@ def _maybe_fail(fail_at: int, step: int, rank: int, run_dir: Path) -> None:
 def _evaluate(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefix: str) -> Dict[str, float]:
     emb = embed_batches(unwrap(model), dataset.iter_torch_batches(batch_size=64), device)
     e = cfg.eval
-    tau = 1.0 / float(unwrap(model).logit_scale.exp().clamp(max=100))
+    tau = 1.0 / float(unwrap(model).logit_scale.detach().exp().clamp(max=100))
     m = evaluate_embeddings(emb, tau, methods, loss_fn.text_queue.embeddings.cpu(),
                             loss_fn.video_queue.embeddings.cpu(), e.bank, e.n_iters, e.chunk_size,
                             e.qbnorm_beta, e.qbnorm_k)
     return {f"{prefix}/{k}": v for k, v in m.items()}
+
+
+def _quiet_report_logs() -> None:
+    """Ray Train logs every report with its whole metrics dict at INFO (one long line per worker and epoch);
+    the rank-0 progress line says the same in one line, so that logger (named by its file) keeps warnings only."""
+    suffix = os.path.join("train", "v2", "_internal", "execution", "context.py")
+    for name in list(logging.root.manager.loggerDict):
+        if name.endswith(suffix):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def train_loop_per_worker(config: Dict[str, Any]) -> None:
@@ -111,6 +120,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     import ray.train.torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_report_logs()
     cfg, meta = from_dict(config["cfg"]), config["meta"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

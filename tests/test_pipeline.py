@@ -38,3 +38,19 @@ def test_cache_skips_bad_videos_and_is_reused(ray_local, tmp_path):
     assert r["frames"].shape == (4, 16, 16, 3) and r["frames"].dtype == np.uint8 and r["frames"].max() > 0
     assert r["tokens"].shape == (4, 16) and r["n_captions"] == 3
     assert sorted(x["index"] for x in rows) == list(range(len(train)))
+
+
+
+def test_contiguous_splits_get_exactly_their_rows_as_tensor_columns(ray_local, tmp_path):
+    """Splits are contiguous in the manifest, so whole Parquet blocks hold none of the test split's videos."""
+    import ray
+
+    from ncl_ray.data.pipeline import build_clip_cache, split_dataset
+
+    entries = read_manifest(make_dataset(str(tmp_path / "d"), 72, seed=1))
+    cache = build_clip_cache(entries, 2, 8, str(tmp_path / "cache"))
+    for split, n in (("train", 50), ("test", 15)):
+        tables = ray.get(split_dataset(cache, entries, split, 2, 8).to_arrow_refs())
+        kinds = {str(t.schema.field("frames").type) for t in tables}
+        assert sum(t.num_rows for t in tables) == n
+        assert all("tensor" in k.lower() and "pickled" not in k.lower() for k in kinds), kinds

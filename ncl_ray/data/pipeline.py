@@ -23,6 +23,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pyarrow.parquet as pq
 import ray
+from ray.data.expressions import col
 
 from ncl_ray.data.decode import DECODER_VERSION, decode_batch
 from ncl_ray.data.manifest import READERS, VideoEntry, read_manifest
@@ -140,5 +141,8 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
     table = {e.video_id: (i, caption_tokens(e.captions, max_captions, max_words), min(len(e.captions), max_captions))
              for i, e in enumerate(videos)}
     shape = (cache.num_frames, cache.size, cache.size, 3)
-    ds = ray.data.read_parquet(cache.path, columns=["video_id", "frames"])
+    # Filter on video_id first (pushed into the Parquet read where Ray Data can): blocks without any of this
+    # split's videos then never reach _attach, whose empty output would not stay a tensor column.
+    ds = ray.data.read_parquet(cache.path).select_columns(["video_id", "frames"])
+    ds = ds.filter(expr=col("video_id").is_in(list(table)))
     return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape), batch_size=32)
