@@ -178,11 +178,15 @@ class Embedder:
 
 
 def embed_dataset(ds, checkpoint: str, use_gpu: bool, actors: int, batch_size: int = 64) -> Embeddings:
-    """Embed a split with a pool of model actors (Ray Data batch inference); gather to the driver."""
+    """Embed a split with a pool of model actors (Ray Data batch inference); gather to the driver.
+
+    The pool starts `actors` strong and may shrink to one: a small split in one block does not warn.
+    """
     import ray.data
 
     out = ds.map_batches(Embedder, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
-                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                         batch_size=batch_size,
+                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
                          num_gpus=1 if use_gpu else 0, num_cpus=1)
     parts = list(out.iter_torch_batches(batch_size=None))
     return assemble({k: torch.cat([p[k] for p in parts]) for k in ("video", "text", "n_captions", "index")})
