@@ -33,7 +33,7 @@ class DataConfig:
     max_words: int = 32  # tokenizer context length (CLIP4Clip: 32, ActivityNet 64)
     max_captions: int = 20  # captions kept per video; one is sampled per video per step
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
-    decode_threads: int = 1  # FFmpeg threads per decode call
+    decode_threads: int = 1  # FFmpeg threads per decode call; 0 = FFmpeg's choice
     decode_concurrency: int = 0  # parallel decode tasks; 0 = all CPUs of the cluster
     in_memory: bool = True  # keep decoded splits in the object store; false: stream the Parquet cache each epoch
     train_split: str = "train"
@@ -189,7 +189,7 @@ def finalize(cfg: DictConfig) -> DictConfig:
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"'{key}' must be positive, got {OmegaConf.select(cfg, key)}")
-    for key in ["ncl.n_iters", "ncl.queue_size", "eval.n_iters"]:
+    for key in ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency"]:
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"'{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
     if not 0 < cfg.model.init_temperature <= 1:

@@ -36,6 +36,8 @@ def test_wrong_type_and_value_name_the_key():
         load_config(None, ["model.pooling=max"])
     with pytest.raises(ConfigError, match="ncl.n_iters"):
         load_config(None, ["ncl.n_iters=-1"])
+    with pytest.raises(ConfigError, match="data.decode_threads"):
+        load_config(None, ["data.decode_threads=-2"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("conf/nope.yaml")
     with pytest.raises(ConfigError, match="key=value"):

@@ -159,3 +159,10 @@ def test_decode_module_does_not_import_torch():
     code = "import sys, ncl_ray.data.decode; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_thread_settings_do_not_change_the_frames(tmp_path):
+    path = write_video(str(tmp_path / "v.mp4"), numbered(40), fps=8)
+    ref = decode_frames(path, 6, 24, threads=1)
+    for threads in (0, 3):
+        assert np.array_equal(decode_frames(path, 6, 24, threads=threads), ref)

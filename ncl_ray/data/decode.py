@@ -70,7 +70,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         path: a video file any FFmpeg demuxer reads (mp4, webm, avi, mkv, ...).
         num_frames: T, frames sampled over the whole duration.
         size: output side; shorter-side resize then centre crop.
-        threads: FFmpeg decoding threads for this call (1 suits many parallel decode tasks).
+        threads: FFmpeg decoding threads for this call; 0 lets FFmpeg choose (1 suits many parallel tasks).
         seek_gap: seek when the next sample is more than this many seconds ahead of the decoder.
         stats: if given, receives `decoded` (frames decoded), `seeks` and `corrupt_packets`.
     Raises:
@@ -91,9 +91,10 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         if container.format.name == "image2" or container.format.name.endswith("_pipe"):
             raise DecodeError(path, f"an image ({container.format.name}), not a video")
         stream = container.streams.video[0]
-        if threads > 1:
-            stream.thread_type = "AUTO"
+        if threads > 0:  # 1: no helper threads, so N parallel decode tasks on N cores do not oversubscribe
             stream.codec_context.thread_count = threads
+        if threads != 1:
+            stream.thread_type = "AUTO"  # frame and slice threading
         tb = stream.time_base
         start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
         if stream.duration:
