@@ -40,7 +40,6 @@ def test_cache_skips_bad_videos_and_is_reused(ray_local, tmp_path):
     assert sorted(x["index"] for x in rows) == list(range(len(train)))
 
 
-
 def test_contiguous_splits_get_exactly_their_rows_as_tensor_columns(ray_local, tmp_path):
     """Splits are contiguous in the manifest, so whole Parquet blocks hold none of the test split's videos."""
     import ray
