@@ -113,14 +113,11 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
 
 def _attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray, int]],
             shape: Tuple[int, ...]) -> Dict[str, np.ndarray]:
-    keep = [i for i, vid in enumerate(batch["video_id"]) if vid in table]
-    rows = [table[batch["video_id"][i]] for i in keep]
-    frames = np.empty((len(keep),) + shape, np.uint8)  # (b, T, S, S, 3)
-    for j, i in enumerate(keep):
-        frames[j] = np.frombuffer(batch["frames"][i], np.uint8).reshape(shape)
+    """Frames as uint8 tensors plus the caption tokens of rows already filtered to the split (see split_dataset)."""
+    rows = [table[vid] for vid in batch["video_id"]]
     return {
-        "frames": frames,
-        "tokens": np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1, 1), np.int32),  # (b, K, L)
+        "frames": np.stack([np.frombuffer(f, np.uint8).reshape(shape) for f in batch["frames"]]),  # (b, T, S, S, 3)
+        "tokens": np.stack([r[1] for r in rows]),  # (b, K, L)
         "n_captions": np.array([r[2] for r in rows], np.int64),  # (b,)
         "index": np.array([r[0] for r in rows], np.int64),  # (b,) position in the split's video list
     }
