@@ -1,16 +1,27 @@
 """Checkpoint contents: {model, optimizer, scheduler, loss (the query queues), epoch, step, config}.
 
-A checkpoint is a directory (what `ray.train.Checkpoint` wraps) holding `state.pt` and the resolved
-`config.yaml`, so `ncl-ray eval DIR` needs nothing else.
+A checkpoint is a directory (what `ray.train.Checkpoint` wraps) holding `state.pt`, the resolved
+`config.yaml` and `complete.json` (written last: the size of `state.pt`), so `ncl-ray eval DIR` needs
+nothing else and a folder that a crash left half-copied is recognised as incomplete.
+
+Loading never runs code from the file: `torch.load(weights_only=True)` accepts tensors, numbers, strings and
+containers only, so a crafted pickle is refused before anything in it executes. Every error names the file.
 """
 
+import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
 
 STATE = "state.pt"
+MARKER = "complete.json"
+REQUIRED = ("model", "loss", "epoch", "step", "config")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
 def save_checkpoint(directory: str, model: torch.nn.Module, loss_fn: torch.nn.Module, epoch: int, step: int,
@@ -25,11 +36,81 @@ def save_checkpoint(directory: str, model: torch.nn.Module, loss_fn: torch.nn.Mo
     torch.save(state, d / (STATE + ".tmp"))
     (d / (STATE + ".tmp")).replace(d / STATE)  # never a half-written state file
     (d / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    marker = {"state_bytes": (d / STATE).stat().st_size, "epoch": epoch, "step": step}
+    (d / MARKER).write_text(json.dumps(marker))
     return str(d)
 
 
+def is_complete(directory: str) -> bool:
+    """True when the folder holds a whole checkpoint: the marker exists and `state.pt` has its size."""
+    d = Path(directory)
+    try:
+        marker = json.loads((d / MARKER).read_text())
+        return (d / STATE).stat().st_size == int(marker["state_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def checkpoint_step(directory: str) -> int:
+    """The global step recorded in a complete checkpoint's marker (-1 when incomplete)."""
+    if not is_complete(directory):
+        return -1
+    return int(json.loads((Path(directory) / MARKER).read_text())["step"])
+
+
 def load_checkpoint(directory: str) -> Dict[str, Any]:
+    """The state dict of a checkpoint folder, read without executing any code in the file.
+
+    Raises:
+        CheckpointError: missing, empty, truncated, not a torch file, or holding anything but plain data
+            (a pickle that would call a function is refused and nothing in it runs).
+    """
     path = Path(directory) / STATE
     if not path.is_file():
-        raise FileNotFoundError(f"not a ncl-ray checkpoint (no {STATE}): {directory}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointError(f"not a ncl-ray checkpoint (no {STATE}): {directory}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (a crash while it was written?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for hostile content, RuntimeError/EOFError for corrupt files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(f"{path}: refused: the file holds code or objects that are not plain data "
+                                  f"({first[:200]}); it was not executed") from None
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {first[:200]}") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
+        keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a ncl-ray checkpoint (expected keys {', '.join(REQUIRED)}; got {keys})")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{path}: its stored config is not a mapping")
+    return state
+
+
+def config_differences(stored: Dict[str, Any], current: Dict[str, Any], sections: List[str],
+                       prefix: str = "") -> List[str]:
+    """`key: stored -> current` for every differing leaf under the given top-level sections."""
+    out: List[str] = []
+    for key in sorted(set(stored) | set(current)):
+        if not prefix and key not in sections:
+            continue
+        a, b = stored.get(key), current.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, sections, name + ".")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def load_model_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor], source: str,
+                       stored_config: Optional[Dict[str, Any]] = None,
+                       current_config: Optional[Dict[str, Any]] = None) -> None:
+    """`model.load_state_dict(weights)` with an error that names the config keys that differ, not tensors."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        diffs = config_differences(stored_config or {}, current_config or {}, ["model"])
+        why = ("; ".join(diffs) if diffs else str(e).splitlines()[0])
+        raise CheckpointError(f"{source}: the checkpoint's model does not fit this config's model ({why})") \
+            from None

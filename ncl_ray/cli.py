@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from ncl_ray.cluster import ResourceError
 from ncl_ray.config import ConfigError
 
 
@@ -113,7 +114,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:  # bad paths and inputs: the message names them
+    except ResourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # bad paths and inputs: the message names them
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ classes below them take explicit keyword arguments.
 """
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,10 @@ class TrainConfig:
     eval_every_epochs: int = 4  # 0 = only at the end
     checkpoint_every_epochs: int = 1
     keep_checkpoints: int = 2
-    max_failures: int = 1  # worker failures Ray Train recovers from (restart from the latest checkpoint)
+    max_failures: int = 1  # worker failures Ray Train recovers from (restart from the latest checkpoint); -1 = any
+    startup_timeout_s: float = 120.0  # give up when the workers cannot be placed (resources) within this time
     resume: bool = False  # continue the run named run.name from its latest checkpoint
+    resume_force: bool = False  # resume even when the model or data settings differ from the stored run
     resume_from: str = ""  # or start from this checkpoint directory (weights, optimizer, queue, step)
     fail_at_step: int = -1  # fault injection: rank 0 dies once at this global step (tests)
 
@@ -116,8 +119,9 @@ class TuneConfig:
 
 @dataclass
 class RunConfig:
-    name: str = ""  # "" = ncl-<date>-<time>
+    name: str = ""  # "" = ncl-<date>-<time>; letters, digits, '.', '_', '-' (no path separators)
     storage_path: str = "runs"  # local folder or shared/cloud URI (s3://, gs://)
+    ray_address: str = ""  # Ray cluster to join; "" = $RAY_ADDRESS if set, else a private local instance
 
 
 @dataclass
@@ -140,6 +144,13 @@ _CHOICES = {
     "tune.mode": ("min", "max"),
 }
 METHODS = ("none", "ncl", "dsl", "qbnorm")
+POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions", "data.synthetic_videos",
+            "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
+            "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",
+            "eval.chunk_size", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "tune.num_samples",
+            "tune.max_concurrent", "tune.grace_period"]
+NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
+                "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs"]
 
 
 def _merge(base: DictConfig, other, source: str) -> DictConfig:
@@ -166,11 +177,22 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
             file_cfg = OmegaConf.load(path)
         except Exception as e:  # yaml syntax errors
             raise ConfigError(f"{path}: cannot parse YAML: {e}") from None
+        if not isinstance(file_cfg, DictConfig):
+            raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, ...), got a list")
+        for key, value in file_cfg.items():
+            if key in cfg and OmegaConf.is_dict(cfg[key]) and not OmegaConf.is_dict(value):
+                raise ConfigError(f"{path}: '{key}' must be a section of keys (e.g. {key}.{next(iter(cfg[key]))}: "
+                                  f"...), got {value!r}")
         cfg = _merge(cfg, file_cfg, path)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
     if overrides:
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if key in cfg and OmegaConf.is_dict(cfg[key]):
+                raise ConfigError(f"command line: '{key}' is a section; set one of its keys, e.g. "
+                                  f"{key}.{next(iter(cfg[key]))}=...")
         cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
     return finalize(cfg)
 
@@ -184,16 +206,23 @@ def finalize(cfg: DictConfig) -> DictConfig:
     for m in cfg.eval.methods:
         if m not in METHODS:
             raise ConfigError(f"invalid value in 'eval.methods': {m!r} (choose from {', '.join(METHODS)})")
-    positive = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions",
-                "train.batch_size", "train.num_workers", "train.epochs", "eval.chunk_size"]
-    for key in positive:
+    for key in POSITIVE:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"'{key}' must be positive, got {OmegaConf.select(cfg, key)}")
-    for key in ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency"]:
+    for key in NON_NEGATIVE:
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"'{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
     if not 0 < cfg.model.init_temperature <= 1:
         raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
+    if not 0 <= cfg.optim.warmup_ratio <= 1:
+        raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1], got {cfg.optim.warmup_ratio}")
+    if cfg.train.max_failures < -1:
+        raise ConfigError(f"'train.max_failures' must be >= -1 (-1 = retry forever), got {cfg.train.max_failures}")
+    if cfg.tune.reduction_factor < 2:
+        raise ConfigError(f"'tune.reduction_factor' must be >= 2, got {cfg.tune.reduction_factor}")
+    if cfg.run.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run.name):
+        raise ConfigError(f"'run.name' must be letters, digits, '.', '_' or '-' (no path separators), "
+                          f"got {cfg.run.name!r}")
     if not cfg.run.name:
         # resume needs a name: a fresh run gets one from the clock
         if cfg.train.resume:

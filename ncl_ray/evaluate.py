@@ -164,9 +164,11 @@ class Embedder:
         from ncl_ray.config import from_dict
         from ncl_ray.model.clip import build_model_from_config
 
+        from ncl_ray.checkpoint import load_model_weights
+
         state = load_checkpoint(checkpoint)
         self.model = build_model_from_config(from_dict(state["config"]))
-        self.model.load_state_dict(state["model"])
+        load_model_weights(self.model, state["model"], checkpoint)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
         self.amp = torch.float16 if self.device.type == "cuda" else None
@@ -177,17 +179,21 @@ class Embedder:
         return {k: v.numpy() for k, v in rows.items()}
 
 
-def embed_dataset(ds, checkpoint: str, use_gpu: bool, actors: int, batch_size: int = 64) -> Embeddings:
+def embed_dataset(ds, checkpoint: str, use_gpu: bool, batch_size: int = 64) -> Embeddings:
     """Embed a split with a pool of model actors (Ray Data batch inference); gather to the driver.
 
-    The pool starts `actors` strong and may shrink to one: a small split in one block does not warn.
+    The pool is sized from the resources free now, leaving one CPU for the read tasks that feed it
+    (`cluster.actor_pool`); it starts full and may shrink to one, so a small split in one block does not warn.
     """
     import ray.data
 
+    from ncl_ray.cluster import actor_pool
+
+    actors, cpus = actor_pool(use_gpu)
     out = ds.map_batches(Embedder, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
                          batch_size=batch_size,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
-                         num_gpus=1 if use_gpu else 0, num_cpus=1)
+                         num_gpus=1 if use_gpu else 0, num_cpus=cpus)
     parts = list(out.iter_torch_batches(batch_size=None))
     return assemble({k: torch.cat([p[k] for p in parts]) for k in ("video", "text", "n_captions", "index")})
 
@@ -203,23 +209,22 @@ def main(checkpoint: str, overrides: List[str]) -> int:
     from ncl_ray.export import write_index
     from ncl_ray.plots import mass_histogram, recall_bars
     from ncl_ray.tracking import MetricLogger
-    from ncl_ray.train import init_ray
+    from ncl_ray.cluster import init_ray
 
     checkpoint = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint)
     cfg = load_config(str(Path(checkpoint) / "config.yaml"), list(overrides))
     d, e = cfg.data, cfg.eval
-    init_ray()
     entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
+    init_ray(cfg.run.ray_address)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
                              d.decode_concurrency)
     use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
-    actors = max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)) - (0 if use_gpu else 1))
     test = embed_dataset(split_dataset(cache, entries, d.test_split, d.max_captions, d.max_words),
-                         checkpoint, use_gpu, actors)
+                         checkpoint, use_gpu)
     if e.bank_source == "captions":  # a sample of training queries embedded with this model
         train_ds = split_dataset(cache, entries, d.train_split, d.max_captions, d.max_words).limit(e.bank_size)
-        bank = embed_dataset(train_ds, checkpoint, use_gpu, actors)
+        bank = embed_dataset(train_ds, checkpoint, use_gpu)
         bank_text, bank_video = bank.text, bank.video
     else:  # the query queues saved with the checkpoint
         bank_text, bank_video = state["loss"]["text_queue.queue"][: int(state["loss"]["text_queue.filled"])], \

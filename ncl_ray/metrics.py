@@ -1,7 +1,17 @@
 """Retrieval metrics: R@1/5/10 (percent), median and mean rank, for one or several correct items per query.
 
-Ties count against the model (pessimistic rank): a collapsed model that scores everything equally gets the
-worst rank, never a perfect one.
+Conventions (tests/test_metrics.py checks each against hand-computed cases):
+- Ties count against the model (pessimistic rank): a collapsed model that scores everything equally gets the
+  worst rank, never a perfect one. CLIP4Clip's `compute_metrics` instead finds the correct score in the sorted
+  row with `np.where`, so a tie gives the best rank (and an extra entry); the two agree whenever scores differ.
+- MdR is numpy's median (the mean of the two middle ranks for an even count), as CLIP4Clip's `compute_metrics`
+  (used for t2v with one caption per video and for v2t); CLIP4Clip's multi-caption t2v path uses
+  `torch.median`, the lower middle rank, which can differ by half a rank.
+- v2t with several captions per video, two protocols:
+  - `v2t` (strict): every (video, own caption) pair is ranked against the captions of other videos only.
+  - `v2t_lenient`: CLIP4Clip's protocol (`tensor_video_to_text_sim`): each other video is scored by its best
+    caption (max over its captions), so it counts once; the query video's own best caption is then ranked among
+    those V per-video scores.
 """
 
 from typing import Dict, Tuple
@@ -32,7 +42,7 @@ def multi_correct_ranks(scores: torch.Tensor, item_of_gallery: torch.Tensor,
         first_query: index of the first row of `scores` (for row blocks).
     Returns:
         strict (P,) ranks of every correct pair, each ranked only against the incorrect items;
-        lenient (V,) rank of the best correct item per query (CLIP4Clip's protocol).
+        lenient (V,) CLIP4Clip's rank: gallery items pooled per owner by max, the query's own owner ranked.
     """
     V, C = scores.shape
     queries = torch.arange(first_query, first_query + V, device=scores.device)  # (V,)
@@ -42,7 +52,10 @@ def multi_correct_ranks(scores: torch.Tensor, item_of_gallery: torch.Tensor,
     n_ge = C - torch.searchsorted(sorted_neg.contiguous(), scores.contiguous(), side="left")  # negatives >= s
     ranks = n_ge + 1  # (V, C)
     strict = ranks[positive]  # (P,)
-    lenient = torch.where(positive, ranks, torch.full_like(ranks, C + 1)).min(dim=1).values  # (V,)
+    n_owners = max(int(item_of_gallery.max()) + 1, first_query + V)
+    pooled = torch.full((V, n_owners), float("-inf"), dtype=scores.dtype, device=scores.device)
+    pooled = pooled.scatter_reduce(1, item_of_gallery[None, :].long().expand(V, C), scores, "amax")  # (V, n_owners)
+    lenient = correct_ranks(pooled, queries)  # (V,)
     return strict, lenient
 
 

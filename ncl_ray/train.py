@@ -18,12 +18,13 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ncl_ray.checkpoint import load_checkpoint, save_checkpoint
-from ncl_ray.config import ConfigError, from_dict, save_config, to_dict
+from ncl_ray.checkpoint import checkpoint_step, load_checkpoint, load_model_weights, save_checkpoint
+from ncl_ray.config import ConfigError, from_dict, to_dict
 from ncl_ray.data.transforms import normalize_frames, sample_captions
 from ncl_ray.evaluate import embed_batches, evaluate_embeddings, format_results
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
+from ncl_ray.runs import newest_complete_checkpoint, open_run_dir, remove_orphan_checkpoints
 from ncl_ray.tracking import MetricLogger
 
 log = logging.getLogger("ncl_ray.train")
@@ -114,6 +115,21 @@ def _quiet_report_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _restore_source(checkpoint, run_dir: Path) -> Optional[str]:
+    """The newest complete checkpoint: Ray's latest registered one, or a newer folder in the run that a
+    worker wrote but Ray had not yet registered when it failed (it registers on its poll, every 2 s)."""
+    registered = None
+    if checkpoint is not None and checkpoint.path and Path(checkpoint.path).is_dir():
+        registered = checkpoint.path
+    elif checkpoint is not None:  # remote storage: download
+        registered = checkpoint.to_directory()
+    newest = newest_complete_checkpoint(run_dir) if registered is not None else None
+    if newest is not None and checkpoint_step(str(newest)) > checkpoint_step(registered):
+        log.info("restoring %s, newer than Ray's latest registered checkpoint", newest.name)
+        return str(newest)
+    return registered
+
+
 def train_loop_per_worker(config: Dict[str, Any]) -> None:
     """Runs on every Ray Train worker. `config` = {"cfg": resolved config dict, "meta": data facts}."""
     import ray.train
@@ -139,14 +155,14 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.train.epochs, o.warmup_ratio)
 
     start_epoch, step, state = 0, 0, None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = load_checkpoint(d)
+    source = _restore_source(ray.train.get_checkpoint(), run_dir)
+    if source is not None:
+        state = load_checkpoint(source)
     elif cfg.train.resume_from:
         state = load_checkpoint(cfg.train.resume_from)
     if state is not None:
-        unwrap(model).load_state_dict(state["model"])
+        load_model_weights(unwrap(model), state["model"], str(source or cfg.train.resume_from),
+                           state["config"], config["cfg"])
         loss_fn.load_state_dict(state["loss"])
         if state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -205,12 +221,39 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     tb.close()
 
 
-def prepare_data(cfg, run_dir: Path):
+def check_inputs(cfg):
+    """Everything that can be checked before Ray starts: the manifest (read and grouped), split sizes against
+    the global batch, and a `train.resume_from` checkpoint against this config's model. Returns the entries."""
+    from ncl_ray.data.pipeline import load_entries
+
+    d, t = cfg.data, cfg.train
+    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
+    counts: Dict[str, int] = {}
+    for e in entries:
+        counts[e.split] = counts.get(e.split, 0) + 1
+    where = d.manifest if d.dataset == "manifest" else d.root
+    global_batch = t.batch_size * t.num_workers
+    if counts.get(d.train_split, 0) < global_batch:
+        raise ConfigError(f"{where}: split '{d.train_split}' has {counts.get(d.train_split, 0)} videos, fewer than "
+                          f"one global batch (train.batch_size x train.num_workers = {global_batch}); splits found: "
+                          f"{counts}")
+    if not counts.get(d.test_split):
+        raise ConfigError(f"{where}: no videos in the test split '{d.test_split}' (data.test_split); splits "
+                          f"found: {counts}")
+    if t.resume_from:
+        state = load_checkpoint(t.resume_from)
+        load_model_weights(build_model_from_config(cfg), state["model"], t.resume_from, state["config"],
+                           to_dict(cfg))
+    return entries
+
+
+def prepare_data(cfg, run_dir: Path, entries=None):
     """Decode once into the clip cache; return (datasets, meta, cache)."""
     from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
 
     d = cfg.data
-    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
+    if entries is None:
+        entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
                              d.decode_concurrency)
     n_train = len(split_videos(cache, entries, d.train_split))
@@ -236,7 +279,13 @@ def fit(cfg, datasets, meta, callbacks=None):
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ncl_ray.cluster import check_training_resources
+
     t = cfg.train
+    check_training_resources(t.num_workers, t.cpus_per_worker, t.use_gpu)
+    # workers that cannot be placed fail after this long, and the start is retried only twice (Ray's default
+    # retries forever); the variable reaches Ray Train's controller from the driver's environment
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(t.startup_timeout_s)
     resources = {"CPU": t.cpus_per_worker}
     if t.use_gpu:
         resources["GPU"] = 1
@@ -245,7 +294,7 @@ def fit(cfg, datasets, meta, callbacks=None):
         train_loop_config={"cfg": to_dict(cfg), "meta": meta},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=cfg.run.name, storage_path=cfg.run.storage_path,
-                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             failure_config=FailureConfig(max_failures=t.max_failures, controller_failure_limit=2),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                              callbacks=callbacks or []),
         datasets=datasets,
@@ -254,50 +303,19 @@ def fit(cfg, datasets, meta, callbacks=None):
     return trainer.fit()
 
 
-def run_dir_of(cfg) -> Path:
-    return Path(cfg.run.storage_path) / cfg.run.name
-
-
-def init_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        # inside `ray job submit` or with RAY_ADDRESS this joins the cluster; otherwise starts a local one
-        ray.init(log_to_driver=True)
-    quiet_data_progress()
-
-
-def quiet_data_progress() -> None:
-    """Ray Data progress bars flood job logs; our own per-epoch lines say what matters."""
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.enable_operator_progress_bars = False
-
-
-def open_run_dir(cfg, config_name: str = "config.yaml", kind: str = "run") -> Path:
-    """storage_path/name, refusing to overwrite an existing run unless train.resume; saves the config."""
-    run_dir = run_dir_of(cfg)
-    if "://" in cfg.run.storage_path:
-        raise ConfigError("run.storage_path: the CLI's summary files need a mounted path (NFS, FUSE); "
-                          "point it at the shared mount")
-    if (run_dir / config_name).exists() and not cfg.train.resume:
-        raise ConfigError(f"{kind} '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
-                          f"train.resume=true to continue it, or choose another run.name")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, str(run_dir / config_name))
-    return run_dir
-
-
 def main(cfg) -> int:
     """The main job: data, distributed training, final test evaluation, summary."""
+    from ncl_ray.cluster import init_ray
+
+    entries = check_inputs(cfg)  # before Ray starts and before the run folder exists
     run_dir = open_run_dir(cfg)
-    init_ray()
-    datasets, meta, cache = prepare_data(cfg, run_dir)
+    remove_orphan_checkpoints(run_dir)
+    init_ray(cfg.run.ray_address)
+    datasets, meta, cache = prepare_data(cfg, run_dir, entries)
     log.info("run %s: %d train videos, %d steps/epoch, %d workers; TensorBoard: tensorboard --logdir %s",
              cfg.run.name, meta["train_videos"], meta["steps_per_epoch"], cfg.train.num_workers, run_dir)
     result = fit(cfg, datasets, meta)
+    remove_orphan_checkpoints(run_dir)
     metrics = dict(result.metrics or {})
     summary = {
         "run": cfg.run.name,

@@ -95,7 +95,9 @@ def main(cfg) -> int:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from ncl_ray.train import init_ray, open_run_dir, prepare_data
+    from ncl_ray.cluster import init_ray
+    from ncl_ray.runs import open_run_dir
+    from ncl_ray.train import check_inputs, prepare_data
 
     t = cfg.tune
     cfg.train.eval_every_epochs = 1  # ASHA needs the metric in every report
@@ -103,9 +105,10 @@ def main(cfg) -> int:
     if not re.fullmatch(r"val/(none|ncl)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)", t.metric):
         raise ConfigError(f"tune.metric must be a validation metric such as val/none/t2v_R@1 or "
                           f"val/ncl/v2t_R@5 (see ncl_ray/evaluate.py), got {t.metric!r}")
+    entries = check_inputs(cfg)
     sweep_dir = open_run_dir(cfg, "sweep_config.yaml", kind="sweep")
-    init_ray()
-    datasets, meta, cache = prepare_data(cfg, sweep_dir)
+    init_ray(cfg.run.ray_address)
+    datasets, meta, cache = prepare_data(cfg, sweep_dir, entries)
     meta["trials_dir"] = str(sweep_dir / "trials")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=to_dict(cfg), datasets=datasets, meta=meta), {"CPU": 0.1})

@@ -55,3 +55,34 @@ def test_save_and_round_trip(tmp_path):
     again = load_config(str(tmp_path / "config.yaml"))
     assert to_dict(again) == to_dict(cfg)
     assert from_dict(to_dict(cfg)).ncl.queue_size == 7
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.checkpoint_every_epochs=0", "train.checkpoint_every_epochs"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints"),
+    ("train.cpus_per_worker=-1", "train.cpus_per_worker"),
+    ("optim.lr=-1", "optim.lr"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay"),
+    ("optim.warmup_ratio=2", "optim.warmup_ratio"),
+    ("data.synthetic_videos=-5", "data.synthetic_videos"),
+    ("train.max_failures=-2", "train.max_failures"),
+    ("eval.qbnorm_k=0", "eval.qbnorm_k"),
+    ("tune.reduction_factor=1", "tune.reduction_factor"),
+    ("run.name=../../etc/x", "run.name"),
+    ("run.name=a/b", "run.name"),
+    ("train=5", "train"),
+])
+def test_range_checks_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_yaml_shapes_are_checked(tmp_path):
+    top_list = tmp_path / "list.yaml"
+    top_list.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="list.yaml.*mapping"):
+        load_config(str(top_list))
+    scalar_section = tmp_path / "scalar.yaml"
+    scalar_section.write_text("train: 5\n")
+    with pytest.raises(ConfigError, match="scalar.yaml.*'train' must be a section"):
+        load_config(str(scalar_section))

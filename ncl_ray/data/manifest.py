@@ -6,6 +6,7 @@ Relative paths are resolved against the manifest's folder. Rows of one video are
 """
 
 import csv
+import io
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -45,13 +46,27 @@ def _group(rows: Iterable[dict], base: Path, source: str) -> List[VideoEntry]:
     return list(by_id.values())
 
 
+def _read_text(p: Path) -> str:
+    """The file as UTF-8 text; a byte that is not UTF-8 is reported with its line."""
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ManifestError(f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8, "
+                            f"e.g. iconv -f latin1 -t utf-8") from None
+
+
 def read_manifest(path: str) -> List[VideoEntry]:
     """Read a CSV (header row) or JSONL manifest into entries, in file order."""
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"manifest not found: {path}")
     if p.suffix == ".csv":
-        with p.open(newline="") as f:
+        text = _read_text(p)
+        if not text.strip():
+            raise ManifestError(f"{path}: empty file")
+        with io.StringIO(text, newline="") as f:
             reader = csv.DictReader(f)
             absent = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if absent:
@@ -59,12 +74,15 @@ def read_manifest(path: str) -> List[VideoEntry]:
             return _group(((i + 2, r) for i, r in enumerate(reader)), p.parent, str(path))
     if p.suffix in (".jsonl", ".json"):
         rows = []
-        for i, text in enumerate(p.read_text().splitlines(), start=1):
+        for i, text in enumerate(_read_text(p).splitlines(), start=1):
             if text.strip():
                 try:
-                    rows.append((i, json.loads(text)))
+                    row = json.loads(text)
                 except json.JSONDecodeError as e:
                     raise ManifestError(f"{path}:{i}: not JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise ManifestError(f"{path}:{i}: expected a JSON object with {', '.join(COLUMNS)}")
+                rows.append((i, row))
         return _group(rows, p.parent, str(path))
     raise ManifestError(f"{path}: manifest must be .csv or .jsonl")
 
@@ -108,12 +126,38 @@ def read_msrvtt(root: str) -> List[VideoEntry]:
     return entries
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, tuples, strings and numbers only: any class or function reference (the way a
+    pickle runs code) is refused before it is looked up, so nothing in the file executes."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refers to {module}.{name}; only plain data is accepted")
+
+
+def load_plain_pickle(path: Path):
+    """A pickle of plain Python data (MSVD's raw-captions.pkl), read without executing anything."""
+    try:
+        return _PlainDataUnpickler(io.BytesIO(path.read_bytes())).load()
+    except Exception as e:
+        raise ManifestError(f"{path}: refused or unreadable ({e}); convert it to a manifest with "
+                            f"python -c \"import json,pickle; json.dump(pickle.load(open('{path.name}','rb')), "
+                            f"open('raw-captions.json','w'))\" on a machine you trust, then use "
+                            f"raw-captions.json") from None
+
+
 def read_msvd(root: str) -> List[VideoEntry]:
-    """MSVD 1200/100/670: raw-captions.pkl ({video: [[tokens]]}), train_list.txt, val_list.txt,
-    test_list.txt, videos/<video>.avi."""
+    """MSVD 1200/100/670: raw-captions.pkl ({video: [[tokens]]}, or the same as raw-captions.json),
+    train_list.txt, val_list.txt, test_list.txt, videos/<video>.avi. The pickle is read as plain data only."""
     r = Path(root)
-    with _need(r, "raw-captions.pkl").open("rb") as f:
-        raw = pickle.load(f)  # the dataset's own annotation file
+    if (r / "raw-captions.json").is_file():
+        try:
+            raw = json.loads((r / "raw-captions.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ManifestError(f"{r / 'raw-captions.json'}: not JSON ({e})") from None
+    else:
+        raw = load_plain_pickle(_need(r, "raw-captions.pkl"))
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{r}: raw-captions must map video ids to caption lists, got {type(raw).__name__}")
     entries = []
     for split in ("train", "val", "test"):
         for vid in _need(r, f"{split}_list.txt").read_text().split():

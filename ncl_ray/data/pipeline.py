@@ -16,9 +16,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -35,26 +36,62 @@ log = logging.getLogger(__name__)
 def load_entries(dataset: str, root: str, manifest: str = "", synthetic_videos: int = 160) -> List[VideoEntry]:
     """All videos of a dataset; the built-in synthetic dataset is generated on first use."""
     if dataset == "synthetic":
-        path = Path(root) / "manifest.jsonl"
-        entries = read_manifest(str(path)) if path.exists() else []
-        if len(entries) != synthetic_videos:  # missing, or made with another size: (re)generate
-            from ncl_ray.data.synthetic import make_dataset
+        from ncl_ray.data.synthetic import builtin_root, make_dataset
 
-            log.info("generating the built-in dataset: %d videos in %s", synthetic_videos, root)
-            make_dataset(root, synthetic_videos)
-            entries = read_manifest(str(path))
+        folder = builtin_root(root, synthetic_videos)
+        path = folder / "manifest.jsonl"
+        if not path.exists():  # generated once per size, atomically (never rewritten in place)
+            log.info("generating the built-in dataset: %d videos in %s", synthetic_videos, folder)
+            make_dataset(str(folder), synthetic_videos)
+        entries = read_manifest(str(path))
+        if len(entries) != synthetic_videos:
+            raise ValueError(f"{path}: holds {len(entries)} videos, expected {synthetic_videos}; remove {folder}")
         return entries
     if dataset == "manifest":
         return read_manifest(manifest)
     return READERS[dataset](root)
 
 
-def cache_key(entries: List[VideoEntry], num_frames: int, size: int) -> str:
+def video_stats(entries: List[VideoEntry]) -> Dict[str, Tuple[int, int]]:
+    """path -> (size, mtime_ns) of every video; (-1, -1) when missing."""
+    out = {}
+    for e in entries:
+        try:
+            st = os.stat(e.path)
+            out[e.path] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            out[e.path] = (-1, -1)
+    return out
+
+
+def cache_key(entries: List[VideoEntry], num_frames: int, size: int,
+              stats: Optional[Dict[str, Tuple[int, int]]] = None) -> str:
+    stats = stats if stats is not None else video_stats(entries)
     h = hashlib.sha1(f"{DECODER_VERSION}|{num_frames}|{size}".encode())
     for e in sorted(entries, key=lambda e: e.video_id):
-        st = os.stat(e.path) if os.path.exists(e.path) else None
-        h.update(f"{e.video_id}|{e.path}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
+        size_, mtime = stats[e.path]
+        h.update(f"{e.video_id}|{e.path}|{size_}|{mtime}\n".encode())
     return h.hexdigest()[:16]
+
+
+def remove_stale_temp(cache_dir: Path) -> List[str]:
+    """Delete `clips-*.tmp-<host>-<pid>` folders of this host whose process is gone (a killed build)."""
+    host, removed = socket.gethostname(), []
+    for tmp in cache_dir.glob("clips-*.tmp-*"):
+        owner = tmp.name.rsplit(".tmp-", 1)[1]
+        h, _, pid = owner.rpartition("-")
+        if h != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp.name)
+        except PermissionError:  # alive, another user's
+            pass
+    if removed:
+        log.info("removed %d unfinished cache folder(s) of killed builds: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 @dataclass
@@ -74,12 +111,15 @@ class ClipCache:
 def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cache_dir: str,
                      threads: int = 1, concurrency: int = 0) -> ClipCache:
     """Decode every video once, in parallel Ray tasks, into `cache_dir`; reuse a matching cache."""
-    out = Path(cache_dir).absolute() / f"clips-T{num_frames}-S{size}-{cache_key(entries, num_frames, size)}"
+    before = video_stats(entries)
+    out = Path(cache_dir).absolute() / f"clips-T{num_frames}-S{size}-{cache_key(entries, num_frames, size, before)}"
     summary = out / "summary.json"
     if summary.exists():
         cache = ClipCache(**json.loads(summary.read_text()))
         log.info("clip cache hit: %s (%d clips, %d skipped)", out, cache.decoded, len(cache.skipped))
         return cache
+    if out.parent.is_dir():
+        remove_stale_temp(out.parent)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = concurrency or max(1, cpus)
     log.info("decoding %d videos (T=%d, %dpx) with %d parallel tasks into %s", len(entries), num_frames, size,
@@ -90,9 +130,17 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
     # (MapBatches->Write): unfused, the write operator holds back part of the CPU budget and fewer decodes run.
     ds = ds.map_batches(decode_batch, fn_kwargs=dict(num_frames=num_frames, size=size, threads=threads),
                         batch_size=4, compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp = out.with_name(out.name + f".tmp-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.write_parquet(str(tmp), concurrency=workers)
+    try:
+        ds.write_parquet(str(tmp), concurrency=workers)
+        changed = [p for p, st in video_stats(entries).items() if st != before[p]]
+        if changed:
+            raise RuntimeError(f"{len(changed)} video(s) changed while the clip cache was built, e.g. {changed[0]}; "
+                               f"nothing was cached: run again once the videos are final")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     # The small status columns are read here directly (milliseconds; a Ray Data read costs seconds).
     status = pq.read_table(str(tmp), columns=["video_id", "path", "error"]).to_pandas()
     bad = status[status["error"] != ""]

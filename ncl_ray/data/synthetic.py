@@ -9,6 +9,9 @@ see: the task is not saturated by a bag of frames. `write_video` is also what th
 """
 
 import json
+import os
+import shutil
+import socket
 from fractions import Fraction
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -89,9 +92,38 @@ def render(color, shape, size, motion, bg, num_frames=16, side=64, rng=None) -> 
 
 def make_dataset(out: str, n_videos: int = 160, seed: int = 0, num_frames: int = 16,
                  splits=(("train", 0.7), ("val", 0.1), ("test", 0.2))) -> str:
-    """Write `n_videos` videos under out/videos and out/manifest.jsonl (one row per caption)."""
+    """Write `n_videos` videos under out/videos and out/manifest.jsonl (one row per caption), atomically:
+    everything is written into a temporary sibling folder that is renamed to `out` once complete, so no reader
+    ever sees a half-written or rewritten dataset. Refuses to replace an existing non-empty `out`."""
+    if n_videos <= 0:
+        raise ValueError(f"the number of videos must be positive, got {n_videos}")
+    final = Path(out)
+    if final.exists() and any(final.iterdir()):
+        raise FileExistsError(f"{final} already exists and is not empty: choose another folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_dataset(tmp, n_videos, seed, num_frames, splits)
+        if final.exists():
+            final.rmdir()  # empty (checked above)
+        tmp.rename(final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (final / "manifest.jsonl").exists():  # another process finished the same dataset first
+            return str(final / "manifest.jsonl")
+        raise
+    return str(final / "manifest.jsonl")
+
+
+def builtin_root(root: str, n_videos: int, seed: int = 0) -> Path:
+    """The built-in dataset's folder for one size and seed: data.root/videos<N>-seed<S>. Runs asking for
+    other sizes get other folders, so one never rewrites the videos another is reading."""
+    return Path(root) / f"videos{n_videos}-seed{seed}"
+
+
+def _write_dataset(root: Path, n_videos: int, seed: int, num_frames: int, splits) -> None:
     rng = np.random.default_rng(seed)
-    root = Path(out)
     rows: List[dict] = []
     order = rng.permutation(n_videos)
     bounds = np.cumsum([int(round(f * n_videos)) for _, f in splits])
@@ -107,8 +139,4 @@ def make_dataset(out: str, n_videos: int = 160, seed: int = 0, num_frames: int =
         for template in TEMPLATES:
             rows.append({"video_id": vid, "path": f"videos/{vid}.mp4", "caption": template.format(**attrs),
                          "split": split})
-    manifest = root / "manifest.jsonl"
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(manifest)  # the manifest appears only once every video is written
-    return str(manifest)
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -9,8 +9,11 @@ softmax over a row is a retrieval distribution), so the normalisation error is c
 - ncl:    s_ij / tau + b_j; b from Sinkhorn on a bank of queries x gallery (training queries by default, so a
           single query can be served; bank = test is transductive).
 - dsl:    dual softmax (CAMoE): s_ij * softmax_i(s_ij / tau) / tau, the prior over *test queries* (transductive).
-- qbnorm: dynamic inverted softmax (QB-Norm): beta * s_ij - logsumexp_bank(beta * s_bank,j) for queries whose
-          top-k gallery items are all activated by the bank (in some bank query's top-k), s_ij / tau otherwise.
+- qbnorm: dynamic inverted softmax (QB-Norm, Bogolin et al. CVPR 2022, `dynamic_inverted_softmax.py`):
+          the activation set is every gallery item in some bank query's top-k; a query whose top-1 item is in
+          that set is normalised, beta * s_ij - logsumexp_bank(beta * s_bank,j) (the log of QB-Norm's
+          exp(beta s) / sum_bank exp(beta s_bank)); other queries keep s_ij / tau. Ties for the top-1 item go
+          to the lowest column index (QB-Norm's argsort leaves them unspecified).
 """
 
 import math
@@ -145,7 +148,7 @@ def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims
     active = _activated(bank, k)
 
     def qbnorm(rows: slice, s: torch.Tensor) -> torch.Tensor:
-        normalise = active[s.topk(k, dim=1).indices].all(dim=1)  # (r,)
+        normalise = active[s.argmax(dim=1)]  # (r,) the query's top-1 item is activated by the bank
         return torch.where(normalise[:, None], qbnorm_beta * s - lse[None, :], s / temperature)
 
     return qbnorm

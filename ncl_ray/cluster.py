@@ -1,0 +1,79 @@
+"""Connecting to Ray and sizing work to the resources a cluster actually has.
+
+    init_ray(cfg.run.ray_address)   # the configured cluster, $RAY_ADDRESS, or a private local instance
+
+A plain `ray.init()` joins whatever cluster the default temp dir names (a `ray start` head, possibly one that
+is gone, where it retries forever). Commands here never do that: without an address they start their own
+private instance (`address="local"`), and with one they join exactly that cluster. Inside `ray job submit`,
+Ray sets RAY_ADDRESS for the entrypoint, so jobs join their cluster.
+"""
+
+import logging
+import os
+from typing import Tuple
+
+log = logging.getLogger(__name__)
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot host the requested workers; the message names the keys to change."""
+
+
+def resolve_address(configured: str = "") -> str:
+    """`configured` if set, else $RAY_ADDRESS, else "local" (a new private instance)."""
+    return configured or os.environ.get("RAY_ADDRESS", "") or "local"
+
+
+def init_ray(address: str = "") -> None:
+    import ray
+
+    if not ray.is_initialized():
+        target = resolve_address(address)
+        log.info("Ray: %s", "starting a private local instance" if target == "local" else f"joining {target}")
+        ray.init(address=target, log_to_driver=True)
+    quiet_data_progress()
+
+
+def quiet_data_progress() -> None:
+    """Ray Data progress bars flood job logs; our own per-epoch lines say what matters."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+
+
+def check_training_resources(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
+    """Refuse at once a run whose workers can never be placed (Ray would otherwise wait forever)."""
+    import ray
+
+    total = ray.cluster_resources()
+    need_cpu = num_workers * cpus_per_worker
+    if total.get("CPU", 0) < need_cpu:
+        raise ResourceError(f"train.num_workers={num_workers} x train.cpus_per_worker={cpus_per_worker} needs "
+                            f"{need_cpu:g} CPUs; the cluster has {total.get('CPU', 0):g}. Lower one of them.")
+    if use_gpu and total.get("GPU", 0) < num_workers:
+        raise ResourceError(f"train.num_workers={num_workers} with train.use_gpu=true needs {num_workers} GPUs; "
+                            f"the cluster has {total.get('GPU', 0):g}. Lower train.num_workers or set "
+                            f"train.use_gpu=false.")
+    if total.get("CPU", 0) - need_cpu < 1:
+        log.warning("after the training workers (%g CPUs) less than one CPU is left for Ray Data; lower "
+                    "train.cpus_per_worker if decoding does not start", need_cpu)
+
+
+def actor_pool(use_gpu: bool) -> Tuple[int, float]:
+    """(actors, CPUs per actor) for a batch-inference pool that leaves one whole CPU free for the Ray Data
+    read tasks feeding it: on a 2-CPU cluster with a job supervisor, a pool of CPUs - 1 one-CPU actors takes
+    every CPU and the reads never run."""
+    import ray
+
+    free = ray.available_resources()
+    if use_gpu:
+        return max(1, int(free.get("GPU", 0))), 1.0
+    spare = free.get("CPU", 0) - 1.0
+    if spare >= 1:
+        return int(spare), 1.0
+    if spare >= 0.1:
+        return 1, round(spare, 2)
+    raise ResourceError(f"evaluation needs at least 1.1 free CPUs (one actor plus the reads); "
+                        f"{free.get('CPU', 0):g} are free")

@@ -1,0 +1,119 @@
+"""Run folders: where a run lives, when it may be created or continued, and what a crash left behind.
+
+    run_dir = open_run_dir(cfg)          # after the inputs are validated; refuses to overwrite a real run
+    remove_orphan_checkpoints(run_dir)   # checkpoint folders Ray Train never registered (a crash mid-report)
+    newest_complete_checkpoint(run_dir)  # what a restarted worker should resume from
+
+A run that never wrote a checkpoint (killed early) may be started again under its name. Resuming compares
+the stored config with the new one and refuses model or data changes unless `train.resume_force=true`.
+"""
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import List, Optional
+
+from ncl_ray.checkpoint import checkpoint_step, config_differences
+from ncl_ray.config import ConfigError, save_config, to_dict
+
+log = logging.getLogger(__name__)
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of registered checkpoints
+# settings that change only how data is prepared, not what the model sees
+HARMLESS = ("data.decode_threads", "data.decode_concurrency", "data.in_memory", "data.cache_dir")
+
+
+def run_dir_of(cfg) -> Path:
+    return Path(cfg.run.storage_path) / cfg.run.name
+
+
+def check_writable(storage_path: str) -> None:
+    """Create the storage folder and write a probe file there; a ConfigError names the path otherwise."""
+    p = Path(storage_path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".ncl-ray-write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run.storage_path: cannot write to {storage_path} ({e.strerror or e})") from None
+
+
+def checkpoint_dirs(run_dir: Path) -> List[Path]:
+    return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+
+
+def registered_checkpoints(run_dir: Path) -> Optional[set]:
+    """Folder names Ray Train's snapshot lists, or None when there is no snapshot."""
+    snap = run_dir / SNAPSHOT
+    if not snap.is_file():
+        return None
+    return set(re.findall(r"checkpoint_[0-9][0-9_.\-]*[0-9]", snap.read_text()))
+
+
+def remove_orphan_checkpoints(run_dir: Path, keep: Optional[Path] = None) -> List[str]:
+    """Delete checkpoint folders that Ray Train's snapshot does not list (a worker killed between writing
+    and registering one); call only while no trainer runs. Returns the removed names."""
+    registered = registered_checkpoints(run_dir)
+    if registered is None:
+        return []
+    removed = []
+    for d in checkpoint_dirs(run_dir):
+        if d.name not in registered and (keep is None or d.resolve() != keep.resolve()):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    if removed:
+        log.info("removed %d unregistered checkpoint folder(s) left by a crash: %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def newest_complete_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The complete checkpoint folder with the highest step (registered or not), or None."""
+    best, best_step = None, -1
+    for d in checkpoint_dirs(run_dir):
+        step = checkpoint_step(str(d))
+        if step > best_step:
+            best, best_step = d, step
+    return best
+
+
+def _has_results(run_dir: Path) -> bool:
+    return bool(checkpoint_dirs(run_dir)) or (run_dir / "results.json").exists() or (run_dir / "trials").exists()
+
+
+def open_run_dir(cfg, config_name: str = "config.yaml", kind: str = "run") -> Path:
+    """storage_path/name for a new run (or the run to resume); saves the config. Call it after every input
+    is validated, so that a bad input leaves no folder behind."""
+    if "://" in cfg.run.storage_path:
+        raise ConfigError("run.storage_path: the CLI's summary files need a mounted path (NFS, FUSE); "
+                          "point it at the shared mount")
+    check_writable(cfg.run.storage_path)
+    run_dir = run_dir_of(cfg)
+    stored = run_dir / config_name
+    if cfg.train.resume:
+        if not stored.exists():
+            raise ConfigError(f"train.resume=true: no {kind} named '{cfg.run.name}' in {cfg.run.storage_path}")
+        check_resume_compatible(cfg, stored)
+    elif stored.exists():
+        if _has_results(run_dir):
+            raise ConfigError(f"{kind} '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
+                              f"train.resume=true to continue it, or choose another run.name")
+        log.info("%s '%s' never wrote a checkpoint: starting it again", kind, cfg.run.name)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, str(stored))
+    return run_dir
+
+
+def check_resume_compatible(cfg, stored: Path) -> None:
+    """Refuse to resume with other model or data settings (say which), unless train.resume_force."""
+    import yaml
+
+    old = yaml.safe_load(stored.read_text()) or {}
+    diffs = [d for d in config_differences(old, to_dict(cfg), ["model", "data", "ncl"])
+             if not d.startswith(HARMLESS)]
+    if diffs and not cfg.train.resume_force:
+        raise ConfigError(f"train.resume=true: the config differs from the stored run ({stored}) in "
+                          f"{'; '.join(diffs)}; undo these changes, or pass train.resume_force=true")
+    if diffs:
+        log.warning("resuming with changed settings (train.resume_force=true): %s", "; ".join(diffs))
