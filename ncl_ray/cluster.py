@@ -10,7 +10,9 @@ Ray sets RAY_ADDRESS for the entrypoint, so jobs join their cluster.
 
 import logging
 import os
-from typing import Tuple
+import socket
+import time
+from typing import Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +26,34 @@ def resolve_address(configured: str = "") -> str:
     return configured or os.environ.get("RAY_ADDRESS", "") or "local"
 
 
-def init_ray(address: str = "") -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_ray(address: str = "", num_cpus: Optional[float] = None) -> None:
+    """Join `address` (or $RAY_ADDRESS), else start a private local instance.
+
+    A private instance gets its dashboard on a free loopback port, and every worker is told that address
+    (RAY_API_SERVER_ADDRESS): Ray Train's helper actors look the cluster up by auto-detection, which fails
+    with "Found multiple active Ray instances" when someone else's Ray runs on the same machine.
+    """
     import ray
 
     if not ray.is_initialized():
         target = resolve_address(address)
-        log.info("Ray: %s", "starting a private local instance" if target == "local" else f"joining {target}")
-        ray.init(address=target, log_to_driver=True)
+        if target == "local":
+            log.info("Ray: starting a private local instance")
+            port = _free_port()
+            api = f"http://127.0.0.1:{port}"
+            ray.init(address="local", num_cpus=num_cpus, log_to_driver=True, include_dashboard=True,
+                     dashboard_host="127.0.0.1", dashboard_port=port,
+                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
+            os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
+        else:
+            log.info("Ray: joining %s", target)
+            ray.init(address=target, log_to_driver=True)
     quiet_data_progress()
 
 
@@ -61,13 +84,17 @@ def check_training_resources(num_workers: int, cpus_per_worker: float, use_gpu: 
                     "train.cpus_per_worker if decoding does not start", need_cpu)
 
 
-def actor_pool(use_gpu: bool) -> Tuple[int, float]:
+def actor_pool(use_gpu: bool, wait_s: float = 60.0) -> Tuple[int, float]:
     """(actors, CPUs per actor) for a batch-inference pool that leaves one whole CPU free for the Ray Data
     read tasks feeding it: on a 2-CPU cluster with a job supervisor, a pool of CPUs - 1 one-CPU actors takes
     every CPU and the reads never run."""
     import ray
 
     free = ray.available_resources()
+    deadline = time.time() + wait_s
+    while free.get("CPU", 0) < 1.1 and time.time() < deadline:  # a finished trainer may still hold its CPUs
+        time.sleep(0.5)
+        free = ray.available_resources()
     if use_gpu:
         return max(1, int(free.get("GPU", 0))), 1.0
     spare = free.get("CPU", 0) - 1.0
@@ -76,4 +103,4 @@ def actor_pool(use_gpu: bool) -> Tuple[int, float]:
     if spare >= 0.1:
         return 1, round(spare, 2)
     raise ResourceError(f"evaluation needs at least 1.1 free CPUs (one actor plus the reads); "
-                        f"{free.get('CPU', 0):g} are free")
+                        f"{free.get('CPU', 0):g} were free after waiting {wait_s:g} s")

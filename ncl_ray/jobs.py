@@ -3,15 +3,19 @@
     python -m ncl_ray.jobs submit train conf/msrvtt.yaml run.storage_path=/mnt/shared/runs --gpus 0
     python -m ncl_ray.jobs status JOB_ID | logs JOB_ID | stop JOB_ID | list
 
-The address comes from `--address` or RAY_ADDRESS (the dashboard, e.g. http://head:8265). The project folder
-is uploaded as the job's working_dir with `jobs/runtime_env.yaml` (its excludes keep .venv, data and runs
-out). By default the command follows the job's logs until it ends and exits 0 only if it SUCCEEDED.
+The address comes from `--address` or RAY_ADDRESS (the dashboard, e.g. http://head:8265). What is uploaded
+is an allow-list, copied first into a temporary folder outside the project: the package, `conf/`, `jobs/` and
+`pyproject.toml` (`UPLOAD`), never data, runs or logs that sit in the tree; a file growing in the project during
+the upload cannot break it, and an upload larger than `--max-upload-mb` is refused. By default the command
+follows the job's logs until it ends and exits 0 only if it SUCCEEDED.
 """
 
 import argparse
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -20,6 +24,28 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+UPLOAD = ("ncl_ray", "conf", "jobs", "pyproject.toml", "README.md")  # what a job needs from the project
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+
+
+class JobsError(RuntimeError):
+    """A user-facing failure (unreachable cluster, unknown job, upload too large); printed without a traceback."""
+
+
+def stage_upload(root: Path, dest: Path, max_mb: float) -> int:
+    """Copy the allow-listed project files into `dest`; returns the bytes copied, refusing more than max_mb."""
+    for name in UPLOAD:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=IGNORE, symlinks=False)
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    if size > max_mb * 2**20:
+        biggest = max((f for f in dest.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+        raise JobsError(f"the upload would be {size / 2**20:.1f} MB, over --max-upload-mb={max_mb:g} "
+                        f"(largest: {biggest.relative_to(dest)}); keep data and runs outside {', '.join(UPLOAD)}")
+    return size
 
 
 def build_entrypoint(command: str, config: str, overrides: List[str], python: str = "python") -> str:
@@ -42,8 +68,22 @@ def _client(address: Optional[str]):
 
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        raise SystemExit("error: no cluster address: pass --address http://HEAD:8265 or set RAY_ADDRESS")
-    return JobSubmissionClient(address)
+        raise JobsError("no cluster address: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # ConnectionError, or a ValueError for a malformed address
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise JobsError(f"cannot reach the Ray dashboard at {address}: {first[:300]}") from None
+
+
+def _job_call(fn, job_id: str, address: str):
+    """A client call about one job; an unknown id becomes a JobsError naming it."""
+    try:
+        return fn(job_id)
+    except RuntimeError as e:
+        if "does not exist" in str(e) or "404" in str(e):
+            raise JobsError(f"no job '{job_id}' on {address} (python -m ncl_ray.jobs list shows the jobs)") from None
+        raise
 
 
 def wait(client, job_id: str, follow: bool = True, timeout: float = 0) -> str:
@@ -69,11 +109,14 @@ def submit(args) -> int:
     if args.command in ("train", "tune") and not any(o.startswith("run.storage_path=") for o in args.overrides):
         print("warning: no run.storage_path=...: a relative storage path lands in the job's temporary working "
               "directory; point it at shared storage to keep checkpoints and TensorBoard logs", file=sys.stderr)
-    job_id = client.submit_job(
-        entrypoint=entrypoint, submission_id=args.job_id,
-        runtime_env=load_runtime_env(args.runtime_env, args.working_dir),
-        entrypoint_num_cpus=args.cpus, entrypoint_num_gpus=args.gpus or None,
-        metadata={"project": "ncl-ray", "command": args.command, "config": args.config})
+    with tempfile.TemporaryDirectory(prefix="ncl-ray-upload-") as staged:
+        size = stage_upload(Path(args.working_dir), Path(staged), args.max_upload_mb)
+        print(f"uploading {size / 2**20:.1f} MB ({', '.join(UPLOAD)})")
+        job_id = client.submit_job(
+            entrypoint=entrypoint, submission_id=args.job_id,
+            runtime_env=load_runtime_env(args.runtime_env, staged),
+            entrypoint_num_cpus=args.cpus, entrypoint_num_gpus=args.gpus or None,
+            metadata={"project": "ncl-ray", "command": args.command, "config": args.config})
     print(f"submitted {job_id}: {entrypoint}")
     if args.no_wait:
         return 0
@@ -96,7 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("config", help="config YAML (or checkpoint folder for eval), relative to the project")
     s.add_argument("overrides", nargs="*", help="key=value")
     s.add_argument("--runtime-env", default=str(ROOT / "jobs" / "runtime_env.yaml"))
-    s.add_argument("--working-dir", default=str(ROOT))
+    s.add_argument("--working-dir", default=str(ROOT), help="project folder whose allow-listed files are uploaded")
+    s.add_argument("--max-upload-mb", type=float, default=20, help="refuse larger uploads (default 20)")
     s.add_argument("--gpus", type=float, default=0, help="GPUs for the driver (workers ask for their own)")
     s.add_argument("--cpus", type=float, default=0.1, help="CPUs reserved for the driver")
     s.add_argument("--python", default="python", help="interpreter on the cluster")
@@ -104,20 +148,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--no-wait", action="store_true", help="return after submitting")
     s.add_argument("--quiet", action="store_true", help="wait without streaming logs")
     s.add_argument("--timeout", type=float, default=0, help="stop waiting after this many seconds")
-    for name in ("status", "logs", "stop"):
-        q = sub.add_parser(name)
-        q.add_argument("job_id")
-    sub.add_parser("list")
+    for name, help_ in (("status", "print a job's status"), ("logs", "print a job's log"),
+                        ("stop", "stop a running job")):
+        q = sub.add_parser(name, help=help_)
+        q.add_argument("job_id", help="submission id printed by submit (or shown by list)")
+    sub.add_parser("list", help="list the cluster's jobs")
     args = p.parse_args(argv)
+    try:
+        return _run(args)
+    except JobsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     if args.action == "submit":
         return submit(args)
     client = _client(args.address)
+    address = args.address or os.environ.get("RAY_ADDRESS")
     if args.action == "status":
-        print(client.get_job_status(args.job_id).value)
+        print(_job_call(client.get_job_status, args.job_id, address).value)
     elif args.action == "logs":
-        print(client.get_job_logs(args.job_id))
+        print(_job_call(client.get_job_logs, args.job_id, address))
     elif args.action == "stop":
-        print("stopped" if client.stop_job(args.job_id) else "not running")
+        print("stopped" if _job_call(client.stop_job, args.job_id, address) else "not running")
     else:
         for job in client.list_jobs():
             print(f"{job.submission_id}\t{job.status}\t{job.entrypoint}")

@@ -13,6 +13,21 @@ def ray_local():
     """A real local Ray instance (4 logical CPUs on 2 cores: Train workers take fractions, Data keeps the rest)."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=False, log_to_driver=True)
+    from ncl_ray.cluster import init_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray("", num_cpus=4)
     yield ray
     ray.shutdown()
+    os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+
+
+@pytest.fixture(scope="session")
+def bystander():
+    """Someone else's Ray head on this machine (own temp dir, 3 CPUs), started before the Ray tests and
+    checked alive after them (tests/test_zz_shared_machine.py): the suite must never stop what it did not start."""
+    from raynodes import Head
+
+    head = Head(num_cpus=3, prefix="nrb")
+    yield head
+    head.stop()

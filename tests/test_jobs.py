@@ -1,11 +1,10 @@
 """Ray Jobs against a real local head started with `ray start --head` on loopback."""
 
 import json
-import os
 import shlex
-import socket
-import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,53 +12,98 @@ import yaml
 
 from ncl_ray.cli import build_parser
 from ncl_ray.config import load_config
-from ncl_ray.jobs import build_entrypoint
+from ncl_ray.jobs import JobsError, build_entrypoint, stage_upload
 from ncl_ray.jobs import main as jobs_main
+from raynodes import Head, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def ray_head(tmp_path):
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    ray = str(Path(sys.executable).parent / "ray")
-    dash = free_port()
-    subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True)
+def ray_head():
+    """A 2-CPU head of our own (own temp dir and ports), stopped by PID afterwards."""
+    head = Head(num_cpus=2, prefix="nrj")
     try:
-        yield f"http://127.0.0.1:{dash}"
+        yield head.dashboard
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        head.stop()
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_submit_training_job_and_failing_job(ray_head, tmp_path, capsys):
+def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_path, capsys):
     runs = tmp_path / "runs"
-    args = ["--address", ray_head, "submit", "train", "conf/default.yaml", "data.synthetic_videos=40",
-            f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache", "data.num_frames=4",
-            "data.frame_size=16", "train.batch_size=4", "train.epochs=2", f"run.storage_path={runs}",
-            "run.name=job", "--python", sys.executable, "--timeout", "300"]
-    assert jobs_main(args) == 0
+    growing = ROOT / "jobs" / "_growing_test.log"  # a log redirected into the project while submitting
+    stop = threading.Event()
+
+    def grow():
+        with open(growing, "a") as f:
+            while not stop.is_set():
+                f.write("x" * 4096 + "\n")
+                f.flush()
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=grow, daemon=True)
+    writer.start()
+    try:
+        args = ["--address", ray_head, "submit", "train", "conf/default.yaml", "data.synthetic_videos=40",
+                f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache", "data.num_frames=4",
+                "data.frame_size=16", "train.batch_size=4", "train.epochs=2", "train.cpus_per_worker=0.25",
+                f"run.storage_path={runs}", "run.name=job", "--python", sys.executable, "--timeout", "300"]
+        assert jobs_main(args) == 0
+    finally:
+        stop.set()
+        writer.join()
+        growing.unlink()
     out = capsys.readouterr().out
     assert "SUCCEEDED" in out and "t2v R@1" in out  # the job's own log was followed
+    assert "uploading" in out
     results = json.loads((runs / "job" / "results.json").read_text())
     assert Path(results["checkpoint"], "state.pt").is_file()
     assert list((runs / "job" / "tensorboard").glob("events.out.tfevents.*"))
+
+    # evaluation through a job on the same 2-CPU cluster: its actor pool leaves room for the read tasks
+    ev = ["--address", ray_head, "submit", "eval", str(runs / "job"), "--python", sys.executable,
+          "--timeout", "240"]
+    assert jobs_main(ev) == 0
+    assert (Path(results["checkpoint"]) / "eval" / "metrics.json").is_file()
+    capsys.readouterr()
 
     bad = ["--address", ray_head, "submit", "train", "conf/default.yaml", "train.epochz=1",
            f"run.storage_path={runs}", "--python", sys.executable, "--quiet", "--timeout", "120"]
     assert jobs_main(bad) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out and "epochz" in captured.err  # the job's log names the bad key
+
+    assert jobs_main(["--address", ray_head, "status", "nosuchjob"]) == 2
+    err = capsys.readouterr().err
+    assert "no job 'nosuchjob'" in err and "Traceback" not in err
+
+
+def test_unreachable_address_is_a_clean_error(capsys):
+    assert jobs_main(["--address", f"http://127.0.0.1:{free_port()}", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Ray dashboard" in err and "Traceback" not in err
+
+
+def test_upload_is_an_allow_list_with_a_size_limit(tmp_path):
+    project = tmp_path / "project"
+    for name in ("ncl_ray", "conf", "jobs", "data", "runs"):
+        (project / name).mkdir(parents=True)
+    (project / "ncl_ray" / "a.py").write_text("x = 1\n")
+    (project / "pyproject.toml").write_text("[project]\n")
+    (project / "data" / "big.bin").write_bytes(b"0" * 2**20)
+    (project / "runs" / "log.txt").write_text("log")
+    (project / "train.log").write_text("log")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    stage_upload(project, staged, max_mb=1)
+    assert sorted(p.name for p in staged.iterdir()) == ["conf", "jobs", "ncl_ray", "pyproject.toml"]
+    (project / "conf" / "huge.yaml").write_bytes(b"#" * (2 * 2**20))
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(JobsError, match="over --max-upload-mb=1.*huge.yaml"):
+        stage_upload(project, again, max_mb=1)
 
 
 def test_cluster_specs_name_existing_configs_and_commands():
@@ -84,6 +128,6 @@ def test_cluster_specs_name_existing_configs_and_commands():
             words = shlex.split(line.split("jobs/submit.sh", 1)[1])
             assert (ROOT / words[1]).is_file() and words[0] in ("train", "eval", "tune")
     env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
-    assert "/.venv" in env["excludes"] and "/data" in env["excludes"]  # anchored: ncl_ray/data is uploaded
+    assert "working_dir" not in env  # set by submit to the staged allow-list
     entry = build_entrypoint("train", "conf/msrvtt.yaml", ["a=b c"])
     assert entry == "python -m ncl_ray train conf/msrvtt.yaml 'a=b c'"

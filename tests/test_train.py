@@ -3,6 +3,7 @@ injected worker failure, TensorBoard event files, resume."""
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,20 +99,28 @@ def small_config(tmp_path, data_root, *extra):
                                                      f"run.storage_path={tmp_path}/runs", *extra])
 
 
-def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_path, data_root, capsys):
+def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_path, data_root, capsys,
+                                                                 monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ncl_ray.checkpoint import load_checkpoint
     from ncl_ray.train import main
 
-    # 28 train videos / (4 x 2) = 3 steps per epoch; rank 0 dies at step 4, in epoch 1
-    cfg = small_config(tmp_path, data_root, "run.name=fault", "train.fail_at_step=4", "train.max_failures=1")
+    # Ray Train's production poll interval (2 s): it registers a reported checkpoint only when it polls, so a
+    # worker that dies right after writing one used to be restored from the one before
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")
+    # 28 train videos / (4 x 2) = 3 steps per epoch; rank 0 dies at step 6, the first step after the epoch-1
+    # checkpoint was written
+    cfg = small_config(tmp_path, data_root, "run.name=fault", "train.fail_at_step=6", "train.max_failures=1",
+                       "train.keep_checkpoints=2")
     assert main(cfg) == 0
     run = Path(cfg.run.storage_path) / "fault"
     assert (run / "fault_injected").exists()
     restores = [json.loads(x) for x in (run / "restores.jsonl").read_text().splitlines()]
-    assert len(restores) == 1 and restores[0]["epoch"] == 0 and restores[0]["step"] == 3
-    assert restores[0]["queue_filled"] == 24  # 3 steps x 8 clips, restored with the checkpoint
+    assert len(restores) == 1 and restores[0]["epoch"] == 1 and restores[0]["step"] == 6  # no step redone
+    assert restores[0]["queue_filled"] == 24  # the queue of 3 steps x 8 clips, restored with the checkpoint
+    # no folder outside Ray's bookkeeping survives (an unregistered checkpoint is removed after the run)
+    assert len([d for d in run.glob("checkpoint_*") if d.is_dir()]) <= 2
 
     results = json.loads((run / "results.json").read_text())
     assert results["metrics"]["step"] == 9 and results["metrics"]["epoch"] == 2  # nothing lost, run finished
@@ -131,6 +140,37 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
         assert tag in tags, tag
     steps = [e.step for e in events.Scalars("train/contrastive_loss")]
     assert max(steps) == 9
+
+
+def test_more_workers_than_the_cluster_fails_at_once(ray_local, tmp_path, data_root):
+    from ncl_ray.cluster import ResourceError
+    from ncl_ray.train import main
+
+    cfg = small_config(tmp_path, data_root, "run.name=big", "train.num_workers=5", "train.cpus_per_worker=1")
+    start = time.time()
+    with pytest.raises(ResourceError, match=r"train.num_workers=5 x train.cpus_per_worker=1.0 needs 5 CPUs"):
+        main(cfg)
+    assert time.time() - start < 60
+
+
+def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path, monkeypatch):
+    from ncl_ray.data import pipeline
+    from ncl_ray.data.synthetic import make_dataset
+
+    entries = pipeline.read_manifest(make_dataset(str(tmp_path / "d"), 6, seed=2))
+    real, calls = pipeline.video_stats, []
+
+    def stats_then_rewrite(es):
+        calls.append(1)
+        if len(calls) == 2:  # after the decode, before the check: another process rewrites a video
+            with open(es[0].path, "ab") as f:
+                f.write(b"\0" * 100)
+        return real(es)
+
+    monkeypatch.setattr(pipeline, "video_stats", stats_then_rewrite)
+    with pytest.raises(RuntimeError, match=r"changed while the clip cache was built.*video00000.mp4"):
+        pipeline.build_clip_cache(entries, 2, 16, str(tmp_path / "cache"))
+    assert not list((tmp_path / "cache").glob("clips-*"))  # neither a cache nor a temp folder is left
 
 
 def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, data_root):

@@ -1,0 +1,120 @@
+"""Ray heads started by the tests themselves, stopped by PID (never `ray stop`, which kills every Ray on the host).
+
+Each head gets its own short temp dir and free ports on 127.0.0.1. Its processes are the ones whose command line
+names that temp dir (gcs_server, raylet, dashboard, monitors) plus all their descendants (the workers, whose
+titles Ray rewrites), read from /proc.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Set
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes() -> Dict[int, tuple]:
+    """pid -> (ppid, command line) for every process we can read."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(d.name)] = (ppid, cmd)
+    return out
+
+
+def processes_of(marker: str) -> Set[int]:
+    procs = _processes()
+    roots = {pid for pid, (_, cmd) in procs.items() if marker in cmd and pid != os.getpid()}
+    found, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in procs.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return found
+
+
+def alive(pids: Set[int]) -> Set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                out.add(pid)
+        except OSError:
+            pass
+    return out
+
+
+class Head:
+    """`ray start --head` on loopback with its own temp dir and ports; `stop()` kills only its processes."""
+
+    def __init__(self, num_cpus: int = 2, prefix: str = "nrh"):
+        self.temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths have a limit
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+                        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        self.env.pop("RAY_ADDRESS", None)
+        cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}",
+               f"--temp-dir={self.temp_dir}", f"--dashboard-agent-listen-port={free_port()}",
+               f"--ray-client-server-port={free_port()}", "--disable-usage-stats"]
+        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"ray start failed: {r.stderr[-2000:]}")
+        self.pids = processes_of(self.temp_dir)
+        procs = _processes()
+        self.core = {p for p in self.pids if p in procs and ("gcs_server" in procs[p][1] or "/raylet" in procs[p][1])}
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def add_node(self, num_cpus: int = 1) -> None:
+        """A second Ray node on this machine, joined to this head."""
+        cmd = [str(BIN / "ray"), "start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+               f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}",
+               f"--dashboard-agent-listen-port={free_port()}"]
+        subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120, check=True)
+
+    def stop(self) -> None:
+        pids = processes_of(self.temp_dir) | getattr(self, "pids", set())
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in alive(pids):
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.time() + 10
+            while alive(pids) and time.time() < deadline:
+                time.sleep(0.2)
+            if not alive(pids):
+                break
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def ray_pids_outside(markers: List[str]) -> Set[int]:
+    """gcs_server processes on the host that do not belong to the given temp dirs (other people's Ray)."""
+    return {pid for pid, (_, cmd) in _processes().items()
+            if "gcs_server" in cmd and not any(m in cmd for m in markers)}
