@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: help install train test test-fast test-all lint tune bench submit tensorboard clean
+.PHONY: help install train test test-fast lint tune bench tensorboard clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,7 +37,7 @@ bench: $(STAMP)  ## benchmarks under bench/, results in bench/out/
 	$(BIN)/python -m bench.run_all
 
 tensorboard: $(STAMP)  ## watch the runs under runs/
-	$(BIN)/tensorboard --logdir runs --bind_all
+	$(BIN)/tensorboard --logdir runs --host 127.0.0.1  # HOST=0.0.0.0 only if you mean it
 
 clean:  ## remove the venv, generated data and runs
 	rm -rf $(VENV) data runs bench/out

@@ -1,16 +1,17 @@
-"""Command line: `ncl-ray {train,eval,tune,rerank,make-data,search} ...` (also `python -m ncl_ray`).
+"""ncl-ray: Normalized Contrastive Learning for text-video retrieval on Ray (also `python -m ncl_ray`).
 
-Experiment commands take a config file and `key=value` overrides:
+Experiment commands take a config file and key=value overrides, e.g.
     ncl-ray train conf/default.yaml train.epochs=2 ncl.n_iters=0
+    ncl-ray config show conf/default.yaml      (every key, its value and what it means)
 """
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
 
 from ncl_ray.cluster import ResourceError
 from ncl_ray.config import ConfigError
+from ncl_ray.console import setup_console
 
 
 def _rerank(args: argparse.Namespace) -> int:
@@ -18,20 +19,36 @@ def _rerank(args: argparse.Namespace) -> int:
 
     from ncl_ray.rerank import InputError, format_table, load_matrix, rerank, write_json
 
+    methods = ["none", "ncl", "dsl", "qbnorm"] if args.method == "all" else [args.method]
     try:
         sims = load_matrix(args.sims, "--sims")
         bank = load_matrix(args.bank_sims, "--bank-sims") if args.bank_sims else None
         q2i = load_matrix(args.query_to_item, "--query-to-item", ndim=1) if args.query_to_item else None
         if q2i is not None and not np.issubdtype(q2i.dtype, np.integer):
             raise InputError(f"--query-to-item: {args.query_to_item} must hold integers, got {q2i.dtype}")
-        result = rerank(sims, args.method, bank, q2i, args.transpose, args.iters, args.temperature, args.bank)
+        if args.method == "all" and bank is None and args.bank != "test":
+            methods = ["none", "dsl"]  # ncl and qbnorm need a bank
+            print("no --bank-sims: scoring none and dsl only (pass --bank-sims, or --bank test)", file=sys.stderr)
+        results = [rerank(sims, m, bank, q2i, args.transpose, args.iters, args.temperature, args.bank)
+                   for m in methods]
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(result))
+    for i, result in enumerate(results):
+        print(format_table(result, header=i == 0))
+    print("tau: use the model's own temperature (1 / logit_scale; 0.01 for CLIP-like models); a tau much larger "
+          "than the spread of the similarities makes every normalisation a no-op")
     if args.json:
-        write_json(result, args.json)
+        write_json(results[0] if len(results) == 1 else {r["method"]: r for r in results}, args.json)
         print(f"wrote {args.json}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from ncl_ray.config import load_config
+    from ncl_ray.config_show import show
+
+    print(show(load_config(args.config, args.overrides)))
     return 0
 
 
@@ -40,7 +57,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.command == "train":
-        from ncl_ray.train import main as run
+        from ncl_ray.driver import main as run
     elif args.command == "tune":
         from ncl_ray.tune import main as run
     else:
@@ -49,7 +66,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ncl_ray.evaluate import main as run
+    from ncl_ray.evaluate_cmd import main as run
 
     return run(args.checkpoint, args.overrides) or 0
 
@@ -57,6 +74,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _make_data(args: argparse.Namespace) -> int:
     from ncl_ray.data.synthetic import make_dataset
 
+    if args.videos <= 0:
+        print(f"error: --videos must be positive, got {args.videos}", file=sys.stderr)
+        return 2
     manifest = make_dataset(args.out, args.videos, seed=args.seed)
     print(f"wrote {args.videos} videos and {manifest}")
     return 0
@@ -77,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="YAML with differences from the defaults, e.g. conf/default.yaml")
         sp.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=2")
         sp.set_defaults(fn=_experiment)
+    sp = sub.add_parser("config", help="show the resolved config with every key's meaning")
+    sp.add_argument("action", choices=["show"], help="show: print the config after defaults, file and overrides")
+    sp.add_argument("config", help="YAML with differences from the defaults, e.g. conf/default.yaml")
+    sp.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=2")
+    sp.set_defaults(fn=_config)
     sp = sub.add_parser("eval", help="evaluate a checkpoint with every test-time normalisation")
     sp.add_argument("checkpoint", help="checkpoint folder (holds its config) or a run folder (its final one)")
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. eval.bank=test")
@@ -85,29 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sims", required=True, help="queries x gallery similarities (.npy)")
     sp.add_argument("--bank-sims", help="bank queries x gallery similarities (.npy)")
     sp.add_argument("--query-to-item", help="(queries,) int array: the correct gallery column of each row")
-    sp.add_argument("--method", choices=["none", "ncl", "dsl", "qbnorm"], default="ncl")
+    sp.add_argument("--method", choices=["none", "ncl", "dsl", "qbnorm", "all"], default="ncl",
+                    help="normalisation: none, ncl (Sinkhorn biases from the bank), dsl (dual softmax over the "
+                         "test queries), qbnorm (QB-Norm), or all of them (default: ncl)")
     sp.add_argument("--bank", choices=["train", "test", "train+test"], default="train",
                     help="which queries the biases come from (test = transductive)")
-    sp.add_argument("--iters", type=int, default=10, help="Sinkhorn iterations")
-    sp.add_argument("--temperature", type=float, default=0.01, help="tau; logits = sims / tau")
+    sp.add_argument("--iters", type=int, default=10, help="Sinkhorn iterations (default: 10)")
+    sp.add_argument("--temperature", type=float, default=0.01,
+                    help="tau; logits = sims / tau: the model's own temperature (default: 0.01, CLIP's)")
     sp.add_argument("--transpose", action="store_true", help="score the other direction (v2t)")
-    sp.add_argument("--json", help="write the metrics here")
+    sp.add_argument("--json", help="write the metrics to this JSON file")
     sp.set_defaults(fn=_rerank)
     sp = sub.add_parser("make-data", help="generate the built-in synthetic video dataset")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--videos", type=int, default=160)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, help="new folder for manifest.jsonl and videos/ (must not exist)")
+    sp.add_argument("--videos", type=int, default=160, help="number of videos (default: 160)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same videos")
     sp.set_defaults(fn=_make_data)
     sp = sub.add_parser("search", help="text search over an exported index")
-    sp.add_argument("--index", required=True, help="folder written by `ncl-ray eval` (export/)")
-    sp.add_argument("query")
-    sp.add_argument("--top-k", type=int, default=5)
+    sp.add_argument("--index", required=True, help="the export/ folder that ncl-ray eval wrote")
+    sp.add_argument("query", help="text to search for, e.g. 'a large red circle moving left'")
+    sp.add_argument("--top-k", type=int, default=5, help="number of videos to show (default: 5)")
     sp.set_defaults(fn=_search)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_console(verbose=any(a in ("run.verbose=true", "run.verbose=True") for a in (argv or sys.argv[1:])))
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -32,12 +32,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_ray(address: str = "", num_cpus: Optional[float] = None) -> None:
+def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool = True) -> None:
     """Join `address` (or $RAY_ADDRESS), else start a private local instance.
 
     A private instance gets its dashboard on a free loopback port, and every worker is told that address
     (RAY_API_SERVER_ADDRESS): Ray Train's helper actors look the cluster up by auto-detection, which fails
     with "Found multiple active Ray instances" when someone else's Ray runs on the same machine.
+    Unless `verbose`, worker output is not forwarded to the console (it stays in Ray's log files) and Ray's
+    own INFO messages are kept off it.
     """
     import ray
 
@@ -47,13 +49,15 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None) -> None:
             log.info("Ray: starting a private local instance")
             port = _free_port()
             api = f"http://127.0.0.1:{port}"
-            ray.init(address="local", num_cpus=num_cpus, log_to_driver=True, include_dashboard=True,
+            ray.init(address="local", num_cpus=num_cpus, log_to_driver=verbose, include_dashboard=True,
+                     logging_level=logging.INFO if verbose else logging.WARNING,
                      dashboard_host="127.0.0.1", dashboard_port=port,
                      runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
         else:
             log.info("Ray: joining %s", target)
-            ray.init(address=target, log_to_driver=True)
+            ray.init(address=target, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.WARNING)
     quiet_data_progress()
 
 
@@ -64,6 +68,33 @@ def quiet_data_progress() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def session_logs() -> Optional[str]:
+    """The logs folder of the Ray session this driver belongs to (on this node), if known."""
+    try:
+        import ray
+
+        return os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs")
+    except Exception:
+        return None
+
+
+def copy_session_logs(dest: str) -> Optional[str]:
+    """Copy this node's Ray logs (workers, Ray Data, Train controller) into `dest`; returns it, or None."""
+    import shutil
+
+    src = session_logs()
+    if not src or not os.path.isdir(src):
+        return None
+    try:
+        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock", "*.lock"),
+                        ignore_dangling_symlinks=True)
+    except shutil.Error:
+        pass  # files that rotate away while copying
+    return dest
 
 
 def check_training_resources(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:

@@ -34,6 +34,8 @@ class DataConfig:
     max_words: int = 32  # tokenizer context length (CLIP4Clip: 32, ActivityNet 64)
     max_captions: int = 20  # captions kept per video; one is sampled per video per step
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
+    cache_encoding: str = "jpeg"  # jpeg (about 10x smaller, decoded in Ray Data CPU tasks) | raw uint8 frames
+    jpeg_quality: int = 90  # cache_encoding=jpeg
     decode_threads: int = 1  # FFmpeg threads per decode call; 0 = FFmpeg's choice
     decode_concurrency: int = 0  # parallel decode tasks; 0 = all CPUs of the cluster
     in_memory: bool = True  # keep decoded splits in the object store; false: stream the Parquet cache each epoch
@@ -85,6 +87,8 @@ class TrainConfig:
     eval_every_epochs: int = 4  # 0 = only at the end
     checkpoint_every_epochs: int = 1
     keep_checkpoints: int = 2
+    keep_best: bool = True  # keep the best validation epoch's model (runs/<name>/best) and test it at the end
+    select_metric: str = ""  # "" = val/<served>/t2v_R@1: ncl for NCL training (n_iters > 0), none otherwise
     max_failures: int = 1  # worker failures Ray Train recovers from (restart from the latest checkpoint); -1 = any
     startup_timeout_s: float = 120.0  # give up when the workers cannot be placed (resources) within this time
     resume: bool = False  # continue the run named run.name from its latest checkpoint
@@ -110,7 +114,9 @@ class EvalConfig:
 class TuneConfig:
     space: str = "conf/tune/small.yaml"  # search space file
     num_samples: int = 1  # repeats of the grid / random draws
-    metric: str = "val/none/t2v_R@1"  # val/{none,ncl}/{t2v,v2t,v2t_lenient}_{R@1,R@5,R@10,MdR,MnR}
+    # val/{served,none,ncl}/{t2v,v2t,v2t_lenient}_{R@1,R@5,R@10,MdR,MnR}; served = the ranking each trial is
+    # served with (ncl for NCL-trained models, none for plain ones), so the sweep does not favour either
+    metric: str = "val/served/t2v_R@1"
     mode: str = "max"
     max_concurrent: int = 1
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
@@ -122,6 +128,7 @@ class RunConfig:
     name: str = ""  # "" = ncl-<date>-<time>; letters, digits, '.', '_', '-' (no path separators)
     storage_path: str = "runs"  # local folder or shared/cloud URI (s3://, gs://)
     ray_address: str = ""  # Ray cluster to join; "" = $RAY_ADDRESS if set, else a private local instance
+    verbose: bool = False  # forward every worker's output and Ray's INFO logs to the console (debugging)
 
 
 @dataclass
@@ -138,6 +145,7 @@ class Config:
 
 _CHOICES = {
     "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
+    "data.cache_encoding": ("jpeg", "raw"),
     "model.pooling": ("meanP", "seqTransf"),
     "eval.bank": ("train", "test", "train+test"),
     "eval.bank_source": ("queue", "captions"),
@@ -148,7 +156,7 @@ POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_ca
             "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
             "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",
             "eval.chunk_size", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "tune.num_samples",
-            "tune.max_concurrent", "tune.grace_period"]
+            "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality"]
 NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
                 "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs"]
 
@@ -220,6 +228,9 @@ def finalize(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"'train.max_failures' must be >= -1 (-1 = retry forever), got {cfg.train.max_failures}")
     if cfg.tune.reduction_factor < 2:
         raise ConfigError(f"'tune.reduction_factor' must be >= 2, got {cfg.tune.reduction_factor}")
+    pattern = r"val/(none|ncl|served)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)"
+    if cfg.train.select_metric and not re.fullmatch(pattern, cfg.train.select_metric):
+        raise ConfigError(f"'train.select_metric' must look like val/ncl/t2v_R@1, got {cfg.train.select_metric!r}")
     if cfg.run.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run.name):
         raise ConfigError(f"'run.name' must be letters, digits, '.', '_' or '-' (no path separators), "
                           f"got {cfg.run.name!r}")
@@ -231,6 +242,15 @@ def finalize(cfg: DictConfig) -> DictConfig:
     if "://" not in cfg.run.storage_path:
         cfg.run.storage_path = os.path.abspath(cfg.run.storage_path)  # Ray wants absolute paths
     return cfg
+
+
+def served_method(cfg: DictConfig) -> str:
+    """The ranking a model is served with: NCL-trained models with their normalisation, plain ones without."""
+    return "ncl" if cfg.ncl.n_iters > 0 else "none"
+
+
+def select_metric(cfg: DictConfig) -> str:
+    return (cfg.train.select_metric or "val/served/t2v_R@1").replace("/served/", f"/{served_method(cfg)}/")
 
 
 def to_dict(cfg: DictConfig) -> dict:

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -196,72 +196,3 @@ def embed_dataset(ds, checkpoint: str, use_gpu: bool, batch_size: int = 64) -> E
                          num_gpus=1 if use_gpu else 0, num_cpus=cpus)
     parts = list(out.iter_torch_batches(batch_size=None))
     return assemble({k: torch.cat([p[k] for p in parts]) for k in ("video", "text", "n_captions", "index")})
-
-
-def main(checkpoint: str, overrides: List[str]) -> int:
-    """`ncl-ray eval CHECKPOINT [key=value ...]`: every normalisation on the test split, JSON, plots,
-    TensorBoard scalars and projector, and an NCL-folded embedding export for `ncl-ray search`."""
-    import ray
-
-    from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.config import load_config, save_config
-    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
-    from ncl_ray.export import write_index
-    from ncl_ray.plots import mass_histogram, recall_bars
-    from ncl_ray.tracking import MetricLogger
-    from ncl_ray.cluster import init_ray
-
-    checkpoint = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(checkpoint)
-    cfg = load_config(str(Path(checkpoint) / "config.yaml"), list(overrides))
-    d, e = cfg.data, cfg.eval
-    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
-    init_ray(cfg.run.ray_address)
-    cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency)
-    use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
-    test = embed_dataset(split_dataset(cache, entries, d.test_split, d.max_captions, d.max_words),
-                         checkpoint, use_gpu)
-    if e.bank_source == "captions":  # a sample of training queries embedded with this model
-        train_ds = split_dataset(cache, entries, d.train_split, d.max_captions, d.max_words).limit(e.bank_size)
-        bank = embed_dataset(train_ds, checkpoint, use_gpu)
-        bank_text, bank_video = bank.text, bank.video
-    else:  # the query queues saved with the checkpoint
-        bank_text, bank_video = state["loss"]["text_queue.queue"][: int(state["loss"]["text_queue.filled"])], \
-            state["loss"]["video_queue.queue"][: int(state["loss"]["video_queue.filled"])]
-    tau = float(1.0 / torch.tensor(float(state["model"]["logit_scale"])).exp().clamp(max=100))
-    methods = list(dict.fromkeys(["none", "ncl", *e.methods]))  # ncl's biases are exported in any case
-    diag: Dict[str, torch.Tensor] = {}
-    metrics = evaluate_embeddings(test, tau, methods, bank_text, bank_video, e.bank, e.n_iters,
-                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k, store=diag)
-    metrics["skipped_videos"] = float(len(cache.skipped))
-
-    out = Path(e.out_dir) if e.out_dir else Path(checkpoint) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    save_config(cfg, str(out / "config.yaml"))
-    bias, before, after = diag["t2v_ncl_bias"], diag["t2v_mass_before"], diag["ncl/t2v_mass"]
-    mass_histogram(before.numpy(), after.numpy(), len(test.text), str(out / "retrieval_mass.png"))
-    recall_bars(metrics, methods, str(out / "recall.png"))
-    tb = MetricLogger(str(out / "tensorboard"))
-    tb.log_dict({f"test/{k}": v for k, v in metrics.items()}, state["step"])
-    tb.histogram("test/t2v_retrieval_mass_before", before, state["step"])
-    tb.histogram("test/t2v_retrieval_mass_ncl", after, state["step"])
-    videos = split_videos(cache, entries, d.test_split)
-    captions = [c for v in videos for c in v.captions[: d.max_captions]]
-    if tb.writer is not None:  # TensorBoard projector: both modalities in one space
-        n_v, n_t = min(len(videos), 1000), min(len(captions), 1000)
-        tb.writer.add_embedding(torch.cat([test.video[:n_v], test.text[:n_t]]),
-                                metadata=[f"video {v.video_id}" for v in videos[:n_v]] + captions[:n_t],
-                                global_step=state["step"], tag="test_embeddings")
-    tb.close()
-    write_index(str(out / "export"), [v.video_id for v in videos], [v.path for v in videos], test.video, bias,
-                tau, captions, [videos[int(i)].video_id for i in test.caption_to_video], test.text,
-                {"checkpoint": checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters})
-    bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
-    print(f"test split '{d.test_split}': {len(test.video)} videos, {len(test.text)} captions, "
-          f"{len(cache.skipped)} videos skipped; ncl/qbnorm biases from the {bank_label}; dsl uses test queries")
-    print(format_results(metrics, methods))
-    print(f"wrote {out}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
-          f"(ncl-ray search --index {out / 'export'} \"your query\")")
-    return 0

@@ -42,8 +42,8 @@ def write_index(out: str, video_ids: Sequence[str], video_paths: Sequence[str], 
     }), d / "videos.parquet")
     pq.write_table(pa.table({"video_id": list(caption_video), "caption": list(captions),
                              "embedding": list(text_emb.float().numpy())}), d / "texts.parquet")
-    (d / "index.json").write_text(json.dumps({**meta, "temperature": temperature, "dim": int(video_emb.shape[1])},
-                                             indent=2))
+    (d / "index.json").write_text(json.dumps({**meta, "temperature": temperature, "dim": int(video_emb.shape[1]),
+                                              "videos": len(video_ids)}, indent=2))
     return str(d)
 
 
@@ -74,11 +74,28 @@ def search(index: str, queries: List[str], top_k: int = 5) -> List[List[Dict]]:
         text = model.encode_text(torch.from_numpy(tokenize(queries, cfg.data.max_words)))  # (R, D)
     scores = fold_query(text) @ folded.T  # (R, C)
     top = scores.topk(min(top_k, scores.shape[1]), dim=1)
-    return [[{"video_id": videos["video_id"][j], "path": videos["path"][j], "score": float(s)}
+    captions = _captions_by_video(index)
+    return [[{"video_id": videos["video_id"][j], "path": videos["path"][j], "score": float(s),
+              "captions": captions.get(videos["video_id"][j], [])}
              for s, j in zip(top.values[r].tolist(), top.indices[r].tolist())] for r in range(len(queries))]
 
 
+def _captions_by_video(index: str) -> Dict[str, List[str]]:
+    texts = pq.read_table(Path(index) / "texts.parquet", columns=["video_id", "caption"]).to_pydict()
+    out: Dict[str, List[str]] = {}
+    for vid, cap in zip(texts["video_id"], texts["caption"]):
+        out.setdefault(vid, []).append(cap)
+    return out
+
+
 def main(index: str, query: str, top_k: int = 5) -> int:
-    for rank, hit in enumerate(search(index, [query], top_k)[0], start=1):
-        print(f"{rank:3d}  {hit['score']:8.4f}  {hit['video_id']}  {hit['path']}")
+    meta = json.loads((Path(index) / "index.json").read_text()) if (Path(index) / "index.json").is_file() else {}
+    hits = search(index, [query], top_k)[0]
+    print(f"query: {query!r}   gallery: the '{meta.get('split', 'test')}' split of {meta.get('checkpoint', index)} "
+          f"({meta.get('videos', '?')} videos), ranked by NCL (biases from the {meta.get('bank', '?')} bank)")
+    print(f"{'rank':>4s}  {'score':>8s}  {'video':<14s} first caption / path")
+    for rank, hit in enumerate(hits, start=1):
+        caption = hit["captions"][0] if hit["captions"] else ""
+        print(f"{rank:4d}  {hit['score']:8.4f}  {hit['video_id']:<14s} {caption}")
+        print(f"{'':30s}{hit['path']}")
     return 0

@@ -79,15 +79,16 @@ def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None
     return out
 
 
-def format_table(result: Dict) -> str:
+def format_table(result: Dict, header: bool = True) -> str:
     rows = [k for k in result if k.startswith(("t2v", "v2t"))]
-    lines = [f"{'':14s} {'R@1':>7s} {'R@5':>7s} {'R@10':>7s} {'MdR':>7s} {'MnR':>8s}"]
+    lines = [f"{'':14s} {'R@1':>7s} {'R@5':>7s} {'R@10':>7s} {'MdR':>7s} {'MnR':>8s}"] if header else []
     for k in rows:
         m = result[k]
         lines.append(f"{k + ' ' + result['method']:14s} {m['R@1']:7.2f} {m['R@5']:7.2f} {m['R@10']:7.2f} "
                      f"{m['MdR']:7.1f} {m['MnR']:8.2f}")
     ne = result["normalization_error"]
-    lines.append(f"normalisation error: before {ne['before']:.4f}  after {ne['after']:.4f}")
+    lines.append(f"{'':14s} normalisation error ({result['method']}): before {ne['before']:.4f}  "
+                 f"after {ne['after']:.4f}")
     return "\n".join(lines)
 
 

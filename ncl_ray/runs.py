@@ -117,3 +117,36 @@ def check_resume_compatible(cfg, stored: Path) -> None:
                           f"{'; '.join(diffs)}; undo these changes, or pass train.resume_force=true")
     if diffs:
         log.warning("resuming with changed settings (train.resume_force=true): %s", "; ".join(diffs))
+
+
+BEST = "best"  # run_dir/best: the checkpoint of the best validation epoch (train.keep_best)
+
+
+def save_best(run_dir: Path, model, loss_fn, epoch: int, step: int, config: dict, metric: str, score: float) -> Path:
+    """Replace run_dir/best with this model (weights and query queues, no optimizer), atomically."""
+    import json
+
+    from ncl_ray.checkpoint import save_checkpoint
+
+    best, tmp, old = run_dir / BEST, run_dir / (BEST + ".tmp"), run_dir / (BEST + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(str(tmp), model, loss_fn, epoch, step, config)
+    (tmp / "best.json").write_text(json.dumps({"epoch": epoch, "step": step, "metric": metric, "score": score}))
+    shutil.rmtree(old, ignore_errors=True)
+    if best.exists():
+        best.rename(old)
+    tmp.rename(best)
+    shutil.rmtree(old, ignore_errors=True)
+    return best
+
+
+def best_info(run_dir: Path) -> Optional[dict]:
+    """{epoch, step, metric, score} of run_dir/best, or None when there is no complete one."""
+    import json
+
+    from ncl_ray.checkpoint import is_complete
+
+    best = run_dir / BEST
+    if not is_complete(str(best)) or not (best / "best.json").is_file():
+        return None
+    return json.loads((best / "best.json").read_text())

@@ -1,7 +1,6 @@
-"""NCL training on Ray Train (Train V2): `ncl-ray train conf/default.yaml [key=value ...]`.
+"""NCL training on Ray Train (Train V2): the worker loop and `fit`; `ncl_ray.driver.main` is the command.
 
-Driver (`main` -> `fit`): decode the dataset once into the clip cache (Ray Data), build per-split datasets,
-run a `TorchTrainer` with `train_loop_per_worker`, then print the test table and write `results.json`.
+`fit` runs a `TorchTrainer` with `train_loop_per_worker` on the datasets `inputs.prepare_data` built.
 Workers: build the model and the NCL loss (which owns the replicated query queues), restore the latest
 checkpoint if Ray restarted them (or `train.resume_from`), and loop over their data shard with `train_step`.
 Every rank calls `ray.train.report` each epoch; rank 0 evaluates, writes TensorBoard and the checkpoint.
@@ -19,12 +18,12 @@ from typing import Any, Dict, Optional
 import torch
 
 from ncl_ray.checkpoint import checkpoint_step, load_checkpoint, load_model_weights, save_checkpoint
-from ncl_ray.config import ConfigError, from_dict, to_dict
+from ncl_ray.config import from_dict, select_metric, served_method, to_dict
 from ncl_ray.data.transforms import normalize_frames, sample_captions
-from ncl_ray.evaluate import embed_batches, evaluate_embeddings, format_results
+from ncl_ray.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.runs import newest_complete_checkpoint, open_run_dir, remove_orphan_checkpoints
+from ncl_ray.runs import BEST, best_info, newest_complete_checkpoint, save_best
 from ncl_ray.tracking import MetricLogger
 
 log = logging.getLogger("ncl_ray.train")
@@ -106,6 +105,16 @@ def _evaluate(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefix: st
     return {f"{prefix}/{k}": v for k, v in m.items()}
 
 
+def _load_for_eval(cfg, checkpoint: Path, device):
+    """A second model and loss (queues) from a checkpoint folder, for testing the best epoch at the end."""
+    state = load_checkpoint(str(checkpoint))
+    model = build_model_from_config(cfg)
+    load_model_weights(model, state["model"], str(checkpoint))
+    loss_fn = build_loss(cfg, model.embed_dim)
+    loss_fn.load_state_dict(state["loss"])
+    return model.to(device), loss_fn.to(device)
+
+
 def _quiet_report_logs() -> None:
     """Ray Train logs every report with its whole metrics dict at INFO (one long line per worker and epoch);
     the rank-0 progress line says the same in one line, so that logger (named by its file) keeps warnings only."""
@@ -179,8 +188,18 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     fail_at = int(os.environ.get(FAULT_ENV, cfg.train.fail_at_step))
     tb = MetricLogger(str(run_dir / "tensorboard"), enabled=rank == 0)
     shard = ray.train.get_dataset_shard("train")
-    B, seed = cfg.train.batch_size, cfg.train.seed
-    for epoch in range(start_epoch, cfg.train.epochs):
+    B, seed, E = cfg.train.batch_size, cfg.train.seed, cfg.train.epochs
+    board = meta.get("board") if rank == 0 else None
+
+    def post(**values) -> None:  # progress for the driver's console (fire and forget)
+        if board is not None:
+            board.set.remote(values)
+
+    selector = select_metric(cfg)
+    lower_is_better = selector.endswith(("MdR", "MnR"))
+    best = best_info(run_dir) if rank == 0 else None
+    post(phase="train", step=step, total=steps_per_epoch * E, epoch=start_epoch + 1, epochs=E)
+    for epoch in range(start_epoch, E):
         model.train()
         loss_fn.train()
         generator = torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + rank)
@@ -195,6 +214,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
             losses.append(m["train/contrastive_loss"])
             if rank == 0 and step % cfg.train.log_every_steps == 0:
                 tb.log_dict(m, step)
+            post(phase="train", step=step, epoch=epoch + 1, loss=m["train/contrastive_loss"],
+                 clips_per_s=clips / max(time.time() - t0, 1e-9))
         elapsed = time.time() - t0
         metrics: Dict[str, float] = {"epoch": epoch, "step": step, "train/clips_per_s": clips / max(elapsed, 1e-9),
                                      "train/epoch_loss": sum(losses) / max(1, len(losses))}
@@ -202,16 +223,31 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
         every = cfg.train.eval_every_epochs
         if rank == 0:
             if last or (every > 0 and (epoch + 1) % every == 0):
+                post(phase="evaluating val")
                 metrics.update(_evaluate(model, loss_fn, ray.train.get_dataset_shard("val"), cfg, device,
                                          ["none", "ncl"], "val"))
+                served = served_method(cfg)  # the ranking this model is served with, under one name for sweeps
+                metrics.update({k.replace(f"val/{served}/", "val/served/"): v for k, v in list(metrics.items())
+                                if k.startswith(f"val/{served}/")})
+                score = metrics.get(selector)
+                post(val=f"{selector.split('/', 1)[1]} {score:.1f}" if score is not None else "")
+                better = best is None or (score < best["score"] if lower_is_better else score > best["score"])
+                if cfg.train.keep_best and score is not None and better:
+                    save_best(run_dir, unwrap(model), loss_fn, epoch, step, config["cfg"], selector, score)
+                    best = best_info(run_dir)
             if last:
-                metrics.update(_evaluate(model, loss_fn, ray.train.get_dataset_shard("test"), cfg, device,
+                post(phase="evaluating test")
+                test_model, test_loss = model, loss_fn
+                if cfg.train.keep_best and best is not None and best["epoch"] != epoch:
+                    test_model, test_loss = _load_for_eval(cfg, run_dir / BEST, device)
+                metrics.update(_evaluate(test_model, test_loss, ray.train.get_dataset_shard("test"), cfg, device,
                                          list(cfg.eval.methods), "test"))
-            tb.log_dict(metrics, step)
+                metrics["test_epoch"] = best["epoch"] if (cfg.train.keep_best and best) else epoch
+            tb.log_dict({k: v for k, v in metrics.items() if "/" in k}, step)
             tb.flush()
             log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch, step, metrics["train/epoch_loss"],
                      metrics["train/clips_per_s"],
-                     f" val t2v R@1 {metrics['val/none/t2v_R@1']:.1f}" if "val/none/t2v_R@1" in metrics else "")
+                     f" val t2v R@1 {metrics['val/served/t2v_R@1']:.1f}" if "val/served/t2v_R@1" in metrics else "")
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0 and (last or (epoch + 1) % cfg.train.checkpoint_every_epochs == 0):
@@ -219,59 +255,6 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)  # a barrier: every rank calls it
     tb.close()
-
-
-def check_inputs(cfg):
-    """Everything that can be checked before Ray starts: the manifest (read and grouped), split sizes against
-    the global batch, and a `train.resume_from` checkpoint against this config's model. Returns the entries."""
-    from ncl_ray.data.pipeline import load_entries
-
-    d, t = cfg.data, cfg.train
-    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
-    counts: Dict[str, int] = {}
-    for e in entries:
-        counts[e.split] = counts.get(e.split, 0) + 1
-    where = d.manifest if d.dataset == "manifest" else d.root
-    global_batch = t.batch_size * t.num_workers
-    if counts.get(d.train_split, 0) < global_batch:
-        raise ConfigError(f"{where}: split '{d.train_split}' has {counts.get(d.train_split, 0)} videos, fewer than "
-                          f"one global batch (train.batch_size x train.num_workers = {global_batch}); splits found: "
-                          f"{counts}")
-    if not counts.get(d.test_split):
-        raise ConfigError(f"{where}: no videos in the test split '{d.test_split}' (data.test_split); splits "
-                          f"found: {counts}")
-    if t.resume_from:
-        state = load_checkpoint(t.resume_from)
-        load_model_weights(build_model_from_config(cfg), state["model"], t.resume_from, state["config"],
-                           to_dict(cfg))
-    return entries
-
-
-def prepare_data(cfg, run_dir: Path, entries=None):
-    """Decode once into the clip cache; return (datasets, meta, cache)."""
-    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
-
-    d = cfg.data
-    if entries is None:
-        entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
-    cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency)
-    n_train = len(split_videos(cache, entries, d.train_split))
-    val_split = d.val_split if split_videos(cache, entries, d.val_split) else d.test_split
-    if val_split != d.val_split:
-        log.warning("no '%s' videos: validating on '%s'", d.val_split, d.test_split)
-    global_batch = cfg.train.batch_size * cfg.train.num_workers
-    steps = n_train // global_batch
-    if steps == 0:
-        raise ConfigError(f"train split has {n_train} videos, fewer than one global batch "
-                          f"(train.batch_size x train.num_workers = {global_batch})")
-    datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words)
-                for name, split in (("train", d.train_split), ("val", val_split), ("test", d.test_split))}
-    if d.in_memory:  # decoded splits stay in the object store: later epochs skip the Parquet read
-        datasets = {k: v.materialize() for k, v in datasets.items()}
-    meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
-            "skipped_videos": len(cache.skipped)}
-    return datasets, meta, cache
 
 
 def fit(cfg, datasets, meta, callbacks=None):
@@ -301,39 +284,3 @@ def fit(cfg, datasets, meta, callbacks=None):
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     return trainer.fit()
-
-
-def main(cfg) -> int:
-    """The main job: data, distributed training, final test evaluation, summary."""
-    from ncl_ray.cluster import init_ray
-
-    entries = check_inputs(cfg)  # before Ray starts and before the run folder exists
-    run_dir = open_run_dir(cfg)
-    remove_orphan_checkpoints(run_dir)
-    init_ray(cfg.run.ray_address)
-    datasets, meta, cache = prepare_data(cfg, run_dir, entries)
-    log.info("run %s: %d train videos, %d steps/epoch, %d workers; TensorBoard: tensorboard --logdir %s",
-             cfg.run.name, meta["train_videos"], meta["steps_per_epoch"], cfg.train.num_workers, run_dir)
-    result = fit(cfg, datasets, meta)
-    remove_orphan_checkpoints(run_dir)
-    metrics = dict(result.metrics or {})
-    summary = {
-        "run": cfg.run.name,
-        "checkpoint": result.checkpoint.path if result.checkpoint else None,
-        "skipped_videos": cache.skipped,
-        "skipped_count": len(cache.skipped),
-        "decoded_videos": cache.decoded,
-        "metrics": metrics,
-    }
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
-    print()
-    print(f"== {cfg.run.name}: test split '{cfg.data.test_split}' after {metrics.get('epoch', -1) + 1} epochs "
-          f"(NCL n_iters={cfg.ncl.n_iters}, queue {cfg.ncl.queue_size}) ==")
-    print(format_results(metrics, list(cfg.eval.methods), prefix="test/"))
-    source = "training-query bank (queue)" if cfg.eval.bank == "train" else "test queries (transductive)"
-    print(f"ncl/qbnorm test-time biases from the {source}; dsl uses the test queries")
-    print(f"videos: {cache.decoded} decoded, {len(cache.skipped)} skipped"
-          + (f" (listed in {run_dir / 'results.json'})" if cache.skipped else ""))
-    print(f"checkpoint: {summary['checkpoint']}")
-    print(f"TensorBoard: tensorboard --logdir {run_dir}")
-    return 0

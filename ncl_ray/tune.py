@@ -15,7 +15,9 @@ sweep folder. Run the same command with `train.resume=true run.name=<sweep>` to 
 """
 
 import logging
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -82,6 +84,32 @@ def _trial(params: Dict[str, Any], base: Dict[str, Any], datasets, meta: Dict[st
     fit(cfg, datasets, {**meta, "run_dir": str(run_dir)}, callbacks=[TuneReportCallback()])
 
 
+def _trial_lines_class():
+    from ray.tune import Callback
+
+    class TrialLines(Callback):
+        """One console line per finished trial (Tune's own status table is off)."""
+
+        def __init__(self, metric: str):
+            self.metric = metric
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            value = (trial.last_result or {}).get(self.metric)
+            done = sum(tr.status in ("TERMINATED", "ERROR") for tr in trials) + 1
+            log.info("trial %s finished (%d/%d): %s = %s, %s epochs", trial.trial_id, done, len(trials),
+                     self.metric, f"{value:.2f}" if isinstance(value, float) else value,
+                     (trial.last_result or {}).get("training_iteration", "?"))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            log.warning("trial %s failed: %s", trial.trial_id, str(trial.error_file or ""))
+
+    return TrialLines
+
+
+def _TrialLines(metric: str):
+    return _trial_lines_class()(metric)
+
+
 def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, str]:
     """(sorted DataFrame, printable table) of the trials' final results."""
     cols = {f"config/{p}": p for p in params}
@@ -97,14 +125,15 @@ def main(cfg) -> int:
 
     from ncl_ray.cluster import init_ray
     from ncl_ray.runs import open_run_dir
-    from ncl_ray.train import check_inputs, prepare_data
+    from ncl_ray.inputs import check_inputs, prepare_data
 
     t = cfg.tune
     cfg.train.eval_every_epochs = 1  # ASHA needs the metric in every report
     space = load_space(t.space, cfg)
-    if not re.fullmatch(r"val/(none|ncl)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)", t.metric):
-        raise ConfigError(f"tune.metric must be a validation metric such as val/none/t2v_R@1 or "
+    if not re.fullmatch(r"val/(none|ncl|served)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)", t.metric):
+        raise ConfigError(f"tune.metric must be a validation metric such as val/served/t2v_R@1 or "
                           f"val/ncl/v2t_R@5 (see ncl_ray/evaluate.py), got {t.metric!r}")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our TensorBoard files per trial, not Tune's copies
     entries = check_inputs(cfg)
     sweep_dir = open_run_dir(cfg, "sweep_config.yaml", kind="sweep")
     init_ray(cfg.run.ray_address)
@@ -124,9 +153,17 @@ def main(cfg) -> int:
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler,
                                         num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
-            run_config=tune.RunConfig(name="tuner", storage_path=str(sweep_dir), verbose=1),
+            run_config=tune.RunConfig(name="tuner", storage_path=str(sweep_dir), verbose=0,
+                                      callbacks=[_TrialLines(t.metric)]),
         )
     grid = tuner.fit()
+    unfinished = [tr.trial_id for tr in grid._experiment_analysis.trials
+                  if tr.status not in ("TERMINATED", "ERROR")]
+    if unfinished:  # Ctrl-C: Tune stops gracefully and returns; no best.yaml from an unfinished sweep
+        print(f"\nsweep {cfg.run.name} interrupted: {len(unfinished)} trial(s) unfinished; no best.yaml written.\n"
+              f"continue it with: ncl-ray tune <same config and overrides> run.name={cfg.run.name} "
+              f"train.resume=true", file=sys.stderr)
+        return 130
     df = grid.get_dataframe()
     best_over_time = grid.get_dataframe(filter_metric=t.metric, filter_mode=t.mode)
     df = df.merge(best_over_time[["trial_id", t.metric]].rename(columns={t.metric: "best"}), on="trial_id")

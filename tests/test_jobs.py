@@ -66,7 +66,7 @@ def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_
     ev = ["--address", ray_head, "submit", "eval", str(runs / "job"), "--python", sys.executable,
           "--timeout", "240"]
     assert jobs_main(ev) == 0
-    assert (Path(results["checkpoint"]) / "eval" / "metrics.json").is_file()
+    assert (Path(results["checkpoint"]) / "eval" / "test-bank-train" / "metrics.json").is_file()
     capsys.readouterr()
 
     bad = ["--address", ray_head, "submit", "train", "conf/default.yaml", "train.epochz=1",

@@ -104,7 +104,7 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.train import main
+    from ncl_ray.driver import main
 
     # Ray Train's production poll interval (2 s): it registers a reported checkpoint only when it polls, so a
     # worker that dies right after writing one used to be restored from the one before
@@ -125,7 +125,7 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     results = json.loads((run / "results.json").read_text())
     assert results["metrics"]["step"] == 9 and results["metrics"]["epoch"] == 2  # nothing lost, run finished
     assert results["skipped_count"] == 0
-    final = load_checkpoint(results["checkpoint"])
+    final = load_checkpoint(results["last_checkpoint"])  # "checkpoint" is the best validation epoch
     assert final["step"] == 9 and int(final["loss"]["text_queue.filled"]) == 24
     assert final["config"]["run"]["name"] == "fault"
     out = capsys.readouterr().out
@@ -144,7 +144,7 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
 
 def test_more_workers_than_the_cluster_fails_at_once(ray_local, tmp_path, data_root):
     from ncl_ray.cluster import ResourceError
-    from ncl_ray.train import main
+    from ncl_ray.driver import main
 
     cfg = small_config(tmp_path, data_root, "run.name=big", "train.num_workers=5", "train.cpus_per_worker=1")
     start = time.time()
@@ -175,7 +175,7 @@ def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path,
 
 def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, data_root):
     from ncl_ray.config import ConfigError
-    from ncl_ray.train import main
+    from ncl_ray.driver import main
 
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=1")) == 0
     with pytest.raises(ConfigError, match="already exists"):
@@ -191,24 +191,31 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     from ncl_ray.checkpoint import load_checkpoint
     from ncl_ray.cli import main as cli
     from ncl_ray.export import search
-    from ncl_ray.train import main
+    from ncl_ray.driver import main
 
     # trained with the CLIP4Clip parity switch: fp16 backbone through DDP, checkpoint and eval
     assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1", "model.clip_fp16=true")) == 0
     run = Path(tmp_path) / "runs" / "ev"
     assert cli(["eval", str(run), "eval.bank_source=captions", "eval.bank_size=8"]) == 0
-    ckpt = Path(json.loads((run / "results.json").read_text())["checkpoint"])
+    assert cli(["eval", str(run), "eval.bank=test"]) == 0  # a second evaluation never overwrites the first
+    results = json.loads((run / "results.json").read_text())
+    ckpt = Path(results["checkpoint"])
+    assert ckpt == run / "best" and results["selected"]["metric"] == "val/ncl/t2v_R@1"  # keep_best by default
     assert load_checkpoint(ckpt)["model"]["clip.visual.conv1.weight"].dtype == torch.float16
-    out = ckpt / "eval"
+    out, transductive = ckpt / "eval" / "test-bank-train-captions", ckpt / "eval" / "test-bank-test"
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"none/t2v_R@1", "ncl/v2t_R@1", "qbnorm/t2v_MdR", "dsl/v2t_lenient_R@1"} <= set(metrics)
+    assert metrics["bank_is_test"] == 0.0 and json.loads((transductive / "metrics.json").read_text())["bank_is_test"]
     for png in ("retrieval_mass.png", "recall.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
-    assert "test/ncl/t2v_R@1" in events.Tags()["scalars"]
-    assert "test/t2v_retrieval_mass_ncl" in events.Tags()["histograms"]
+    assert "test_bank-train-captions/ncl/t2v_R@1" in events.Tags()["scalars"]
+    assert "test_bank-train-captions/t2v_retrieval_mass_ncl" in events.Tags()["histograms"]
     assert list((out / "tensorboard").rglob("projector_config.pbtxt"))
+    events = EventAccumulator(str(transductive / "tensorboard"))
+    events.Reload()
+    assert "test_bank-test/ncl/t2v_R@1" in events.Tags()["scalars"]
     hits = search(str(out / "export"), ["a small red square moving left on a black background"], top_k=3)[0]
     assert len(hits) == 3 and all(Path(h["path"]).is_file() for h in hits)
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]

@@ -37,7 +37,7 @@ def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, capsy
     sweep = Path(tmp_path) / "runs" / "sweep"
     table = pd.read_csv(sweep / "results.csv")
     assert len(table) == 2 and set(table["ncl.n_iters"]) == {0, 3}
-    metric = table["val/none/t2v_R@1"].tolist()
+    metric = table["val/served/t2v_R@1"].tolist()
     assert metric == sorted(metric, reverse=True)  # ranked by the reported objective
     assert table["training_iteration"].max() == 3 and table["training_iteration"].min() >= 1
     best = load_config(str(sweep / "best.yaml"))
@@ -47,4 +47,4 @@ def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, capsy
     trials = list((sweep / "trials").glob("train-*/tensorboard"))
     assert len(trials) == 2  # one TensorBoard folder per trial, under the sweep
     out = capsys.readouterr().out
-    assert "val/none/t2v_R@1" in out and "best config" in out
+    assert "val/served/t2v_R@1" in out and "best config" in out

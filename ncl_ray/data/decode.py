@@ -156,20 +156,28 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         container.close()
 
 
-def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threads: int = 1) -> Dict[str, np.ndarray]:
+def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threads: int = 1,
+                 progress=None, encoding: str = "raw", quality: int = 90) -> Dict[str, np.ndarray]:
     """A Ray Data batch of {video_id, path} -> {video_id, path, frames (bytes of uint8 (T,S,S,3)), error}.
 
     A video that fails to decode gets empty frames and its reason in `error` (the batch goes on). This lives
-    here, free of torch, so that decode workers start with PyAV and NumPy only.
+    here, free of torch, so that decode workers start with PyAV and NumPy only. `progress`, when given, is a
+    `ProgressBoard` actor handle: the batch posts how many videos it decoded and skipped. Frames are stored in
+    `encoding` (raw or jpeg, see framecodec).
     """
+    from ncl_ray.data.framecodec import encode_clip
+
     frames, errors = [], []
     for path in batch["path"]:
         try:
-            frames.append(decode_frames(str(path), num_frames, size, threads=threads).tobytes())
+            frames.append(encode_clip(decode_frames(str(path), num_frames, size, threads=threads), encoding, quality))
             errors.append("")
         except DecodeError as e:
             frames.append(b"")
             errors.append(e.reason)
+    if progress is not None:
+        progress.add.remote("done", len(errors))
+        progress.add.remote("skipped", sum(1 for e in errors if e))
     return {"video_id": batch["video_id"], "path": batch["path"],
             "frames": np.array(frames, dtype=object), "error": np.array(errors, dtype=object)}
 

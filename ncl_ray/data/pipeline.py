@@ -27,6 +27,7 @@ import ray
 from ray.data.expressions import col
 
 from ncl_ray.data.decode import DECODER_VERSION, decode_batch
+from ncl_ray.data.framecodec import decode_clip
 from ncl_ray.data.manifest import READERS, VideoEntry, read_manifest
 from ncl_ray.data.transforms import caption_tokens
 
@@ -65,9 +66,9 @@ def video_stats(entries: List[VideoEntry]) -> Dict[str, Tuple[int, int]]:
 
 
 def cache_key(entries: List[VideoEntry], num_frames: int, size: int,
-              stats: Optional[Dict[str, Tuple[int, int]]] = None) -> str:
+              stats: Optional[Dict[str, Tuple[int, int]]] = None, encoding: str = "raw", quality: int = 90) -> str:
     stats = stats if stats is not None else video_stats(entries)
-    h = hashlib.sha1(f"{DECODER_VERSION}|{num_frames}|{size}".encode())
+    h = hashlib.sha1(f"{DECODER_VERSION}|{num_frames}|{size}|{encoding}|{quality}".encode())
     for e in sorted(entries, key=lambda e: e.video_id):
         size_, mtime = stats[e.path]
         h.update(f"{e.video_id}|{e.path}|{size_}|{mtime}\n".encode())
@@ -102,6 +103,9 @@ class ClipCache:
     size: int
     total: int
     skipped: List[Dict[str, str]] = field(default_factory=list)  # {video_id, path, error}
+    encoding: str = "raw"  # raw | jpeg (data/framecodec.py)
+    bytes_per_clip: float = 0.0  # Parquet bytes on disk / decoded clips
+    seconds: float = 0.0  # time the build took
 
     @property
     def decoded(self) -> int:
@@ -109,31 +113,43 @@ class ClipCache:
 
 
 def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cache_dir: str,
-                     threads: int = 1, concurrency: int = 0) -> ClipCache:
+                     threads: int = 1, concurrency: int = 0, encoding: str = "jpeg", quality: int = 90) -> ClipCache:
     """Decode every video once, in parallel Ray tasks, into `cache_dir`; reuse a matching cache."""
+    import time
+
+    started = time.time()
     before = video_stats(entries)
-    out = Path(cache_dir).absolute() / f"clips-T{num_frames}-S{size}-{cache_key(entries, num_frames, size, before)}"
+    key = cache_key(entries, num_frames, size, before, encoding, quality)
+    out = Path(cache_dir).absolute() / f"clips-T{num_frames}-S{size}-{encoding}-{key}"
     summary = out / "summary.json"
     if summary.exists():
         cache = ClipCache(**json.loads(summary.read_text()))
-        log.info("clip cache hit: %s (%d clips, %d skipped)", out, cache.decoded, len(cache.skipped))
+        log.info("clip cache: %d clips (%d skipped) already decoded in %s", cache.decoded, len(cache.skipped), out)
         return cache
     if out.parent.is_dir():
         remove_stale_temp(out.parent)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = concurrency or max(1, cpus)
-    log.info("decoding %d videos (T=%d, %dpx) with %d parallel tasks into %s", len(entries), num_frames, size,
-             workers, out)
+    log.info("decoding %d videos (%d frames at %d px) with %d parallel tasks into the clip cache %s", len(entries),
+             num_frames, size, workers, out)
     ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in entries],
                              override_num_blocks=max(1, min(len(entries), 4 * workers)))
     # The same task-pool size on the decode and the write lets Ray Data fuse them into one operator
     # (MapBatches->Write): unfused, the write operator holds back part of the CPU budget and fewer decodes run.
-    ds = ds.map_batches(decode_batch, fn_kwargs=dict(num_frames=num_frames, size=size, threads=threads),
+    from ncl_ray.console import Progress
+    from ncl_ray.progress import new_board, watch
+
+    board = new_board()
+    bar = Progress("decode", len(entries), "videos")
+    ds = ds.map_batches(decode_batch, fn_kwargs=dict(num_frames=num_frames, size=size, threads=threads,
+                                                     progress=board, encoding=encoding, quality=quality),
                         batch_size=4, compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
     tmp = out.with_name(out.name + f".tmp-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        ds.write_parquet(str(tmp), concurrency=workers)
+        with watch(board, lambda st: bar.update(st.get("done", 0), f"{st.get('skipped', 0)} skipped")):
+            ds.write_parquet(str(tmp), concurrency=workers)
+        bar.close()
         changed = [p for p, st in video_stats(entries).items() if st != before[p]]
         if changed:
             raise RuntimeError(f"{len(changed)} video(s) changed while the clip cache was built, e.g. {changed[0]}; "
@@ -144,10 +160,14 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
     # The small status columns are read here directly (milliseconds; a Ray Data read costs seconds).
     status = pq.read_table(str(tmp), columns=["video_id", "path", "error"]).to_pandas()
     bad = status[status["error"] != ""]
+    n_bytes = sum(f.stat().st_size for f in tmp.rglob("*.parquet"))
     cache = ClipCache(str(out), num_frames, size, len(status),
-                      [{"video_id": r.video_id, "path": r.path, "error": r.error} for r in bad.itertuples()])
-    for s in cache.skipped:
+                      [{"video_id": r.video_id, "path": r.path, "error": r.error} for r in bad.itertuples()],
+                      encoding, n_bytes / max(1, len(status) - len(bad)), round(time.time() - started, 2))
+    for s in cache.skipped[:5]:
         log.warning("skipped video %s: %s: %s", s["video_id"], s["path"], s["error"])
+    if len(cache.skipped) > 5:
+        log.warning("... and %d more skipped videos (all listed in %s)", len(cache.skipped) - 5, summary)
     if cache.decoded == 0:
         raise RuntimeError(f"no video could be decoded ({len(entries)} tried); first error: "
                            f"{cache.skipped[0]['path']}: {cache.skipped[0]['error']}")
@@ -160,11 +180,12 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
 
 
 def _attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray, int]],
-            shape: Tuple[int, ...]) -> Dict[str, np.ndarray]:
-    """Frames as uint8 tensors plus the caption tokens of rows already filtered to the split (see split_dataset)."""
+            shape: Tuple[int, ...], encoding: str = "raw") -> Dict[str, np.ndarray]:
+    """Frames as uint8 tensors (decoded from the cache's encoding, in this CPU task) plus the caption tokens of
+    rows already filtered to the split (see split_dataset)."""
     rows = [table[vid] for vid in batch["video_id"]]
     return {
-        "frames": np.stack([np.frombuffer(f, np.uint8).reshape(shape) for f in batch["frames"]]),  # (b, T, S, S, 3)
+        "frames": np.stack([decode_clip(f, encoding, shape) for f in batch["frames"]]),  # (b, T, S, S, 3)
         "tokens": np.stack([r[1] for r in rows]),  # (b, K, L)
         "n_captions": np.array([r[2] for r in rows], np.int64),  # (b,)
         "index": np.array([r[0] for r in rows], np.int64),  # (b,) position in the split's video list
@@ -190,4 +211,4 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
     # split's videos then never reach _attach, whose empty output would not stay a tensor column.
     ds = ray.data.read_parquet(cache.path).select_columns(["video_id", "frames"])
     ds = ds.filter(expr=col("video_id").is_in(list(table)))
-    return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape), batch_size=32)
+    return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape, encoding=cache.encoding), batch_size=32)

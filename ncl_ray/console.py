@@ -1,0 +1,141 @@
+"""What a user reads: one progress line per phase (done/total, rate, ETA) and our own log lines; Ray's chatter
+goes to files in the run folder.
+
+    setup_console()                           # before anything: our INFO lines, everyone else's warnings
+    attach_run_log(run_dir)                   # everything (Ray's INFO included) also to run_dir/logs/driver.log
+    bar = Progress("decode", total=1000, unit="videos")
+    bar.update(250, "3 skipped"); bar.close()
+
+On a terminal the progress line is redrawn in place; elsewhere (CI, job logs, pipes) it prints a plain line at
+most every `every_s` seconds and once at the end, so logs stay short and readable.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional, TextIO
+
+OURS = "ncl_ray"
+
+
+# Ray warnings that say nothing actionable to a user of this project (they stay in the log files):
+# token auth on a private instance is what we want; progress bars are off because we draw our own
+MUTED = ("Token authentication is enabled", "Progress bars disabled", "Experiment has been interrupted")
+
+
+class _OnlyOurs(logging.Filter):
+    """Console: our INFO lines, and warnings or errors from anyone (minus MUTED)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(OURS):
+            return True
+        return record.levelno >= logging.WARNING and not record.getMessage().startswith(MUTED)
+
+
+def setup_console(verbose: bool = False, stream: Optional[TextIO] = None) -> None:
+    """Console logging: `ncl-ray: message` for our loggers at INFO; other libraries (Ray) at WARNING unless
+    `verbose`. Idempotent."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        if getattr(h, "_ncl_console", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._ncl_console = True
+    handler.setFormatter(logging.Formatter("%(message)s" if not verbose else
+                                           "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(_OnlyOurs())
+    root.addHandler(handler)
+    if not verbose:
+        logging.getLogger("ray").setLevel(logging.WARNING)  # Ray's logger has its own console handler
+    for noisy in ("ray", "ray.data", "ray.train", "ray.tune"):  # their own console handlers stay quiet
+        lg = logging.getLogger(noisy)
+        for h in lg.handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and not verbose:
+                h.setLevel(logging.WARNING)
+
+
+def attach_run_log(run_dir: Path, name: str = "driver.log") -> Path:
+    """Every log record (ours and Ray's, INFO and up) also goes to run_dir/logs/<name>."""
+    path = Path(run_dir) / "logs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_ncl_file", False):
+            root.removeHandler(h)
+            h.close()
+    handler = logging.FileHandler(path)
+    handler._ncl_file = True
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    for name_ in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name_).addHandler(handler) if not logging.getLogger(name_).propagate else None
+    return path
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """A progress line: `label  done/total unit  rate/s  ETA m:ss  extra`."""
+
+    def __init__(self, label: str, total: int, unit: str = "", stream: Optional[TextIO] = None,
+                 every_s: float = 15.0, tty: Optional[bool] = None):
+        self.label, self.total, self.unit = label, max(0, int(total)), unit
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.every_s = every_s
+        self.start = time.time()
+        self.done, self.extra = 0, ""
+        self._last_print, self._last_done, self._width, self.closed = 0.0, -1, 0, False
+
+    def line(self) -> str:
+        elapsed = time.time() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        parts = [f"{self.label:<9s}", f"{self.done}/{self.total}" + (f" {self.unit}" if self.unit else "")]
+        if self.total:
+            parts.append(f"{100.0 * self.done / self.total:3.0f}%")
+        if rate > 0:
+            parts.append(f"{rate:.1f} {self.unit or 'it'}/s")
+        if 0 < self.done < self.total and rate > 0:
+            parts.append(f"ETA {format_duration((self.total - self.done) / rate)}")
+        elif self.done >= self.total:
+            parts.append(f"in {format_duration(elapsed)}")
+        if self.extra:
+            parts.append(self.extra)
+        return "  ".join(parts)
+
+    def update(self, done: int, extra: str = "") -> None:
+        self.done, self.extra = min(int(done), self.total) if self.total else int(done), extra
+        now = time.time()
+        if self.tty:
+            text = self.line()
+            self.stream.write("\r" + text + " " * max(0, self._width - len(text)))
+            self._width = len(text)
+            self.stream.flush()
+        elif self.done != self._last_done and (now - self._last_print >= self.every_s or self._last_done < 0):
+            self._print()
+
+    def _print(self) -> None:
+        self.stream.write(self.line() + "\n")
+        self.stream.flush()
+        self._last_print, self._last_done = time.time(), self.done
+
+    def close(self, extra: Optional[str] = None) -> None:
+        if self.closed:
+            return
+        if extra is not None:
+            self.extra = extra
+        if self.tty:
+            self.update(self.done, self.extra)
+            self.stream.write("\n")
+            self.stream.flush()
+        elif self._last_done != self.done or self.extra:
+            self._print()
+        self.closed = True

@@ -1,0 +1,87 @@
+"""`ncl-ray train conf/default.yaml [key=value ...]`: the main job, from inputs to the printed report.
+
+Order matters for the user: inputs are checked before Ray starts and before the run folder exists; progress
+(decode, training, evaluation) is one line per phase; Ray's own logs end up in runs/<name>/logs/.
+"""
+
+import json
+import logging
+from typing import Any, Dict
+
+from ncl_ray.inputs import check_inputs, prepare_data
+from ncl_ray.runs import BEST, best_info, open_run_dir, remove_orphan_checkpoints
+from ncl_ray.train import fit
+
+log = logging.getLogger("ncl_ray.driver")
+
+
+def _train_progress(bar_holder: list):
+    """A renderer for the board's training state: one Progress line (created when the total is known)."""
+    from ncl_ray.console import Progress
+
+    def render(st: Dict[str, Any]) -> None:
+        if "total" not in st:
+            return
+        if not bar_holder:
+            bar_holder.append(Progress("train", st["total"], "steps"))
+        extra = f"epoch {st.get('epoch', 0)}/{st.get('epochs', 0)}"
+        if "loss" in st:
+            extra += f"  loss {st['loss']:.3f}  {st.get('clips_per_s', 0):.0f} clips/s"
+        if st.get("val"):
+            extra += f"  val {st['val']}"
+        if st.get("phase", "train") != "train":
+            extra += f"  {st['phase']}"
+        bar_holder[0].update(st.get("step", 0), extra)
+
+    return render
+
+
+def main(cfg) -> int:
+    """The main job: data, distributed training, final test evaluation, summary."""
+    from ncl_ray.cluster import copy_session_logs, init_ray
+    from ncl_ray.console import attach_run_log
+    from ncl_ray.progress import new_board, watch
+    from ncl_ray.summary import report
+
+    entries = check_inputs(cfg)  # before Ray starts and before the run folder exists
+    run_dir = open_run_dir(cfg)
+    attach_run_log(run_dir)
+    remove_orphan_checkpoints(run_dir)
+    log.info("run %s in %s", cfg.run.name, run_dir)
+    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    try:
+        datasets, meta, cache = prepare_data(cfg, run_dir, entries)
+        log.info("training: %d train videos, %d steps/epoch x %d epochs, %d workers x batch %d",
+                 meta["train_videos"], meta["steps_per_epoch"], cfg.train.epochs, cfg.train.num_workers,
+                 cfg.train.batch_size)
+        meta["board"] = new_board()
+        bar: list = []
+        with watch(meta["board"], _train_progress(bar)):
+            result = fit(cfg, datasets, meta)
+        if bar:
+            bar[0].close()
+    finally:
+        if copy_session_logs(str(run_dir / "logs" / "ray")):
+            log.info("Ray's own logs: %s", run_dir / "logs" / "ray")
+    remove_orphan_checkpoints(run_dir)
+    metrics = dict(result.metrics or {})
+    last = result.checkpoint.path if result.checkpoint else None
+    best = best_info(run_dir) if cfg.train.keep_best else None
+    if best is not None:
+        tested = str(run_dir / BEST)
+        why = f"best validation epoch {best['epoch'] + 1} of {cfg.train.epochs}: {best['metric']} = {best['score']:.2f}"
+    else:
+        tested, why = last, f"last epoch ({'train.keep_best=false' if not cfg.train.keep_best else 'no validation'})"
+    summary = {"run": cfg.run.name, "checkpoint": tested, "last_checkpoint": last, "selected": best,
+               "skipped_videos": cache.skipped, "skipped_count": len(cache.skipped),
+               "decoded_videos": cache.decoded, "metrics": metrics}
+    results = run_dir / "results.json"
+    results.write_text(json.dumps(summary, indent=2))
+    from ncl_ray.data.pipeline import split_videos
+
+    n_test = len(split_videos(cache, entries, cfg.data.test_split))
+    print()
+    print(report(cfg.run.name, metrics, list(cfg.eval.methods), split=cfg.data.test_split, bank=cfg.eval.bank,
+                 n_iters=cfg.ncl.n_iters, queue=cfg.ncl.queue_size, n_videos=n_test, tested=tested, why=why,
+                 decoded=cache.decoded, skipped=len(cache.skipped), results=str(results), run_dir=str(run_dir)))
+    return 0

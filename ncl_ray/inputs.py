@@ -1,0 +1,100 @@
+"""Inputs of a run, checked before Ray starts, then decoded once into the clip cache.
+
+    entries = check_inputs(cfg)                       # manifest, split sizes, resume_from, pretrained weights
+    datasets, meta, cache = prepare_data(cfg, run_dir, entries)   # Ray Data: decode, cache, per-split datasets
+"""
+
+import logging
+from pathlib import Path
+from typing import Dict
+
+from ncl_ray.checkpoint import load_checkpoint, load_model_weights
+from ncl_ray.config import ConfigError, to_dict
+
+log = logging.getLogger("ncl_ray.inputs")
+SMALL_TEST = 100  # fewer test videos than this: R@1 moves by >= 1 point per video
+
+
+def check_inputs(cfg):
+    """Everything that can be checked before Ray starts: the manifest (read and grouped), split sizes against
+    the global batch, and a `train.resume_from` checkpoint against this config's model. Returns the entries."""
+    from ncl_ray.data.pipeline import load_entries
+
+    d, t = cfg.data, cfg.train
+    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
+    counts: Dict[str, int] = {}
+    for e in entries:
+        counts[e.split] = counts.get(e.split, 0) + 1
+    where = d.manifest if d.dataset == "manifest" else d.root
+    global_batch = t.batch_size * t.num_workers
+    if counts.get(d.train_split, 0) < global_batch:
+        raise ConfigError(f"{where}: split '{d.train_split}' has {counts.get(d.train_split, 0)} videos, fewer than "
+                          f"one global batch (train.batch_size x train.num_workers = {global_batch}); splits found: "
+                          f"{counts}")
+    if not counts.get(d.test_split):
+        raise ConfigError(f"{where}: no videos in the test split '{d.test_split}' (data.test_split); splits "
+                          f"found: {counts}")
+    if counts[d.test_split] < SMALL_TEST:
+        log.warning("the test split has %d videos: one video is %.2f points of R@1, so differences of a few "
+                    "points are noise", counts[d.test_split], 100.0 / counts[d.test_split])
+    check_pretrained(cfg.model.arch, cfg.model.pretrained)
+    if t.resume_from:
+        from ncl_ray.model.clip import build_model_from_config
+
+        state = load_checkpoint(t.resume_from)
+        load_model_weights(build_model_from_config(cfg), state["model"], t.resume_from, state["config"],
+                           to_dict(cfg))
+    return entries
+
+
+def check_pretrained(arch: str, pretrained: str) -> None:
+    """Resolve `model.pretrained` once on the driver: a local file must exist; an open_clip tag must be known
+    and its weights in the local cache or downloadable now (each worker would otherwise fail on its own)."""
+    if not pretrained or arch == "tiny":
+        return
+    if Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in pretrained:
+        if not Path(pretrained).is_file():
+            raise ConfigError(f"model.pretrained: weights file not found: {pretrained}")
+        return
+    import open_clip
+
+    pcfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not pcfg:
+        tags = ", ".join(t for a, t in open_clip.list_pretrained() if a == arch) or "none"
+        raise ConfigError(f"model.pretrained: open_clip has no '{pretrained}' weights for {arch} (known: {tags})")
+    try:
+        path = open_clip.download_pretrained(pcfg)
+    except Exception as e:
+        raise ConfigError(f"model.pretrained={pretrained}: the {arch} weights are not in the local cache and "
+                          f"cannot be downloaded ({type(e).__name__}); pre-fetch them on a machine with network "
+                          f"(python -c \"import open_clip; open_clip.create_model('{arch}', pretrained="
+                          f"'{pretrained}')\") and copy ~/.cache/huggingface to every node, or pass a local file: "
+                          f"model.pretrained=/path/to/weights.pt") from None
+    log.info("pretrained weights: %s", path)
+
+
+def prepare_data(cfg, run_dir: Path, entries=None):
+    """Decode once into the clip cache; return (datasets, meta, cache)."""
+    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
+
+    d = cfg.data
+    if entries is None:
+        entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
+    cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
+                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality)
+    n_train = len(split_videos(cache, entries, d.train_split))
+    val_split = d.val_split if split_videos(cache, entries, d.val_split) else d.test_split
+    if val_split != d.val_split:
+        log.warning("no '%s' videos: validating on '%s'", d.val_split, d.test_split)
+    global_batch = cfg.train.batch_size * cfg.train.num_workers
+    steps = n_train // global_batch
+    if steps == 0:
+        raise ConfigError(f"train split has {n_train} videos, fewer than one global batch "
+                          f"(train.batch_size x train.num_workers = {global_batch})")
+    datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words)
+                for name, split in (("train", d.train_split), ("val", val_split), ("test", d.test_split))}
+    if d.in_memory:  # decoded splits stay in the object store: later epochs skip the Parquet read
+        datasets = {k: v.materialize() for k, v in datasets.items()}
+    meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
+            "skipped_videos": len(cache.skipped)}
+    return datasets, meta, cache

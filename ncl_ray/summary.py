@@ -1,0 +1,52 @@
+"""The end-of-run report: the test table with a legend, which checkpoint was tested and why, and plain-words
+warnings (a plain ranking of an NCL-trained model near chance, a test split too small to mean much)."""
+
+from typing import Dict, List, Optional, Sequence
+
+from ncl_ray.evaluate import format_results
+
+METHOD_WORDS = {
+    "none": "none = cosine similarity, no normalisation",
+    "ncl": "ncl = NCL gallery biases (Sinkhorn) from the {bank}",
+    "dsl": "dsl = dual softmax over the test queries (transductive)",
+    "qbnorm": "qbnorm = QB-Norm inverted softmax over the {bank}",
+}
+
+
+def legend(methods: Sequence[str], bank: str) -> List[str]:
+    """Two lines under the table: what each method is, and what normalisation error measures."""
+    bank_words = "training-query bank" if bank == "train" else f"{bank} queries (transductive)"
+    return ["methods: " + "; ".join(METHOD_WORDS[m].format(bank=bank_words) for m in methods if m in METHOD_WORDS),
+            "normalisation error: mean |P(v) - R/C| / (R/C) over test videos, P(v) = a video's summed retrieval "
+            "probability over the R test captions (0 = every video retrieved equally often)"]
+
+
+def collapse_warning(metrics: Dict[str, float], n_iters: int, n_videos: int, prefix: str = "test/") -> Optional[str]:
+    """Plain words when an NCL-trained model ranked without its normalisation is near chance in v2t."""
+    plain = metrics.get(f"{prefix}none/v2t_R@1")
+    if n_iters <= 0 or plain is None or n_videos <= 0:
+        return None
+    chance = 100.0 / n_videos
+    if plain > 3 * chance:
+        return None
+    return (f"note: ranked without its normalisation (none), this NCL-trained model is near chance in v2t "
+            f"(R@1 {plain:.2f}, chance {chance:.2f}): NCL training lets the per-caption biases absorb how "
+            f"'popular' each caption is, so the raw scores are not comparable across captions; serve it with ncl")
+
+
+def report(name: str, metrics: Dict[str, float], methods: Sequence[str], *, split: str, bank: str, n_iters: int,
+           queue: int, n_videos: int, tested: str, why: str, decoded: int, skipped: int, results: str,
+           run_dir: str) -> str:
+    lines = [f"== {name}: test split '{split}' ({n_videos} videos), NCL n_iters={n_iters}, queue {queue} ==",
+             format_results(metrics, list(methods), prefix="test/")]
+    lenient = ", ".join(f"{m} {metrics.get(f'test/{m}/v2t_lenient_R@1', float('nan')):.2f}" for m in methods)
+    lines.append(f"v2t R@1 by CLIP4Clip's protocol (best caption per video): {lenient}")
+    lines += legend(methods, bank)
+    warn = collapse_warning(metrics, n_iters, n_videos)
+    if warn:
+        lines.append(warn)
+    lines.append(f"tested: {tested} ({why})")
+    lines.append(f"videos: {decoded} decoded, {skipped} skipped" + (f" (listed in {results})" if skipped else ""))
+    lines.append(f"results: {results}")
+    lines.append(f"TensorBoard: tensorboard --logdir {run_dir} --host 127.0.0.1   (or: make tensorboard)")
+    return "\n".join(lines)

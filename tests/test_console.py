@@ -1,0 +1,54 @@
+"""Console output: progress lines for terminals and for logs, and only our own INFO lines."""
+
+import io
+import logging
+import time
+
+from ncl_ray.console import Progress, format_duration, setup_console
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_non_tty_prints_plain_lines_with_eta_and_a_final_line():
+    out = io.StringIO()
+    bar = Progress("decode", 100, "videos", stream=out, every_s=0.05)
+    bar.update(10)
+    bar.update(20)  # within every_s of the last line: not printed
+    time.sleep(0.06)
+    bar.update(50, "2 skipped")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines[0].startswith("decode") and "10/100 videos" in lines[0] and "ETA" in lines[0]
+    assert len(lines) == 3 and "50/100" in lines[1] and "2 skipped" in lines[1]
+    assert "50/100" in lines[2]
+
+
+def test_tty_redraws_one_line():
+    out = _Tty()
+    bar = Progress("train", 4, "steps", stream=out)
+    for i in range(1, 5):
+        bar.update(i, f"epoch {i}/4")
+    bar.close()
+    text = out.getvalue()
+    assert text.count("\r") >= 4 and text.count("\n") == 1
+    assert "4/4 steps" in text.rsplit("\r", 1)[1] and "in 0:00" in text
+
+
+def test_console_keeps_ray_info_out_and_our_info_in():
+    out = io.StringIO()
+    setup_console(stream=out)
+    logging.getLogger("ncl_ray.test").info("ours")
+    logging.getLogger("other_library.data").info("Execution plan of Dataset ...")
+    logging.getLogger("other_library").warning("Token authentication is enabled for this Ray cluster.")
+    logging.getLogger("other_library.train").warning("a real warning")
+    text = out.getvalue()
+    assert "ours" in text and "Execution plan" not in text and "Token" not in text and "a real warning" in text
+    setup_console()  # back to stderr for the other tests
+
+
+def test_durations():
+    assert format_duration(5) == "0:05" and format_duration(3725) == "1:02:05"
