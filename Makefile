@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: help install train test test-fast lint tune bench tensorboard clean
+.PHONY: help install train test test-fast lint tune bench rehearsal prepare tensorboard clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,12 @@ tune: $(STAMP)  ## small Ray Tune sweep on the built-in dataset
 
 bench: $(STAMP)  ## benchmarks under bench/, results in bench/out/
 	$(BIN)/python -m bench.run_all
+
+rehearsal: $(STAMP)  ## the CLIP4Clip recipe (ViT-B/32, 12 x 224 px) on CPU on an MSR-VTT-shaped corpus, stage report
+	$(BIN)/python -m bench.rehearsal $(ARGS)
+
+prepare: $(STAMP)  ## build the clip cache of a config alone (CONFIG=conf/x.yaml ARGS="key=value ...")
+	$(BIN)/ncl-ray prepare $(or $(CONFIG),conf/default.yaml) $(ARGS)
 
 tensorboard: $(STAMP)  ## watch the runs under runs/
 	$(BIN)/tensorboard --logdir runs --host 127.0.0.1  # HOST=0.0.0.0 only if you mean it

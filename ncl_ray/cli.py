@@ -60,6 +60,8 @@ def _experiment(args: argparse.Namespace) -> int:
         from ncl_ray.driver import main as run
     elif args.command == "tune":
         from ncl_ray.tune import main as run
+    elif args.command == "prepare":
+        from ncl_ray.prepare import main as run
     else:
         raise AssertionError(args.command)
     return run(cfg) or 0
@@ -77,7 +79,12 @@ def _make_data(args: argparse.Namespace) -> int:
     if args.videos <= 0:
         print(f"error: --videos must be positive, got {args.videos}", file=sys.stderr)
         return 2
-    manifest = make_dataset(args.out, args.videos, seed=args.seed)
+    if args.profile == "realistic":
+        from ncl_ray.data.corpus import make_corpus
+
+        manifest = make_corpus(args.out, args.videos, seed=args.seed, workers=args.workers)
+    else:
+        manifest = make_dataset(args.out, args.videos, seed=args.seed)
     print(f"wrote {args.videos} videos and {manifest}")
     return 0
 
@@ -92,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncl-ray", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in [("train", "NCL training on Ray Train, then evaluation"),
-                        ("tune", "Ray Tune sweep; every trial is a Ray Train run")]:
+                        ("tune", "Ray Tune sweep; every trial is a Ray Train run"),
+                        ("prepare", "build the clip cache alone (e.g. on CPU nodes before a GPU job)")]:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("config", help="YAML with differences from the defaults, e.g. conf/default.yaml")
         sp.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=2")
@@ -124,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("make-data", help="generate the built-in synthetic video dataset")
     sp.add_argument("--out", required=True, help="new folder for manifest.jsonl and videos/ (must not exist)")
     sp.add_argument("--videos", type=int, default=160, help="number of videos (default: 160)")
+    sp.add_argument("--profile", choices=["builtin", "realistic"], default="builtin",
+                    help="builtin: 2 s 64 px clips, 3 captions; realistic: MSR-VTT's shape (10-30 s, 240p-720p, "
+                         "24-30 fps, keyframes every 1-10 s, B-frames, 20 captions); use --videos 1000 for its size")
+    sp.add_argument("--workers", type=int, default=0, help="parallel encoders for --profile realistic (0 = CPUs)")
     sp.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same videos")
     sp.set_defaults(fn=_make_data)
     sp = sub.add_parser("search", help="text search over an exported index")

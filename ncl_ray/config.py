@@ -81,6 +81,7 @@ class TrainConfig:
     num_workers: int = 2  # Ray Train workers (W)
     use_gpu: bool = False
     cpus_per_worker: float = 0.5  # fractional so that Ray Data keeps CPUs to decode with
+    placement_strategy: str = "PACK"  # PACK (fill nodes) | SPREAD | STRICT_SPREAD (one worker per node)
     amp: bool = True  # bf16/fp16 autocast, GPU only
     seed: int = 0
     log_every_steps: int = 5
@@ -146,6 +147,7 @@ class Config:
 _CHOICES = {
     "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
     "data.cache_encoding": ("jpeg", "raw"),
+    "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     "model.pooling": ("meanP", "seqTransf"),
     "eval.bank": ("train", "test", "train+test"),
     "eval.bank_source": ("queue", "captions"),

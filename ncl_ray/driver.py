@@ -36,6 +36,36 @@ def _train_progress(bar_holder: list):
     return render
 
 
+def _with_store_peak(render):
+    """Wrap a board renderer so that it also samples the object store's use; returns (render, [peak bytes])."""
+    import ray
+
+    peak = [0.0]
+
+    def wrapped(st):
+        render(st)
+        total, free = ray.cluster_resources(), ray.available_resources()
+        peak[0] = max(peak[0], total.get("object_store_memory", 0) - free.get("object_store_memory", 0))
+
+    return wrapped, peak
+
+
+def _workers(board, n: int) -> list:
+    """[{rank, node_id, text_queue_sum, video_queue_sum}] as the workers posted them."""
+    import ray
+
+    st = ray.get(board.get.remote(), timeout=30)
+    return [{"rank": r, **{k.split("/", 2)[2]: v for k, v in st.items() if k.startswith(f"worker/{r}/")}}
+            for r in range(n)]
+
+
+def _profile(board) -> dict:
+    import ray
+
+    st = ray.get(board.get.remote(), timeout=30)
+    return {k.split("/", 1)[1]: v for k, v in st.items() if k.startswith("profile/")}
+
+
 def main(cfg) -> int:
     """The main job: data, distributed training, final test evaluation, summary."""
     from ncl_ray.cluster import copy_session_logs, init_ray
@@ -56,10 +86,13 @@ def main(cfg) -> int:
                  cfg.train.batch_size)
         meta["board"] = new_board()
         bar: list = []
-        with watch(meta["board"], _train_progress(bar)):
+        render, store_peak = _with_store_peak(_train_progress(bar))
+        with watch(meta["board"], render):
             result = fit(cfg, datasets, meta)
         if bar:
             bar[0].close()
+        workers = _workers(meta["board"], cfg.train.num_workers)
+        profile = {**_profile(meta["board"]), "object_store_peak_bytes": store_peak[0]}
     finally:
         if copy_session_logs(str(run_dir / "logs" / "ray")):
             log.info("Ray's own logs: %s", run_dir / "logs" / "ray")
@@ -73,6 +106,9 @@ def main(cfg) -> int:
     else:
         tested, why = last, f"last epoch ({'train.keep_best=false' if not cfg.train.keep_best else 'no validation'})"
     summary = {"run": cfg.run.name, "checkpoint": tested, "last_checkpoint": last, "selected": best,
+               "workers": workers, "placement_strategy": cfg.train.placement_strategy, "profile": profile,
+               "cache": {"path": cache.path, "encoding": cache.encoding, "bytes_per_clip": cache.bytes_per_clip,
+                         "build_s": cache.seconds},
                "skipped_videos": cache.skipped, "skipped_count": len(cache.skipped),
                "decoded_videos": cache.decoded, "metrics": metrics}
     results = run_dir / "results.json"

@@ -8,7 +8,6 @@ Every rank calls `ray.train.report` each epoch; rank 0 evaluates, writes TensorB
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -23,40 +22,13 @@ from ncl_ray.data.transforms import normalize_frames, sample_captions
 from ncl_ray.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
+from ncl_ray.optim import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
+from ncl_ray.profiling import Clock, allreduce_seconds
 from ncl_ray.runs import BEST, best_info, newest_complete_checkpoint, save_best
 from ncl_ray.tracking import MetricLogger
 
 log = logging.getLogger("ncl_ray.train")
 FAULT_ENV = "NCL_RAY_FAIL_AT_STEP"  # fault injection, same as train.fail_at_step
-
-
-def build_loss(cfg, dim: int) -> NCLLoss:
-    n = cfg.ncl
-    return NCLLoss(dim, n.queue_size, n.n_iters, n.detach_biases, n.gather_with_grad)
-
-
-def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW with two learning rates (backbone, new layers); no decay on gains, biases and the temperature."""
-    backbone, new = model.param_groups()
-    groups = []
-    for params, group_lr in ((backbone, backbone_lr), (new, lr)):
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups += [{"params": decay, "lr": group_lr, "weight_decay": weight_decay},
-                   {"params": no_decay, "lr": group_lr, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warm-up over warmup_ratio * total_steps, then cosine decay to 0."""
-    warmup = max(1, int(warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def unwrap(model: torch.nn.Module) -> VideoCLIP:
@@ -65,21 +37,28 @@ def unwrap(model: torch.nn.Module) -> VideoCLIP:
 
 def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
-               device: torch.device, amp_dtype: Optional[torch.dtype] = None, grad_clip: float = 0.0
-               ) -> Dict[str, float]:
-    """One optimisation step on a batch of split rows; returns `train/...` scalars."""
+               device: torch.device, amp_dtype: Optional[torch.dtype] = None, grad_clip: float = 0.0,
+               timings: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """One optimisation step on a batch of split rows; returns `train/...` scalars. With `timings`, adds the
+    seconds spent in forward, loss (gather + Sinkhorn + CE), backward (with DDP's overlapped all-reduce) and
+    optimizer to it."""
+    clock = Clock(device, timings)
     frames = normalize_frames(batch["frames"].to(device))  # (B, T, 3, H, W)
     tokens = sample_captions(batch["tokens"], batch["n_captions"], generator).to(device)  # (B, L)
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         out = model(frames, tokens)
+    clock.lap("forward")
     terms = loss_fn(**out)
     total = sum(v for k, v in terms.items() if k.endswith("_loss"))
+    clock.lap("loss")
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    clock.lap("backward")
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
+    clock.lap("optimizer")
     metrics = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
     metrics["train/lr"] = optimizer.param_groups[-1]["lr"]
     metrics["train/temperature"] = 1.0 / float(out["logit_scale"].detach())
@@ -96,12 +75,15 @@ def _maybe_fail(fail_at: int, step: int, rank: int, run_dir: Path) -> None:
 
 
 def _evaluate(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefix: str) -> Dict[str, float]:
+    t = time.perf_counter()
     emb = embed_batches(unwrap(model), dataset.iter_torch_batches(batch_size=64), device)
+    embed_s, t = time.perf_counter() - t, time.perf_counter()
     e = cfg.eval
     tau = 1.0 / float(unwrap(model).logit_scale.detach().exp().clamp(max=100))
     m = evaluate_embeddings(emb, tau, methods, loss_fn.text_queue.embeddings.cpu(),
                             loss_fn.video_queue.embeddings.cpu(), e.bank, e.n_iters, e.chunk_size,
                             e.qbnorm_beta, e.qbnorm_k)
+    m.update({"time/embed_s": embed_s, "time/score_s": time.perf_counter() - t, "time/videos": len(emb.video)})
     return {f"{prefix}/{k}": v for k, v in m.items()}
 
 
@@ -190,11 +172,16 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     B, seed, E = cfg.train.batch_size, cfg.train.seed, cfg.train.epochs
     board = meta.get("board") if rank == 0 else None
+    if meta.get("board") is not None:  # every rank says where it runs (results.json records it)
+        meta["board"].set.remote({f"worker/{rank}/node_id": ray.get_runtime_context().get_node_id()})
 
     def post(**values) -> None:  # progress for the driver's console (fire and forget)
         if board is not None:
             board.set.remote(values)
 
+    prof: Dict[str, float] = {}  # seconds per stage over the steady-state steps (rank 0 reports them)
+    start_step = step
+    warmup = 2 if steps_per_epoch * (E - start_epoch) > 4 else 1
     selector = select_metric(cfg)
     lower_is_better = selector.endswith(("MdR", "MnR"))
     best = best_info(run_dir) if rank == 0 else None
@@ -204,11 +191,18 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
         loss_fn.train()
         generator = torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + rank)
         t0, clips, losses = time.time(), 0, []
+        waited = time.perf_counter()
         for batch in shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B,
                                               local_shuffle_seed=seed * 1000 + epoch):
             _maybe_fail(fail_at, step, rank, run_dir)
+            steady = step - start_step >= warmup  # the first steps warm up allocators and the data pipeline
+            timings = prof if steady else None
+            if steady:
+                prof["input"] = prof.get("input", 0.0) + time.perf_counter() - waited
             m = train_step(model, loss_fn, batch, optimizer, scheduler, generator, device, amp_dtype,
-                           cfg.optim.grad_clip)
+                           cfg.optim.grad_clip, timings)
+            prof["steps"] = prof.get("steps", 0) + (1 if steady else 0)
+            waited = time.perf_counter()
             step += 1
             clips += B * world
             losses.append(m["train/contrastive_loss"])
@@ -254,6 +248,15 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
                 save_checkpoint(d, unwrap(model), loss_fn, epoch, step, config["cfg"], optimizer, scheduler)
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)  # a barrier: every rank calls it
+    allreduce = allreduce_seconds(unwrap(model), device)
+    if board is not None:
+        n = prof.pop("steps", 0)
+        board.set.remote({**{f"profile/{k}_s_per_step": v / max(n, 1) for k, v in prof.items()},
+                          "profile/steps": n, "profile/allreduce_s": allreduce})
+    if meta.get("board") is not None:  # the replicated queues, for checking they agree across workers
+        sums = {f"worker/{rank}/{name}_sum": float(getattr(loss_fn, name).queue.double().sum())
+                for name in ("text_queue", "video_queue")}
+        ray.get(meta["board"].set.remote(sums))
     tb.close()
 
 
@@ -275,7 +278,8 @@ def fit(cfg, datasets, meta, callbacks=None):
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "meta": meta},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=t.placement_strategy),
         run_config=RunConfig(name=cfg.run.name, storage_path=cfg.run.storage_path,
                              failure_config=FailureConfig(max_failures=t.max_failures, controller_failure_limit=2),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),

@@ -1,0 +1,37 @@
+"""Builders for the NCL loss, AdamW with two learning rates, and the warm-up + cosine schedule."""
+
+import math
+
+import torch
+
+from ncl_ray.model.clip import VideoCLIP
+from ncl_ray.ncl.loss import NCLLoss
+
+
+def build_loss(cfg, dim: int) -> NCLLoss:
+    n = cfg.ncl
+    return NCLLoss(dim, n.queue_size, n.n_iters, n.detach_biases, n.gather_with_grad)
+
+
+def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with two learning rates (backbone, new layers); no decay on gains, biases and the temperature."""
+    backbone, new = model.param_groups()
+    groups = []
+    for params, group_lr in ((backbone, backbone_lr), (new, lr)):
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups += [{"params": decay, "lr": group_lr, "weight_decay": weight_decay},
+                   {"params": no_decay, "lr": group_lr, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warm-up over warmup_ratio * total_steps, then cosine decay to 0."""
+    warmup = max(1, int(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
