@@ -1,4 +1,4 @@
-"""ncl-ray: Normalized Contrastive Learning for text-video retrieval on Ray (also `python -m ncl_ray`).
+"""ncl-ray: Normalized Contrastive Learning for text-video retrieval on Ray (also python -m ncl_ray).
 
 Experiment commands take a config file and key=value overrides, e.g.
     ncl-ray train conf/default.yaml train.epochs=2 ncl.n_iters=0
@@ -89,6 +89,18 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from ncl_ray.serve.cli import main as run
+
+    return run(args.target, args.host, args.port, args.index, args.overrides) or 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from ncl_ray.serve.add import main as run
+
+    return run(args.target, args.videos, args.overrides) or 0
+
+
 def _search(args: argparse.Namespace) -> int:
     from ncl_ray.export import main as run
 
@@ -96,7 +108,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ncl-ray", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="ncl-ray", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in [("train", "NCL training on Ray Train, then evaluation"),
                         ("tune", "Ray Tune sweep; every trial is a Ray Train run"),
@@ -138,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=0, help="parallel encoders for --profile realistic (0 = CPUs)")
     sp.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same videos")
     sp.set_defaults(fn=_make_data)
+    sp = sub.add_parser("serve", help="text-to-video search on Ray Serve: HTTP API and a web page")
+    sp.add_argument("target", help="run folder or checkpoint folder")
+    sp.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    sp.add_argument("--index", choices=["exact", "hnsw"], default="exact",
+                    help="exact inner product (default) or approximate HNSW for large galleries")
+    sp.add_argument("overrides", nargs="*", help="key=value for building the gallery, e.g. data.root=...")
+    sp.set_defaults(fn=_serve)
+    sp = sub.add_parser("index", help="manage the served gallery: index add RUN VIDEOS")
+    sp.add_argument("action", choices=["add"], help="add: embed new videos and add them to the gallery")
+    sp.add_argument("target", help="run folder or checkpoint folder")
+    sp.add_argument("videos", help="a video file, a folder of videos, or a manifest (CSV/JSONL)")
+    sp.add_argument("overrides", nargs="*", help="key=value")
+    sp.set_defaults(fn=_index)
     sp = sub.add_parser("search", help="text search over an exported index")
     sp.add_argument("--index", required=True, help="the export/ folder that ncl-ray eval wrote")
     sp.add_argument("query", help="text to search for, e.g. 'a large red circle moving left'")

@@ -39,6 +39,8 @@ class DataConfig:
     decode_threads: int = 1  # FFmpeg threads per decode call; 0 = FFmpeg's choice
     decode_concurrency: int = 0  # parallel decode tasks; 0 = all CPUs of the cluster
     in_memory: bool = True  # keep decoded splits in the object store; false: stream the Parquet cache each epoch
+    streaming: bool = False  # no cache: decode the videos every epoch in Ray Data tasks (corpora too large to cache)
+    jitter: bool = False  # streaming only: a random time inside each of the T slices (augmentation)
     train_split: str = "train"
     val_split: str = "val"  # model selection; falls back to test_split when the dataset has no val split
     test_split: str = "test"

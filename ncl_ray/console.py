@@ -101,8 +101,11 @@ class Progress:
         parts = [f"{self.label:<9s}", f"{self.done}/{self.total}" + (f" {self.unit}" if self.unit else "")]
         if self.total:
             parts.append(f"{100.0 * self.done / self.total:3.0f}%")
-        if rate > 0:
+        unit = (self.unit or "it").rstrip("s") if self.unit != "s" else "s"
+        if rate >= 0.5:
             parts.append(f"{rate:.1f} {self.unit or 'it'}/s")
+        elif rate > 0:
+            parts.append(f"{1 / rate:.1f} s/{unit}")
         if 0 < self.done < self.total and rate > 0:
             parts.append(f"ETA {format_duration((self.total - self.done) / rate)}")
         elif self.done >= self.total:
@@ -111,7 +114,8 @@ class Progress:
             parts.append(self.extra)
         return "  ".join(parts)
 
-    def update(self, done: int, extra: str = "") -> None:
+    def update(self, done: int, extra: str = "", force: bool = False) -> None:
+        """Set the count; `force` prints a plain line now (e.g. when the phase changes)."""
         self.done, self.extra = min(int(done), self.total) if self.total else int(done), extra
         now = time.time()
         if self.tty:
@@ -119,7 +123,8 @@ class Progress:
             self.stream.write("\r" + text + " " * max(0, self._width - len(text)))
             self._width = len(text)
             self.stream.flush()
-        elif self.done != self._last_done and (now - self._last_print >= self.every_s or self._last_done < 0):
+        elif force or (self.done != self._last_done
+                       and (now - self._last_print >= self.every_s or self._last_done < 0)):
             self._print()
 
     def _print(self) -> None:

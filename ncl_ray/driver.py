@@ -26,13 +26,18 @@ def _train_progress(bar_holder: list):
             bar_holder.append(Progress("train", st["total"], "steps"))
         extra = f"epoch {st.get('epoch', 0)}/{st.get('epochs', 0)}"
         if "loss" in st:
-            extra += f"  loss {st['loss']:.3f}  {st.get('clips_per_s', 0):.0f} clips/s"
+            cps = st.get("clips_per_s", 0)
+            extra += f"  loss {st['loss']:.3f}  {cps:.0f} clips/s" if cps >= 10 else \
+                f"  loss {st['loss']:.3f}  {cps:.2f} clips/s"
         if st.get("val"):
             extra += f"  val {st['val']}"
         if st.get("phase", "train") != "train":
             extra += f"  {st['phase']}"
-        bar_holder[0].update(st.get("step", 0), extra)
+        phase = st.get("phase", "train")
+        bar_holder[0].update(st.get("step", 0), extra, force=phase != last_phase[0])
+        last_phase[0] = phase
 
+    last_phase = ["train"]
     return render
 
 

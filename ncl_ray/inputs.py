@@ -80,6 +80,8 @@ def prepare_data(cfg, run_dir: Path, entries=None):
     d = cfg.data
     if entries is None:
         entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos)
+    if d.streaming:
+        return _streaming_data(cfg, run_dir, entries)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
                              d.decode_concurrency, d.cache_encoding, d.jpeg_quality)
     n_train = len(split_videos(cache, entries, d.train_split))
@@ -97,4 +99,25 @@ def prepare_data(cfg, run_dir: Path, entries=None):
         datasets = {k: v.materialize() for k, v in datasets.items()}
     meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
             "skipped_videos": len(cache.skipped)}
+    return datasets, meta, cache
+
+
+def _streaming_data(cfg, run_dir: Path, entries):
+    """Datasets that decode the videos every epoch (no cache); videos that fail are dropped per batch."""
+    from ncl_ray.data.pipeline import ClipCache, stream_dataset
+
+    d = cfg.data
+    counts: Dict[str, int] = {}
+    for e in entries:
+        counts[e.split] = counts.get(e.split, 0) + 1
+    val_split = d.val_split if counts.get(d.val_split) else d.test_split
+    splits = (("train", d.train_split, d.jitter), ("val", val_split, False), ("test", d.test_split, False))
+    datasets = {name: stream_dataset(entries, split, d.num_frames, d.frame_size, d.max_captions, d.max_words,
+                                     d.decode_threads, jitter) for name, split, jitter in splits}
+    n_train = counts[d.train_split]
+    steps = n_train // (cfg.train.batch_size * cfg.train.num_workers)
+    log.info("streaming: decoding %d videos every epoch%s (no clip cache)", len(entries),
+             " with temporal jitter" if d.jitter else "")
+    cache = ClipCache("(streaming)", d.num_frames, d.frame_size, len(entries), [], "streaming")
+    meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train, "skipped_videos": 0}
     return datasets, meta, cache

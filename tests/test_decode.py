@@ -166,3 +166,39 @@ def test_thread_settings_do_not_change_the_frames(tmp_path):
     ref = decode_frames(path, 6, 24, threads=1)
     for threads in (0, 3):
         assert np.array_equal(decode_frames(path, 6, 24, threads=threads), ref)
+
+
+def test_long_gop_is_never_seeked_back_into(tmp_path):
+    """Keyframe every 8 s, samples every ~1.7 s: every sample's keyframe is behind the decoder but the first
+    of each GOP, so the decoder runs forward instead of seeking back (each frame decoded at most once)."""
+    n, fps = 600, 30  # 20 s
+    path = write_video(str(tmp_path / "gop.mp4"), numbered(n, 32, 32), fps=fps, gop=8 * fps)
+    stats = {}
+    clip = decode_frames(path, 12, 32, stats=stats)
+    assert stats["decoded"] <= n  # the old decoder sought back to keyframes it had passed (more than n)
+    times = [i / fps for i in range(n)]
+    assert frame_index(clip) == [i % 42 for i in expected_indices(times, 12, n / fps)]
+
+
+def test_jitter_draws_one_time_inside_each_slice():
+    g = np.random.default_rng(0)
+    times = sample_times(2.0, 12.0, 6, jitter=g)
+    for k, t in enumerate(times):
+        assert 2.0 + k * 2.0 <= t < 2.0 + (k + 1) * 2.0
+    assert times != sample_times(2.0, 12.0, 6)
+    assert sample_times(2.0, 12.0, 6, jitter=np.random.default_rng(1)) != times
+
+
+def test_jpeg_clip_codec_round_trip_and_size():
+    from ncl_ray.data.framecodec import decode_clip, encode_clip
+
+    g = np.random.default_rng(0)
+    smooth = np.clip(np.cumsum(g.normal(0, 3, size=(4, 64, 64, 3)), axis=2), 0, 255).astype(np.uint8)
+    blob = encode_clip(smooth, "jpeg", 90)
+    back = decode_clip(blob, "jpeg", smooth.shape)
+    assert back.shape == smooth.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - smooth).mean() < 4
+    assert len(blob) < smooth.nbytes / 2
+    assert np.array_equal(decode_clip(encode_clip(smooth, "raw"), "raw", smooth.shape), smooth)
+    with pytest.raises(ValueError, match="holds 4 frames, expected 5"):
+        decode_clip(blob, "jpeg", (5, 64, 64, 3))

@@ -4,18 +4,23 @@
 
 Sample times are the centres of T equal slices of the stream's duration, t_k = start + (k + 0.5) * dur / T,
 and frame k is the last frame shown at t_k (presentation timestamps, so variable frame rate is handled).
-Between samples the decoder runs forward; when the next sample lies more than `seek_gap` seconds ahead it
-seeks to the keyframe before it instead, so a 12-frame clip of a long video decodes a few GOPs, not the file.
-Scaling (shorter side to `size`) and the RGB conversion run inside FFmpeg (swscale via `reformat`); the
-centre crop is a slice. Display-matrix rotation (phone videos) is applied. A video with fewer frames than T
-repeats frames. Any failure raises `DecodeError` naming the file; nothing is ever replaced by black frames.
+Between samples the decoder runs forward; it seeks only when the keyframe before the next sample lies ahead of
+the decoder (keyframe times are read from the packets first, without decoding), so a 12-frame clip of a long
+video decodes a few GOPs, not the file, and never seeks back to a keyframe it has already decoded past.
+Scaling (shorter side to `size`) and the RGB conversion run inside FFmpeg (swscale), through one reformatter
+per call; the centre crop is a slice. `jitter` (a NumPy generator) draws each sample time uniformly inside its
+slice instead of at the centre (augmentation for streaming). Display-matrix rotation (phone videos) is
+applied. A video with fewer frames than T repeats frames. Any failure raises `DecodeError` naming the file;
+nothing is ever replaced by black frames.
 """
 
+import bisect
 import os
 from typing import Dict, Iterator, List, Optional
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 DECODER_VERSION = "1"  # part of the clip-cache key: bump when the output of decode_frames changes
 
@@ -28,9 +33,12 @@ class DecodeError(RuntimeError):
         self.path, self.reason = path, reason
 
 
-def sample_times(start: float, duration: float, num_frames: int) -> List[float]:
-    """Centres of `num_frames` equal slices of [start, start + duration)."""
-    return [start + (k + 0.5) * duration / num_frames for k in range(num_frames)]
+def sample_times(start: float, duration: float, num_frames: int,
+                 jitter: Optional[np.random.Generator] = None) -> List[float]:
+    """Centres of `num_frames` equal slices of [start, start + duration), or with `jitter` a uniform time
+    inside each slice (still increasing)."""
+    offsets = jitter.uniform(0.0, 1.0, num_frames) if jitter is not None else np.full(num_frames, 0.5)
+    return [start + (k + float(offsets[k])) * duration / num_frames for k in range(num_frames)]
 
 
 def _frames(container, stream, skipped: List[int]) -> Iterator[av.VideoFrame]:
@@ -42,19 +50,39 @@ def _frames(container, stream, skipped: List[int]) -> Iterator[av.VideoFrame]:
             skipped[0] += 1
 
 
+def _keyframe_times(container, stream) -> List[float]:
+    """Presentation times of the keyframes, read from the packets (demuxed, not decoded); then rewinds.
+    Empty when the container cannot be rewound (the decoder then seeks by distance alone)."""
+    tb = stream.time_base
+    times = []
+    try:
+        for packet in container.demux(stream):
+            if packet.is_keyframe and packet.pts is not None:
+                times.append(float(packet.pts * tb))
+    except av.error.FFmpegError:
+        times = []  # a damaged stream: fall back to seeking by distance
+    container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+    return sorted(times)
+
+
 def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
     if frame.time is not None:
         return float(frame.time)
     return None if frame.pts is None else float(frame.pts * stream.time_base)
 
 
-def _to_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 (size, size, 3)."""
+def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None) -> np.ndarray:
+    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 (size, size, 3). One
+    `reformatter` reused across a clip keeps one swscale context instead of building one per frame."""
     k = (int(round((frame.rotation or 0) / 90.0))) % 4
     w, h = frame.width, frame.height
     scale = size / min(w, h)
     sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
-    rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()  # (sh, sw, 3)
+    if reformatter is None:
+        rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+    else:
+        rgb = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+    # rgb: (sh, sw, 3)
     if k:
         rgb = np.rot90(rgb, k=k)  # counter-clockwise, as the display matrix says
     H, W = rgb.shape[:2]
@@ -63,7 +91,7 @@ def _to_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
 
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
-                  stats: Optional[dict] = None) -> np.ndarray:
+                  stats: Optional[dict] = None, jitter: Optional[np.random.Generator] = None) -> np.ndarray:
     """Decode `num_frames` uniformly spaced frames of `path` as uint8 (T, size, size, 3).
 
     Args:
@@ -73,6 +101,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         threads: FFmpeg decoding threads for this call; 0 lets FFmpeg choose (1 suits many parallel tasks).
         seek_gap: seek when the next sample is more than this many seconds ahead of the decoder.
         stats: if given, receives `decoded` (frames decoded), `seeks` and `corrupt_packets`.
+        jitter: draw each sample time uniformly inside its slice (augmentation); None = slice centres.
     Raises:
         DecodeError: missing, empty, truncated or non-video files, or no decodable frame.
     """
@@ -114,8 +143,14 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
         converted = (None, None)  # (frame, rgb): repeated samples reuse one conversion
-        for t in sample_times(start, duration, num_frames):
-            if t - cur_time > seek_gap:
+        reformatter = VideoReformatter()
+        keys = _keyframe_times(container, stream)  # from the packets, nothing decoded
+        for t in sample_times(start, duration, num_frames, jitter):
+            # seek only when the keyframe before t lies ahead of the decoder: seeking to one it has already
+            # decoded past would decode the same frames again
+            i = bisect.bisect_right(keys, t + 1e-6) - 1
+            key_ahead = keys[i] > cur_time + 1e-6 if (keys and i >= 0) else t - cur_time > seek_gap
+            if key_ahead and (cur is None or t - cur_time > 1e-6):
                 try:
                     container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
                     it, pending = _frames(container, stream, skipped), None
@@ -140,7 +175,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             if frame is None:
                 break
             if converted[0] is not frame:
-                converted = (frame, _to_rgb(frame, size))
+                converted = (frame, _to_rgb(frame, size, reformatter))
             out.append(converted[1])
         if stats is not None:
             stats.update(decoded=decoded, seeks=seeks, corrupt_packets=skipped[0])

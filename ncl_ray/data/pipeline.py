@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
-from ncl_ray.data.decode import DECODER_VERSION, decode_batch
+from ncl_ray.data.decode import DECODER_VERSION, DecodeError, decode_batch, decode_frames
 from ncl_ray.data.framecodec import decode_clip
 from ncl_ray.data.manifest import READERS, VideoEntry, read_manifest
 from ncl_ray.data.transforms import caption_tokens
@@ -212,3 +212,41 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
     ds = ray.data.read_parquet(cache.path).select_columns(["video_id", "frames"])
     ds = ds.filter(expr=col("video_id").is_in(list(table)))
     return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape, encoding=cache.encoding), batch_size=32)
+
+
+def _decode_attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray, int]], num_frames: int,
+                   size: int, threads: int, jitter: bool) -> Dict[str, np.ndarray]:
+    """Streaming: decode this batch's videos now (a random time inside each slice with `jitter`), attach
+    captions; videos that fail are dropped from the batch (and logged by the task)."""
+    rng = np.random.default_rng() if jitter else None
+    frames, rows = [], []
+    for vid, path in zip(batch["video_id"], batch["path"]):
+        try:
+            frames.append(decode_frames(str(path), num_frames, size, threads=threads, jitter=rng))
+            rows.append(table[vid])
+        except DecodeError as e:
+            log.warning("streaming: skipped video %s: %s", vid, e)
+    shape = (num_frames, size, size, 3)
+    return {
+        "frames": np.stack(frames) if frames else np.empty((0, *shape), np.uint8),  # (b, T, S, S, 3)
+        "tokens": np.stack([r[1] for r in rows]) if rows else np.empty((0, 0, 0), np.int32),  # (b, K, L)
+        "n_captions": np.array([r[2] for r in rows], np.int64),  # (b,)
+        "index": np.array([r[0] for r in rows], np.int64),  # (b,)
+    }
+
+
+def stream_dataset(entries: List[VideoEntry], split: str, num_frames: int, size: int, max_captions: int,
+                   max_words: int, threads: int = 1, jitter: bool = False) -> "ray.data.Dataset":
+    """Rows of one split decoded from the videos every time the dataset is iterated (every epoch), in Ray
+    Data tasks: for corpora too large to cache. The same columns as `split_dataset`."""
+    videos = [e for e in entries if e.split == split]
+    if not videos:
+        raise ValueError(f"split '{split}' has no video")
+    table = {e.video_id: (i, caption_tokens(e.captions, max_captions, max_words), min(len(e.captions), max_captions))
+             for i, e in enumerate(videos)}
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in videos],
+                             override_num_blocks=max(1, min(len(videos), 4 * cpus)))
+    return ds.map_batches(_decode_attach, fn_kwargs=dict(table=table, num_frames=num_frames, size=size,
+                                                         threads=threads, jitter=jitter),
+                          batch_size=4, num_cpus=1)

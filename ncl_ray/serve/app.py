@@ -1,0 +1,198 @@
+"""`ncl-ray serve RUN_OR_CHECKPOINT [--host 127.0.0.1] [--port 8000] [key=value ...]`: text-to-video search on
+Ray Serve.
+
+Deployments: `TextEncoder` (the checkpoint's text tower, requests batched with `serve.batch`), `Gallery` (the
+faiss index of `index.GalleryIndex`, NCL folded in) and `Api` (FastAPI ingress):
+    GET  /search?q=...&k=10&method=ncl|none  -> [{video_id, score, captions, thumbnail_url}]
+    POST /search {"queries": [...], "k": 10, "method": "ncl"} -> [[...], ...]
+    GET  /healthz, GET /thumbnails/<video_id>.jpg (a strip of frames), POST /reload (pick up a new index
+    version written by `ncl-ray index add`), GET / (the search page).
+Bad input gets a 4xx JSON error naming the field; only ids in the index are served, never paths from requests.
+"""
+
+import io
+from typing import Dict, List, Optional
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from ray import serve
+
+from ncl_ray.serve.index import METHODS, GalleryIndex
+from ncl_ray.serve.page import PAGE
+
+MAX_QUERY_CHARS = 500
+MAX_K = 100
+MAX_QUERIES = 64
+api = FastAPI(title="ncl-ray search")
+
+
+def _error(status: int, field: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "field": field})
+
+
+def validate(q, k, method) -> Optional[JSONResponse]:
+    """None when the inputs are valid, else the 4xx response naming the field."""
+    if not isinstance(q, str) or not q.strip():
+        return _error(400, "q", "the query is empty")
+    if len(q) > MAX_QUERY_CHARS:
+        return _error(400, "q", f"the query is longer than {MAX_QUERY_CHARS} characters")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        return _error(400, "k", f"k must be an integer from 1 to {MAX_K}")
+    if method not in METHODS:
+        return _error(400, "method", f"method must be one of {', '.join(METHODS)}")
+    return None
+
+
+@serve.deployment
+class TextEncoder:
+    """The checkpoint's text tower; concurrent requests are encoded together."""
+
+    def __init__(self, checkpoint: str, use_gpu: bool = False):
+        import torch
+
+        from ncl_ray.checkpoint import load_checkpoint, load_model_weights
+        from ncl_ray.config import from_dict
+        from ncl_ray.model.clip import build_model_from_config
+
+        state = load_checkpoint(checkpoint)
+        self.cfg = from_dict(state["config"])
+        self.model = build_model_from_config(self.cfg)
+        load_model_weights(self.model, state["model"], checkpoint)
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def encode(self, texts: List[str]) -> List[np.ndarray]:
+        import torch
+
+        from ncl_ray.data.transforms import tokenize
+
+        with torch.no_grad():
+            tokens = torch.from_numpy(tokenize(list(texts), self.cfg.data.max_words)).to(self.device)
+            out = self.model.encode_text(tokens).float().cpu().numpy()  # (R, D) unit norm
+        return list(out)
+
+
+@serve.deployment
+class Gallery:
+    """The index, reloadable in place when a new version is written."""
+
+    def __init__(self, folder: str, kind: str = "exact"):
+        self.folder, self.kind = folder, kind
+        self.index = GalleryIndex.load(folder, kind)
+        self.thumbs: Dict[str, bytes] = {}
+
+    def reload(self) -> dict:
+        self.index = GalleryIndex.load(self.folder, self.kind)
+        self.thumbs.clear()
+        return self.info()
+
+    def info(self) -> dict:
+        return {"videos": len(self.index), "version": self.index.meta.get("version"), "kind": self.kind,
+                "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
+                "bank": self.index.meta.get("bank")}
+
+    def search(self, queries: List[np.ndarray], k: int, method: str) -> List[List[dict]]:
+        scores, rows = self.index.search(np.stack(queries), k, method)
+        out = []
+        for srow, rrow in zip(scores, rows):
+            hits = []
+            for s, r in zip(srow.tolist(), rrow.tolist()):
+                if r < 0:
+                    continue
+                vid = self.index.video_ids[r]
+                hits.append({"video_id": vid, "score": round(float(s), 6),
+                             "captions": self.index.captions.get(vid, [])[:5],
+                             "thumbnail_url": f"/thumbnails/{vid}.jpg"})
+            out.append(hits)
+        return out
+
+    def thumbnail(self, video_id: str) -> Optional[bytes]:
+        """A strip of 4 frames of an indexed video (decoded once, then kept); None for unknown ids."""
+        row = self.index.row_of.get(video_id)
+        if row is None:
+            return None
+        if video_id not in self.thumbs:
+            from PIL import Image
+
+            from ncl_ray.data.decode import DecodeError, decode_frames
+
+            try:
+                frames = decode_frames(self.index.paths[row], 4, 96)  # (4, 96, 96, 3)
+                strip = np.concatenate(list(frames), axis=1)  # (96, 384, 3)
+            except DecodeError:
+                strip = np.full((96, 384, 3), 40, np.uint8)  # the video went away: a gray strip
+            buf = io.BytesIO()
+            Image.fromarray(strip).save(buf, format="JPEG", quality=85)
+            self.thumbs[video_id] = buf.getvalue()
+        return self.thumbs[video_id]
+
+
+@serve.deployment
+@serve.ingress(api)
+class Api:
+    def __init__(self, encoder, gallery):
+        self.encoder, self.gallery = encoder, gallery
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page(self):
+        return PAGE
+
+    @api.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok", **(await self.gallery.info.remote())}
+
+    async def _search(self, queries: List[str], k, method) -> List[List[dict]]:
+        vectors = [await self.encoder.encode.remote(q) for q in queries]
+        return await self.gallery.search.remote(vectors, k, method)
+
+    @api.get("/search")
+    async def search_get(self, request: Request):
+        p = request.query_params
+        q, method, k_text = p.get("q", ""), p.get("method", "ncl"), p.get("k", "10")
+        try:
+            k = int(k_text)
+        except ValueError:
+            return _error(400, "k", f"k must be an integer from 1 to {MAX_K}, got {k_text[:20]!r}")
+        bad = validate(q, k, method)
+        if bad is not None:
+            return bad
+        return (await self._search([q], k, method))[0]
+
+    @api.post("/search")
+    async def search_post(self, request: Request):
+        try:
+            body = await request.json()
+        except Exception:
+            return _error(400, "body", "the body must be JSON: {\"queries\": [...], \"k\": 10, \"method\": \"ncl\"}")
+        if not isinstance(body, dict):
+            return _error(400, "body", "the body must be a JSON object")
+        queries, k, method = body.get("queries"), body.get("k", 10), body.get("method", "ncl")
+        if not isinstance(queries, list) or not queries or len(queries) > MAX_QUERIES:
+            return _error(400, "queries", f"queries must be a list of 1 to {MAX_QUERIES} strings")
+        for q in queries:
+            bad = validate(q, k, method)
+            if bad is not None:
+                return bad
+        return await self._search(queries, k, method)
+
+    @api.get("/thumbnails/{name}")
+    async def thumbnail(self, name: str):
+        if not name.endswith(".jpg"):
+            return _error(404, "video_id", "thumbnails are /thumbnails/<video_id>.jpg")
+        data = await self.gallery.thumbnail.remote(name[: -len(".jpg")])
+        if data is None:
+            return _error(404, "video_id", "no such video in the index")
+        return Response(content=data, media_type="image/jpeg")
+
+    @api.post("/reload")
+    async def reload(self):
+        return await self.gallery.reload.remote()
+
+
+def build_app(checkpoint: str, index_folder: str, kind: str = "exact", replicas: int = 1, use_gpu: bool = False):
+    encoder = TextEncoder.options(num_replicas=replicas, ray_actor_options={"num_gpus": 1 if use_gpu else 0,
+                                                                           "num_cpus": 0.5}).bind(checkpoint, use_gpu)
+    gallery = Gallery.options(ray_actor_options={"num_cpus": 0.5}).bind(index_folder, kind)
+    return Api.options(ray_actor_options={"num_cpus": 0.1}).bind(encoder, gallery)

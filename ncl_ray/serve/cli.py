@@ -1,0 +1,59 @@
+"""`ncl-ray serve RUN_OR_CHECKPOINT [--host 127.0.0.1] [--port 8000] [--index exact|hnsw] [key=value ...]`.
+
+The gallery is the checkpoint's evaluation export (the test split with NCL biases from the training-query bank);
+when there is none yet it is built first (`ncl-ray eval` with none and ncl), then kept as version 1 of the
+checkpoint's versioned index (`CHECKPOINT/index/`), which `ncl-ray index add` extends.
+"""
+
+import logging
+import time
+from pathlib import Path
+from typing import List
+
+log = logging.getLogger("ncl_ray.serve")
+
+
+def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
+    """CHECKPOINT/index with a CURRENT version, built from the eval export (made now if missing)."""
+    from ncl_ray.serve.versions import current, home_of, seed_from_export
+
+    home = home_of(checkpoint)
+    if current(home) is not None:
+        return home
+    exports = sorted(Path(checkpoint).glob("eval/*bank-train*/export/index.json"))
+    if not exports:
+        from ncl_ray.evaluate_cmd import main as evaluate
+
+        log.info("no evaluation export yet: embedding the test split for the gallery")
+        evaluate(checkpoint, ["eval.methods=[none,ncl]", *overrides])
+        exports = sorted(Path(checkpoint).glob("eval/*bank-train*/export/index.json"))
+    if not exports:
+        raise FileNotFoundError(f"{checkpoint}: no export with training-bank biases to serve")
+    seed_from_export(home, exports[0].parent)
+    return home
+
+
+def main(target: str, host: str, port: int, kind: str, overrides: List[str]) -> int:
+    from ray import serve
+
+    from ncl_ray.checkpoint import load_checkpoint
+    from ncl_ray.cluster import init_ray
+    from ncl_ray.config import from_dict
+    from ncl_ray.evaluate import resolve_checkpoint
+    from ncl_ray.serve.app import build_app
+
+    checkpoint = resolve_checkpoint(target)
+    cfg = from_dict(load_checkpoint(checkpoint)["config"])
+    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    home = ensure_index(checkpoint, overrides)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu), name="ncl-ray", route_prefix="/",
+              blocking=False)
+    print(f"serving {home} on http://{host}:{port}/  (search page at /, API: /search?q=...&k=10&method=ncl|none, "
+          f"/healthz, POST /reload); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0

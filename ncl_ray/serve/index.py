@@ -1,0 +1,102 @@
+"""The served gallery: NCL biases folded into the video embeddings, in a faiss inner-product index. No Ray.
+
+    index = GalleryIndex.load("runs/NAME/best/eval/test-bank-train/export", kind="exact")
+    scores, rows = index.search(text_embeddings, k=10, method="ncl")   # (R, k), (R, k)
+
+`ncl` searches the folded gallery [v_j, tau * b_j] with queries [t_i, 1]: t.v + tau b_j = tau (s/tau + b_j), the
+ranking of `ncl-ray eval`'s ncl scorer. `none` searches the plain embeddings. `kind="hnsw"` builds an approximate
+HNSW index for large galleries; its recall@k against the exact index is measured on build (`recall_at_k`).
+A versioned index folder holds `CURRENT` (the name of the live version) and `v0001/`, `v0002/`, ...; an export
+folder (videos.parquet, texts.parquet, index.json) is one version by itself.
+"""
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow.parquet as pq
+
+METHODS = ("ncl", "none")
+KINDS = ("exact", "hnsw")
+
+
+def resolve_version(folder: str) -> Path:
+    """An export folder itself, or the version that a versioned folder's CURRENT names."""
+    d = Path(folder)
+    if (d / "CURRENT").is_file():
+        return d / (d / "CURRENT").read_text().strip()
+    if (d / "index.json").is_file():
+        return d
+    raise FileNotFoundError(f"not an ncl-ray index (no index.json or CURRENT): {folder}")
+
+
+def _faiss_index(vectors: np.ndarray, kind: str):
+    import faiss
+
+    dim = vectors.shape[1]
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 128
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+class GalleryIndex:
+    def __init__(self, video_ids: List[str], paths: List[str], embeddings: np.ndarray, bias: np.ndarray,
+                 temperature: float, captions: Dict[str, List[str]], meta: dict, kind: str = "exact"):
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
+        self.video_ids, self.paths, self.meta, self.kind = list(video_ids), list(paths), meta, kind
+        self.row_of = {v: i for i, v in enumerate(self.video_ids)}
+        self.captions, self.temperature = captions, float(temperature)
+        emb = np.asarray(embeddings, np.float32)  # (C, D)
+        self.folded = np.concatenate([emb, (self.temperature * np.asarray(bias, np.float32))[:, None]], axis=1)
+        self.plain = emb
+        self.indexes = {"ncl": _faiss_index(self.folded, kind), "none": _faiss_index(self.plain, kind)}
+        self.recall_at_k: Optional[float] = None
+
+    @staticmethod
+    def load(folder: str, kind: str = "exact") -> "GalleryIndex":
+        d = resolve_version(folder)
+        meta = json.loads((d / "index.json").read_text())
+        videos = pq.read_table(d / "videos.parquet", columns=["video_id", "path", "embedding", "ncl_bias"]).to_pydict()
+        captions: Dict[str, List[str]] = {}
+        if (d / "texts.parquet").is_file():
+            texts = pq.read_table(d / "texts.parquet", columns=["video_id", "caption"]).to_pydict()
+            for vid, cap in zip(texts["video_id"], texts["caption"]):
+                captions.setdefault(vid, []).append(cap)
+        index = GalleryIndex(videos["video_id"], videos["path"], np.stack(videos["embedding"]),
+                             np.asarray(videos["ncl_bias"]), meta["temperature"], captions,
+                             {**meta, "version": d.name}, kind)
+        if kind != "exact":
+            index.recall_at_k = index.measure_recall()
+        return index
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def search(self, queries: np.ndarray, k: int, method: str = "ncl") -> Tuple[np.ndarray, np.ndarray]:
+        """queries (R, D) unit text embeddings -> scores (R, k), gallery rows (R, k), best first.
+
+        Scores: ncl = tau * (s / tau + b_j) (the folded inner product), none = cosine similarity."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+        q = np.asarray(queries, np.float32)
+        if method == "ncl":
+            q = np.concatenate([q, np.ones((len(q), 1), np.float32)], axis=1)
+        return self.indexes[method].search(np.ascontiguousarray(q), min(k, len(self)))
+
+    def measure_recall(self, n_queries: int = 200, k: int = 10, seed: int = 0) -> float:
+        """recall@k of this (approximate) index against an exact one, for random gallery-like queries."""
+        g = np.random.default_rng(seed)
+        rows = g.choice(len(self), size=min(n_queries, len(self)), replace=False)
+        q = self.plain[rows] + 0.05 * g.normal(size=self.plain[rows].shape).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        q1 = np.concatenate([q, np.ones((len(q), 1), np.float32)], axis=1)
+        exact = _faiss_index(self.folded, "exact").search(q1, k)[1]
+        approx = self.indexes["ncl"].search(q1, k)[1]
+        return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))

@@ -1,0 +1,209 @@
+"""`ncl-ray serve` for real: a trained run served by Ray Serve over HTTP on loopback, its NCL ranking against
+`ncl-ray eval`'s scorer, bad inputs, thumbnails, `index add` of unseen videos with POST /reload, and the web
+page driven by headless Chromium (Playwright)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raynodes import alive, free_port, processes_of
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
+         "train.batch_size=4", "train.epochs=2", "ncl.queue_size=24"]
+
+
+def get(url, data=None):
+    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
+                                 headers={"Content-Type": "application/json"} if data is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get("Content-Type", "")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    env = dict(os.environ, RAY_TMPDIR=str(tmp_path_factory.mktemp("r")))
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", "conf/default.yaml", *SMALL,
+                        f"data.root={tmp}/syn", f"data.cache_dir={tmp}/cache", f"run.storage_path={tmp}/runs",
+                        "run.name=s"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp / "runs" / "s"
+    port = free_port()
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "ncl_ray", "serve", str(run), "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while time.time() - start < 240:
+            try:
+                if get(base + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read()[-3000:])
+            time.sleep(1)
+        else:
+            raise AssertionError("server did not come up")
+        yield {"base": base, "run": run, "tmp": tmp, "env": env, "startup_s": time.time() - start}
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in alive(processes_of(env["RAY_TMPDIR"])):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_search_returns_sorted_results_with_captions(served):
+    q = urllib.parse.quote("a large red circle moving left")
+    status, body, ctype = get(f"{served['base']}/search?q={q}&k=5")
+    hits = json.loads(body)
+    assert status == 200 and "json" in ctype and len(hits) == 5
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(h["captions"] and h["thumbnail_url"] == f"/thumbnails/{h['video_id']}.jpg" for h in hits)
+    status, img, ctype = get(served["base"] + hits[0]["thumbnail_url"])
+    assert status == 200 and ctype == "image/jpeg" and img[:2] == b"\xff\xd8"
+    status, body, _ = get(served["base"] + "/search", {"queries": ["red circle", "blue bar"], "k": 3})
+    assert status == 200 and [len(x) for x in json.loads(body)] == [3, 3]
+
+
+@pytest.mark.parametrize("query, field", [
+    ("q=&k=5", "q"), ("q=" + "x" * 600, "q"), ("q=red&k=0", "k"), ("q=red&k=1000", "k"), ("q=red&k=ten", "k"),
+    ("q=red&method=dsl", "method"),
+])
+def test_bad_inputs_are_4xx_naming_the_field(served, query, field):
+    status, body, _ = get(f"{served['base']}/search?{query}")
+    assert 400 <= status < 500 and json.loads(body)["field"] == field
+
+
+def test_unknown_thumbnail_and_paths_are_refused(served):
+    for path in ("/thumbnails/nope.jpg", "/thumbnails/..%2F..%2Fetc%2Fpasswd.jpg", "/thumbnails/video00001.png"):
+        status, body, _ = get(served["base"] + path)
+        assert status == 404 and json.loads(body)["field"] == "video_id"
+    status, _, _ = get(served["base"] + "/search", {"queries": "not a list"})
+    assert status == 400
+
+
+def test_served_ncl_ranking_equals_the_eval_scorer(served):
+    from ncl_ray.checkpoint import load_checkpoint
+    from ncl_ray.config import from_dict
+    from ncl_ray.data.transforms import tokenize
+    from ncl_ray.evaluate import resolve_checkpoint
+    from ncl_ray.model.clip import build_model_from_config
+    from ncl_ray.ncl.normalize import Sims, make_scorer
+    from ncl_ray.serve.index import GalleryIndex
+
+    ckpt = resolve_checkpoint(str(served["run"]))
+    state = load_checkpoint(ckpt)
+    cfg = from_dict(state["config"])
+    model = build_model_from_config(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    index = GalleryIndex.load(str(Path(ckpt) / "index"))
+    queries = ["a small green square moving up", "white bar going right", "a large blue circle moving down"]
+    with torch.no_grad():
+        text = model.encode_text(torch.from_numpy(tokenize(queries, cfg.data.max_words))).float()
+    gallery = torch.from_numpy(index.plain)
+    loss = state["loss"]
+    bank = loss["text_queue.queue"][: int(loss["text_queue.filled"])].float()
+    tau = index.temperature
+    scorer = make_scorer("ncl", Sims.embeddings(text, gallery), tau, Sims.embeddings(bank, gallery),
+                         n_iters=cfg.eval.n_iters)
+    expected = scorer(slice(0, len(queries)), text @ gallery.T).argsort(dim=1, descending=True)[:, :10]
+    for i, q in enumerate(queries):
+        status, body, _ = get(f"{served['base']}/search?q={urllib.parse.quote(q)}&k=10&method=ncl")
+        got = [h["video_id"] for h in json.loads(body)]
+        assert got == [index.video_ids[j] for j in expected[i].tolist()]
+    status, body, _ = get(f"{served['base']}/search?q={urllib.parse.quote(queries[0])}&k=10&method=none")
+    plain = (text[:1] @ gallery.T).argsort(dim=1, descending=True)[0, :10].tolist()
+    assert [h["video_id"] for h in json.loads(body)] == [index.video_ids[j] for j in plain]
+
+
+def test_index_add_makes_unseen_videos_searchable(served):
+    from ncl_ray.data.synthetic import render, write_video
+
+    folder = served["tmp"] / "mine"
+    for i, color in enumerate(("magenta", "yellow")):
+        frames = render(color, "circle", "large", "right", "navy", num_frames=16, side=64,
+                        rng=np.random.default_rng(i))
+        write_video(str(folder / f"my{color}.mp4"), frames)
+    (folder / "broken.mp4").write_bytes(b"\0" * 500)
+    before = json.loads(get(served["base"] + "/healthz")[1])["videos"]
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder)],
+                       cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "added 2 video(s), skipped 1" in r.stdout and "broken" in r.stderr
+    status, body, _ = get(served["base"] + "/reload", {})
+    info = json.loads(body)
+    assert status == 200 and info["version"] == "v0002" and info["videos"] == before + 2
+    q = urllib.parse.quote("a large magenta circle moving right on a navy background")
+    status, body, _ = get(f"{served['base']}/search?q={q}&k={info['videos']}")
+    assert {"mymagenta", "myyellow"} <= {h["video_id"] for h in json.loads(body)}
+    # the NCL biases depend on the whole gallery: recomputed for the old videos too
+    import pyarrow.parquet as pq
+
+    from ncl_ray.evaluate import resolve_checkpoint
+
+    home = Path(resolve_checkpoint(str(served["run"]))) / "index"
+    v1 = pq.read_table(home / "v0001" / "videos.parquet").to_pydict()
+    v2 = pq.read_table(home / "v0002" / "videos.parquet").to_pydict()
+    assert v2["video_id"][: len(v1["video_id"])] == v1["video_id"]
+    assert not np.allclose(v1["ncl_bias"], v2["ncl_bias"][: len(v1["video_id"])])
+    status, img, _ = get(served["base"] + "/thumbnails/mymagenta.jpg")
+    assert status == 200 and img[:2] == b"\xff\xd8"
+
+
+def test_search_page_in_a_real_browser(served, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on this machine (make browser installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(served["base"] + "/")
+        page.fill("#q", "a large red circle moving left")
+        page.click("#go")
+        page.wait_for_selector(".hit")
+        n = min(10, json.loads(get(served["base"] + "/healthz")[1])["videos"])
+        ncl = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
+        assert len(ncl) == n and "NCL ranking" in page.inner_text("#status")
+        assert "videos" in page.inner_text("#info")
+        page.check("input[value=none]")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('plain')")
+        plain = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
+        assert len(plain) == n
+        page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        shot = tmp_path / "search.png"
+        page.screenshot(path=str(shot), full_page=True)
+        page.fill("#q", "")
+        page.click("#go")
+        page.wait_for_selector(".err")
+        assert "q:" in page.inner_text("#status")
+        browser.close()
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shutil.copy(shot, ROOT / "bench" / "out" / "serve_page.png") if (ROOT / "bench" / "out").is_dir() else None
