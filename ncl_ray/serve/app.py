@@ -27,6 +27,16 @@ MAX_QUERIES = 64
 api = FastAPI(title="ncl-ray search")
 
 
+@api.exception_handler(404)
+async def _not_found(request: Request, exc) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"error": "no such page", "field": "path"})
+
+
+@api.exception_handler(405)
+async def _not_allowed(request: Request, exc) -> JSONResponse:
+    return JSONResponse(status_code=405, content={"error": f"{request.method} is not allowed here", "field": "method"})
+
+
 def _error(status: int, field: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message, "field": field})
 
