@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: help install train test test-fast lint tune bench rehearsal prepare tensorboard clean
+.PHONY: help install browser train test test-fast lint tune compare bench rehearsal prepare serve tensorboard clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,7 +21,12 @@ install: $(STAMP)  ## create .venv and install ncl-ray with its dependencies
 train: $(STAMP)  ## the main job: NCL training + evaluation on the built-in dataset (ARGS="key=value ...")
 	$(BIN)/ncl-ray train conf/default.yaml $(ARGS)
 
-test: $(STAMP)  ## the whole test suite (Ray tests included)
+browser:  ## Debian's chromium for the web-page test (skipped with a reason when it cannot be installed)
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+	   apt-get install -y -q chromium >/dev/null 2>&1)) || echo "chromium not installed: the browser test will be skipped")
+
+test: $(STAMP) browser  ## the whole test suite (Ray tests included)
 	$(BIN)/python -m pytest -q tests
 
 test-fast: $(STAMP)  ## tests without Ray and slow tests
@@ -36,11 +41,17 @@ tune: $(STAMP)  ## small Ray Tune sweep on the built-in dataset
 bench: $(STAMP)  ## benchmarks under bench/, results in bench/out/
 	$(BIN)/python -m bench.run_all
 
+compare: $(STAMP)  ## NCL vs plain training, 5 seeds each, one Ray Tune experiment (ARGS="--seeds 3 key=value")
+	$(BIN)/ncl-ray compare conf/compare.yaml $(ARGS)
+
 rehearsal: $(STAMP)  ## the CLIP4Clip recipe (ViT-B/32, 12 x 224 px) on CPU on an MSR-VTT-shaped corpus, stage report
 	$(BIN)/python -m bench.rehearsal $(ARGS)
 
 prepare: $(STAMP)  ## build the clip cache of a config alone (CONFIG=conf/x.yaml ARGS="key=value ...")
 	$(BIN)/ncl-ray prepare $(or $(CONFIG),conf/default.yaml) $(ARGS)
+
+serve: $(STAMP)  ## search a trained run over HTTP and in the browser (RUN=runs/<name>, PORT=8000)
+	$(BIN)/ncl-ray serve $(or $(RUN),$$(ls -td runs/*/ | head -1)) --port $(or $(PORT),8000) $(ARGS)
 
 tensorboard: $(STAMP)  ## watch the runs under runs/
 	$(BIN)/tensorboard --logdir runs --host 127.0.0.1  # HOST=0.0.0.0 only if you mean it

@@ -67,6 +67,14 @@ def _experiment(args: argparse.Namespace) -> int:
     return run(cfg) or 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from ncl_ray.compare import main as run
+    from ncl_ray.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    return run(cfg, args.seeds, [a.strip() for a in args.arms.split(",") if a.strip()]) or 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from ncl_ray.evaluate_cmd import main as run
 
@@ -118,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="YAML with differences from the defaults, e.g. conf/default.yaml")
         sp.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=2")
         sp.set_defaults(fn=_experiment)
+    sp = sub.add_parser("compare", help="arms x seeds as one Ray Tune experiment: mean, spread, paired difference")
+    sp.add_argument("config", help="YAML with differences from the defaults, e.g. conf/default.yaml")
+    sp.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=10")
+    sp.add_argument("--seeds", type=int, default=5, help="seeds per arm (default: 5)")
+    sp.add_argument("--arms", default="plain,ncl", help="comma-separated arms: plain (n_iters=0), ncl (default: both)")
+    sp.set_defaults(fn=_compare)
     sp = sub.add_parser("config", help="show the resolved config with every key's meaning")
     sp.add_argument("action", choices=["show"], help="show: print the config after defaults, file and overrides")
     sp.add_argument("config", help="YAML with differences from the defaults, e.g. conf/default.yaml")

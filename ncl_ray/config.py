@@ -29,6 +29,7 @@ class DataConfig:
     root: str = "data/synthetic"  # dataset folder; the built-in dataset is generated here when missing
     manifest: str = ""  # CSV/JSONL manifest (dataset=manifest); derived from root for the named datasets
     synthetic_videos: int = 400  # size of the built-in dataset when it has to be generated
+    synthetic_profile: str = "uniform"  # uniform attributes | longtail (Zipf over combinations, generic captions)
     num_frames: int = 8  # frames sampled uniformly per clip (CLIP4Clip: 12)
     frame_size: int = 32  # square crop after shorter-side resize (CLIP: 224)
     max_words: int = 32  # tokenizer context length (CLIP4Clip: 32, ActivityNet 64)
@@ -65,6 +66,7 @@ class NCLConfig:
     queue_size: int = 256  # query-queue length per modality (Q)
     detach_biases: bool = True  # our default: biases are constants for the gradient
     gather_with_grad: bool = True  # all-gather keeps gradients to every worker's slice
+    plain_loss_weight: float = 0.0  # adds w * plain contrastive loss (keeps raw scores comparable); 0 = NCL alone
 
 
 @dataclass
@@ -149,6 +151,7 @@ class Config:
 _CHOICES = {
     "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
     "data.cache_encoding": ("jpeg", "raw"),
+    "data.synthetic_profile": ("uniform", "longtail"),
     "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     "model.pooling": ("meanP", "seqTransf"),
     "eval.bank": ("train", "test", "train+test"),
@@ -162,7 +165,8 @@ POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_ca
             "eval.chunk_size", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "tune.num_samples",
             "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality"]
 NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
-                "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs"]
+                "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs",
+                "ncl.plain_loss_weight"]
 
 
 def _merge(base: DictConfig, other, source: str) -> DictConfig:

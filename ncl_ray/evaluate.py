@@ -122,7 +122,19 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
                     if method == "ncl":
                         store["t2v_ncl_bias"] = scorer.bias
     out["bank_is_test"] = float(bank != "train")
+    out["t2v_hub_share"] = hub_share(emb.text, emb.video, chunk_size)
     return out
+
+
+@torch.no_grad()
+def hub_share(text: torch.Tensor, video: torch.Tensor, chunk_size: int = 4096) -> float:
+    """Share of gallery videos (percent) that are the plain top-1 of more than twice their fair number of
+    captions (2 R / C): how hub-dominated the plain ranking is."""
+    counts = torch.zeros(len(video))
+    for start in range(0, len(text), chunk_size):
+        top = (text[start: start + chunk_size].float() @ video.float().T).argmax(dim=1)  # (r,)
+        counts += torch.bincount(top, minlength=len(video)).float()
+    return 100.0 * float((counts > 2.0 * len(text) / len(video)).float().mean())
 
 
 def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: str = "") -> str:

@@ -24,6 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+COMMANDS = ("train", "eval", "tune", "prepare")
 UPLOAD = ("ncl_ray", "conf", "jobs", "pyproject.toml", "README.md")  # what a job needs from the project
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
@@ -50,8 +51,8 @@ def stage_upload(root: Path, dest: Path, max_mb: float) -> int:
 
 def build_entrypoint(command: str, config: str, overrides: List[str], python: str = "python") -> str:
     """The shell command the job runs, e.g. `python -m ncl_ray train conf/x.yaml k=v`."""
-    if command not in ("train", "eval", "tune"):
-        raise ValueError(f"unknown command {command!r} (train, eval or tune)")
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r} ({', '.join(COMMANDS)})")
     return " ".join([shlex.quote(python), "-m", "ncl_ray", command, shlex.quote(config)]
                     + [shlex.quote(o) for o in overrides])
 
@@ -103,12 +104,39 @@ def wait(client, job_id: str, follow: bool = True, timeout: float = 0) -> str:
         time.sleep(1.0)
 
 
+PATH_KEYS = ("data.root", "data.manifest", "data.cache_dir", "run.storage_path")
+
+
+def check_job_config(command: str, config: str, overrides: List[str], root: Path) -> None:
+    """Validate the config on this machine before uploading, and refuse relative paths: inside a job they
+    resolve against the job's temporary working directory, so data and runs would be lost with it."""
+    if command == "eval":
+        return
+    from omegaconf import OmegaConf
+
+    from ncl_ray.config import Config, ConfigError, load_config
+
+    path = root / config if not Path(config).is_absolute() else Path(config)
+    try:
+        load_config(str(path), overrides)
+        raw = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
+                              OmegaConf.from_dotlist(list(overrides)))
+    except ConfigError as e:
+        raise JobsError(f"config error: {e}") from None
+    relative = [f"{k}={OmegaConf.select(raw, k)}" for k in PATH_KEYS
+                if OmegaConf.select(raw, k) and "://" not in str(OmegaConf.select(raw, k))
+                and not Path(str(OmegaConf.select(raw, k))).is_absolute()]
+    if relative:
+        raise JobsError(f"relative paths in a job resolve inside its temporary working directory and are lost: "
+                        f"{', '.join(relative)}; pass absolute paths on storage every node sees, e.g. "
+                        f"run.storage_path=/mnt/shared/runs data.root=/mnt/shared/data "
+                        f"data.cache_dir=/mnt/shared/cache")
+
+
 def submit(args) -> int:
+    check_job_config(args.command, args.config, args.overrides, Path(args.working_dir))
     client = _client(args.address)
     entrypoint = build_entrypoint(args.command, args.config, args.overrides, args.python)
-    if args.command in ("train", "tune") and not any(o.startswith("run.storage_path=") for o in args.overrides):
-        print("warning: no run.storage_path=...: a relative storage path lands in the job's temporary working "
-              "directory; point it at shared storage to keep checkpoints and TensorBoard logs", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ncl-ray-upload-") as staged:
         size = stage_upload(Path(args.working_dir), Path(staged), args.max_upload_mb)
         print(f"uploading {size / 2**20:.1f} MB ({', '.join(UPLOAD)})")
@@ -125,8 +153,13 @@ def submit(args) -> int:
     if status == "FAILED":
         info = client.get_job_info(job_id)
         print(f"reason: {info.message}", file=sys.stderr)
+        logs = client.get_job_logs(job_id)
         if args.quiet:
-            print(client.get_job_logs(job_id)[-5000:], file=sys.stderr)
+            print(logs[-5000:], file=sys.stderr)
+        if "No module named" in logs or "command not found" in logs:
+            print(f"hint: the job ran '{args.python}', which lacks ncl-ray's dependencies; pass --python with the "
+                  f"cluster's interpreter (e.g. --python /opt/venv/bin/python) or install the project on every "
+                  f"node (jobs/cluster.yaml)", file=sys.stderr)
     return 0 if status == "SUCCEEDED" else 1
 
 
@@ -135,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--address", help="Ray dashboard address (default: $RAY_ADDRESS)")
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("submit", help="submit train, eval or tune")
-    s.add_argument("command", choices=["train", "eval", "tune"])
+    s.add_argument("command", choices=list(COMMANDS), help="the ncl-ray command to run on the cluster")
     s.add_argument("config", help="config YAML (or checkpoint folder for eval), relative to the project")
     s.add_argument("overrides", nargs="*", help="key=value")
     s.add_argument("--runtime-env", default=str(ROOT / "jobs" / "runtime_env.yaml"))

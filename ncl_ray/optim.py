@@ -10,7 +10,7 @@ from ncl_ray.ncl.loss import NCLLoss
 
 def build_loss(cfg, dim: int) -> NCLLoss:
     n = cfg.ncl
-    return NCLLoss(dim, n.queue_size, n.n_iters, n.detach_biases, n.gather_with_grad)
+    return NCLLoss(dim, n.queue_size, n.n_iters, n.detach_biases, n.gather_with_grad, n.plain_loss_weight)
 
 
 def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -121,6 +121,7 @@ def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, s
 
 def main(cfg) -> int:
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
     from ncl_ray.cluster import init_ray
@@ -133,7 +134,8 @@ def main(cfg) -> int:
     if not re.fullmatch(r"val/(none|ncl|served)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)", t.metric):
         raise ConfigError(f"tune.metric must be a validation metric such as val/served/t2v_R@1 or "
                           f"val/ncl/v2t_R@5 (see ncl_ray/evaluate.py), got {t.metric!r}")
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our TensorBoard files per trial, not Tune's copies
+    # Tune's own TensorBoard copies off (each trial writes ours); its JSON and CSV results stay (passed below)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     entries = check_inputs(cfg)
     sweep_dir = open_run_dir(cfg, "sweep_config.yaml", kind="sweep")
     init_ray(cfg.run.ray_address)
@@ -154,9 +156,12 @@ def main(cfg) -> int:
             tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler,
                                         num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
             run_config=tune.RunConfig(name="tuner", storage_path=str(sweep_dir), verbose=0,
-                                      callbacks=[_TrialLines(t.metric)]),
+                                      callbacks=[_TrialLines(t.metric), JsonLoggerCallback(), CSVLoggerCallback()]),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
     unfinished = [tr.trial_id for tr in grid._experiment_analysis.trials
                   if tr.status not in ("TERMINATED", "ERROR")]
     if unfinished:  # Ctrl-C: Tune stops gracefully and returns; no best.yaml from an unfinished sweep

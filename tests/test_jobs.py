@@ -69,11 +69,18 @@ def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_
     assert (Path(results["checkpoint"]) / "eval" / "test-bank-train" / "metrics.json").is_file()
     capsys.readouterr()
 
-    bad = ["--address", ray_head, "submit", "train", "conf/default.yaml", "train.epochz=1",
-           f"run.storage_path={runs}", "--python", sys.executable, "--quiet", "--timeout", "120"]
+    # a failing job: its own log names the bad input, and the command exits 1
+    bad = ["--address", ray_head, "submit", "eval", str(tmp_path / "no-such-run"), "--python", sys.executable,
+           "--quiet", "--timeout", "120"]
     assert jobs_main(bad) == 1
     captured = capsys.readouterr()
-    assert "FAILED" in captured.out and "epochz" in captured.err  # the job's log names the bad key
+    assert "FAILED" in captured.out and "no ncl-ray checkpoint" in captured.err
+    # bad configs and relative paths are refused before anything is uploaded
+    assert jobs_main(["--address", ray_head, "submit", "train", "conf/default.yaml", "train.epochz=1"]) == 2
+    assert "epochz" in capsys.readouterr().err
+    assert jobs_main(["--address", ray_head, "submit", "train", "conf/default.yaml", f"run.storage_path={runs}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.root=data/synthetic" in err and "temporary working directory" in err
 
     assert jobs_main(["--address", ray_head, "status", "nosuchjob"]) == 2
     err = capsys.readouterr().err

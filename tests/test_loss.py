@@ -72,3 +72,19 @@ def test_detach_switch_changes_gradient_not_value():
         values.append(out["contrastive_loss"].detach())
     assert torch.allclose(values[0], values[1], atol=1e-6)
     assert not torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_plain_loss_term_is_clip_loss_and_diagnostics_are_there():
+    import torch
+
+    from ncl_ray.ncl.loss import NCLLoss
+
+    torch.manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    t = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    scale = torch.tensor(10.0)
+    out = NCLLoss(8, 0, 0, plain_loss_weight=1.0)(v, t, scale)
+    assert torch.allclose(out["plain_loss"], out["contrastive_loss"])  # n_iters=0: NCL is the plain loss
+    out = NCLLoss(8, 0, 3, plain_loss_weight=0.5)(v, t, scale)
+    assert out["plain_loss"] > 0 and {"text_bias_std", "text_popularity_std", "text_mean_norm"} <= set(out)
+    assert "plain_loss" not in NCLLoss(8, 0, 3)(v, t, scale)

@@ -34,16 +34,17 @@ from ncl_ray.data.transforms import caption_tokens
 log = logging.getLogger(__name__)
 
 
-def load_entries(dataset: str, root: str, manifest: str = "", synthetic_videos: int = 160) -> List[VideoEntry]:
+def load_entries(dataset: str, root: str, manifest: str = "", synthetic_videos: int = 160,
+                 synthetic_profile: str = "uniform") -> List[VideoEntry]:
     """All videos of a dataset; the built-in synthetic dataset is generated on first use."""
     if dataset == "synthetic":
         from ncl_ray.data.synthetic import builtin_root, make_dataset
 
-        folder = builtin_root(root, synthetic_videos)
+        folder = builtin_root(root, synthetic_videos, profile=synthetic_profile)
         path = folder / "manifest.jsonl"
         if not path.exists():  # generated once per size, atomically (never rewritten in place)
             log.info("generating the built-in dataset: %d videos in %s", synthetic_videos, folder)
-            make_dataset(str(folder), synthetic_videos)
+            make_dataset(str(folder), synthetic_videos, profile=synthetic_profile)
         entries = read_manifest(str(path))
         if len(entries) != synthetic_videos:
             raise ValueError(f"{path}: holds {len(entries)} videos, expected {synthetic_videos}; remove {folder}")

@@ -90,8 +90,12 @@ def render(color, shape, size, motion, bg, num_frames=16, side=64, rng=None) -> 
     return frames
 
 
+GENERIC = ("a {color} shape moving", "something {color} on a {bg} background", "a {size} object")
+PROFILES = ("uniform", "longtail")
+
+
 def make_dataset(out: str, n_videos: int = 160, seed: int = 0, num_frames: int = 16,
-                 splits=(("train", 0.7), ("val", 0.1), ("test", 0.2))) -> str:
+                 splits=(("train", 0.7), ("val", 0.1), ("test", 0.2)), profile: str = "uniform") -> str:
     """Write `n_videos` videos under out/videos and out/manifest.jsonl (one row per caption), atomically:
     everything is written into a temporary sibling folder that is renamed to `out` once complete, so no reader
     ever sees a half-written or rewritten dataset. Refuses to replace an existing non-empty `out`."""
@@ -104,7 +108,7 @@ def make_dataset(out: str, n_videos: int = 160, seed: int = 0, num_frames: int =
     tmp = final.with_name(f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_dataset(tmp, n_videos, seed, num_frames, splits)
+        _write_dataset(tmp, n_videos, seed, num_frames, splits, profile)
         if final.exists():
             final.rmdir()  # empty (checked above)
         tmp.rename(final)
@@ -116,20 +120,36 @@ def make_dataset(out: str, n_videos: int = 160, seed: int = 0, num_frames: int =
     return str(final / "manifest.jsonl")
 
 
-def builtin_root(root: str, n_videos: int, seed: int = 0) -> Path:
-    """The built-in dataset's folder for one size and seed: data.root/videos<N>-seed<S>. Runs asking for
-    other sizes get other folders, so one never rewrites the videos another is reading."""
-    return Path(root) / f"videos{n_videos}-seed{seed}"
+def builtin_root(root: str, n_videos: int, seed: int = 0, profile: str = "uniform") -> Path:
+    """The built-in dataset's folder for one size, seed and profile: data.root/videos<N>-seed<S>[-longtail]. Runs
+    asking for other sizes get other folders, so one never rewrites the videos another is reading."""
+    return Path(root) / (f"videos{n_videos}-seed{seed}" + ("" if profile == "uniform" else f"-{profile}"))
 
 
-def _write_dataset(root: Path, n_videos: int, seed: int, num_frames: int, splits) -> None:
+def _longtail_attrs(rng: np.random.Generator, n_videos: int) -> List[dict]:
+    """Attribute combinations drawn from a Zipf law (exponent 1.1) over all 540 combinations: a few
+    combinations recur in many videos (near-duplicates that attract many captions, i.e. hubs), most are rare."""
+    combos = [dict(color=c, shape=sh, size=sz, motion=m, bg=b) for c in COLORS for sh in SHAPES for sz in SIZES
+              for m in MOTIONS for b in BACKGROUNDS]
+    order = rng.permutation(len(combos))
+    weights = 1.0 / np.arange(1, len(combos) + 1) ** 1.1
+    picks = rng.choice(len(combos), size=n_videos, p=weights / weights.sum())
+    return [combos[order[i]] for i in picks]
+
+
+def _write_dataset(root: Path, n_videos: int, seed: int, num_frames: int, splits, profile: str = "uniform") -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown built-in profile {profile!r} (choose from {', '.join(PROFILES)})")
     rng = np.random.default_rng(seed)
+    tail = _longtail_attrs(np.random.default_rng(seed + 7919), n_videos) if profile == "longtail" else None
     rows: List[dict] = []
     order = rng.permutation(n_videos)
     bounds = np.cumsum([int(round(f * n_videos)) for _, f in splits])
     for i in range(n_videos):
         attrs = dict(color=rng.choice(list(COLORS)), shape=rng.choice(SHAPES), size=rng.choice(list(SIZES)),
                      motion=rng.choice(list(MOTIONS)), bg=rng.choice(list(BACKGROUNDS)))
+        if tail is not None:
+            attrs = tail[i]
         frames = render(num_frames=num_frames, rng=rng, **attrs)
         vid = f"video{i:05d}"
         write_video(str(root / "videos" / f"{vid}.mp4"), frames)
@@ -137,6 +157,8 @@ def _write_dataset(root: Path, n_videos: int, seed: int, num_frames: int, splits
         split = next(name for (name, _), b in zip(splits, bounds) if position < b) if position < bounds[-1] \
             else splits[-1][0]
         for template in TEMPLATES:
+            if tail is not None and rng.random() < 0.3:  # generic captions, true of many videos
+                template = GENERIC[int(rng.integers(len(GENERIC)))]
             rows.append({"video_id": vid, "path": f"videos/{vid}.mp4", "caption": template.format(**attrs),
                          "split": split})
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

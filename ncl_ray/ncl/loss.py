@@ -27,12 +27,15 @@ class NCLLoss(nn.Module):
         n_iters: Sinkhorn iterations; 0 = plain contrastive loss.
         detach_biases: treat biases as constants (our default) or backpropagate through Sinkhorn.
         gather_with_grad: gradients flow to other ranks' slices (exact large-batch equivalence).
+        plain_loss_weight: w >= 0 adds w * the plain contrastive (CLIP) loss on the unbiased logits as `plain_loss`
+            (0 = NCL alone). It keeps the raw scores comparable across captions (see the v2t collapse, README).
     """
 
     def __init__(self, dim: int, queue_size: int, n_iters: int, detach_biases: bool = True,
-                 gather_with_grad: bool = True):
+                 gather_with_grad: bool = True, plain_loss_weight: float = 0.0):
         super().__init__()
         self.n_iters = n_iters
+        self.plain_loss_weight = plain_loss_weight
         self.detach_biases = detach_biases
         self.gather_with_grad = gather_with_grad
         self.text_queue = FeatureQueue(queue_size, dim)
@@ -65,12 +68,16 @@ class NCLLoss(nn.Module):
         text_bias, _ = self._biases(self.video_queue, all_v, all_t, scale)  # a: (N,) per text
 
         labels = torch.arange(B, device=v.device) + B * rank  # positives: the diagonal of the global batch
-        logits_t2v = scale * t @ all_v.T + video_bias[None, :]  # (B, N)
-        logits_v2t = scale * v @ all_t.T + text_bias[None, :]  # (B, N)
+        plain_t2v, plain_v2t = scale * t @ all_v.T, scale * v @ all_t.T  # (B, N) each
+        logits_t2v = plain_t2v + video_bias[None, :]  # (B, N)
+        logits_v2t = plain_v2t + text_bias[None, :]  # (B, N)
         loss_t2v = F.cross_entropy(logits_t2v, labels)
         loss_v2t = F.cross_entropy(logits_v2t, labels)
 
         out = {"contrastive_loss": 0.5 * (loss_t2v + loss_v2t)}
+        if self.plain_loss_weight > 0:
+            plain = 0.5 * (F.cross_entropy(plain_t2v, labels) + F.cross_entropy(plain_v2t, labels))
+            out["plain_loss"] = self.plain_loss_weight * plain
         with torch.no_grad():
             out.update({
                 "t2v_ce": loss_t2v.detach(),
@@ -78,6 +85,12 @@ class NCLLoss(nn.Module):
                 "norm_error_before": torch.tensor(normalization_error(sk_logits, torch.zeros_like(video_bias))),
                 "norm_error_after": torch.tensor(normalization_error(sk_logits, video_bias.detach())),
                 "queue_filled": self.text_queue.filled.clone().float(),
+                # the v2t collapse: spread of the per-text biases, and how unequal the texts' mean similarity
+                # to the batch videos is (a text's "popularity" that the biases can absorb)
+                "text_bias_std": text_bias.detach().std(),
+                "video_bias_std": video_bias.detach().std(),
+                "text_popularity_std": (all_t.detach() @ all_v.detach().T).mean(dim=1).std(),
+                "text_mean_norm": all_t.detach().mean(dim=0).norm(),
             })
         if self.training:  # after the loss: the current batch never sees itself in the queue
             self.text_queue.enqueue(all_t.detach())

@@ -1,0 +1,85 @@
+"""`ncl-ray compare`: statistics against hand-computed values, the long-tailed corpus, and a real 2-arm x 2-seed
+Ray Tune miniature."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ncl_ray.compare import caption_ceiling, mean_std_ci, summarize, t_quantile
+from ncl_ray.data.manifest import VideoEntry, read_manifest
+
+
+def test_mean_std_and_interval_by_hand():
+    mean, sd, ci = mean_std_ci([20.0, 22.0, 24.0, 26.0, 28.0])
+    assert mean == 24.0 and sd == pytest.approx(np.sqrt(10.0))  # deviations 4,2,0,2,4: 40 / 4
+    assert ci == pytest.approx(2.776 * np.sqrt(10.0) / np.sqrt(5))  # t(0.975, 4) = 2.776
+    assert t_quantile(1) == 12.706 and t_quantile(11) == 2.228 and t_quantile(100) == 1.96
+
+
+def test_paired_difference_uses_each_arm_as_served():
+    rows = [{"arm": "plain", "seed": s, "test/none/t2v_R@1": 20.0 + s, "test/ncl/t2v_R@1": 99.0} for s in range(3)]
+    rows += [{"arm": "ncl", "seed": s, "test/ncl/t2v_R@1": 22.0 + 2 * s, "test/none/t2v_R@1": 0.0} for s in range(3)]
+    stats, paired = summarize(rows, metrics=("t2v_R@1",), methods=("none", "ncl"))
+    diff = paired[0]
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(3.0)  # differences 2, 3, 4
+    assert diff["std"] == pytest.approx(1.0) and diff["ci95"] == pytest.approx(4.303 / np.sqrt(3))
+    plain_none = next(s for s in stats if s["arm"] == "plain" and s["method"] == "none")
+    assert plain_none["mean"] == pytest.approx(21.0)
+
+
+def test_caption_ceiling_counts_shared_captions():
+    entries = [VideoEntry("a", "a.mp4", "test", ["red circle", "only a"]),
+               VideoEntry("b", "b.mp4", "test", ["red circle", "only b"]),
+               VideoEntry("c", "c.mp4", "train", ["red circle"])]
+    assert caption_ceiling(entries, "test") == pytest.approx(50.0)  # 2 of 4 test captions are shared
+
+
+def test_longtail_corpus_has_hubs_and_generic_captions(tmp_path):
+    from ncl_ray.data.synthetic import make_dataset
+
+    uniform = read_manifest(make_dataset(str(tmp_path / "u"), 60, seed=0, num_frames=4))
+    tail = read_manifest(make_dataset(str(tmp_path / "t"), 60, seed=0, num_frames=4, profile="longtail"))
+
+    def top_share(entries):
+        caps = [e.captions[0] for e in entries]
+        return max(caps.count(c) for c in caps) / len(caps)
+
+    assert top_share(tail) > 2 * top_share(uniform)  # a few attribute combinations recur in many videos
+    generic = sum(c.startswith(("something", "a ")) and len(c.split()) <= 6 for e in tail for c in e.captions)
+    assert generic > 0
+
+
+def test_hub_share_by_hand():
+    from ncl_ray.evaluate import hub_share
+
+    video = torch.eye(4)
+    text = torch.tensor([[1.0, 0, 0, 0]] * 6 + [[0, 1.0, 0, 0], [0, 0, 1.0, 0]])  # video 0 is top-1 of 6 of 8
+    assert hub_share(text, video) == pytest.approx(25.0)  # fair share 2, > 4 captions: one video of four
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_arm_two_seed_miniature(ray_local, tmp_path, capsys):
+    from ncl_ray.compare import main
+    from ncl_ray.config import load_config
+
+    cfg = load_config("conf/compare.yaml", [
+        "data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
+        f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache", "train.batch_size=4", "train.epochs=2",
+        "train.eval_every_epochs=1", "ncl.queue_size=16", f"run.storage_path={tmp_path}/runs", "run.name=cmp"])
+    assert main(cfg, 2, ["plain", "ncl"]) == 0
+    run = Path(tmp_path) / "runs" / "cmp"
+    table = pd.read_csv(run / "compare.csv")
+    assert sorted(zip(table["arm"], table["seed"])) == [("ncl", 0), ("ncl", 1), ("plain", 0), ("plain", 1)]
+    assert {"test/ncl/t2v_R@1", "test/none/v2t_R@1", "test/qbnorm/t2v_R@5"} <= set(table.columns)
+    # seeds change the outcome (initialisation, order, sampling): the two plain runs differ
+    plain = table[table["arm"] == "plain"]
+    assert plain[[c for c in table.columns if c.startswith("test/")]].nunique().max() > 1
+    text = (run / "compare.txt").read_text()
+    assert "paired per-seed difference" in text and "caption ceiling" in text
+    assert (run / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.dumps(pd.read_csv(run / "compare_summary.csv").to_dict()) and "95% CI" in capsys.readouterr().out
