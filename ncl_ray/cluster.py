@@ -43,6 +43,9 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
     """
     import ray
 
+    from ncl_ray.console import mute_ray_handlers
+
+    mute_ray_handlers()
     if not ray.is_initialized():
         target = resolve_address(address)
         if target == "local":
@@ -70,6 +73,9 @@ def quiet_data_progress() -> None:
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    from ncl_ray.console import mute_ray_handlers
+
+    mute_ray_handlers()
 
 
 def session_logs() -> Optional[str]:

@@ -33,6 +33,19 @@ class _OnlyOurs(logging.Filter):
         return record.levelno >= logging.WARNING and not record.getMessage().startswith(MUTED)
 
 
+class _Muted(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(MUTED)
+
+
+def mute_ray_handlers() -> None:
+    """Ray's logger prints through its own handler (it does not propagate): drop the MUTED lines there too."""
+    for name in ("ray", "ray.data"):
+        for h in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _Muted) for f in h.filters):
+                h.addFilter(_Muted())
+
+
 def setup_console(verbose: bool = False, stream: Optional[TextIO] = None) -> None:
     """Console logging: `ncl-ray: message` for our loggers at INFO; other libraries (Ray) at WARNING unless
     `verbose`. Idempotent."""

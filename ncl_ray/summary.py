@@ -41,10 +41,11 @@ def report(name: str, metrics: Dict[str, float], methods: Sequence[str], *, spli
              format_results(metrics, list(methods), prefix="test/")]
     lenient = ", ".join(f"{m} {metrics.get(f'test/{m}/v2t_lenient_R@1', float('nan')):.2f}" for m in methods)
     lines.append(f"v2t R@1 by CLIP4Clip's protocol (best caption per video): {lenient}")
-    lines += legend(methods, bank)
-    warn = collapse_warning(metrics, n_iters, n_videos)
-    if warn:
-        lines.append(warn)
+    import textwrap
+
+    for text in legend(methods, bank) + [collapse_warning(metrics, n_iters, n_videos) or ""]:
+        if text:
+            lines += textwrap.wrap(text, 112, subsequent_indent="  ")
     lines.append(f"tested: {tested} ({why})")
     lines.append(f"videos: {decoded} decoded, {skipped} skipped" + (f" (listed in {results})" if skipped else ""))
     lines.append(f"results: {results}")
