@@ -54,7 +54,9 @@ def validate(q, k, method) -> Optional[JSONResponse]:
     return None
 
 
-@serve.deployment
+# max_ongoing_requests: Serve's default (5) would cap every batch at 5 and, under load, make the router reject
+# and retry requests with backoff; replicas queue requests themselves instead.
+@serve.deployment(max_ongoing_requests=64)
 class TextEncoder:
     """The checkpoint's text tower; concurrent requests are encoded together."""
 
@@ -84,7 +86,7 @@ class TextEncoder:
         return list(out)
 
 
-@serve.deployment
+@serve.deployment(max_ongoing_requests=64)
 class Gallery:
     """The index, reloadable in place when a new version is written."""
 
@@ -139,7 +141,7 @@ class Gallery:
         return self.thumbs[video_id]
 
 
-@serve.deployment
+@serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class Api:
     def __init__(self, encoder, gallery):
