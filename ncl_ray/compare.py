@@ -141,6 +141,9 @@ def main(cfg, seeds: int, arms: List[str]) -> int:
         list(range(seeds)))}
     trainable = tune.with_resources(tune.with_parameters(_trial, base=to_dict(cfg), datasets=datasets, meta=meta),
                                     {"CPU": 0.1})
+    import os
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own path and TensorBoard hints off (verbose=0)
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.tune.max_concurrent),
                        run_config=tune.RunConfig(name="tuner", storage_path=str(run_dir), verbose=0,

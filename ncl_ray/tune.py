@@ -136,6 +136,7 @@ def main(cfg) -> int:
                           f"val/ncl/v2t_R@5 (see ncl_ray/evaluate.py), got {t.metric!r}")
     # Tune's own TensorBoard copies off (each trial writes ours); its JSON and CSV results stay (passed below)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the classic reporter prints nothing of its own
     entries = check_inputs(cfg)
     sweep_dir = open_run_dir(cfg, "sweep_config.yaml", kind="sweep")
     init_ray(cfg.run.ray_address)

@@ -1,0 +1,28 @@
+"""A shortened `make rehearsal`: the ViT-B/32 recipe at 224 px through corpus, prepare, cache read, training and
+the test-split evaluation, with the stage report checked."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_short_rehearsal_writes_a_stage_report(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bench.rehearsal", "--videos", "12", "--out", str(tmp_path),
+                        "data.num_frames=2", "train.batch_size=2", "ncl.queue_size=64"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report) == {"generate", "decode+cache write", "cache read (train split)", "training",
+                           "evaluation (test split)"}
+    cache = report["decode+cache write"]
+    assert cache["encoding"] == "jpeg" and cache["raw_bytes_per_clip"] == 2 * 224 * 224 * 3
+    assert cache["bytes_per_clip"] * 5 <= cache["raw_bytes_per_clip"]
+    train = report["training"]
+    assert train["forward_s"] > 0 and train["backward_s"] > 0 and train["peak_rss_mb"]["RayTrainWorker"] > 300
+    assert report["evaluation (test split)"]["videos"] >= 1 and "rehearsal report" in r.stdout
