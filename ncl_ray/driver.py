@@ -55,20 +55,14 @@ def _with_store_peak(render):
     return wrapped, peak
 
 
-def _workers(board, n: int) -> list:
-    """[{rank, node_id, text_queue_sum, video_queue_sum}] as the workers posted them."""
+def _board_report(board, n: int):
+    """(workers [{rank, node_id, text_queue_sum, video_queue_sum}], profile) from one read of the board."""
     import ray
 
     st = ray.get(board.get.remote(), timeout=30)
-    return [{"rank": r, **{k.split("/", 2)[2]: v for k, v in st.items() if k.startswith(f"worker/{r}/")}}
-            for r in range(n)]
-
-
-def _profile(board) -> dict:
-    import ray
-
-    st = ray.get(board.get.remote(), timeout=30)
-    return {k.split("/", 1)[1]: v for k, v in st.items() if k.startswith("profile/")}
+    workers = [{"rank": r, **{k.split("/", 2)[2]: v for k, v in st.items() if k.startswith(f"worker/{r}/")}}
+               for r in range(n)]
+    return workers, {k.split("/", 1)[1]: v for k, v in st.items() if k.startswith("profile/")}
 
 
 def main(cfg) -> int:
@@ -96,8 +90,8 @@ def main(cfg) -> int:
             result = fit(cfg, datasets, meta)
         if bar:
             bar[0].close()
-        workers = _workers(meta["board"], cfg.train.num_workers)
-        profile = {**_profile(meta["board"]), "object_store_peak_bytes": store_peak[0]}
+        workers, profile = _board_report(meta["board"], cfg.train.num_workers)
+        profile["object_store_peak_bytes"] = store_peak[0]
     finally:
         if copy_session_logs(str(run_dir / "logs" / "ray")):
             log.info("Ray's own logs: %s", run_dir / "logs" / "ray")

@@ -1,4 +1,5 @@
-"""Ray heads started by the tests themselves, stopped by PID (never `ray stop`, which kills every Ray on the host).
+"""Ray heads started by the tests themselves, stopped by PID only (Ray's own stop command has no address filter
+and would end every Ray instance on the host).
 
 Each head gets its own short temp dir and free ports on 127.0.0.1. Its processes are the ones whose command line
 names that temp dir (gcs_server, raylet, dashboard, monitors) plus all their descendants (the workers, whose

@@ -207,4 +207,5 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         assert "q:" in page.inner_text("#status")
         browser.close()
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    shutil.copy(shot, ROOT / "bench" / "out" / "serve_page.png") if (ROOT / "bench" / "out").is_dir() else None
+    if (ROOT / "bench" / "out").is_dir():
+        shutil.copy(shot, ROOT / "bench" / "out" / "serve_page.png")

@@ -139,10 +139,8 @@ def load_plain_pickle(path: Path):
     try:
         return _PlainDataUnpickler(io.BytesIO(path.read_bytes())).load()
     except Exception as e:
-        raise ManifestError(f"{path}: refused or unreadable ({e}); convert it to a manifest with "
-                            f"python -c \"import json,pickle; json.dump(pickle.load(open('{path.name}','rb')), "
-                            f"open('raw-captions.json','w'))\" on a machine you trust, then use "
-                            f"raw-captions.json") from None
+        raise ManifestError(f"{path}: refused or unreadable ({e}); provide the captions as raw-captions.json "
+                            f"(a JSON object mapping each video id to its list of captions) instead") from None
 
 
 def read_msvd(root: str) -> List[VideoEntry]:
