@@ -2,7 +2,10 @@
 1. one training step (tiny CPU model, B=128 clips) with plain contrastive loss vs NCL at queue 0/4k/16k and
    1/5/20 Sinkhorn iterations: step time and the ratio to plain;
 2. Sinkhorn alone (two directions, queue 16k, 5 iterations, D=512) at batch 128..1024;
-3. an estimate for the ViT-B/32 recipe: (NCL loss - CLIP loss) at B=128, D=512, Q=16k, 5 iterations,
+3. the loss alone, forward + backward at B=128, D=512, Q=16k: CLIP's loss (open_clip's formula) vs NCL at 0
+   iterations with a full queue (must cost the same: <= 1.2x) and at 5 iterations, without and with the
+   diagnostics (computed only on logged steps);
+4. an estimate for the ViT-B/32 recipe: (NCL loss - CLIP loss) at B=128, D=512, Q=16k, 5 iterations,
    over a ViT-B/32 step extrapolated from 2 clips of 12 frames (CPU only; on a GPU see bench/RESULTS.md).
 
     python -m bench.loss [--repeats 3]
@@ -79,12 +82,26 @@ def main():
     v = F.normalize(torch.randn(B, 512), dim=1).requires_grad_()
     t = F.normalize(torch.randn(B, 512), dim=1).requires_grad_()
 
-    def loss_time(loss_fn):
+    def loss_time(loss_fn, diagnostics=False):
         def run():
-            loss_fn(v, t, torch.tensor(100.0))["contrastive_loss"].backward()
+            loss_fn(v, t, torch.tensor(100.0), diagnostics=diagnostics)["contrastive_loss"].backward()
         return timed(run, args.repeats)
 
-    ncl_extra = loss_time(filled_loss(512, 16384, 5)) - loss_time(filled_loss(512, 0, 0))
+    def clip_time():
+        def run():
+            logits = 100.0 * t @ v.T  # open_clip's ClipLoss on one worker
+            labels = torch.arange(B)
+            (0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))).backward()
+        return timed(run, args.repeats)
+
+    clip_s = clip_time()
+    loss_rows = [{"loss": "CLIP loss alone (open_clip formula), B=128 D=512", "queue": 0, "iters": 0,
+                  "step_ms": 1e3 * clip_s, "ratio": 1.0}]
+    for iters, diag in ((0, False), (0, True), (5, False), (5, True)):
+        s = loss_time(filled_loss(512, 16384, iters), diag)
+        loss_rows.append({"loss": f"NCL loss alone{' + diagnostics (logged steps)' if diag else ''}",
+                          "queue": 16384, "iters": iters, "step_ms": 1e3 * s, "ratio": s / clip_s})
+    ncl_extra = (loss_rows[3]["step_ms"] - loss_rows[0]["step_ms"]) / 1e3
     vit = build_model("ViT-B-32", "", "meanP", 224, 32)
     vit_opt = torch.optim.AdamW(vit.parameters(), lr=1e-7)
     clips = {"frames": torch.randint(0, 255, (2, 12, 224, 224, 3), dtype=torch.uint8),
@@ -92,12 +109,13 @@ def main():
     vit_step = timed(lambda: train_step(vit, filled_loss(512, 0, 0), clips, vit_opt,
                                         build_scheduler(vit_opt, 10, 0.0), torch.Generator(), cpu), 1)
     vit_step_128 = vit_step / 2 * B
-    write("loss", rows + [{"loss": f"sinkhorn x2, Q=16k, 5 it, B={r['batch']}", "queue": 16384, "iters": 5,
+    write("loss", rows + loss_rows + [{"loss": f"sinkhorn x2, Q=16k, 5 it, B={r['batch']}", "queue": 16384, "iters": 5,
                            "step_ms": r["sinkhorn_ms"], "ratio": float("nan")} for r in sk_rows], {
         "model": "tiny CLIP (2-layer ViT/text, D=64), 8 frames x 32 px, batch 128, CPU",
         "ncl_overhead_q16k_it5_tiny": next(r["ratio"] for r in rows if r["queue"] == 16384 and r["iters"] == 5) - 1,
         "vitb32_cpu_step_estimate_s": vit_step_128,
         "ncl_extra_ms_q16k_it5_D512": 1e3 * ncl_extra,
+        "loss_iters0_queue16k_vs_clip": loss_rows[1]["ratio"],
         "ncl_overhead_vitb32_cpu_estimate": ncl_extra / vit_step_128,
     })
 

@@ -84,7 +84,8 @@ class TrainConfig:
     batch_size: int = 16  # per worker (B); the loss sees N = W * B
     num_workers: int = 2  # Ray Train workers (W)
     use_gpu: bool = False
-    cpus_per_worker: float = 0.5  # fractional so that Ray Data keeps CPUs to decode with
+    cpus_per_worker: float = 0.5  # reserved for scheduling; fractional so that Ray Data keeps CPUs to decode with
+    threads_per_worker: int = 0  # torch threads per worker; 0 = auto (ncl_ray/threads.py: the node's cores on CPU)
     placement_strategy: str = "PACK"  # PACK (fill nodes) | SPREAD | STRICT_SPREAD (one worker per node)
     amp: bool = True  # bf16/fp16 autocast, GPU only
     seed: int = 0
@@ -110,7 +111,9 @@ class EvalConfig:
     bank_size: int = 5000  # training videos whose captions form the bank (bank_source=captions)
     out_dir: str = ""  # `ncl-ray eval` output; "" = CHECKPOINT/eval
     n_iters: int = 10  # test-time Sinkhorn iterations
-    chunk_size: int = 4096  # queries per similarity block
+    chunk_size: int = 0  # queries per similarity block; 0 = derived from memory_mb and the gallery size
+    memory_mb: int = 2048  # byte budget of the similarity blocks in flight (1M-video galleries fit any machine)
+    workers: int = 0  # threads for the blocks of the bank's Sinkhorn pass; 0 = min(4, cores)
     qbnorm_beta: float = 20.0
     qbnorm_k: int = 1
 
@@ -162,11 +165,12 @@ METHODS = ("none", "ncl", "dsl", "qbnorm")
 POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions", "data.synthetic_videos",
             "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
             "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",
-            "eval.chunk_size", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "tune.num_samples",
+            "eval.memory_mb", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "tune.num_samples",
             "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality"]
 NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
                 "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs",
-                "ncl.plain_loss_weight"]
+                "ncl.plain_loss_weight", "train.threads_per_worker", "eval.chunk_size",
+                "eval.workers"]
 
 
 def _merge(base: DictConfig, other, source: str) -> DictConfig:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ncl_ray.data.transforms import normalize_frames
-from ncl_ray.ncl.normalize import Sims, make_scorer
+from ncl_ray.ncl.normalize import MEMORY_MB, Sims, make_scorer, rows_per_block
 from ncl_ray.retrieval import direction_metrics, normalization_errors
 
 log = logging.getLogger(__name__)
@@ -73,23 +73,27 @@ def embed_batches(model, batches: Iterable[Dict[str, torch.Tensor]], device: tor
 
 
 def bank_similarities(bank: str, train_queries: Optional[torch.Tensor], test_queries: torch.Tensor,
-                      gallery: torch.Tensor, chunk_size: int) -> Sims:
+                      gallery: torch.Tensor, chunk_size: int = 0, memory_mb: float = MEMORY_MB,
+                      workers: int = 0) -> Sims:
     """Similarities of the bank's queries (training, test or both) with the gallery, in blocks."""
     parts = {"train": [train_queries], "test": [test_queries], "train+test": [train_queries, test_queries]}[bank]
-    return Sims.stack([Sims.embeddings(p, gallery, chunk_size) for p in parts])
+    return Sims.stack([Sims.embeddings(p, gallery, chunk_size, memory_mb, workers) for p in parts])
 
 
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),
                         bank_text: Optional[torch.Tensor] = None, bank_video: Optional[torch.Tensor] = None,
-                        bank: str = "train", n_iters: int = 10, chunk_size: int = 4096,
+                        bank: str = "train", n_iters: int = 10, chunk_size: int = 0,
                         qbnorm_beta: float = 20.0, qbnorm_k: int = 1,
-                        store: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, float]:
+                        store: Optional[Dict[str, torch.Tensor]] = None, memory_mb: float = MEMORY_MB,
+                        workers: int = 0) -> Dict[str, float]:
     """Flat metric dict for t2v and v2t under each method.
 
     Args:
         emb: test embeddings.
         temperature: tau of the model (logits = similarity / tau).
         bank_text, bank_video: (R, D) training queries (e.g. the loss's queues) for bank = train / train+test.
+        chunk_size: rows per similarity block; 0 = derived from memory_mb for each gallery (normalize.py).
+        memory_mb, workers: byte budget of the blocks in flight, and threads for the bank's Sinkhorn pass.
         store: if given, receives t2v diagnostics: `t2v_mass_before`, `<method>/t2v_mass` (C,) and
             `t2v_ncl_bias` (C,), for plots and the export.
     """
@@ -103,8 +107,8 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
     }
     out: Dict[str, float] = {}
     for name, (queries, gallery, train_queries, truth) in directions.items():
-        test = Sims.embeddings(queries, gallery, chunk_size)
-        bank_sims = bank_similarities(bank, train_queries, queries, gallery, chunk_size) \
+        test = Sims.embeddings(queries, gallery, chunk_size, memory_mb, workers)
+        bank_sims = bank_similarities(bank, train_queries, queries, gallery, chunk_size, memory_mb, workers) \
             if any(m in ("ncl", "qbnorm") for m in methods) else None
         for method in methods:
             scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k)
@@ -122,7 +126,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
                     if method == "ncl":
                         store["t2v_ncl_bias"] = scorer.bias
     out["bank_is_test"] = float(bank != "train")
-    out["t2v_hub_share"] = hub_share(emb.text, emb.video, chunk_size)
+    out["t2v_hub_share"] = hub_share(emb.text, emb.video, chunk_size or rows_per_block(len(emb.video), memory_mb))
     return out
 
 

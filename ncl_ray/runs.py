@@ -150,3 +150,18 @@ def best_info(run_dir: Path) -> Optional[dict]:
     if not is_complete(str(best)) or not (best / "best.json").is_file():
         return None
     return json.loads((best / "best.json").read_text())
+
+
+def restore_source(checkpoint, run_dir: Path) -> Optional[str]:
+    """The newest complete checkpoint: Ray's latest registered one, or a newer folder in the run that a
+    worker wrote but Ray had not yet registered when it failed (Ray registers on its poll, every 2 s)."""
+    registered = None
+    if checkpoint is not None and checkpoint.path and Path(checkpoint.path).is_dir():
+        registered = checkpoint.path
+    elif checkpoint is not None:  # remote storage: download
+        registered = checkpoint.to_directory()
+    newest = newest_complete_checkpoint(run_dir)
+    if newest is not None and (registered is None or checkpoint_step(str(newest)) > checkpoint_step(registered)):
+        log.info("restoring %s, newer than Ray's latest registered checkpoint", newest.name)
+        return str(newest)
+    return registered

@@ -16,15 +16,17 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ncl_ray.checkpoint import checkpoint_step, load_checkpoint, load_model_weights, save_checkpoint
+from ncl_ray.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ncl_ray.config import from_dict, select_metric, served_method, to_dict
 from ncl_ray.data.transforms import normalize_frames, sample_captions
+from ncl_ray.epochs import EpochFeeder
 from ncl_ray.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.optim import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
 from ncl_ray.profiling import Clock, allreduce_seconds
-from ncl_ray.runs import BEST, best_info, newest_complete_checkpoint, save_best
+from ncl_ray.runs import BEST, best_info, restore_source, save_best
+from ncl_ray.threads import set_worker_threads
 from ncl_ray.tracking import MetricLogger
 
 log = logging.getLogger("ncl_ray.train")
@@ -38,17 +40,17 @@ def unwrap(model: torch.nn.Module) -> VideoCLIP:
 def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
                device: torch.device, amp_dtype: Optional[torch.dtype] = None, grad_clip: float = 0.0,
-               timings: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-    """One optimisation step on a batch of split rows; returns `train/...` scalars. With `timings`, adds the
-    seconds spent in forward, loss (gather + Sinkhorn + CE), backward (with DDP's overlapped all-reduce) and
-    optimizer to it."""
+               timings: Optional[Dict[str, float]] = None, diagnostics: bool = True) -> Dict[str, float]:
+    """One optimisation step on a batch of split rows; returns `train/...` scalars (the loss's diagnostics only
+    with `diagnostics`: they cost about as much as the queue logits). With `timings`, adds the seconds spent in
+    forward, loss (gather + Sinkhorn + CE), backward (with DDP's overlapped all-reduce) and optimizer to it."""
     clock = Clock(device, timings)
     frames = normalize_frames(batch["frames"].to(device))  # (B, T, 3, H, W)
     tokens = sample_captions(batch["tokens"], batch["n_captions"], generator).to(device)  # (B, L)
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         out = model(frames, tokens)
     clock.lap("forward")
-    terms = loss_fn(**out)
+    terms = loss_fn(**out, diagnostics=diagnostics)
     total = sum(v for k, v in terms.items() if k.endswith("_loss"))
     clock.lap("loss")
     optimizer.zero_grad(set_to_none=True)
@@ -82,7 +84,7 @@ def _evaluate(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefix: st
     tau = 1.0 / float(unwrap(model).logit_scale.detach().exp().clamp(max=100))
     m = evaluate_embeddings(emb, tau, methods, loss_fn.text_queue.embeddings.cpu(),
                             loss_fn.video_queue.embeddings.cpu(), e.bank, e.n_iters, e.chunk_size,
-                            e.qbnorm_beta, e.qbnorm_k)
+                            e.qbnorm_beta, e.qbnorm_k, memory_mb=e.memory_mb, workers=e.workers)
     m.update({"time/embed_s": embed_s, "time/score_s": time.perf_counter() - t, "time/videos": len(emb.video)})
     return {f"{prefix}/{k}": v for k, v in m.items()}
 
@@ -106,21 +108,6 @@ def _quiet_report_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _restore_source(checkpoint, run_dir: Path) -> Optional[str]:
-    """The newest complete checkpoint: Ray's latest registered one, or a newer folder in the run that a
-    worker wrote but Ray had not yet registered when it failed (Ray registers on its poll, every 2 s)."""
-    registered = None
-    if checkpoint is not None and checkpoint.path and Path(checkpoint.path).is_dir():
-        registered = checkpoint.path
-    elif checkpoint is not None:  # remote storage: download
-        registered = checkpoint.to_directory()
-    newest = newest_complete_checkpoint(run_dir)
-    if newest is not None and (registered is None or checkpoint_step(str(newest)) > checkpoint_step(registered)):
-        log.info("restoring %s, newer than Ray's latest registered checkpoint", newest.name)
-        return str(newest)
-    return registered
-
-
 def train_loop_per_worker(config: Dict[str, Any]) -> None:
     """Runs on every Ray Train worker. `config` = {"cfg": resolved config dict, "meta": data facts}."""
     import ray.train
@@ -134,6 +121,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     run_dir = Path(meta["run_dir"])
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     device = ray.train.torch.get_device()
+    threads = set_worker_threads(cfg, ctx.get_local_world_size())
     # clip_fp16 runs as CLIP4Clip does: fp16 backbone, fp32 heads, no autocast
     amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp and not cfg.model.clip_fp16) else None
 
@@ -146,7 +134,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.train.epochs, o.warmup_ratio)
 
     start_epoch, step, state = 0, 0, None
-    source = _restore_source(ray.train.get_checkpoint(), run_dir)
+    source = restore_source(ray.train.get_checkpoint(), run_dir)
     if source is not None:
         state = load_checkpoint(source)
     elif cfg.train.resume_from:
@@ -173,7 +161,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     B, seed, E = cfg.train.batch_size, cfg.train.seed, cfg.train.epochs
     board = meta.get("board") if rank == 0 else None
     if meta.get("board") is not None:  # every rank says where it runs (results.json records it)
-        meta["board"].set.remote({f"worker/{rank}/node_id": ray.get_runtime_context().get_node_id()})
+        meta["board"].set.remote({f"worker/{rank}/node_id": ray.get_runtime_context().get_node_id(),
+                                  f"worker/{rank}/torch_threads": threads})
 
     def post(**values) -> None:  # progress for the driver's console (fire and forget)
         if board is not None:
@@ -186,27 +175,30 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     lower_is_better = selector.endswith(("MdR", "MnR"))
     best = best_info(run_dir) if rank == 0 else None
     post(phase="train", step=step, total=steps_per_epoch * E, epoch=start_epoch + 1, epochs=E)
+    feeder = EpochFeeder(lambda e: shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_seed=seed
+                                                            * 1000 + e, local_shuffle_buffer_size=2 * B),
+                         start_epoch, E)  # the next epoch's data pipeline starts while this one ends
     for epoch in range(start_epoch, E):
         model.train()
         loss_fn.train()
         generator = torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + rank)
         t0, clips, losses = time.time(), 0, []
         waited = time.perf_counter()
-        for batch in shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B,
-                                              local_shuffle_seed=seed * 1000 + epoch):
+        for batch in feeder.epoch(epoch):
             _maybe_fail(fail_at, step, rank, run_dir)
             steady = step - start_step >= warmup  # the first steps warm up allocators and the data pipeline
             timings = prof if steady else None
             if steady:
                 prof["input"] = prof.get("input", 0.0) + time.perf_counter() - waited
+            logged = rank == 0 and (step + 1) % cfg.train.log_every_steps == 0
             m = train_step(model, loss_fn, batch, optimizer, scheduler, generator, device, amp_dtype,
-                           cfg.optim.grad_clip, timings)
+                           cfg.optim.grad_clip, timings, diagnostics=logged)
             prof["steps"] = prof.get("steps", 0) + (1 if steady else 0)
             waited = time.perf_counter()
             step += 1
             clips += B * world
             losses.append(m["train/contrastive_loss"])
-            if rank == 0 and step % cfg.train.log_every_steps == 0:
+            if logged:
                 tb.log_dict(m, step)
             post(phase="train", step=step, epoch=epoch + 1, loss=m["train/contrastive_loss"],
                  clips_per_s=clips / max(time.time() - t0, 1e-9))
@@ -248,11 +240,13 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
                 save_checkpoint(d, unwrap(model), loss_fn, epoch, step, config["cfg"], optimizer, scheduler)
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)  # a barrier: every rank calls it
+    feeder.close()
     allreduce = allreduce_seconds(unwrap(model), device)
-    if board is not None:
+    if board is not None:  # epoch_start_s: how long each epoch's first batch kept the trainer waiting
         n = prof.pop("steps", 0)
         board.set.remote({**{f"profile/{k}_s_per_step": v / max(n, 1) for k, v in prof.items()},
-                          "profile/steps": n, "profile/allreduce_s": allreduce})
+                          "profile/steps": n, "profile/allreduce_s": allreduce,
+                          "profile/epoch_start_s": [round(w, 3) for _, w in sorted(feeder.start_waits.items())]})
     if meta.get("board") is not None:  # the replicated queues, for checking they agree across workers
         sums = {f"worker/{rank}/{name}_sum": float(getattr(loss_fn, name).queue.double().sum())
                 for name in ("text_queue", "video_queue")}

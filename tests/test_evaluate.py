@@ -27,6 +27,28 @@ def test_chunked_and_unchunked_evaluation_agree_exactly():
             if "norm_error" in k:
                 assert abs(part[k] - whole[k]) < 1e-5
     assert set(whole) >= {"ncl/t2v_R@1", "ncl/v2t_R@1", "ncl/v2t_lenient_R@1", "dsl/t2v_MnR", "t2v_norm_error_before"}
+    # a byte budget instead of a row count: 30 videos x 4 bytes x 5 temporaries x 3 workers = 1800 bytes a row
+    budget = evaluate_embeddings(emb, 0.05, memory_mb=2 * 4 * 1800 / 2 ** 20, workers=3, **kwargs)
+    assert {k: v for k, v in budget.items() if "norm_error" not in k} == \
+        {k: v for k, v in whole.items() if "norm_error" not in k}
+
+
+def test_block_height_follows_the_byte_budget_and_threads_do_not_change_the_biases():
+    from ncl_ray.ncl.normalize import rows_per_block
+
+    assert rows_per_block(1_000_000, 2048, 1) == 53  # half of 2 GiB / (5 x 4 B x 1M columns)
+    assert rows_per_block(1_000_000, 2048, 4) == 13 and rows_per_block(1000, 2048, 1) == 53687
+    assert rows_per_block(10 ** 9, 1, 1) == 1
+    emb = random_embeddings(V=50)
+    bank = F.normalize(torch.randn(300, 16), dim=1)
+    one = ncl_gallery_bias(Sims.embeddings(bank, emb.video, chunk=7, workers=1), 0.05, 6)
+    four = ncl_gallery_bias(Sims.embeddings(bank, emb.video, chunk=7, workers=4), 0.05, 6)
+    assert torch.equal(one, four)  # blocks merged in a fixed order
+    whole = ncl_gallery_bias(Sims.embeddings(bank, emb.video, chunk=300), 0.05, 6)
+    assert torch.allclose(one, whole, atol=1e-5)
+    # no room to keep bank logits between iterations (recomputed each time): the same biases
+    tight = ncl_gallery_bias(Sims.embeddings(bank, emb.video, chunk=7, memory_mb=1e-6, workers=2), 0.05, 6)
+    assert torch.equal(tight, one)
 
 
 def test_folded_inner_product_ranks_exactly_like_ncl():

@@ -88,3 +88,40 @@ def test_plain_loss_term_is_clip_loss_and_diagnostics_are_there():
     out = NCLLoss(8, 0, 3, plain_loss_weight=0.5)(v, t, scale)
     assert out["plain_loss"] > 0 and {"text_bias_std", "text_popularity_std", "text_mean_norm"} <= set(out)
     assert "plain_loss" not in NCLLoss(8, 0, 3)(v, t, scale)
+
+
+def _flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_cost_zero_iterations_is_clip_and_sinkhorn_reuses_batch_logits():
+    """Counted matrix-multiply FLOPs (forward + backward), not timings: with n_iters=0 a full queue costs nothing;
+    with iterations the queue rows are multiplied once per direction and the batch rows not again."""
+    B, D, Q = 8, 16, 64
+    v, t = feats(n=B, d=D)
+    scale = torch.tensor(10.0)
+
+    def run(loss_fn=None):
+        vv, tt = v.clone().requires_grad_(), t.clone().requires_grad_()
+        loss = loss_fn(vv, tt, scale, diagnostics=False)["contrastive_loss"] if loss_fn else clip_loss(vv, tt, scale)
+        loss.backward()
+
+    def filled(n_iters):
+        loss_fn = NCLLoss(D, queue_size=Q, n_iters=n_iters)
+        loss_fn.text_queue.enqueue(F.normalize(torch.randn(Q, D), dim=1))
+        loss_fn.video_queue.enqueue(F.normalize(torch.randn(Q, D), dim=1))
+        return loss_fn.eval()
+
+    clip = _flops(run)
+    assert clip > 0
+    assert _flops(lambda: run(filled(0))) == clip
+    assert _flops(lambda: run(filled(3))) == clip + 2 * (2 * Q * B * D)  # (Q, D) x (D, B) per direction
+    # the diagnostics are what costs the queue logits at n_iters=0: asked for, they are computed
+    loss_fn = filled(0)
+    out = loss_fn(v, t, scale, diagnostics=True)
+    assert out["norm_error_before"] > 0 and "text_popularity_std" in out
+    assert "norm_error_before" not in loss_fn(v, t, scale, diagnostics=False)

@@ -2,6 +2,7 @@
 injected worker failure, TensorBoard event files, resume."""
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,10 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     results = json.loads((run / "results.json").read_text())
     assert results["metrics"]["step"] == 9 and results["metrics"]["epoch"] == 2  # nothing lost, run finished
     assert results["skipped_count"] == 0
+    # torch threads inside the workers: the node's cores shared by its 2 training workers (threads.py)
+    cores = min(4, len(os.sched_getaffinity(0)))  # ray_local claims 4 logical CPUs
+    assert [w["torch_threads"] for w in results["workers"]] == [max(1, cores // 2)] * 2
+    assert len(results["profile"]["epoch_start_s"]) == 1  # the restarted worker's one epoch (epoch 2)
     final = load_checkpoint(results["last_checkpoint"])  # "checkpoint" is the best validation epoch
     assert final["step"] == 9 and int(final["loss"]["text_queue.filled"]) == 24
     assert final["config"]["run"]["name"] == "fault"
@@ -183,6 +188,10 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2", "train.resume=true")) == 0
     results = json.loads((Path(tmp_path) / "runs" / "r" / "results.json").read_text())
     assert results["metrics"]["epoch"] == 1 and results["metrics"]["step"] == 6
+    assert main(small_config(tmp_path, data_root, "run.name=t3", "train.epochs=1", "train.num_workers=1",
+                             "train.threads_per_worker=3")) == 0
+    results = json.loads((Path(tmp_path) / "runs" / "t3" / "results.json").read_text())
+    assert results["workers"][0]["torch_threads"] == 3  # set explicitly, read back inside the worker
 
 
 def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, data_root, capsys):

@@ -1,7 +1,11 @@
 """Test-time normalisation of query-by-gallery similarities (NCL.md, "Test time"), computed block by block.
 
 Similarities are never materialised whole: a `Sims` yields row blocks (r, C), either slices of a stored
-matrix or products of query and gallery embeddings, so a 100k gallery needs O(chunk x C) memory.
+matrix or products of query and gallery embeddings. The block height follows a byte budget (`memory_mb`, by
+default 2 GiB: half for the blocks in flight, half for bank logits the Sinkhorn pass keeps between its
+iterations instead of recomputing them), so a 1M-video gallery gets blocks of a few dozen rows and a 1k one of
+thousands: memory stays O(budget) whatever the gallery size. The Sinkhorn pass over the bank runs its blocks on
+`workers` threads (torch releases the GIL inside its kernels).
 
 Methods, each a scorer `(rows, block) -> scores` for ranking within a row. Scores are on a logit scale (a
 softmax over a row is a retrieval distribution), so the normalisation error is comparable across methods:
@@ -17,28 +21,53 @@ softmax over a row is a retrieval distribution), so the normalisation error is c
 """
 
 import math
-from typing import Callable, Iterator, List, Optional, Tuple
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 METHODS = ("none", "ncl", "dsl", "qbnorm")
 Scorer = Callable[[slice, torch.Tensor], torch.Tensor]
+MEMORY_MB = 2048  # default budget for the similarity blocks in flight
+TEMPORARIES = 5  # (r, C) fp32 tensors alive at once in the heaviest pass (s, L, L + b, logsumexp's exp, ...)
+
+
+def rows_per_block(n_cols: int, memory_mb: float = MEMORY_MB, workers: int = 1) -> int:
+    """Block height that keeps `workers` blocks of (r, n_cols) fp32 temporaries within half of `memory_mb` (the
+    other half may hold bank logits that the Sinkhorn pass keeps between iterations)."""
+    per_row = TEMPORARIES * 4 * max(1, n_cols) * max(1, workers)
+    return max(1, int(memory_mb * 2 ** 20 / 2) // per_row)
+
+
+def default_workers() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 class Sims:
-    """Query-by-gallery similarities (R, C), produced in row blocks of at most `chunk` rows."""
+    """Query-by-gallery similarities (R, C), produced in row blocks of at most `chunk` rows.
 
-    def __init__(self, n_rows: int, n_cols: int, block: Callable[[slice], torch.Tensor], chunk: int = 4096):
-        self.n_rows, self.n_cols, self._block, self.chunk = n_rows, n_cols, block, chunk
+    `chunk` > 0 fixes the block height; 0 derives it from `memory_mb` and `workers` (see `rows_per_block`).
+    """
+
+    def __init__(self, n_rows: int, n_cols: int, block: Callable[[slice], torch.Tensor], chunk: int = 0,
+                 memory_mb: float = MEMORY_MB, workers: int = 0):
+        self.n_rows, self.n_cols, self._block = n_rows, n_cols, block
+        self.memory_mb, self.workers = memory_mb, workers if workers > 0 else default_workers()
+        self.chunk = chunk if chunk > 0 else rows_per_block(n_cols, memory_mb, self.workers)
 
     @staticmethod
-    def dense(s: torch.Tensor, chunk: int = 4096) -> "Sims":
-        return Sims(s.shape[0], s.shape[1], lambda sl: s[sl].float(), chunk)
+    def dense(s: torch.Tensor, chunk: int = 0, memory_mb: float = MEMORY_MB, workers: int = 0) -> "Sims":
+        return Sims(s.shape[0], s.shape[1], lambda sl: s[sl].float(), chunk, memory_mb, workers)
 
     @staticmethod
-    def embeddings(queries: torch.Tensor, gallery: torch.Tensor, chunk: int = 4096) -> "Sims":
+    def embeddings(queries: torch.Tensor, gallery: torch.Tensor, chunk: int = 0, memory_mb: float = MEMORY_MB,
+                   workers: int = 0) -> "Sims":
         """queries (R, D) x gallery (C, D) -> blocks of queries[rows] @ gallery.T."""
-        return Sims(queries.shape[0], gallery.shape[0], lambda sl: queries[sl].float() @ gallery.float().T, chunk)
+        g = gallery.float()  # (C, D), converted once rather than per block
+        return Sims(queries.shape[0], gallery.shape[0], lambda sl: queries[sl].float() @ g.T, chunk, memory_mb,
+                    workers)
 
     @staticmethod
     def stack(parts: List["Sims"]) -> "Sims":
@@ -55,14 +84,16 @@ class Sims:
                     out.append(p.block(slice(a - lo, b - lo)))
             return torch.cat(out)
 
-        return Sims(offsets[-1], parts[0].n_cols, block, parts[0].chunk)
+        return Sims(offsets[-1], parts[0].n_cols, block, parts[0].chunk, parts[0].memory_mb, parts[0].workers)
 
     def block(self, rows: slice) -> torch.Tensor:
         return self._block(rows)
 
+    def slices(self) -> List[slice]:
+        return [slice(a, min(a + self.chunk, self.n_rows)) for a in range(0, self.n_rows, self.chunk)]
+
     def blocks(self) -> Iterator[Tuple[slice, torch.Tensor]]:
-        for start in range(0, self.n_rows, self.chunk):
-            rows = slice(start, min(start + self.chunk, self.n_rows))
+        for rows in self.slices():
             yield rows, self.block(rows)  # (r, C)
 
 
@@ -87,13 +118,32 @@ def ncl_gallery_bias(bank: Sims, temperature: float, n_iters: int) -> torch.Tens
     if n_iters == 0:
         return b
     scale = 1.0 / temperature
-    for _ in range(n_iters):
-        acc = torch.full((C,), float("-inf"))
-        for _, s in bank.blocks():
-            L = scale * s  # (r, C)
-            u = -torch.logsumexp(L + b[None, :], dim=1)  # (r,)
-            acc = torch.logaddexp(acc, torch.logsumexp(L + u[:, None], dim=0))
-        b = math.log(R / C) - acc
+    kept: Dict[int, torch.Tensor] = {}  # block index -> (r, C) logits kept between iterations, within budget
+    room, lock = [bank.memory_mb * 2 ** 20 / 2], threading.Lock()
+
+    def logits(i: int) -> torch.Tensor:
+        if i in kept:
+            return kept[i]
+        L = bank.block(slices[i]).mul(scale)  # (r, C), recomputed every iteration unless kept
+        with lock:
+            if room[0] >= L.numel() * 4:
+                room[0] -= L.numel() * 4
+                kept[i] = L
+        return L
+
+    def column_lse(i: int) -> torch.Tensor:  # one block's share of logsumexp_r(L_rc + u_r): (C,)
+        L = logits(i)  # (r, C)
+        x = L + b[None, :]  # (r, C)
+        u = -torch.logsumexp(x, dim=1)  # (r,) rows of softmax(L + b) sum to 1
+        return torch.logsumexp(torch.add(L, u[:, None], out=x), dim=0)
+
+    slices = bank.slices()
+    with ThreadPoolExecutor(min(bank.workers, len(slices))) as pool:
+        for _ in range(n_iters):
+            acc = torch.full((C,), float("-inf"))
+            for part in pool.map(column_lse, range(len(slices))):  # blocks in parallel, merged in a fixed order
+                acc = torch.logaddexp(acc, part)
+            b = math.log(R / C) - acc
     return b - b.mean()
 
 

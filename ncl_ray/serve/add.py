@@ -115,7 +115,8 @@ def main(target: str, inputs: str, overrides: List[str]) -> int:
     bank = loss["text_queue.queue"][: int(loss["text_queue.filled"])].float()
     tau = old.temperature
     if len(bank):
-        bias = ncl_gallery_bias(Sims.embeddings(bank, torch.from_numpy(gallery)), tau, cfg.eval.n_iters).numpy()
+        bias = ncl_gallery_bias(Sims.embeddings(bank, torch.from_numpy(gallery), cfg.eval.chunk_size,
+                                                cfg.eval.memory_mb, cfg.eval.workers), tau, cfg.eval.n_iters).numpy()
     else:
         log.warning("the checkpoint holds no training-query bank: NCL biases are zero")
         bias = np.zeros(len(ids), np.float32)

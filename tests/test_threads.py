@@ -1,0 +1,24 @@
+"""The torch thread count a training worker picks (ncl_ray/threads.py); the count inside a real Ray Train worker
+is checked by tests/test_train.py."""
+
+import os
+
+from ncl_ray.threads import auto_threads
+
+CORES = len(os.sched_getaffinity(0))
+
+
+def test_explicit_count_wins():
+    assert auto_threads(3, 0.5, False, False, 2, 1) == 3
+
+
+def test_cpu_training_in_memory_uses_the_node_cores_shared_by_its_workers():
+    assert auto_threads(0, 0.5, False, False, CORES, 1) == CORES  # not 1 because 0.5 CPUs were reserved
+    assert auto_threads(0, 0.5, False, False, CORES, CORES) == 1
+    assert auto_threads(0, 0.5, False, False, 4 * CORES, 1) == CORES  # never more than the cores
+
+
+def test_gpu_or_decoding_while_training_uses_the_reserved_cpus():
+    assert auto_threads(0, 0.5, True, False, 64, 1) == 1
+    assert auto_threads(0, min(2, CORES), False, True, 64, 1) == min(2, CORES)
+    assert auto_threads(0, 1.5, True, False, 64, 1) == min(2, CORES)  # rounded up
