@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: help install browser train test test-fast lint tune compare bench rehearsal prepare serve tensorboard clean
+.PHONY: help install browser train test test-fast lint tune compare bench bench-hotpaths rehearsal prepare serve tensorboard clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,6 +40,9 @@ tune: $(STAMP)  ## small Ray Tune sweep on the built-in dataset
 
 bench: $(STAMP)  ## benchmarks under bench/, results in bench/out/
 	$(BIN)/python -m bench.run_all
+
+bench-hotpaths: $(STAMP)  ## worker threads, loss at 0 iterations, epoch start-up, 1M-gallery evaluation, in one run
+	$(BIN)/python -m bench.hotpaths $(ARGS)
 
 compare: $(STAMP)  ## NCL vs plain training, 5 seeds each, one Ray Tune experiment (ARGS="--seeds 3 key=value")
 	$(BIN)/ncl-ray compare conf/compare.yaml $(ARGS)

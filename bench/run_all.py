@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-BENCHES = ["bench.hubs", "bench.decode", "bench.loss", "bench.eval_scale", "bench.e2e"]
+BENCHES = ["bench.hubs", "bench.decode", "bench.loss", "bench.eval_scale", "bench.e2e", "bench.hotpaths"]
 
 
 def main():

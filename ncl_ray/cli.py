@@ -71,8 +71,11 @@ def _compare(args: argparse.Namespace) -> int:
     from ncl_ray.compare import main as run
     from ncl_ray.config import load_config
 
+    from ncl_ray.compare import parse_arm
+
     cfg = load_config(args.config, args.overrides)
-    return run(cfg, args.seeds, [a.strip() for a in args.arms.split(",") if a.strip()]) or 0
+    custom = dict(parse_arm(spec) for spec in args.arm)
+    return run(cfg, args.seeds, [a.strip() for a in args.arms.split(",") if a.strip()], custom) or 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -130,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("config", help="YAML with differences from the defaults, e.g. conf/default.yaml")
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=10")
     sp.add_argument("--seeds", type=int, default=5, help="seeds per arm (default: 5)")
-    sp.add_argument("--arms", default="plain,ncl", help="comma-separated arms: plain (n_iters=0), ncl (default: both)")
+    sp.add_argument("--arms", default="plain,ncl", help="comma-separated arms: plain (n_iters=0), ncl (default: both);"
+                    " '' for only the --arm ones")
+    sp.add_argument("--arm", action="append", default=[], metavar="NAME:key=value,...",
+                    help="a further arm with its own overrides, e.g. w0.5:ncl.plain_loss_weight=0.5 (repeatable)")
     sp.set_defaults(fn=_compare)
     sp = sub.add_parser("config", help="show the resolved config with every key's meaning")
     sp.add_argument("action", choices=["show"], help="show: print the config after defaults, file and overrides")

@@ -1,8 +1,13 @@
-"""`ncl-ray compare CONFIG --seeds N [--arms plain,ncl] [key=value ...]`: does NCL training help, beyond noise?
+"""`ncl-ray compare CONFIG --seeds N [--arms plain,ncl] [--arm NAME:key=value,...] [key=value ...]`: does NCL
+training help, beyond noise?
 
 Runs arms x seeds as one Ray Tune experiment (a grid; every trial a Ray Train run, no early stopping). Arms:
-`plain` (ncl.n_iters=0, served with `none`) and `ncl` (the config's n_iters, at least 1, served with `ncl`), each
-trained with seeds 0..N-1 (`train.seed` sets the initial weights, the data order and the caption sampling).
+`plain` (ncl.n_iters=0, served with `none`), `ncl` (the config's n_iters, at least 1, served with `ncl`) and any
+named with `--arm NAME:key=value,key=value` (e.g. `--arm w0.5:ncl.plain_loss_weight=0.5`), each trained with
+seeds 0..N-1 (`train.seed` sets the initial weights, the data order and the caption sampling). Every arm is
+served as its training implies (n_iters > 0: `ncl`, else `none`) and compared per seed with the baseline arm
+(`plain` when it runs, else the first). The collapse statistics of each run (the last logged values of
+`train/text_bias_std`, `train/text_popularity_std`, `train/text_mean_norm`) are summarised per arm too.
 Writes to runs/<name>/: `compare.csv` (one row per trial, every test metric), `compare.txt` (mean +- std and
 the 95 % interval of the mean per arm, test-time method and metric; the paired per-seed difference of the served
 rankings with its interval) and `compare.png` (R@1 with 95 % error bars).
@@ -10,12 +15,25 @@ rankings with its interval) and `compare.png` (R@1 with 95 % error bars).
 
 import logging
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 log = logging.getLogger("ncl_ray.compare")
 ARMS = {"plain": 0, "ncl": None}  # n_iters; None = the config's (>= 1)
+COLLAPSE = ("train/text_bias_std", "train/text_popularity_std", "train/text_mean_norm")
+
+
+def parse_arm(spec: str) -> Tuple[str, Dict[str, str]]:
+    """`NAME:key=value,key=value` -> (NAME, {key: value}); a clear error naming the spec otherwise."""
+    from ncl_ray.config import ConfigError
+
+    name, sep, rest = spec.partition(":")
+    pairs = [p.strip() for p in rest.split(",") if p.strip()]
+    if not sep or not name.strip() or not pairs or any("=" not in p for p in pairs):
+        raise ConfigError(f"--arm {spec!r}: expected NAME:key=value[,key=value...], "
+                          f"e.g. w0.5:ncl.plain_loss_weight=0.5")
+    return name.strip(), dict(p.split("=", 1) for p in pairs)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
@@ -38,41 +56,49 @@ def mean_std_ci(values: Sequence[float]) -> Tuple[float, float, float]:
 
 
 def summarize(rows: List[Dict], metrics: Sequence[str] = ("t2v_R@1", "v2t_R@1", "t2v_R@5", "v2t_R@5"),
-              methods: Sequence[str] = ("none", "ncl", "dsl", "qbnorm")) -> Tuple[List[Dict], List[Dict]]:
-    """rows: {arm, seed, test/<method>/<metric>...} -> (per arm/method/metric stats, paired served differences)."""
+              methods: Sequence[str] = ("none", "ncl", "dsl", "qbnorm"), served: Optional[Dict[str, str]] = None,
+              baseline: str = "") -> Tuple[List[Dict], List[Dict]]:
+    """rows: {arm, seed, test/<method>/<metric>...} -> (per arm/method/metric stats, paired differences of the
+    served rankings: every arm minus the baseline arm, seed by seed). `served`: arm -> its test-time method."""
     stats = []
     for arm in sorted({r["arm"] for r in rows}):
         arm_rows = [r for r in rows if r["arm"] == arm]
         for method in methods:
-            for m in metrics:
-                vals = [r[f"test/{method}/{m}"] for r in arm_rows if f"test/{method}/{m}" in r]
+            for m in metrics if method != "train" else COLLAPSE:
+                key = m if method == "train" else f"test/{method}/{m}"
+                vals = [r[key] for r in arm_rows if key in r and r[key] == r[key]]
                 if vals:
                     mean, sd, ci = mean_std_ci(vals)
                     stats.append({"arm": arm, "method": method, "metric": m, "n": len(vals), "mean": mean,
                                   "std": sd, "ci95": ci})
     paired = []
-    served = {"plain": "none", "ncl": "ncl"}
+    served = served or {"plain": "none", "ncl": "ncl"}
+    arms = [a for a in dict.fromkeys(r["arm"] for r in rows)]
+    base = "plain" if "plain" in arms else (baseline or arms[0])
     by_seed = {(r["arm"], r["seed"]): r for r in rows}
-    seeds = sorted({r["seed"] for r in rows if ("plain", r["seed"]) in by_seed and ("ncl", r["seed"]) in by_seed})
-    for m in metrics:
-        diffs = [by_seed[("ncl", s)][f"test/ncl/{m}"] - by_seed[("plain", s)][f"test/none/{m}"] for s in seeds]
-        if diffs:
-            mean, sd, ci = mean_std_ci(diffs)
-            paired.append({"metric": m, "comparison": f"ncl arm ({served['ncl']}) - plain arm ({served['plain']})",
-                           "n": len(diffs), "mean": mean, "std": sd, "ci95": ci})
+    for arm in [a for a in arms if a != base]:
+        seeds = sorted({r["seed"] for r in rows if (base, r["seed"]) in by_seed and (arm, r["seed"]) in by_seed})
+        for m in metrics:
+            a_key, b_key = f"test/{served.get(arm, 'ncl')}/{m}", f"test/{served.get(base, 'none')}/{m}"
+            diffs = [by_seed[(arm, s)][a_key] - by_seed[(base, s)][b_key] for s in seeds
+                     if a_key in by_seed[(arm, s)] and b_key in by_seed[(base, s)]]
+            if diffs:
+                mean, sd, ci = mean_std_ci(diffs)
+                paired.append({"metric": m, "comparison": f"{arm} arm ({served.get(arm, 'ncl')}) - {base} arm "
+                               f"({served.get(base, 'none')})", "n": len(diffs), "mean": mean, "std": sd, "ci95": ci})
     return stats, paired
 
 
 def format_summary(stats: List[Dict], paired: List[Dict], ceiling: float) -> str:
-    lines = [f"{'arm':6s} {'method':7s} {'metric':8s} {'n':>3s} {'mean':>7s} {'std':>6s} {'95% CI of mean':>18s}"]
+    lines = [f"{'arm':8s} {'method':7s} {'metric':26s} {'n':>3s} {'mean':>7s} {'std':>6s} {'95% CI of mean':>18s}"]
     for s in stats:
-        lines.append(f"{s['arm']:6s} {s['method']:7s} {s['metric']:8s} {s['n']:3d} {s['mean']:7.2f} {s['std']:6.2f} "
+        lines.append(f"{s['arm']:8s} {s['method']:7s} {s['metric']:26s} {s['n']:3d} {s['mean']:7.2f} {s['std']:6.2f} "
                      f"[{s['mean'] - s['ci95']:7.2f}, {s['mean'] + s['ci95']:7.2f}]")
     lines.append("")
-    lines.append("paired per-seed difference of the served rankings (NCL-trained with ncl - plain with none):")
+    lines.append("paired per-seed difference of the served rankings (each arm as served - the baseline as served):")
     for p in paired:
         verdict = "beyond noise" if abs(p["mean"]) > p["ci95"] else "within noise"
-        lines.append(f"  {p['metric']:8s} n={p['n']} mean {p['mean']:+.2f} std {p['std']:.2f} "
+        lines.append(f"  {p['comparison']}: {p['metric']:8s} n={p['n']} mean {p['mean']:+.2f} std {p['std']:.2f} "
                      f"95% CI [{p['mean'] - p['ci95']:+.2f}, {p['mean'] + p['ci95']:+.2f}]  ({verdict})")
     lines.append(f"caption ceiling: {ceiling:.1f} % of test captions are word for word a caption of another test "
                  f"video, so t2v R@1 cannot reach 100")
@@ -115,55 +141,93 @@ def plot(stats: List[Dict], path: str, title: str) -> str:
     return save(fig, path)
 
 
-def main(cfg, seeds: int, arms: List[str]) -> int:
+def arm_overrides(cfg, arms: List[str], custom: Dict[str, Dict[str, str]]) -> Dict[str, Dict]:
+    """Every arm's config overrides, typed and checked against the schema (before Ray starts)."""
+    import yaml
+
+    from ncl_ray.config import ConfigError, finalize, to_dict
+    from ncl_ray.tune import apply_params
+
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not (arms or custom):
+        raise ConfigError(f"--arms: unknown arm(s) {unknown} (choose from {', '.join(ARMS)}, or name one with --arm)")
+    out = {a: {"ncl.n_iters": ARMS[a] if ARMS[a] is not None else max(1, cfg.ncl.n_iters)} for a in arms}
+    for name, pairs in custom.items():
+        if name in out:
+            raise ConfigError(f"--arm {name}: the name is already taken by another arm")
+        data_keys = [k for k in pairs if k.startswith("data.")]
+        if data_keys:
+            raise ConfigError(f"--arm {name}: {data_keys[0]} cannot differ between arms (they share one dataset)")
+        out[name] = {k: yaml.safe_load(v) for k, v in pairs.items()}
+        finalize(apply_params(to_dict(cfg), out[name]))  # unknown keys, wrong types, out-of-range values
+    return out
+
+
+def _arm_trial(params: Dict, arms: Dict[str, Dict], base: Dict, datasets, meta: Dict) -> None:
+    from ncl_ray.tune import _trial
+
+    _trial({**arms[params["arm"]], "train.seed": params["train.seed"]}, base, datasets, meta)
+
+
+def last_logged(tb_dir: str, tags: Sequence[str] = COLLAPSE, n: int = 5) -> Dict[str, float]:
+    """Mean of the last `n` logged values of each tag in a run's TensorBoard folder (missing tags left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(tb_dir)
+    events.Reload()
+    have = set(events.Tags().get("scalars", []))
+    return {t: float(np.mean([e.value for e in events.Scalars(t)[-n:]])) for t in tags if t in have}
+
+
+def main(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, str]]] = None) -> int:
+    import os
+    from pathlib import Path
+
     import pandas as pd
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from ncl_ray.cluster import init_ray
-    from ncl_ray.config import ConfigError, save_config, to_dict
+    from ncl_ray.config import ConfigError, from_dict, save_config, served_method, to_dict
     from ncl_ray.inputs import check_inputs, prepare_data
     from ncl_ray.runs import open_run_dir
-    from ncl_ray.tune import _trial
+    from ncl_ray.tune import apply_params
 
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown or not arms:
-        raise ConfigError(f"--arms: unknown arm(s) {unknown} (choose from {', '.join(ARMS)})")
+    overrides = arm_overrides(cfg, arms, custom or {})
     if seeds < 2:
         raise ConfigError("--seeds: at least 2 seeds are needed for a spread")
-    n_iters = {a: (ARMS[a] if ARMS[a] is not None else max(1, cfg.ncl.n_iters)) for a in arms}
+    served = {a: served_method(apply_params(to_dict(cfg), o)) for a, o in overrides.items()}
     entries = check_inputs(cfg)
     run_dir = open_run_dir(cfg, "compare_config.yaml", kind="comparison")
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     datasets, meta, cache = prepare_data(cfg, run_dir, entries)
     meta["trials_dir"] = str(run_dir / "trials")
-    space = {"ncl.n_iters": tune.grid_search(sorted(set(n_iters.values()))), "train.seed": tune.grid_search(
-        list(range(seeds)))}
-    trainable = tune.with_resources(tune.with_parameters(_trial, base=to_dict(cfg), datasets=datasets, meta=meta),
-                                    {"CPU": 0.1})
-    import os
-
+    space = {"arm": tune.grid_search(list(overrides)), "train.seed": tune.grid_search(list(range(seeds)))}
+    trainable = tune.with_resources(tune.with_parameters(_arm_trial, arms=overrides, base=to_dict(cfg),
+                                                         datasets=datasets, meta=meta), {"CPU": 0.1})
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own path and TensorBoard hints off (verbose=0)
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.tune.max_concurrent),
                        run_config=tune.RunConfig(name="tuner", storage_path=str(run_dir), verbose=0,
                                                  callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]))
-    log.info("comparison: arms %s x seeds 0..%d = %d Ray Train runs", ", ".join(arms), seeds - 1,
-             len(arms) * seeds)
+    log.info("comparison: arms %s x seeds 0..%d = %d Ray Train runs", ", ".join(overrides), seeds - 1,
+             len(overrides) * seeds)
     grid = tuner.fit()
-    arm_of = {v: a for a, v in n_iters.items()}
     rows = []
     for r in grid:
         if r.error or not r.metrics:
             log.warning("trial %s failed: %s", r.path, str(r.error).splitlines()[0] if r.error else "no metrics")
             continue
-        rows.append({"arm": arm_of[r.config["ncl.n_iters"]], "seed": r.config["train.seed"],
-                     **{k: v for k, v in r.metrics.items() if k.startswith("test/")}})
+        tb = Path(meta["trials_dir"]) / f"train-{r.metrics.get('trial_id', '')}" / "tensorboard"
+        rows.append({"arm": r.config["arm"], "seed": r.config["train.seed"],
+                     **{k: v for k, v in r.metrics.items() if k.startswith("test/")},
+                     **(last_logged(str(tb)) if tb.is_dir() else {})})
     if not rows:
         print("no trial finished", flush=True)
         return 1
     pd.DataFrame(rows).sort_values(["arm", "seed"]).to_csv(run_dir / "compare.csv", index=False)
-    stats, paired = summarize(rows)
+    stats, paired = summarize(rows, methods=("none", "ncl", "dsl", "qbnorm", "train"), served=served,
+                              baseline=next(iter(overrides)))
     text = format_summary(stats, paired, caption_ceiling(entries, cfg.data.test_split))
     (run_dir / "compare.txt").write_text(text + "\n")
     pd.DataFrame(stats).to_csv(run_dir / "compare_summary.csv", index=False)
@@ -173,4 +237,4 @@ def main(cfg, seeds: int, arms: List[str]) -> int:
     print()
     print(text)
     print(f"wrote {run_dir / 'compare.csv'}, compare.txt, compare_summary.csv, compare.png")
-    return 0 if len(rows) == len(arms) * seeds else 1
+    return 0 if len(rows) == len(overrides) * seeds else 1

@@ -39,7 +39,10 @@ class DataConfig:
     jpeg_quality: int = 90  # cache_encoding=jpeg
     decode_threads: int = 1  # FFmpeg threads per decode call; 0 = FFmpeg's choice
     decode_concurrency: int = 0  # parallel decode tasks; 0 = all CPUs of the cluster
-    in_memory: bool = True  # keep decoded splits in the object store; false: stream the Parquet cache each epoch
+    # where epochs read the clips from: true = decoded frames in the object store; encoded = the cache's compact
+    # bytes in the object store, decoded each epoch in Ray Data tasks; false = the Parquet cache streamed from disk;
+    # auto = the first of those whose bytes fit in a third of the cluster's object store
+    in_memory: str = "auto"
     streaming: bool = False  # no cache: decode the videos every epoch in Ray Data tasks (corpora too large to cache)
     jitter: bool = False  # streaming only: a random time inside each of the T slices (augmentation)
     train_split: str = "train"
@@ -155,6 +158,7 @@ _CHOICES = {
     "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
     "data.cache_encoding": ("jpeg", "raw"),
     "data.synthetic_profile": ("uniform", "longtail"),
+    "data.in_memory": ("auto", "true", "encoded", "false"),
     "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     "model.pooling": ("meanP", "seqTransf"),
     "eval.bank": ("train", "test", "train+test"),
@@ -219,6 +223,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
 
 def finalize(cfg: DictConfig) -> DictConfig:
     """Validate choices and compute derived values (run name, absolute storage path)."""
+    cfg.data.in_memory = str(cfg.data.in_memory).lower()  # YAML's true/false arrive as 'True'/'False'
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:

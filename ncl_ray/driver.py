@@ -107,7 +107,7 @@ def main(cfg) -> int:
     summary = {"run": cfg.run.name, "checkpoint": tested, "last_checkpoint": last, "selected": best,
                "workers": workers, "placement_strategy": cfg.train.placement_strategy, "profile": profile,
                "cache": {"path": cache.path, "encoding": cache.encoding, "bytes_per_clip": cache.bytes_per_clip,
-                         "build_s": cache.seconds},
+                         "build_s": cache.seconds, "in_memory": meta.get("in_memory", "streaming")},
                "skipped_videos": cache.skipped, "skipped_count": len(cache.skipped),
                "decoded_videos": cache.decoded, "metrics": metrics}
     results = run_dir / "results.json"

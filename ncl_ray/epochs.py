@@ -12,6 +12,7 @@ shard, in order, with its own shuffle seed; at most `buffered` batches wait per 
         for batch in feeder.epoch(epoch): ...
     feeder.close()
     feeder.start_waits  # {epoch: seconds the trainer waited for that epoch's first batch}
+    feeder.startups     # {epoch: seconds from opening that epoch's iterator to its first batch (hidden or not)}
 """
 
 import queue
@@ -35,6 +36,7 @@ class EpochFeeder:
         self._queues = {e: queue.Queue(maxsize=max(1, buffered)) for e in range(first, last)}
         self._stop = threading.Event()
         self.start_waits: Dict[int, float] = {}
+        self.startups: Dict[int, float] = {}
         self._thread = threading.Thread(target=self._produce, args=(first, last), name="epoch-feeder", daemon=True)
         self._thread.start()
 
@@ -51,7 +53,9 @@ class EpochFeeder:
         for epoch in range(first, last):
             q = self._queues[epoch]
             try:
+                opened = time.perf_counter()
                 for batch in self._make_iter(epoch):
+                    self.startups.setdefault(epoch, time.perf_counter() - opened)
                     if not self._put(q, batch):
                         return
             except BaseException as e:  # handed to the trainer, which raises it where it waits

@@ -93,13 +93,32 @@ def prepare_data(cfg, run_dir: Path, entries=None):
     if steps == 0:
         raise ConfigError(f"train split has {n_train} videos, fewer than one global batch "
                           f"(train.batch_size x train.num_workers = {global_batch})")
-    datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words)
+    mode = data_mode(cfg, cache)
+    datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words, mode == "encoded")
                 for name, split in (("train", d.train_split), ("val", val_split), ("test", d.test_split))}
-    if d.in_memory:  # decoded splits stay in the object store: later epochs skip the Parquet read
+    if mode == "true":  # decoded splits stay in the object store: later epochs skip the Parquet read
         datasets = {k: v.materialize() for k, v in datasets.items()}
     meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
-            "skipped_videos": len(cache.skipped)}
+            "skipped_videos": len(cache.skipped), "in_memory": mode}
     return datasets, meta, cache
+
+
+def data_mode(cfg, cache) -> str:
+    """`data.in_memory`, with auto resolved by size: decoded frames when they fit in a third of the cluster's
+    object store, else the cache's encoded bytes when they fit, else streaming the Parquet cache from disk."""
+    import ray
+
+    d = cfg.data
+    if d.in_memory != "auto":
+        return d.in_memory
+    store = ray.cluster_resources().get("object_store_memory", 0) / 3
+    decoded = cache.decoded * d.num_frames * d.frame_size ** 2 * 3
+    encoded = cache.decoded * cache.bytes_per_clip
+    mode = "true" if decoded <= store else "encoded" if encoded <= store else "false"
+    what = {"true": "decoded clips", "encoded": "encoded clips (decoded each epoch)", "false": "none"}[mode]
+    log.info("data.in_memory=auto: %s in the object store (decoded %.1f GB, encoded %.2f GB, a third of the store "
+             "%.1f GB)", what, decoded / 1e9, encoded / 1e9, store / 1e9)
+    return mode
 
 
 def _streaming_data(cfg, run_dir: Path, entries):

@@ -7,7 +7,7 @@ node's other cores sit idle. The worker sets its thread count explicitly instead
 - `train.threads_per_worker > 0`: that many.
 - 0 (auto), CPU training on in-memory data: the node's CPUs shared among the training workers on that node
   (decoding is finished before training starts, so the cores are the workers'); at least the reserved CPUs.
-- 0 (auto), GPU training or data decoded while training (`data.streaming`, `data.in_memory=false`): the CPUs
+- 0 (auto), GPU training or data decoded while training (`data.streaming`, `data.in_memory` encoded or false): the CPUs
   the worker reserved (rounded up), so torch's threads do not compete with Ray Data's tasks for the cores.
 Never more than the cores this process may run on (a node's logical CPUs may exceed them).
 """
@@ -32,14 +32,15 @@ def auto_threads(threads_per_worker: int, cpus_per_worker: float, use_gpu: bool,
     return max(1, min(n, cores))
 
 
-def set_worker_threads(cfg, local_world_size: int) -> int:
-    """Set torch's intra-op threads in this Ray Train worker from the config and its node; returns the count."""
+def set_worker_threads(cfg, local_world_size: int, data_mode: str = "true") -> int:
+    """Set torch's intra-op threads in this Ray Train worker from the config, its node and where epochs read the
+    clips from (`data_mode`: data.in_memory as resolved); returns the count."""
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
     node_cpus = next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["NodeID"] == node_id), 1)
     d, t = cfg.data, cfg.train
-    n = auto_threads(t.threads_per_worker, t.cpus_per_worker, t.use_gpu, d.streaming or not d.in_memory,
+    n = auto_threads(t.threads_per_worker, t.cpus_per_worker, t.use_gpu, d.streaming or data_mode != "true",
                      node_cpus, local_world_size)
     torch.set_num_threads(n)
     os.environ["OMP_NUM_THREADS"] = str(n)  # for libraries that read it later (e.g. in child processes)

@@ -121,7 +121,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     run_dir = Path(meta["run_dir"])
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     device = ray.train.torch.get_device()
-    threads = set_worker_threads(cfg, ctx.get_local_world_size())
+    threads = set_worker_threads(cfg, ctx.get_local_world_size(), meta.get("in_memory", "true"))
     # clip_fp16 runs as CLIP4Clip does: fp16 backbone, fp32 heads, no autocast
     amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp and not cfg.model.clip_fp16) else None
 
@@ -242,11 +242,12 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)  # a barrier: every rank calls it
     feeder.close()
     allreduce = allreduce_seconds(unwrap(model), device)
-    if board is not None:  # epoch_start_s: how long each epoch's first batch kept the trainer waiting
+    if board is not None:  # per epoch: the trainer's wait for its first batch; the pipeline's start-up (overlapped)
         n = prof.pop("steps", 0)
         board.set.remote({**{f"profile/{k}_s_per_step": v / max(n, 1) for k, v in prof.items()},
                           "profile/steps": n, "profile/allreduce_s": allreduce,
-                          "profile/epoch_start_s": [round(w, 3) for _, w in sorted(feeder.start_waits.items())]})
+                          "profile/epoch_start_s": [round(w, 3) for _, w in sorted(feeder.start_waits.items())],
+                          "profile/epoch_pipeline_start_s": [round(w, 3) for _, w in sorted(feeder.startups.items())]})
     if meta.get("board") is not None:  # the replicated queues, for checking they agree across workers
         sums = {f"worker/{rank}/{name}_sum": float(getattr(loss_fn, name).queue.double().sum())
                 for name in ("text_queue", "video_queue")}

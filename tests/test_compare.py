@@ -31,6 +31,34 @@ def test_paired_difference_uses_each_arm_as_served():
     assert plain_none["mean"] == pytest.approx(21.0)
 
 
+def test_named_arms_are_parsed_checked_and_compared_with_the_baseline():
+    from ncl_ray.compare import arm_overrides, parse_arm
+    from ncl_ray.config import ConfigError, load_config
+
+    assert parse_arm("w0.5:ncl.plain_loss_weight=0.5,ncl.n_iters=3") == \
+        ("w0.5", {"ncl.plain_loss_weight": "0.5", "ncl.n_iters": "3"})
+    for bad in ("w0.5", "w:", ":ncl.n_iters=1", "w:ncl.n_iters"):
+        with pytest.raises(ConfigError, match="expected NAME:key=value"):
+            parse_arm(bad)
+    cfg = load_config("conf/compare.yaml")
+    arms = arm_overrides(cfg, ["plain"], {"grad": {"ncl.detach_biases": "false"}})
+    assert arms == {"plain": {"ncl.n_iters": 0}, "grad": {"ncl.detach_biases": False}}
+    with pytest.raises(ConfigError, match="ncl.plain_loss_weight"):
+        arm_overrides(cfg, [], {"w": {"ncl.plain_loss_weight": "-1"}})
+    with pytest.raises(ConfigError, match="nosuch"):
+        arm_overrides(cfg, [], {"w": {"ncl.nosuch": "1"}})
+    with pytest.raises(ConfigError, match="share one dataset"):
+        arm_overrides(cfg, ["plain"], {"w": {"data.frame_size": "64"}})
+    # every non-baseline arm against the baseline, each as served; collapse statistics summarised per arm
+    rows = [{"arm": "ncl", "seed": s, "test/ncl/t2v_R@1": 10.0 + s, "train/text_bias_std": 2.0 + s} for s in range(2)]
+    rows += [{"arm": "w", "seed": s, "test/ncl/t2v_R@1": 13.0 + 2 * s, "train/text_bias_std": 1.0} for s in range(2)]
+    stats, paired = summarize(rows, metrics=("t2v_R@1",), methods=("ncl", "train"), served={"ncl": "ncl", "w": "ncl"},
+                              baseline="ncl")
+    assert [(p["comparison"], p["mean"]) for p in paired] == [("w arm (ncl) - ncl arm (ncl)", pytest.approx(3.5))]
+    bias = next(s for s in stats if s["arm"] == "ncl" and s["metric"] == "train/text_bias_std")
+    assert bias["mean"] == pytest.approx(2.5) and bias["n"] == 2
+
+
 def test_caption_ceiling_counts_shared_captions():
     entries = [VideoEntry("a", "a.mp4", "test", ["red circle", "only a"]),
                VideoEntry("b", "b.mp4", "test", ["red circle", "only b"]),
@@ -71,10 +99,13 @@ def test_two_arm_two_seed_miniature(ray_local, tmp_path, capsys):
         "data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
         f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache", "train.batch_size=4", "train.epochs=2",
         "train.eval_every_epochs=1", "ncl.queue_size=16", f"run.storage_path={tmp_path}/runs", "run.name=cmp"])
-    assert main(cfg, 2, ["plain", "ncl"]) == 0
+    assert main(cfg, 2, ["plain"], {"ncl": {"ncl.n_iters": "2", "ncl.plain_loss_weight": "0.5"}}) == 0
     run = Path(tmp_path) / "runs" / "cmp"
     table = pd.read_csv(run / "compare.csv")
     assert sorted(zip(table["arm"], table["seed"])) == [("ncl", 0), ("ncl", 1), ("plain", 0), ("plain", 1)]
+    # the collapse statistics come from each run's TensorBoard: biases spread only where Sinkhorn ran
+    assert (table[table["arm"] == "ncl"]["train/text_bias_std"] > 0).all()
+    assert (table[table["arm"] == "plain"]["train/text_bias_std"] == 0).all()
     assert {"test/ncl/t2v_R@1", "test/none/v2t_R@1", "test/qbnorm/t2v_R@5"} <= set(table.columns)
     # seeds change the outcome (initialisation, order, sampling): the two plain runs differ
     plain = table[table["arm"] == "plain"]

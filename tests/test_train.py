@@ -188,10 +188,13 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2", "train.resume=true")) == 0
     results = json.loads((Path(tmp_path) / "runs" / "r" / "results.json").read_text())
     assert results["metrics"]["epoch"] == 1 and results["metrics"]["step"] == 6
-    assert main(small_config(tmp_path, data_root, "run.name=t3", "train.epochs=1", "train.num_workers=1",
-                             "train.threads_per_worker=3")) == 0
+    assert main(small_config(tmp_path, data_root, "run.name=t3", "train.epochs=2", "train.num_workers=1",
+                             "train.threads_per_worker=3", "data.in_memory=encoded")) == 0
     results = json.loads((Path(tmp_path) / "runs" / "t3" / "results.json").read_text())
     assert results["workers"][0]["torch_threads"] == 3  # set explicitly, read back inside the worker
+    # the cache's encoded rows kept in the object store, decoded each epoch; both epochs' waits recorded
+    assert results["cache"]["in_memory"] == "encoded" and results["metrics"]["step"] == 2 * 7
+    assert len(results["profile"]["epoch_start_s"]) == 2 == len(results["profile"]["epoch_pipeline_start_s"])
 
 
 def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, data_root, capsys):

@@ -200,8 +200,9 @@ def split_videos(cache: ClipCache, entries: List[VideoEntry], split: str) -> Lis
 
 
 def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_captions: int,
-                  max_words: int) -> "ray.data.Dataset":
-    """Rows of one split: frames uint8 (T,S,S,3), tokens int32 (K,L), n_captions, index."""
+                  max_words: int, keep_encoded: bool = False) -> "ray.data.Dataset":
+    """Rows of one split: frames uint8 (T,S,S,3), tokens int32 (K,L), n_captions, index. With `keep_encoded`
+    the split's cache rows (compact bytes) are read once into the object store and only decoded per iteration."""
     videos = split_videos(cache, entries, split)
     if not videos:
         raise ValueError(f"split '{split}' has no decodable video")
@@ -212,6 +213,8 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
     # split's videos then never reach _attach, whose empty output would not stay a tensor column.
     ds = ray.data.read_parquet(cache.path).select_columns(["video_id", "frames"])
     ds = ds.filter(expr=col("video_id").is_in(list(table)))
+    if keep_encoded:
+        ds = ds.materialize()
     return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape, encoding=cache.encoding), batch_size=32)
 
 
