@@ -32,6 +32,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Ray kills idle worker processes above its soft limit after 1 s, and the train workers, controller and data
+# coordinator fill that limit on a small node: every epoch's read and decode tasks then start fresh processes
+# (seconds of imports each). A minute keeps them between epochs. Clusters set this on `ray start`.
+IDLE_WORKER_MS = 60_000
+
+
 def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool = True) -> None:
     """Join `address` (or $RAY_ADDRESS), else start a private local instance.
 
@@ -55,7 +61,8 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
             ray.init(address="local", num_cpus=num_cpus, log_to_driver=verbose, include_dashboard=True,
                      logging_level=logging.INFO if verbose else logging.WARNING,
                      dashboard_host="127.0.0.1", dashboard_port=port,
-                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
+                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}},
+                     _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
         else:
             log.info("Ray: joining %s", target)

@@ -177,7 +177,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     post(phase="train", step=step, total=steps_per_epoch * E, epoch=start_epoch + 1, epochs=E)
     feeder = EpochFeeder(lambda e: shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_seed=seed
                                                             * 1000 + e, local_shuffle_buffer_size=2 * B),
-                         start_epoch, E)  # the next epoch's data pipeline starts while this one ends
+                         start_epoch, E, buffered=4)  # the next epoch's pipeline starts while this one ends
     for epoch in range(start_epoch, E):
         model.train()
         loss_fn.train()
