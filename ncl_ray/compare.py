@@ -188,7 +188,7 @@ def main(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from ncl_ray.cluster import init_ray
-    from ncl_ray.config import ConfigError, from_dict, save_config, served_method, to_dict
+    from ncl_ray.config import ConfigError, save_config, served_method, to_dict
     from ncl_ray.inputs import check_inputs, prepare_data
     from ncl_ray.runs import open_run_dir
     from ncl_ray.tune import apply_params

@@ -116,7 +116,7 @@ class EvalConfig:
     n_iters: int = 10  # test-time Sinkhorn iterations
     chunk_size: int = 0  # queries per similarity block; 0 = derived from memory_mb and the gallery size
     memory_mb: int = 2048  # byte budget of the similarity blocks in flight (1M-video galleries fit any machine)
-    workers: int = 0  # threads for the blocks of the bank's Sinkhorn pass; 0 = min(4, cores)
+    workers: int = 0  # threads for the bank's Sinkhorn blocks; 0 = the cores torch's kernels leave idle (<= 4)
     qbnorm_beta: float = 20.0
     qbnorm_k: int = 1
 
