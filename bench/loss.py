@@ -98,7 +98,8 @@ def main():
 
     variants = [("CLIP loss alone (open_clip formula), B=128 D=512", 0, 0, clip_run)] + [
         (f"NCL loss alone, {iters} it{' + diagnostics (logged steps)' * diag}", 16384, iters,
-         loss_run(filled_loss(512, 16384, iters), diag)) for iters, diag in ((0, False), (0, True), (5, False), (5, True))]
+         loss_run(filled_loss(512, 16384, iters), diag))
+        for iters, diag in ((0, False), (0, True), (5, False), (5, True))]
     samples = {name: [] for name, *_ in variants}
     for _ in range(30):  # interleaved rounds, median: these take 1-200 ms, where a shared machine's noise shows
         for name, _, _, fn in variants:
