@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -110,7 +109,6 @@ def test_bad_manifest_fails_fast_with_file_and_line_and_no_run_folder(tmp_path):
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)
-        start = time.time()
         r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", str(ROOT / "conf" / "default.yaml"),
                             "data.dataset=manifest", f"data.manifest={tmp_path / name}",
                             f"run.storage_path={tmp_path}/runs", "run.name=bad"],
@@ -118,7 +116,7 @@ def test_bad_manifest_fails_fast_with_file_and_line_and_no_run_folder(tmp_path):
         assert r.returncode == 2, r.stderr
         assert str(tmp_path / name) in r.stderr and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
-        assert time.time() - start < 15  # no Ray start (a few seconds are imports)
+        assert "Ray: starting" not in r.stderr + r.stdout  # refused before Ray starts
         assert not (tmp_path / "runs" / "bad").exists()
 
 
