@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 
+from bench.loss import loss_alone
 from bench.report import write
 
 CORES = len(os.sched_getaffinity(0))
@@ -96,37 +97,6 @@ def main_job_epoch_starts(in_memory: str, work: str) -> dict:
     return {"waits": prof["epoch_start_s"], "startups": prof["epoch_pipeline_start_s"]}
 
 
-def loss_times() -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    from ncl_ray.ncl.loss import NCLLoss
-
-    torch.manual_seed(0)
-    B, D, Q = 128, 512, 16384
-    v = F.normalize(torch.randn(B, D), dim=1).requires_grad_()
-    t = F.normalize(torch.randn(B, D), dim=1).requires_grad_()
-    ncl = NCLLoss(D, Q, 0).eval()
-    ncl.text_queue.enqueue(F.normalize(torch.randn(Q, D), dim=1))
-    ncl.video_queue.enqueue(F.normalize(torch.randn(Q, D), dim=1))
-
-    def clip():
-        logits = 100.0 * t @ v.T
-        labels = torch.arange(B)
-        (0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))).backward()
-
-    def ncl0():
-        ncl(v, t, torch.tensor(100.0), diagnostics=False)["contrastive_loss"].backward()
-
-    out = {"clip": [], "ncl0": []}
-    for _ in range(30):  # interleaved rounds
-        for name, fn in (("clip", clip), ("ncl0", ncl0)):
-            s = time.perf_counter()
-            fn()
-            out[name].append(time.perf_counter() - s)
-    return {k: statistics.median(x) for k, x in out.items()}
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--one", nargs="*")
@@ -167,11 +137,11 @@ def main():
             notes[f"worker_vs_plain_{name}"] = w / p
     finally:
         ray.shutdown()
-    lt = loss_times()
-    rows += [{"measure": "CLIP loss, B=128 D=512 (fwd+bwd)", "value": lt["clip"], "unit": "s", "ratio": 1.0},
-             {"measure": "NCL loss n_iters=0, queue 16k (fwd+bwd)", "value": lt["ncl0"], "unit": "s",
-              "ratio": lt["ncl0"] / lt["clip"]}]
-    notes["loss_iters0_queue_vs_clip"] = lt["ncl0"] / lt["clip"]
+    clip, ncl0 = loss_alone(variants=((0, False),))  # the same measurement as bench/loss.py
+    rows += [{"measure": "CLIP loss, B=128 D=512 (fwd+bwd)", "value": clip["step_ms"] / 1e3, "unit": "s", "ratio": 1.0},
+             {"measure": "NCL loss n_iters=0, queue 16k (fwd+bwd)", "value": ncl0["step_ms"] / 1e3, "unit": "s",
+              "ratio": ncl0["ratio"]}]
+    notes["loss_iters0_queue_vs_clip"] = ncl0["ratio"]
     for in_memory in ("true", "encoded", "false"):
         ep = main_job_epoch_starts(in_memory, work)
         label = {"true": "decoded clips in the object store", "encoded": "encoded clips in the object store",

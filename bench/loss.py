@@ -12,6 +12,7 @@
 """
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -43,6 +44,42 @@ def filled_loss(dim, queue, iters):
     return loss
 
 
+def synthetic_batch(B: int, T: int, S: int) -> dict:
+    """A training batch of random clips and one random caption each, as the data pipeline delivers it."""
+    return {"frames": torch.randint(0, 255, (B, T, S, S, 3), dtype=torch.uint8),
+            "tokens": torch.randint(1, 49000, (B, 1, 32), dtype=torch.int32), "n_captions": torch.ones(B)}
+
+
+def loss_alone(B: int = 128, D: int = 512, Q: int = 16384,
+               variants=((0, False), (0, True), (5, False), (5, True)), rounds: int = 30) -> list:
+    """The loss alone, forward + backward: CLIP's (open_clip's formula) first, then NCL with a full queue for each
+    (iterations, diagnostics); median of interleaved rounds. Rows with `ratio` to CLIP's."""
+    v = F.normalize(torch.randn(B, D), dim=1).requires_grad_()
+    t = F.normalize(torch.randn(B, D), dim=1).requires_grad_()
+
+    def loss_run(loss_fn, diagnostics=False):
+        return lambda: loss_fn(v, t, torch.tensor(100.0), diagnostics=diagnostics)["contrastive_loss"].backward()
+
+    def clip_run():
+        logits = 100.0 * t @ v.T  # open_clip's ClipLoss on one worker
+        labels = torch.arange(B)
+        (0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))).backward()
+
+    runs = [(f"CLIP loss alone (open_clip formula), B={B} D={D}", 0, 0, clip_run)] + [
+        (f"NCL loss alone, {iters} it{' + diagnostics (logged steps)' * diag}", Q, iters,
+         loss_run(filled_loss(D, Q, iters), diag)) for iters, diag in variants]
+    samples = {name: [] for name, *_ in runs}
+    for _ in range(rounds):  # interleaved rounds, median: these take 1-200 ms, where a shared machine's noise shows
+        for name, _, _, fn in runs:
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(x) for name, x in samples.items()}
+    clip_s = med[runs[0][0]]
+    return [{"loss": name, "queue": q, "iters": it, "step_ms": 1e3 * med[name], "ratio": med[name] / clip_s}
+            for name, q, it, _ in runs]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -53,8 +90,7 @@ def main():
     model = build_model("tiny", "", "meanP", 32, 32)
     opt = build_optimizer(model, 1e-4, 1e-4, 0.0)
     sched = build_scheduler(opt, 10 ** 6, 0.0)
-    batch = {"frames": torch.randint(0, 255, (B, 8, 32, 32, 3), dtype=torch.uint8),
-             "tokens": torch.randint(1, 49000, (B, 1, 32), dtype=torch.int32), "n_captions": torch.ones(B)}
+    batch = synthetic_batch(B, 8, 32)
     cpu = torch.device("cpu")
 
     def step(loss_fn):
@@ -85,36 +121,11 @@ def main():
 
         sk_rows.append({"batch": n, "sinkhorn_ms": 1e3 * timed(both, args.repeats)})
 
-    v = F.normalize(torch.randn(B, 512), dim=1).requires_grad_()
-    t = F.normalize(torch.randn(B, 512), dim=1).requires_grad_()
-
-    def loss_run(loss_fn, diagnostics=False):
-        return lambda: loss_fn(v, t, torch.tensor(100.0), diagnostics=diagnostics)["contrastive_loss"].backward()
-
-    def clip_run():
-        logits = 100.0 * t @ v.T  # open_clip's ClipLoss on one worker
-        labels = torch.arange(B)
-        (0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))).backward()
-
-    variants = [("CLIP loss alone (open_clip formula), B=128 D=512", 0, 0, clip_run)] + [
-        (f"NCL loss alone, {iters} it{' + diagnostics (logged steps)' * diag}", 16384, iters,
-         loss_run(filled_loss(512, 16384, iters), diag))
-        for iters, diag in ((0, False), (0, True), (5, False), (5, True))]
-    samples = {name: [] for name, *_ in variants}
-    for _ in range(30):  # interleaved rounds, median: these take 1-200 ms, where a shared machine's noise shows
-        for name, _, _, fn in variants:
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    med = {name: sorted(x)[len(x) // 2] for name, x in samples.items()}
-    clip_s = med[variants[0][0]]
-    loss_rows = [{"loss": name, "queue": q, "iters": it, "step_ms": 1e3 * med[name], "ratio": med[name] / clip_s}
-                 for name, q, it, _ in variants]
+    loss_rows = loss_alone(B)
     ncl_extra = (loss_rows[3]["step_ms"] - loss_rows[0]["step_ms"]) / 1e3
     vit = build_model("ViT-B-32", "", "meanP", 224, 32)
     vit_opt = torch.optim.AdamW(vit.parameters(), lr=1e-7)
-    clips = {"frames": torch.randint(0, 255, (2, 12, 224, 224, 3), dtype=torch.uint8),
-             "tokens": torch.randint(1, 49000, (2, 1, 32), dtype=torch.int32), "n_captions": torch.ones(2)}
+    clips = synthetic_batch(2, 12, 224)
     vit_step = timed(lambda: train_step(vit, filled_loss(512, 0, 0), clips, vit_opt,
                                         build_scheduler(vit_opt, 10, 0.0), torch.Generator(), cpu), 1)
     vit_step_128 = vit_step / 2 * B

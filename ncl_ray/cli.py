@@ -68,10 +68,8 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ncl_ray.compare import main as run
+    from ncl_ray.compare import main as run, parse_arm
     from ncl_ray.config import load_config
-
-    from ncl_ray.compare import parse_arm
 
     cfg = load_config(args.config, args.overrides)
     custom = dict(parse_arm(spec) for spec in args.arm)

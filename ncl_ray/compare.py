@@ -22,6 +22,8 @@ import numpy as np
 log = logging.getLogger("ncl_ray.compare")
 ARMS = {"plain": 0, "ncl": None}  # n_iters; None = the config's (>= 1)
 COLLAPSE = ("train/text_bias_std", "train/text_popularity_std", "train/text_mean_norm")
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
 def parse_arm(spec: str) -> Tuple[str, Dict[str, str]]:
@@ -34,8 +36,6 @@ def parse_arm(spec: str) -> Tuple[str, Dict[str, str]]:
         raise ConfigError(f"--arm {spec!r}: expected NAME:key=value[,key=value...], "
                           f"e.g. w0.5:ncl.plain_loss_weight=0.5")
     return name.strip(), dict(p.split("=", 1) for p in pairs)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
 def t_quantile(df: int) -> float:

@@ -112,7 +112,7 @@ def data_mode(cfg, cache) -> str:
     if d.in_memory != "auto":
         return d.in_memory
     store = ray.cluster_resources().get("object_store_memory", 0) / 3
-    decoded = cache.decoded * d.num_frames * d.frame_size ** 2 * 3
+    decoded = cache.decoded * cache.num_frames * cache.size ** 2 * 3
     encoded = cache.decoded * cache.bytes_per_clip
     mode = "true" if decoded <= store else "encoded" if encoded <= store else "false"
     what = {"true": "decoded clips", "encoded": "encoded clips (decoded each epoch)", "false": "none"}[mode]

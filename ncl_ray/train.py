@@ -175,9 +175,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     lower_is_better = selector.endswith(("MdR", "MnR"))
     best = best_info(run_dir) if rank == 0 else None
     post(phase="train", step=step, total=steps_per_epoch * E, epoch=start_epoch + 1, epochs=E)
-    feeder = EpochFeeder(lambda e: shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_seed=seed
-                                                            * 1000 + e, local_shuffle_buffer_size=2 * B),
-                         start_epoch, E, buffered=4)  # the next epoch's pipeline starts while this one ends
+    feeder = EpochFeeder(  # the next epoch's pipeline starts while this one ends
+        lambda e: shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B,
+                                           local_shuffle_seed=seed * 1000 + e), start_epoch, E, buffered=4)
     for epoch in range(start_epoch, E):
         model.train()
         loss_fn.train()
