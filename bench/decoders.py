@@ -4,7 +4,9 @@ ncl_ray's `decode_frames` vs torchcodec (approximate and exact seek modes), deco
 decoder delivers the same thing, T frames at S x S: the competitors' full-size frames are resized (shorter side,
 antialiased) and centre-cropped with torchvision inside the timed call, as a loader built on them must.
 
-    python -m bench.decoders [--frames 12] [--size 224]
+    python -m bench.decoders [--frames 12] [--size 224] [--rounds 15]
+
+CPU time is the median of interleaved rounds (15 on the short video, 3 on the long one).
 
 torchcodec, decord and opencv are competitors, not dependencies: `pip install torchcodec decord
 opencv-python-headless` (torchcodec also needs the system's FFmpeg libraries, e.g. Debian's libavcodec59);
@@ -14,6 +16,7 @@ same timestamps (after the same resize).
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from fractions import Fraction
@@ -46,13 +49,18 @@ def make_video(path: str, seconds: float, fps: int, width: int, height: int, key
     return path
 
 
-def cpu_per_clip(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.process_time()
+def interleaved_cpu(fns: dict, rounds: int) -> dict:
+    """Median CPU seconds per call of each function, over `rounds` interleaved rounds after one warm-up each:
+    a shared machine's drift hits every decoder alike."""
+    samples = {k: [] for k in fns}
+    for fn in fns.values():
         fn()
-        best = min(best, time.process_time() - t)
-    return best
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.process_time()
+            fn()
+            samples[k].append(time.process_time() - t)
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def _times(path: str, T: int):
@@ -144,6 +152,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
     T, S = args.frames, args.size
     folder = tempfile.mkdtemp(prefix="ncl-dec-")
@@ -154,17 +163,19 @@ def main():
         times = _times(path, T)
         stats: dict = {}
         decode_frames(path, T, S, stats=stats)
-        ours = cpu_per_clip(lambda p=path: decode_frames(p, T, S))
-        row = {"video": name, "ncl_ray_cpu_s": round(ours, 4), "ncl_ray_frames_decoded": stats["decoded"],
-               "ncl_ray_seeks": stats["seeks"]}
+        row = {"video": name, "ncl_ray_frames_decoded": stats["decoded"], "ncl_ray_seeks": stats["seeks"]}
+        fns = {"ncl_ray": lambda p=path: decode_frames(p, T, S)}
         for label, fn in competitors(path, times, S).items():
             if isinstance(fn, str):
                 row[label] = fn
-                continue
-            fn()  # warm
-            cpu = cpu_per_clip(fn)
-            row[f"{label}_cpu_s"] = round(cpu, 4)
-            row[f"{label}_vs_ncl_ray"] = round(cpu / ours, 2)
+            else:
+                fns[label] = fn
+        cpu = interleaved_cpu(fns, args.rounds if "short" in name else max(3, args.rounds // 4))
+        row["ncl_ray_cpu_s"] = round(cpu["ncl_ray"], 4)
+        for label in fns:
+            if label != "ncl_ray":
+                row[f"{label}_cpu_s"] = round(cpu[label], 4)
+                row[f"{label}_vs_ncl_ray"] = round(cpu[label] / cpu["ncl_ray"], 2)
         try:
             row["mean_abs_diff_vs_torchcodec_exact"] = round(same_frames(path, times, T, S), 2)
         except Exception as e:

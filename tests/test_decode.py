@@ -202,3 +202,28 @@ def test_jpeg_clip_codec_round_trip_and_size():
     assert np.array_equal(decode_clip(encode_clip(smooth, "raw"), "raw", smooth.shape), smooth)
     with pytest.raises(ValueError, match="holds 4 frames, expected 5"):
         decode_clip(blob, "jpeg", (5, 64, 64, 3))
+
+
+def test_non_reference_frames_between_samples_are_not_decoded(tmp_path, monkeypatch):
+    """H.264 with non-reference B-frames: the decoder skips the ones no sample shows (FFmpeg's skip_frame), stops on
+    each sample's frame (known from the packets) instead of one past it, and still picks exactly the same frames."""
+    import ncl_ray.data.decode as dec
+
+    n, fps = 96, 8
+    path = str(tmp_path / "bframes.mp4")
+    with av.open(path, "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"x264-params": "bframes=3:b-pyramid=0:b-adapt=0:keyint=48:scenecut=0"}
+        for arr in numbered(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    skipped, full = {}, {}
+    clip = decode_frames(path, 10, 32, stats=skipped)
+    assert frame_index(clip) == [i % 42 for i in expected_indices(np.arange(n) / fps, 10, n / fps)]
+    plain = dec._frames
+    monkeypatch.setattr(dec, "_frames", lambda container, stream, bad, wanted=None: plain(container, stream, bad))
+    assert np.array_equal(decode_frames(path, 10, 32, stats=full), clip)  # every frame decoded: same clip
+    assert skipped["decoded"] < full["decoded"] / 2  # 3 of 4 frames are non-reference B-frames: most skipped

@@ -6,7 +6,9 @@ Sample times are the centres of T equal slices of the stream's duration, t_k = s
 and frame k is the last frame shown at t_k (presentation timestamps, so variable frame rate is handled).
 Between samples the decoder runs forward; it seeks only when the keyframe before the next sample lies ahead of
 the decoder (keyframe times are read from the packets first, without decoding), so a 12-frame clip of a long
-video decodes a few GOPs, not the file, and never seeks back to a keyframe it has already decoded past.
+video decodes a few GOPs, not the file, and never seeks back to a keyframe it has already decoded past. The same
+packet scan tells which frame each sample shows: decoding stops on it (not one frame past it), and FFmpeg skips
+the non-reference frames (B-frames, usually) that no sample shows, which nothing else depends on.
 Scaling (shorter side to `size`) and the RGB conversion run inside FFmpeg (swscale), through one reformatter
 per call; the centre crop is a slice. `jitter` (a NumPy generator) draws each sample time uniformly inside its
 slice instead of at the centre (augmentation for streaming). Display-matrix rotation (phone videos) is
@@ -41,28 +43,50 @@ def sample_times(start: float, duration: float, num_frames: int,
     return [start + (k + float(offsets[k])) * duration / num_frames for k in range(num_frames)]
 
 
-def _frames(container, stream, skipped: List[int]) -> Iterator[av.VideoFrame]:
-    """Decoded frames from the current position; corrupt packets are skipped (and counted), not fatal."""
+def _frames(container, stream, skipped: List[int], wanted: Optional[set] = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames from the current position; corrupt packets are skipped (and counted), not fatal. With
+    `wanted` (the pts of the frames that will be kept), the decoder drops non-reference frames of every other
+    packet (FFmpeg's skip_frame=NONREF: nothing depends on them, so the kept frames are bit-identical)."""
+    cc = stream.codec_context
+    mode = cc.skip_frame  # as the previous generator (before a seek) left it
     for packet in container.demux(stream):
+        if wanted is not None:
+            want = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+            if want != mode:
+                cc.skip_frame = mode = want
         try:
             yield from packet.decode()
         except av.error.FFmpegError:  # corrupt packet: skip it, keep decoding
             skipped[0] += 1
 
 
-def _keyframe_times(container, stream) -> List[float]:
-    """Presentation times of the keyframes, read from the packets (demuxed, not decoded); then rewinds.
-    Empty when the container cannot be rewound (the decoder then seeks by distance alone)."""
+def _packet_index(container, stream) -> tuple:
+    """(keyframe times, every packet's pts), both sorted, read from the packets (demuxed, not decoded); then
+    rewinds. Keyframe times are empty when the stream cannot be read this way (the decoder then seeks by
+    distance alone), the pts list when any packet lacks one (then no frame is known in advance)."""
     tb = stream.time_base
-    times = []
+    keys, pts = [], []
     try:
         for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream flush
             if packet.is_keyframe and packet.pts is not None:
-                times.append(float(packet.pts * tb))
+                keys.append(float(packet.pts * tb))
+            pts.append(packet.pts)
     except av.error.FFmpegError:
-        times = []  # a damaged stream: fall back to seeking by distance
+        keys, pts = [], []  # a damaged stream: fall back to seeking by distance, no known frames
     container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
-    return sorted(times)
+    return sorted(keys), ([] if None in pts else sorted(pts))
+
+
+def _target_pts(pts: List[int], times: List[float], tb) -> List[Optional[int]]:
+    """For each sample time, the pts of the frame shown then: the last packet pts at or before it (the first
+    packet's before the stream starts); None for all when the pts are unknown."""
+    if not pts:
+        return [None] * len(times)
+    step = float(tb)
+    secs = [p * step for p in pts]
+    return [pts[max(0, bisect.bisect_right(secs, t + 1e-6) - 1)] for t in times]
 
 
 def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
@@ -72,22 +96,19 @@ def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
 
 
 def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None) -> np.ndarray:
-    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 (size, size, 3). One
+    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 view (size, size, 3). One
     `reformatter` reused across a clip keeps one swscale context instead of building one per frame."""
     k = (int(round((frame.rotation or 0) / 90.0))) % 4
     w, h = frame.width, frame.height
     scale = size / min(w, h)
     sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
-    if reformatter is None:
-        rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
-    else:
-        rgb = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
-    # rgb: (sh, sw, 3)
+    rgb = (reformatter or VideoReformatter()).reformat(frame, width=sw, height=sh, format="rgb24",
+                                                       interpolation="AREA").to_ndarray()  # (sh, sw, 3)
     if k:
         rgb = np.rot90(rgb, k=k)  # counter-clockwise, as the display matrix says
     H, W = rgb.shape[:2]
     top, left = (H - size) // 2, (W - size) // 2
-    return np.ascontiguousarray(rgb[top: top + size, left: left + size])
+    return rgb[top: top + size, left: left + size]
 
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
@@ -135,8 +156,16 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         skipped = [0]
         if not duration or duration <= 0:
             return _decode_all(container, stream, num_frames, size, skipped, path)
-        out: List[np.ndarray] = []
-        it = _frames(container, stream, skipped)
+        clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)  # (T, size, size, 3)
+        filled = 0
+        keys, pts = _packet_index(container, stream)  # from the packets, nothing decoded
+        times = sample_times(start, duration, num_frames, jitter)
+        shown = _target_pts(pts, times, tb)  # the frame each sample shows, when the packets say so
+        wanted = set(shown) if pts else None
+        # decoding stops on the known frame, except on the last one: a sample past it must reach the stream's
+        # end, where a truncated file is told apart from a short last frame
+        targets = [p if pts and p != pts[-1] else None for p in shown]
+        it = _frames(container, stream, skipped, wanted)
         cur = pending = None
         cur_time = start
         decoded = seeks = 0
@@ -144,8 +173,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
         converted = (None, None)  # (frame, rgb): repeated samples reuse one conversion
         reformatter = VideoReformatter()
-        keys = _keyframe_times(container, stream)  # from the packets, nothing decoded
-        for t in sample_times(start, duration, num_frames, jitter):
+        for t, target in zip(times, targets):
             # seek only when the keyframe before t lies ahead of the decoder: seeking to one it has already
             # decoded past would decode the same frames again
             i = bisect.bisect_right(keys, t + 1e-6) - 1
@@ -153,11 +181,12 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             if key_ahead and (cur is None or t - cur_time > 1e-6):
                 try:
                     container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
-                    it, pending = _frames(container, stream, skipped), None
+                    it, pending = _frames(container, stream, skipped, wanted), None
                     seeks += 1
                 except av.error.FFmpegError:
                     pass  # unseekable: keep decoding forward
-            while True:
+            # the frame shown at t is known from the packets: stop on it instead of decoding one frame past it
+            while cur is None or target is None or cur.pts != target:
                 f = pending if pending is not None else next(it, None)
                 pending = None
                 if f is None:  # end of stream: the last frame stands for samples in its display time
@@ -176,13 +205,14 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
                 break
             if converted[0] is not frame:
                 converted = (frame, _to_rgb(frame, size, reformatter))
-            out.append(converted[1])
+            clip[filled] = converted[1]
+            filled += 1
         if stats is not None:
             stats.update(decoded=decoded, seeks=seeks, corrupt_packets=skipped[0])
-        if len(out) < num_frames:
-            raise DecodeError(path, f"no decodable frame ({skipped[0]} corrupt packets)" if not out
-                              else f"stream ended early: {len(out)} of {num_frames} samples")
-        return np.stack(out)  # (T, size, size, 3)
+        if filled < num_frames:
+            raise DecodeError(path, f"no decodable frame ({skipped[0]} corrupt packets)" if not filled
+                              else f"stream ended early: {filled} of {num_frames} samples")
+        return clip
     except DecodeError:
         raise
     except (av.error.FFmpegError, OSError) as e:
