@@ -96,7 +96,7 @@ def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
 
 
 def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None) -> np.ndarray:
-    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 view (size, size, 3). One
+    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 (size, size, 3). One
     `reformatter` reused across a clip keeps one swscale context instead of building one per frame. swscale
     writes planar RGB (gbrp): its packed-RGB output path costs about 30 % more CPU and, at 720p -> 224, lands
     more than twice as far from an exact float area resize (mean |error| 8.9 vs 3.9 of 255)."""
@@ -104,13 +104,17 @@ def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None) -> np.ndarray:
     w, h = frame.width, frame.height
     scale = size / min(w, h)
     sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
-    rgb = (reformatter or VideoReformatter()).reformat(frame, width=sw, height=sh, format="gbrp",
-                                                       interpolation="AREA").to_ndarray()  # (sh, sw, 3) RGB
-    if k:
-        rgb = np.rot90(rgb, k=k)  # counter-clockwise, as the display matrix says
-    H, W = rgb.shape[:2]
+    planar = (reformatter or VideoReformatter()).reformat(frame, width=sw, height=sh, format="gbrp",
+                                                          interpolation="AREA")
+    g, b, r = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in planar.planes)
+    H, W = (sh, sw) if k % 2 == 0 else (sw, sh)  # after rotation
     top, left = (H - size) // 2, (W - size) // 2
-    return rgb[top: top + size, left: left + size]
+    planes = []
+    for c in (r, g, b):  # (sh, sw) views of the frame's own buffers: rotate, crop, then one copy of the crop
+        if k:
+            c = np.rot90(c, k=k)  # counter-clockwise, as the display matrix says
+        planes.append(c[top: top + size, left: left + size])
+    return np.stack(planes, axis=-1)  # (size, size, 3) RGB
 
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
