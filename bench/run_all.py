@@ -8,7 +8,12 @@ BENCHES = ["bench.hubs", "bench.decode", "bench.loss", "bench.eval_scale", "benc
 
 
 def main():
-    for name in BENCHES:
+    import torch
+
+    benches = BENCHES + (["bench.gpu"] if torch.cuda.is_available() else [])
+    if "bench.gpu" not in benches:
+        print("bench.gpu skipped: no CUDA device on this machine", flush=True)
+    for name in benches:
         print(f"\n=== {name} ===", flush=True)
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", name], check=True)
