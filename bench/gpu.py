@@ -4,7 +4,8 @@
    vs NCL (queue 4096 with 3 iterations = conf/msrvtt.yaml, and queue 16384 with 5): time per phase, clips/s,
    peak GPU memory, and NCL's overhead over plain (interleaved rounds, median);
 2. evaluation embedding (forward only, fp16 autocast, as the evaluator runs it): clips/s;
-3. the loss alone (forward + backward) at B=128..1024, D=512, queue 16k: CLIP's formula vs NCL at 0 / 5 iterations.
+3. the loss alone (forward + backward) at B=128..1024, D=512, queue 16k: CLIP's formula vs NCL at 0 / 5 iterations
+   (bench/loss.py's measurement, on the GPU).
 One GPU worker: the gathers are identities; on N GPUs the global batch and the Sinkhorn matrix grow N-fold
 (part 3 gives the loss at those sizes).
 
@@ -16,9 +17,8 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from bench.loss import filled_loss, synthetic_batch
+from bench.loss import filled_loss, loss_alone, synthetic_batch
 from bench.report import write
 from ncl_ray.evaluate import embed_rows
 from ncl_ray.model.clip import build_model
@@ -29,12 +29,20 @@ T, S, L = 12, 224, 32
 LOSSES = {"plain (CLIP loss)": (0, 0), "NCL q4096 3 it (recipe)": (4096, 3), "NCL q16384 5 it": (16384, 5)}
 
 
+def seconds(fn, device) -> float:
+    """Wall seconds of fn() with the device's queued work drained before and after."""
+    torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
 def step_rows(model, device, batch_size: int, rounds: int) -> list:
     """Training steps per loss variant at one batch size, interleaved; median step and phases."""
     opt = build_optimizer(model, 1e-4, 1e-7, 0.2)
     sched = build_scheduler(opt, 10 ** 6, 0.0)
-    batch = synthetic_batch(batch_size, T, S)
-    batch["tokens"] = batch["tokens"][..., :L]
+    batch = synthetic_batch(batch_size, T, S)  # captions of L = 32 tokens
     losses = {name: filled_loss(model.embed_dim, q, it).to(device) for name, (q, it) in LOSSES.items()}
     samples = {name: [] for name in losses}
     phases = {name: {} for name in losses}
@@ -48,12 +56,9 @@ def step_rows(model, device, batch_size: int, rounds: int) -> list:
     for _ in range(rounds):
         for name, loss in losses.items():
             timings = {}
-            torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            train_step(model, loss, batch, opt, sched, torch.Generator(), device, torch.bfloat16,
-                       timings=timings, diagnostics=False)
-            torch.cuda.synchronize(device)
-            samples[name].append(time.perf_counter() - t)
+            samples[name].append(seconds(lambda loss=loss, timings=timings: train_step(
+                model, loss, batch, opt, sched, torch.Generator(), device, torch.bfloat16, timings=timings,
+                diagnostics=False), device))
             for k, v in timings.items():
                 phases[name].setdefault(k, []).append(v)
     plain = statistics.median(samples["plain (CLIP loss)"])
@@ -75,47 +80,10 @@ def embed_row(model, device, batch_size: int, rounds: int) -> dict:
     with torch.no_grad():
         for _ in range(2):
             embed_rows(model, batch, device, torch.float16)
-        times = []
-        for _ in range(rounds):
-            torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            embed_rows(model, batch, device, torch.float16)
-            torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t)
+        times = [seconds(lambda: embed_rows(model, batch, device, torch.float16), device) for _ in range(rounds)]
     model.train()
     med = statistics.median(times)
     return {"batch": batch_size, "embed_ms": 1e3 * med, "clips_per_s": batch_size / med}
-
-
-def loss_at(B: int, device, rounds: int) -> list:
-    """The loss alone on the GPU at global batch B (D=512, queue 16k): CLIP's formula vs NCL at 0 / 5 iterations."""
-    v = F.normalize(torch.randn(B, 512, device=device), dim=1).requires_grad_()  # (B, D)
-    t = F.normalize(torch.randn(B, 512, device=device), dim=1).requires_grad_()  # (B, D)
-    scale = torch.tensor(100.0, device=device)
-
-    def clip_run():
-        logits = scale * t @ v.T  # (B, B); open_clip's ClipLoss on one worker
-        labels = torch.arange(B, device=device)
-        (0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))).backward()
-
-    runs = {"CLIP loss": clip_run}
-    for iters in (0, 5):
-        fn = filled_loss(512, 16384, iters).to(device)
-        runs[f"NCL q16384 {iters} it"] = (lambda fn=fn: fn(v, t, scale, diagnostics=False)
-                                          ["contrastive_loss"].backward())
-    samples = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()
-    for _ in range(rounds * 4):
-        for k, fn in runs.items():
-            torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            torch.cuda.synchronize(device)
-            samples[k].append(time.perf_counter() - start)
-    clip = statistics.median(samples["CLIP loss"])
-    return [{"batch": B, "loss": k, "ms": 1e3 * statistics.median(x), "ratio_to_clip": statistics.median(x) / clip}
-            for k, x in samples.items()]
 
 
 def main(argv=None) -> int:
@@ -135,7 +103,8 @@ def main(argv=None) -> int:
         steps += step_rows(model, device, b, args.rounds)
         print(f"step rows at batch {b} done", flush=True)
     embeds = [embed_row(model, device, b, args.rounds) for b in (64, 256)]
-    losses = [r for B in (128, 256, 512, 1024) for r in loss_at(B, device, args.rounds)]
+    losses = [dict(r, batch=B) for B in (128, 256, 512, 1024)
+              for r in loss_alone(B, variants=((0, False), (5, False)), rounds=4 * args.rounds, device=device)]
     props = torch.cuda.get_device_properties(device)
     meta = {"device": props.name, "gpu_memory_gib": props.total_memory / 2 ** 30, "torch": torch.__version__,
             "cuda": torch.version.cuda, "model": "ViT-B/32 (random init), 12 x 224 px, 32 words, meanP, bf16 autocast",

@@ -51,28 +51,35 @@ def synthetic_batch(B: int, T: int, S: int) -> dict:
 
 
 def loss_alone(B: int = 128, D: int = 512, Q: int = 16384,
-               variants=((0, False), (0, True), (5, False), (5, True)), rounds: int = 30) -> list:
+               variants=((0, False), (0, True), (5, False), (5, True)), rounds: int = 30,
+               device: str = "cpu") -> list:
     """The loss alone, forward + backward: CLIP's (open_clip's formula) first, then NCL with a full queue for each
-    (iterations, diagnostics); median of interleaved rounds. Rows with `ratio` to CLIP's."""
-    v = F.normalize(torch.randn(B, D), dim=1).requires_grad_()
-    t = F.normalize(torch.randn(B, D), dim=1).requires_grad_()
+    (iterations, diagnostics); median of interleaved rounds (on a GPU, timed between synchronisations). Rows with
+    `ratio` to CLIP's."""
+    device = torch.device(device)
+    v = F.normalize(torch.randn(B, D, device=device), dim=1).requires_grad_()  # (B, D)
+    t = F.normalize(torch.randn(B, D, device=device), dim=1).requires_grad_()  # (B, D)
+    scale = torch.tensor(100.0, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def loss_run(loss_fn, diagnostics=False):
-        return lambda: loss_fn(v, t, torch.tensor(100.0), diagnostics=diagnostics)["contrastive_loss"].backward()
+        return lambda: loss_fn(v, t, scale, diagnostics=diagnostics)["contrastive_loss"].backward()
 
     def clip_run():
-        logits = 100.0 * t @ v.T  # open_clip's ClipLoss on one worker
-        labels = torch.arange(B)
+        logits = scale * t @ v.T  # (B, B); open_clip's ClipLoss on one worker
+        labels = torch.arange(B, device=device)
         (0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))).backward()
 
     runs = [(f"CLIP loss alone (open_clip formula), B={B} D={D}", 0, 0, clip_run)] + [
         (f"NCL loss alone, {iters} it{' + diagnostics (logged steps)' * diag}", Q, iters,
-         loss_run(filled_loss(D, Q, iters), diag)) for iters, diag in variants]
+         loss_run(filled_loss(D, Q, iters).to(device), diag)) for iters, diag in variants]
     samples = {name: [] for name, *_ in runs}
     for _ in range(rounds):  # interleaved rounds, median: these take 1-200 ms, where a shared machine's noise shows
         for name, _, _, fn in runs:
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             samples[name].append(time.perf_counter() - start)
     med = {name: statistics.median(x) for name, x in samples.items()}
     clip_s = med[runs[0][0]]
