@@ -224,6 +224,37 @@ def test_non_reference_frames_between_samples_are_not_decoded(tmp_path, monkeypa
     clip = decode_frames(path, 10, 32, stats=skipped)
     assert frame_index(clip) == [i % 42 for i in expected_indices(np.arange(n) / fps, 10, n / fps)]
     plain = dec._frames
-    monkeypatch.setattr(dec, "_frames", lambda container, stream, bad, wanted=None: plain(container, stream, bad))
+    monkeypatch.setattr(dec, "_frames", lambda container, stream, counts, wanted=None, drain=None:
+                        plain(container, stream, counts))
     assert np.array_equal(decode_frames(path, 10, 32, stats=full), clip)  # every frame decoded: same clip
     assert skipped["decoded"] < full["decoded"] / 2  # 3 of 4 frames are non-reference B-frames: most skipped
+
+
+def test_decoder_is_drained_instead_of_fed_past_a_sample(tmp_path, monkeypatch):
+    """H.264 with B-frames: FFmpeg holds 2 frames back for reordering, so a sample's frame used to come out only
+    after 2 more packets were decoded. Where a seek follows anyway, the decoder is drained instead: one packet
+    per frame, same frames. Draining where no seek follows (forced here) must still give the same frames."""
+    import ncl_ray.data.decode as dec
+
+    n, fps = 240, 24
+    path = str(tmp_path / "gop.mp4")
+    with av.open(path, "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"x264-params": "bframes=2:b-pyramid=2:b-adapt=0:keyint=24:scenecut=0"}
+        for arr in numbered(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    expected = [i % 42 for i in expected_indices(np.arange(n) / fps, 10, n / fps)]
+    drained, fed = {}, {}
+    clip = decode_frames(path, 10, 32, stats=drained)  # one sample per 1 s GOP: a seek before each
+    assert frame_index(clip) == expected and drained["seeks"] == 9
+    monkeypatch.setattr(dec, "drain_after", lambda *a: False)
+    assert np.array_equal(decode_frames(path, 10, 32, stats=fed), clip)
+    assert fed["packets"] - drained["packets"] >= 2 * 9  # 2 held-back frames pushed out by packets, per seek
+    monkeypatch.setattr(dec, "drain_after", lambda *a: True)  # drained even where the decoder must go on
+    for T in (10, 37):
+        assert frame_index(decode_frames(path, T, 32)) == [i % 42 for i in expected_indices(np.arange(n) / fps, T,
+                                                                                              n / fps)]

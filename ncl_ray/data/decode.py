@@ -7,8 +7,10 @@ and frame k is the last frame shown at t_k (presentation timestamps, so variable
 Between samples the decoder runs forward; it seeks only when the keyframe before the next sample lies ahead of
 the decoder (keyframe times are read from the packets first, without decoding), so a 12-frame clip of a long
 video decodes a few GOPs, not the file, and never seeks back to a keyframe it has already decoded past. The same
-packet scan tells which frame each sample shows: decoding stops on it (not one frame past it), and FFmpeg skips
-the non-reference frames (B-frames, usually) that no sample shows, which nothing else depends on.
+packet scan tells which frame each sample shows (see packets.py): decoding stops on it (not one frame past it),
+FFmpeg skips the non-reference frames (B-frames, usually) that no sample shows, which nothing else depends on,
+and where a seek follows anyway the decoder is drained of the frames it holds back for reordering instead of
+being fed more packets to push them out.
 Scaling (shorter side to `size`) and the RGB conversion run inside FFmpeg (swscale), through one reformatter
 per call; the centre crop is a slice. `jitter` (a NumPy generator) draws each sample time uniformly inside its
 slice instead of at the centre (augmentation for streaming). Display-matrix rotation (phone videos) is
@@ -16,13 +18,14 @@ applied. A video with fewer frames than T repeats frames. Any failure raises `De
 nothing is ever replaced by black frames.
 """
 
-import bisect
 import os
 from typing import Dict, Iterator, List, Optional
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from ncl_ray.data.packets import drain_after, packet_index, seek_needed, target_pts
 
 DECODER_VERSION = "2"  # part of the clip-cache key: bump when the output of decode_frames changes
 
@@ -43,10 +46,15 @@ def sample_times(start: float, duration: float, num_frames: int,
     return [start + (k + float(offsets[k])) * duration / num_frames for k in range(num_frames)]
 
 
-def _frames(container, stream, skipped: List[int], wanted: Optional[set] = None) -> Iterator[av.VideoFrame]:
-    """Decoded frames from the current position; corrupt packets are skipped (and counted), not fatal. With
+def _frames(container, stream, counts: List[int], wanted: Optional[set] = None,
+            drain: Optional[dict] = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames from the current position; corrupt packets are skipped (counted in counts[0]), not fatal;
+    counts[1] counts the packets fed. With
     `wanted` (the pts of the frames that will be kept), the decoder drops non-reference frames of every other
-    packet (FFmpeg's skip_frame=NONREF: nothing depends on them, so the kept frames are bit-identical)."""
+    packet (FFmpeg's skip_frame=NONREF: nothing depends on them, so the kept frames are bit-identical). With
+    `drain` ({"at": pts}), once the packet of that pts is fed the decoder is drained instead of fed more:
+    FFmpeg holds frames back for reordering (x264 with B-frames: 2), and draining hands them out without
+    decoding the packets after them; the generator then ends and sets drain["drained"]."""
     cc = stream.codec_context
     mode = cc.skip_frame  # as the previous generator (before a seek) left it
     for packet in container.demux(stream):
@@ -54,39 +62,20 @@ def _frames(container, stream, skipped: List[int], wanted: Optional[set] = None)
             want = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
             if want != mode:
                 cc.skip_frame = mode = want
+        counts[1] += 1
         try:
             yield from packet.decode()
         except av.error.FFmpegError:  # corrupt packet: skip it, keep decoding
-            skipped[0] += 1
-
-
-def _packet_index(container, stream) -> tuple:
-    """(keyframe times, every packet's pts), both sorted, read from the packets (demuxed, not decoded); then
-    rewinds. Keyframe times are empty when the stream cannot be read this way (the decoder then seeks by
-    distance alone), the pts list when any packet lacks one (then no frame is known in advance)."""
-    tb = stream.time_base
-    keys, pts = [], []
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the demuxer's end-of-stream flush
-            if packet.is_keyframe and packet.pts is not None:
-                keys.append(float(packet.pts * tb))
-            pts.append(packet.pts)
-    except av.error.FFmpegError:
-        keys, pts = [], []  # a damaged stream: fall back to seeking by distance, no known frames
-    container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
-    return sorted(keys), ([] if None in pts else sorted(pts))
-
-
-def _target_pts(pts: List[int], times: List[float], tb) -> List[Optional[int]]:
-    """For each sample time, the pts of the frame shown then: the last packet pts at or before it (the first
-    packet's before the stream starts); None for all when the pts are unknown."""
-    if not pts:
-        return [None] * len(times)
-    step = float(tb)
-    secs = [p * step for p in pts]
-    return [pts[max(0, bisect.bisect_right(secs, t + 1e-6) - 1)] for t in times]
+            counts[0] += 1
+        if drain is not None and drain["at"] is not None and packet.pts == drain["at"]:
+            drain["drained"] = True
+            try:
+                for f in cc.decode(None):
+                    f.time_base = stream.time_base  # as packet.decode() sets it
+                    yield f
+            except av.error.FFmpegError:
+                counts[0] += 1
+            return
 
 
 def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
@@ -95,7 +84,7 @@ def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
     return None if frame.pts is None else float(frame.pts * stream.time_base)
 
 
-def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 (size, size, 3). One
     `reformatter` reused across a clip keeps one swscale context instead of building one per frame. swscale
     writes planar RGB (gbrp): its packed-RGB output path costs about 30 % more CPU and, at 720p -> 224, lands
@@ -109,12 +98,12 @@ def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None) -> np.ndarray:
     g, b, r = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in planar.planes)
     H, W = (sh, sw) if k % 2 == 0 else (sw, sh)  # after rotation
     top, left = (H - size) // 2, (W - size) // 2
-    planes = []
-    for c in (r, g, b):  # (sh, sw) views of the frame's own buffers: rotate, crop, then one copy of the crop
+    out = np.empty((size, size, 3), np.uint8) if out is None else out  # (size, size, 3) RGB
+    for i, c in enumerate((r, g, b)):  # (sh, sw) views of the frame's own buffers: rotate, crop, one copy
         if k:
             c = np.rot90(c, k=k)  # counter-clockwise, as the display matrix says
-        planes.append(c[top: top + size, left: left + size])
-    return np.stack(planes, axis=-1)  # (size, size, 3) RGB
+        out[:, :, i] = c[top: top + size, left: left + size]
+    return out
 
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
@@ -159,42 +148,52 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             duration = container.duration / 1e6
         else:
             duration = None
-        skipped = [0]
+        counts = [0, 0]  # corrupt packets skipped, packets fed to the decoder
         if not duration or duration <= 0:
-            return _decode_all(container, stream, num_frames, size, skipped, path)
+            return _decode_all(container, stream, num_frames, size, counts, path)
         clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)  # (T, size, size, 3)
         filled = 0
-        keys, pts = _packet_index(container, stream)  # from the packets, nothing decoded
+        keys, pts = packet_index(container, stream)  # from the packets, nothing decoded
         times = sample_times(start, duration, num_frames, jitter)
-        shown = _target_pts(pts, times, tb)  # the frame each sample shows, when the packets say so
+        shown = target_pts(pts, times, tb)  # the frame each sample shows, when the packets say so
         wanted = set(shown) if pts else None
         # decoding stops on the known frame, except on the last one: a sample past it must reach the stream's
         # end, where a truncated file is told apart from a short last frame
         targets = [p if pts and p != pts[-1] else None for p in shown]
-        it = _frames(container, stream, skipped, wanted)
+        drain = {"at": None, "drained": False} if keys and pts else None
+
+        def restart(t: float):  # seek to the keyframe before t and decode from there
+            container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
+            if drain is not None:
+                drain["drained"] = False
+            return _frames(container, stream, counts, wanted, drain)
+
+        it = _frames(container, stream, counts, wanted, drain)
         cur = pending = None
         cur_time = start
         decoded = seeks = 0
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
-        converted = (None, None)  # (frame, rgb): repeated samples reuse one conversion
+        converted = None  # the frame last converted: repeated samples copy its row
         reformatter = VideoReformatter()
-        for t, target in zip(times, targets):
-            # seek only when the keyframe before t lies ahead of the decoder: seeking to one it has already
-            # decoded past would decode the same frames again
-            i = bisect.bisect_right(keys, t + 1e-6) - 1
-            key_ahead = keys[i] > cur_time + 1e-6 if (keys and i >= 0) else t - cur_time > seek_gap
-            if key_ahead and (cur is None or t - cur_time > 1e-6):
+        for k, (t, target) in enumerate(zip(times, targets)):
+            if seek_needed(keys, t, cur_time, seek_gap, cur is not None):
                 try:
-                    container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
-                    it, pending = _frames(container, stream, skipped, wanted), None
+                    it, pending = restart(t), None
                     seeks += 1
                 except av.error.FFmpegError:
                     pass  # unseekable: keep decoding forward
+            if drain is not None:
+                drain["at"] = target if drain_after(k, keys, times, shown, targets, tb, seek_gap) else None
             # the frame shown at t is known from the packets: stop on it instead of decoding one frame past it
             while cur is None or target is None or cur.pts != target:
                 f = pending if pending is not None else next(it, None)
                 pending = None
+                if f is None and drain is not None and drain["drained"]:
+                    # drained, yet the frame did not come (a corrupt packet): decode again, this time undrained
+                    drain["at"], it = None, restart(t)
+                    seeks += 1
+                    continue
                 if f is None:  # end of stream: the last frame stands for samples in its display time
                     if cur is not None and t - cur_time > end_slack:
                         raise DecodeError(path, f"truncated: frames stop at {cur_time:.2f}s of {duration:.2f}s")
@@ -209,14 +208,16 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             frame = cur if cur is not None else pending  # a sample before the first frame takes the first
             if frame is None:
                 break
-            if converted[0] is not frame:
-                converted = (frame, _to_rgb(frame, size, reformatter))
-            clip[filled] = converted[1]
+            if converted is frame:
+                clip[filled] = clip[filled - 1]
+            else:
+                _to_rgb(frame, size, reformatter, out=clip[filled])
+                converted = frame
             filled += 1
         if stats is not None:
-            stats.update(decoded=decoded, seeks=seeks, corrupt_packets=skipped[0])
+            stats.update(decoded=decoded, seeks=seeks, packets=counts[1], corrupt_packets=counts[0])
         if filled < num_frames:
-            raise DecodeError(path, f"no decodable frame ({skipped[0]} corrupt packets)" if not filled
+            raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)" if not filled
                               else f"stream ended early: {filled} of {num_frames} samples")
         return clip
     except DecodeError:
@@ -253,11 +254,11 @@ def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threa
             "frames": np.array(frames, dtype=object), "error": np.array(errors, dtype=object)}
 
 
-def _decode_all(container, stream, num_frames: int, size: int, skipped: List[int], path: str) -> np.ndarray:
+def _decode_all(container, stream, num_frames: int, size: int, counts: List[int], path: str) -> np.ndarray:
     """Fallback when the duration is unknown: decode every frame once, keep T evenly spaced ones."""
-    frames = [f for f in _frames(container, stream, skipped)]
+    frames = [f for f in _frames(container, stream, counts)]
     if not frames:
-        raise DecodeError(path, f"no decodable frame ({skipped[0]} corrupt packets)")
+        raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)")
     idx = np.minimum((np.arange(num_frames) + 0.5) * len(frames) / num_frames, len(frames) - 1).astype(int)
     return np.stack([_to_rgb(frames[i], size) for i in idx])
 

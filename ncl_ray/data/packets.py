@@ -1,0 +1,64 @@
+"""What a video's packets say before anything is decoded, and the decode plan drawn from it. No Ray.
+
+One demux pass (no decoding) gives the keyframe times and every packet's pts. From them `decode_frames` knows,
+for each sample time, which frame is shown then (`target_pts`), whether reaching it needs a seek
+(`seek_needed`: only when the keyframe before it lies ahead of the decoder) and whether the decoder can be
+drained right after that frame's packet (`drain_after`: when the next sample that shows another frame starts
+from a seek anyway, or there is none).
+"""
+
+import bisect
+from typing import List, Optional, Sequence, Tuple
+
+import av
+
+EPS = 1e-6  # seconds: times closer than this are the same instant
+
+
+def packet_index(container, stream) -> Tuple[List[float], List[int]]:
+    """(keyframe times, every packet's pts), both sorted, read from the packets (demuxed, not decoded); then
+    rewinds. Keyframe times are empty when the stream cannot be read this way (the decoder then seeks by
+    distance alone), the pts list when any packet lacks one (then no frame is known in advance)."""
+    tb = stream.time_base
+    keys, pts = [], []
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream flush
+            if packet.is_keyframe and packet.pts is not None:
+                keys.append(float(packet.pts * tb))
+            pts.append(packet.pts)
+    except av.error.FFmpegError:
+        keys, pts = [], []  # a damaged stream: fall back to seeking by distance, no known frames
+    container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+    return sorted(keys), ([] if None in pts else sorted(pts))
+
+
+def target_pts(pts: List[int], times: Sequence[float], tb) -> List[Optional[int]]:
+    """For each sample time, the pts of the frame shown then: the last packet pts at or before it (the first
+    packet's before the stream starts); None for all when the pts are unknown."""
+    if not pts:
+        return [None] * len(times)
+    step = float(tb)
+    secs = [p * step for p in pts]
+    return [pts[max(0, bisect.bisect_right(secs, t + EPS) - 1)] for t in times]
+
+
+def seek_needed(keys: List[float], t: float, cur_time: float, seek_gap: float, have_frame: bool) -> bool:
+    """Seek before sample time `t` with the decoder at `cur_time`? Only when the keyframe before t lies ahead
+    of the decoder (seeking to one it has already decoded past would decode the same frames again); without
+    keyframe times, when t is more than `seek_gap` seconds ahead."""
+    i = bisect.bisect_right(keys, t + EPS) - 1
+    key_ahead = keys[i] > cur_time + EPS if (keys and i >= 0) else t - cur_time > seek_gap
+    return key_ahead and (not have_frame or t - cur_time > EPS)
+
+
+def drain_after(k: int, keys: List[float], times: Sequence[float], shown: List[Optional[int]],
+                targets: List[Optional[int]], tb, seek_gap: float) -> bool:
+    """May the decoder be drained once sample k's frame is fed? Yes when that frame is known (targets[k]) and
+    the next sample showing another frame starts from a seek, or no later sample shows another frame; then
+    the packets after it would only have been decoded to push out frames FFmpeg holds back for reordering."""
+    if targets[k] is None or not keys:
+        return False
+    nxt = next((j for j in range(k + 1, len(times)) if shown[j] != shown[k]), None)
+    return nxt is None or seek_needed(keys, times[nxt], float(targets[k] * tb), seek_gap, True)
