@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 from bench.report import write
-from ncl_ray.data.decode import decode_frames, decode_naive
+from ncl_ray.data.decode import decode_frames
+from ncl_ray.data.naive import decode_naive
 from ncl_ray.data.manifest import VideoEntry
 from ncl_ray.data.synthetic import render, write_video
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ncl_ray.data.decode import DecodeError, decode_batch, decode_frames, decode_naive, sample_times
+from ncl_ray.data.decode import DecodeError, decode_batch, decode_frames, sample_times
+from ncl_ray.data.naive import decode_naive
+from ncl_ray.data.rgb import to_rgb
 from ncl_ray.data.synthetic import write_video
 
 STEP = 6  # frame i is painted gray level STEP * i, so a decoded pixel tells which frame it came from
@@ -88,6 +90,20 @@ def test_fewer_frames_than_asked_repeats(tmp_path):
     assert clip.shape == (12, 16, 16, 3) and np.ptp(clip.reshape(12, -1).mean(1)) < 1
     path = write_video(str(tmp_path / "three.mp4"), numbered(3))
     assert sorted(set(frame_index(decode_frames(path, 9, 16)))) == [0, 1, 2]
+
+
+def test_frames_converted_in_batches_or_one_by_one_are_the_same(tmp_path, monkeypatch):
+    """Decoded frames wait to be converted in one batch, up to HOLD_FRAME_BYTES; with no room each is converted
+    as it comes. Repeated frames (more samples than frames) copy the row converted before."""
+    import ncl_ray.data.decode as dec
+
+    long = write_video(str(tmp_path / "long.mp4"), numbered(200, 32, 32), fps=25, gop=25)
+    short = write_video(str(tmp_path / "three.mp4"), numbered(3))
+    batched = [decode_frames(long, 12, 16), decode_frames(short, 9, 16)]
+    monkeypatch.setattr(dec, "HOLD_FRAME_BYTES", 0)
+    one_by_one = [decode_frames(long, 12, 16), decode_frames(short, 9, 16)]
+    assert all(np.array_equal(a, b) for a, b in zip(batched, one_by_one))
+    assert frame_index(batched[0]) == [i % 42 for i in expected_indices(np.arange(200) / 25, 12, 8.0)]
 
 
 def _audio_only(path):
@@ -258,3 +274,45 @@ def test_decoder_is_drained_instead_of_fed_past_a_sample(tmp_path, monkeypatch):
     for T in (10, 37):
         assert frame_index(decode_frames(path, T, 32)) == [i % 42 for i in expected_indices(np.arange(n) / fps, T,
                                                                                               n / fps)]
+
+
+def _reordered(path, codec, options, n=150, fps=25):
+    with av.open(path, "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = options
+        for arr in numbered(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("name,codec,options", [
+    ("open-gop.mp4", "libx264", {"x264-params": "bframes=2:open-gop=1:b-adapt=0:keyint=25:scenecut=0"}),
+    ("bframes.avi", "mpeg4", {"bf": "2", "g": "25"}),
+])
+def test_kept_packets_and_seeking_both_pick_the_frame_shown(tmp_path, monkeypatch, name, codec, options):
+    """Open-GOP H.264 and B-frame MPEG-4 in AVI show B-frames before the keyframe that precedes them in decode
+    order. A seek to the sample time lands on that keyframe, after the sample; both ways of reaching a sample
+    (packets kept in memory, or seeking the file) must start from the keyframe shown before it."""
+    import ncl_ray.data.decode as dec
+
+    path = _reordered(str(tmp_path / name), codec, options)
+    with av.open(path) as c:  # the independent answer: every frame decoded in order, sorted by display time
+        s = c.streams.video[0]
+        frames = sorted(((float(f.pts * s.time_base), to_rgb(f, 32)) for f in c.decode(s)), key=lambda x: x[0])
+        start = float(s.start_time * s.time_base)
+        duration = float(s.duration * s.time_base) if s.duration else c.duration / 1e6
+    shown = [t for t, _ in frames]
+    for keep in (dec.KEEP_PACKET_BYTES, 0):
+        monkeypatch.setattr(dec, "KEEP_PACKET_BYTES", keep)
+        for T, seed in [(4, None), (12, 1), (12, 2), (25, 3), (7, 4), (9, 5)]:
+            times = sample_times(start, duration, T, None if seed is None else np.random.default_rng(seed))
+            want = [frames[max(0, int(np.searchsorted(shown, t + 1e-6, side="right")) - 1)][1] for t in times]
+            stats = {}
+            clip = decode_frames(path, T, 32, stats=stats,
+                                 jitter=None if seed is None else np.random.default_rng(seed))
+            assert [np.array_equal(a, b) for a, b in zip(clip, want)] == [True] * T, (keep, T, seed)
+            assert stats["in_memory"] == bool(keep)

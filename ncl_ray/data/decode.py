@@ -4,30 +4,33 @@
 
 Sample times are the centres of T equal slices of the stream's duration, t_k = start + (k + 0.5) * dur / T,
 and frame k is the last frame shown at t_k (presentation timestamps, so variable frame rate is handled).
-Between samples the decoder runs forward; it seeks only when the keyframe before the next sample lies ahead of
+Between samples the decoder runs forward; it jumps only when the keyframe before the next sample lies ahead of
 the decoder (keyframe times are read from the packets first, without decoding), so a 12-frame clip of a long
-video decodes a few GOPs, not the file, and never seeks back to a keyframe it has already decoded past. The same
-packet scan tells which frame each sample shows (see packets.py): decoding stops on it (not one frame past it),
-FFmpeg skips the non-reference frames (B-frames, usually) that no sample shows, which nothing else depends on,
-and where a seek follows anyway the decoder is drained of the frames it holds back for reordering instead of
-being fed more packets to push them out.
-Scaling (shorter side to `size`) and the RGB conversion run inside FFmpeg (swscale), through one reformatter
-per call; the centre crop is a slice. `jitter` (a NumPy generator) draws each sample time uniformly inside its
-slice instead of at the centre (augmentation for streaming). Display-matrix rotation (phone videos) is
-applied. A video with fewer frames than T repeats frames. Any failure raises `DecodeError` naming the file;
-nothing is ever replaced by black frames.
+video decodes a few GOPs, not the file, and never goes back to a keyframe it has already decoded past. That
+packet scan keeps the packets of a stream up to KEEP_PACKET_BYTES, and the decoder then reads them from memory
+(a jump is a position in the list); a larger stream is read again, with seeks to each keyframe's decode time.
+The scan also tells which frame each sample shows (see packets.py): decoding stops on it (not one frame past
+it), FFmpeg skips the non-reference frames (B-frames, usually) that no sample shows, which nothing else depends
+on, and where a jump follows anyway the decoder is drained of the frames it holds back for reordering instead
+of being fed more packets to push them out.
+Scaling (shorter side to `size`), the RGB conversion, rotation and the centre crop are rgb.py's, on batches of
+held frames. `jitter` (a NumPy generator) draws each sample time uniformly inside its slice instead of at the
+centre (augmentation for streaming). A video with fewer frames than T repeats frames. Any failure raises
+`DecodeError` naming the file; nothing is ever replaced by black frames.
 """
 
 import os
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
-from ncl_ray.data.packets import drain_after, packet_index, seek_needed, target_pts
+from ncl_ray.data.packets import drain_after, packet_index, seek_needed, seek_target, start_position, target_pts
+from ncl_ray.data.rgb import ClipRows, to_rgb
 
-DECODER_VERSION = "2"  # part of the clip-cache key: bump when the output of decode_frames changes
+DECODER_VERSION = "3"  # part of the clip-cache key: bump when the output of decode_frames changes
+KEEP_PACKET_BYTES = 64 << 20  # a video stream up to this size is read once and decoded from memory
+HOLD_FRAME_BYTES = 32 << 20  # decoded frames held for conversion in one batch
 
 
 class DecodeError(RuntimeError):
@@ -46,10 +49,10 @@ def sample_times(start: float, duration: float, num_frames: int,
     return [start + (k + float(offsets[k])) * duration / num_frames for k in range(num_frames)]
 
 
-def _frames(container, stream, counts: List[int], wanted: Optional[set] = None,
+def _frames(source: Iterable, stream, counts: List[int], wanted: Optional[set] = None,
             drain: Optional[dict] = None) -> Iterator[av.VideoFrame]:
-    """Decoded frames from the current position; corrupt packets are skipped (counted in counts[0]), not fatal;
-    counts[1] counts the packets fed. With
+    """Frames decoded from the packets of `source` (the container's demuxer, or packets kept in memory);
+    corrupt packets are skipped (counted in counts[0]), not fatal; counts[1] counts the packets fed. With
     `wanted` (the pts of the frames that will be kept), the decoder drops non-reference frames of every other
     packet (FFmpeg's skip_frame=NONREF: nothing depends on them, so the kept frames are bit-identical). With
     `drain` ({"at": pts}), once the packet of that pts is fed the decoder is drained instead of fed more:
@@ -57,7 +60,7 @@ def _frames(container, stream, counts: List[int], wanted: Optional[set] = None,
     decoding the packets after them; the generator then ends and sets drain["drained"]."""
     cc = stream.codec_context
     mode = cc.skip_frame  # as the previous generator (before a seek) left it
-    for packet in container.demux(stream):
+    for packet in source:
         if wanted is not None:
             want = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
             if want != mode:
@@ -82,28 +85,6 @@ def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
     if frame.time is not None:
         return float(frame.time)
     return None if frame.pts is None else float(frame.pts * stream.time_base)
-
-
-def _to_rgb(frame: av.VideoFrame, size: int, reformatter=None, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Shorter side to `size` in FFmpeg, rotate for display, centre-crop: uint8 (size, size, 3). One
-    `reformatter` reused across a clip keeps one swscale context instead of building one per frame. swscale
-    writes planar RGB (gbrp): its packed-RGB output path costs about 30 % more CPU and, at 720p -> 224, lands
-    more than twice as far from an exact float area resize (mean |error| 8.9 vs 3.9 of 255)."""
-    k = (int(round((frame.rotation or 0) / 90.0))) % 4
-    w, h = frame.width, frame.height
-    scale = size / min(w, h)
-    sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
-    planar = (reformatter or VideoReformatter()).reformat(frame, width=sw, height=sh, format="gbrp",
-                                                          interpolation="AREA")
-    g, b, r = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in planar.planes)
-    H, W = (sh, sw) if k % 2 == 0 else (sw, sh)  # after rotation
-    top, left = (H - size) // 2, (W - size) // 2
-    out = np.empty((size, size, 3), np.uint8) if out is None else out  # (size, size, 3) RGB
-    for i, c in enumerate((r, g, b)):  # (sh, sw) views of the frame's own buffers: rotate, crop, one copy
-        if k:
-            c = np.rot90(c, k=k)  # counter-clockwise, as the display matrix says
-        out[:, :, i] = c[top: top + size, left: left + size]
-    return out
 
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
@@ -153,7 +134,8 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             return _decode_all(container, stream, num_frames, size, counts, path)
         clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)  # (T, size, size, 3)
         filled = 0
-        keys, pts = packet_index(container, stream)  # from the packets, nothing decoded
+        index = packet_index(container, stream, KEEP_PACKET_BYTES)  # from the packets, nothing decoded
+        keys, pts = index.keys, index.pts
         times = sample_times(start, duration, num_frames, jitter)
         shown = target_pts(pts, times, tb)  # the frame each sample shows, when the packets say so
         wanted = set(shown) if pts else None
@@ -162,20 +144,25 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         targets = [p if pts and p != pts[-1] else None for p in shown]
         drain = {"at": None, "drained": False} if keys and pts else None
 
-        def restart(t: float):  # seek to the keyframe before t and decode from there
-            container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
+        def restart(t: float):  # decode from the keyframe before t
+            if index.packets is None:
+                container.seek(seek_target(index, t, tb), stream=stream, backward=True, any_frame=False)
+                source = container.demux(stream)
+            else:
+                stream.codec_context.flush_buffers()  # what a seek does to the decoder
+                source = index.packets[start_position(index, t):]
             if drain is not None:
                 drain["drained"] = False
-            return _frames(container, stream, counts, wanted, drain)
+            return _frames(source, stream, counts, wanted, drain)
 
-        it = _frames(container, stream, counts, wanted, drain)
+        it = _frames(container.demux(stream) if index.packets is None else index.packets, stream, counts, wanted,
+                     drain)
         cur = pending = None
         cur_time = start
         decoded = seeks = 0
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
-        converted = None  # the frame last converted: repeated samples copy its row
-        reformatter = VideoReformatter()
+        rows = ClipRows(clip, HOLD_FRAME_BYTES)
         for k, (t, target) in enumerate(zip(times, targets)):
             if seek_needed(keys, t, cur_time, seek_gap, cur is not None):
                 try:
@@ -190,7 +177,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
                 f = pending if pending is not None else next(it, None)
                 pending = None
                 if f is None and drain is not None and drain["drained"]:
-                    # drained, yet the frame did not come (a corrupt packet): decode again, this time undrained
+                    # drained, yet more frames are needed (a corrupt packet held the frame back): decode again
                     drain["at"], it = None, restart(t)
                     seeks += 1
                     continue
@@ -208,14 +195,12 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             frame = cur if cur is not None else pending  # a sample before the first frame takes the first
             if frame is None:
                 break
-            if converted is frame:
-                clip[filled] = clip[filled - 1]
-            else:
-                _to_rgb(frame, size, reformatter, out=clip[filled])
-                converted = frame
+            rows.add(frame, filled)
             filled += 1
+        rows.flush()
         if stats is not None:
-            stats.update(decoded=decoded, seeks=seeks, packets=counts[1], corrupt_packets=counts[0])
+            stats.update(decoded=decoded, seeks=seeks, packets=counts[1], corrupt_packets=counts[0],
+                         in_memory=index.packets is not None)
         if filled < num_frames:
             raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)" if not filled
                               else f"stream ended early: {filled} of {num_frames} samples")
@@ -256,39 +241,8 @@ def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threa
 
 def _decode_all(container, stream, num_frames: int, size: int, counts: List[int], path: str) -> np.ndarray:
     """Fallback when the duration is unknown: decode every frame once, keep T evenly spaced ones."""
-    frames = [f for f in _frames(container, stream, counts)]
+    frames = [f for f in _frames(container.demux(stream), stream, counts)]
     if not frames:
         raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)")
     idx = np.minimum((np.arange(num_frames) + 0.5) * len(frames) / num_frames, len(frames) - 1).astype(int)
-    return np.stack([_to_rgb(frames[i], size) for i in idx])
-
-
-def decode_naive(path: str, num_frames: int, size: int) -> np.ndarray:
-    """Reference and benchmark baseline: decode every frame to full-size RGB, pick T by time, resize in Python.
-
-    This is what CLIP4Clip-style loaders do; it is kept for the benchmark and the tests, not for training.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = [(f.time, f.to_ndarray(format="rgb24"), f.rotation) for f in container.decode(stream)]
-        tb = stream.time_base
-        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        duration = float(stream.duration * tb) if stream.duration else container.duration / 1e6
-    times = np.array([t for t, _, _ in frames])
-    out = []
-    for t in sample_times(start, duration, num_frames):
-        i = max(0, int(np.searchsorted(times, t + 1e-6, side="right")) - 1)
-        _, rgb, rot = frames[i]
-        x = torch.from_numpy(np.ascontiguousarray(np.rot90(rgb, k=(rot or 0) // 90 % 4)))
-        x = x.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-        H, W = x.shape[-2:]
-        s = size / min(H, W)
-        x = F.interpolate(x, size=(max(size, round(H * s)), max(size, round(W * s))), mode="area")
-        H, W = x.shape[-2:]
-        top, left = (H - size) // 2, (W - size) // 2
-        x = x[0, :, top: top + size, left: left + size].permute(1, 2, 0)
-        out.append(x.round().clamp(0, 255).to(torch.uint8).numpy())
-    return np.stack(out)
+    return np.stack([to_rgb(frames[i], size) for i in idx])
