@@ -164,7 +164,7 @@ def main():
         stats: dict = {}
         decode_frames(path, T, S, stats=stats)
         row = {"video": name, "ncl_ray_frames_decoded": stats["decoded"], "ncl_ray_packets_fed": stats["packets"],
-               "ncl_ray_seeks": stats["seeks"], "ncl_ray_packets_in_memory": stats["in_memory"]}
+               "ncl_ray_seeks": stats["seeks"], "ncl_ray_packets_in_memory": stats["packets_in_memory"]}
         fns = {"ncl_ray": lambda p=path: decode_frames(p, T, S)}
         for label, fn in competitors(path, times, S).items():
             if isinstance(fn, str):

@@ -220,22 +220,28 @@ def test_jpeg_clip_codec_round_trip_and_size():
         decode_clip(blob, "jpeg", (5, 64, 64, 3))
 
 
+def encoded(path, codec, options, n=150, fps=25):
+    """Numbered frames (64 x 48) encoded with `codec` and its `options`: B-frames, GOPs as the test needs."""
+    with av.open(path, "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = options
+        for arr in numbered(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 def test_non_reference_frames_between_samples_are_not_decoded(tmp_path, monkeypatch):
     """H.264 with non-reference B-frames: the decoder skips the ones no sample shows (FFmpeg's skip_frame), stops on
     each sample's frame (known from the packets) instead of one past it, and still picks exactly the same frames."""
     import ncl_ray.data.decode as dec
 
     n, fps = 96, 8
-    path = str(tmp_path / "bframes.mp4")
-    with av.open(path, "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.options = {"x264-params": "bframes=3:b-pyramid=0:b-adapt=0:keyint=48:scenecut=0"}
-        for arr in numbered(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    path = encoded(str(tmp_path / "bframes.mp4"), "libx264",
+                   {"x264-params": "bframes=3:b-pyramid=0:b-adapt=0:keyint=48:scenecut=0"}, n, fps)
     skipped, full = {}, {}
     clip = decode_frames(path, 10, 32, stats=skipped)
     assert frame_index(clip) == [i % 42 for i in expected_indices(np.arange(n) / fps, 10, n / fps)]
@@ -253,16 +259,8 @@ def test_decoder_is_drained_instead_of_fed_past_a_sample(tmp_path, monkeypatch):
     import ncl_ray.data.decode as dec
 
     n, fps = 240, 24
-    path = str(tmp_path / "gop.mp4")
-    with av.open(path, "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.options = {"x264-params": "bframes=2:b-pyramid=2:b-adapt=0:keyint=24:scenecut=0"}
-        for arr in numbered(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    path = encoded(str(tmp_path / "gop.mp4"), "libx264",
+                   {"x264-params": "bframes=2:b-pyramid=2:b-adapt=0:keyint=24:scenecut=0"}, n, fps)
     expected = [i % 42 for i in expected_indices(np.arange(n) / fps, 10, n / fps)]
     drained, fed = {}, {}
     clip = decode_frames(path, 10, 32, stats=drained)  # one sample per 1 s GOP: a seek before each
@@ -276,19 +274,6 @@ def test_decoder_is_drained_instead_of_fed_past_a_sample(tmp_path, monkeypatch):
                                                                                               n / fps)]
 
 
-def _reordered(path, codec, options, n=150, fps=25):
-    with av.open(path, "w") as c:
-        s = c.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.options = options
-        for arr in numbered(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 @pytest.mark.parametrize("name,codec,options", [
     ("open-gop.mp4", "libx264", {"x264-params": "bframes=2:open-gop=1:b-adapt=0:keyint=25:scenecut=0"}),
     ("bframes.avi", "mpeg4", {"bf": "2", "g": "25"}),
@@ -299,7 +284,7 @@ def test_kept_packets_and_seeking_both_pick_the_frame_shown(tmp_path, monkeypatc
     (packets kept in memory, or seeking the file) must start from the keyframe shown before it."""
     import ncl_ray.data.decode as dec
 
-    path = _reordered(str(tmp_path / name), codec, options)
+    path = encoded(str(tmp_path / name), codec, options)
     with av.open(path) as c:  # the independent answer: every frame decoded in order, sorted by display time
         s = c.streams.video[0]
         frames = sorted(((float(f.pts * s.time_base), to_rgb(f, 32)) for f in c.decode(s)), key=lambda x: x[0])
@@ -315,4 +300,4 @@ def test_kept_packets_and_seeking_both_pick_the_frame_shown(tmp_path, monkeypatc
             clip = decode_frames(path, T, 32, stats=stats,
                                  jitter=None if seed is None else np.random.default_rng(seed))
             assert [np.array_equal(a, b) for a, b in zip(clip, want)] == [True] * T, (keep, T, seed)
-            assert stats["in_memory"] == bool(keep)
+            assert stats["packets_in_memory"] == bool(keep)

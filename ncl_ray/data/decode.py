@@ -200,7 +200,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         rows.flush()
         if stats is not None:
             stats.update(decoded=decoded, seeks=seeks, packets=counts[1], corrupt_packets=counts[0],
-                         in_memory=index.packets is not None)
+                         packets_in_memory=index.packets is not None)
         if filled < num_frames:
             raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)" if not filled
                               else f"stream ended early: {filled} of {num_frames} samples")
