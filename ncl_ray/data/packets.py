@@ -1,12 +1,11 @@
 """What a video's packets say before anything is decoded, and the decode plan drawn from it. No Ray.
 
-One demux pass (no decoding) gives the keyframe times and every packet's pts, and keeps the packets of a file
-small enough to hold (decoding then reads them from memory). From them `decode_frames` knows,
-for each sample time, which frame is shown then (`target_pts`), whether reaching it needs a seek
-(`seek_needed`: only when the keyframe before it lies ahead of the decoder) and whether the decoder can be
-drained right after that frame's packet (`drain_after`: when the next sample that shows another frame starts
-from a seek anyway, or there is none).
-"""
+One demux pass (no decoding) gives the keyframe times and every packet's pts, and keeps the packets of a stream
+small enough to hold (decoding then reads them from memory). From them `decode_frames` knows, for each sample
+time, which frame is shown then (`target_pts`), whether reaching it needs a jump (`seek_needed`: only when the
+keyframe before it lies ahead of the decoder), where that jump goes (`start_position` in the kept packets,
+`seek_target` in the file) and whether the decoder can be drained right after that frame's packet
+(`drain_after`: when the next sample that shows another frame starts from a jump anyway, or there is none)."""
 
 import bisect
 from typing import List, NamedTuple, Optional, Sequence
