@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from bench.report import write
+from bench.report import last_json, write
 
 BANK, QUERIES, DIM, ITERS = 1000, 1000, 256, 5
 
@@ -68,7 +68,7 @@ def main():
         for path in paths:
             out = subprocess.run([sys.executable, "-m", "bench.eval_scale", "--one", str(size), path],
                                  capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+            rows.append(last_json(out))
             print(rows[-1], flush=True)
     blocked = {r["gallery"]: r for r in rows if r["path"] == "blocked"}
     top = max(sizes)

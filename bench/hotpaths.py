@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from bench.loss import loss_alone
-from bench.report import write
+from bench.report import last_json, write
 
 CORES = len(os.sched_getaffinity(0))
 MODELS = {"tiny": dict(arch="tiny", B=32, T=8, S=32, steps=12), "ViT-B-32": dict(arch="ViT-B-32", B=2, T=12, S=224,
@@ -123,7 +123,7 @@ def main():
             for _ in range(2):  # interleaved rounds
                 out = subprocess.run([sys.executable, "-m", "bench.hotpaths", "--one", name], capture_output=True,
                                      text=True, check=True).stdout
-                plain += json.loads(out.strip().splitlines()[-1])
+                plain += last_json(out)
                 w = in_ray_worker(model, False, work)
                 worker += w["times"]
                 threads = w["threads"]
@@ -156,7 +156,7 @@ def main():
         notes[f"epoch2plus_wait_s_in_memory_{in_memory}"] = later_wait
     out = subprocess.run([sys.executable, "-m", "bench.eval_scale", "--one", "1000000", "blocked"],
                          capture_output=True, text=True, check=True).stdout
-    ev = json.loads(out.strip().splitlines()[-1])
+    ev = last_json(out)
     rows += [{"measure": "1M-gallery NCL evaluation: time", "value": ev["seconds"], "unit": "s", "ratio": float("nan")},
              {"measure": "1M-gallery NCL evaluation: peak extra memory", "value": ev["peak_extra_mb"] / 1024,
               "unit": "GiB", "ratio": float("nan")}]

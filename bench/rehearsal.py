@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Dict
 
+from bench.report import last_json
+
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("RayTrainWorker", "MapBatches", "MapWorker", "ReadParquet", "TrainController", "raylet", "gcs_server",
          "dashboard", "IDLE")
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
 
     read_s, read_rss = run([sys.executable, "-m", "bench.cache_read", caches[-1].parent.as_posix(),
                             str(corpus / "manifest.jsonl")], env, out / "cache_read.log")
-    read = json.loads((out / "cache_read.log").read_text().strip().splitlines()[-1])
+    read = last_json((out / "cache_read.log").read_text())
     report["cache read (train split)"] = {**read, "peak_rss_mb": {k: v >> 20 for k, v in read_rss.items()}}
 
     name = f"rehearsal-{int(time.time())}"

@@ -4,7 +4,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -24,3 +24,14 @@ def write(name: str, rows: List[Dict], notes: Dict) -> Path:
                                 "processor": platform.processor(), "rows": rows, "notes": notes}, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def last_json(text: str) -> Any:
+    """The last line of a child's output that is JSON: Ray may print its own log lines after it."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith(("{", "[")):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    raise ValueError(f"no JSON line in the output:\n{text[-2000:]}")
