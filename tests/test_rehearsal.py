@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_short_rehearsal_writes_a_stage_report(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench.rehearsal", "--videos", "12", "--out", str(tmp_path),
                         "data.num_frames=2", "train.batch_size=2", "ncl.queue_size=64"],
