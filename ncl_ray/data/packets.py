@@ -54,17 +54,22 @@ def packet_index(container, stream, keep_bytes: int = 0) -> PacketIndex:
                        [k[2] for k in keys])
 
 
+def key_before(keys: List[float], t: float) -> int:
+    """Index in `keys` of the last keyframe shown at or before t; -1 when none is."""
+    return bisect.bisect_right(keys, t + EPS) - 1
+
+
 def seek_target(index: PacketIndex, t: float, tb) -> int:
     """The timestamp to seek to for sample time t: the decode timestamp of the keyframe shown before t (t
     itself without keyframe times). Demuxers index by decode time (AVI, MP4), where a seek to t can land on
     a keyframe shown after t (open GOPs, B-frames); a keyframe's decode time is never after its display."""
-    i = bisect.bisect_right(index.keys, t + EPS) - 1
+    i = key_before(index.keys, t)
     return index.key_dts[i] if i >= 0 else int(t / tb)
 
 
 def start_position(index: PacketIndex, t: float) -> int:
     """Decode-order position of the kept packet to decode from for sample time t: the keyframe before t."""
-    i = bisect.bisect_right(index.keys, t + EPS) - 1
+    i = key_before(index.keys, t)
     return index.key_pos[i] if i >= 0 else 0
 
 
@@ -82,7 +87,7 @@ def seek_needed(keys: List[float], t: float, cur_time: float, seek_gap: float, h
     """Seek before sample time `t` with the decoder at `cur_time`? Only when the keyframe before t lies ahead
     of the decoder (seeking to one it has already decoded past would decode the same frames again); without
     keyframe times, when t is more than `seek_gap` seconds ahead."""
-    i = bisect.bisect_right(keys, t + EPS) - 1
+    i = key_before(keys, t)
     key_ahead = keys[i] > cur_time + EPS if (keys and i >= 0) else t - cur_time > seek_gap
     return key_ahead and (not have_frame or t - cur_time > EPS)
 
