@@ -14,11 +14,10 @@ One GPU worker: the gathers are identities; on N GPUs the global batch and the S
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from bench.loss import filled_loss, loss_alone, synthetic_batch
+from bench.loss import filled_loss, loss_alone, seconds, synthetic_batch
 from bench.report import write
 from ncl_ray.evaluate import embed_rows
 from ncl_ray.model.clip import build_model
@@ -27,15 +26,6 @@ from ncl_ray.train import train_step
 
 T, S, L = 12, 224, 32
 LOSSES = {"plain (CLIP loss)": (0, 0), "NCL q4096 3 it (recipe)": (4096, 3), "NCL q16384 5 it": (16384, 5)}
-
-
-def seconds(fn, device) -> float:
-    """Wall seconds of fn() with the device's queued work drained before and after."""
-    torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    fn()
-    torch.cuda.synchronize(device)
-    return time.perf_counter() - t
 
 
 def step_rows(model, device, batch_size: int, rounds: int) -> list:

@@ -50,6 +50,16 @@ def synthetic_batch(B: int, T: int, S: int) -> dict:
             "tokens": torch.randint(1, 49000, (B, 1, 32), dtype=torch.int32), "n_captions": torch.ones(B)}
 
 
+def seconds(fn, device) -> float:
+    """Wall seconds of fn(), with a CUDA device's queued work drained before and after."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
 def loss_alone(B: int = 128, D: int = 512, Q: int = 16384,
                variants=((0, False), (0, True), (5, False), (5, True)), rounds: int = 30,
                device: str = "cpu") -> list:
@@ -60,7 +70,6 @@ def loss_alone(B: int = 128, D: int = 512, Q: int = 16384,
     v = F.normalize(torch.randn(B, D, device=device), dim=1).requires_grad_()  # (B, D)
     t = F.normalize(torch.randn(B, D, device=device), dim=1).requires_grad_()  # (B, D)
     scale = torch.tensor(100.0, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def loss_run(loss_fn, diagnostics=False):
         return lambda: loss_fn(v, t, scale, diagnostics=diagnostics)["contrastive_loss"].backward()
@@ -76,11 +85,7 @@ def loss_alone(B: int = 128, D: int = 512, Q: int = 16384,
     samples = {name: [] for name, *_ in runs}
     for _ in range(rounds):  # interleaved rounds, median: these take 1-200 ms, where a shared machine's noise shows
         for name, _, _, fn in runs:
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(seconds(fn, device))
     med = {name: statistics.median(x) for name, x in samples.items()}
     clip_s = med[runs[0][0]]
     return [{"loss": name, "queue": q, "iters": it, "step_ms": 1e3 * med[name], "ratio": med[name] / clip_s}

@@ -10,8 +10,10 @@ BENCHES = ["bench.hubs", "bench.decode", "bench.loss", "bench.eval_scale", "benc
 def main():
     import torch
 
-    benches = BENCHES + (["bench.gpu"] if torch.cuda.is_available() else [])
-    if "bench.gpu" not in benches:
+    benches = list(BENCHES)
+    if torch.cuda.is_available():
+        benches.append("bench.gpu")
+    else:
         print("bench.gpu skipped: no CUDA device on this machine", flush=True)
     for name in benches:
         print(f"\n=== {name} ===", flush=True)

@@ -246,8 +246,8 @@ def test_non_reference_frames_between_samples_are_not_decoded(tmp_path, monkeypa
     clip = decode_frames(path, 10, 32, stats=skipped)
     assert frame_index(clip) == [i % 42 for i in expected_indices(np.arange(n) / fps, 10, n / fps)]
     plain = dec._frames
-    monkeypatch.setattr(dec, "_frames", lambda container, stream, counts, wanted=None, drain=None:
-                        plain(container, stream, counts))
+    monkeypatch.setattr(dec, "_frames", lambda source, stream, counts, wanted=None, drain=None:
+                        plain(source, stream, counts))
     assert np.array_equal(decode_frames(path, 10, 32, stats=full), clip)  # every frame decoded: same clip
     assert skipped["decoded"] < full["decoded"] / 2  # 3 of 4 frames are non-reference B-frames: most skipped
 
