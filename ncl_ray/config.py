@@ -33,7 +33,15 @@ class DataConfig:
     num_frames: int = 8  # frames sampled uniformly per clip (CLIP4Clip: 12)
     frame_size: int = 32  # square crop after shorter-side resize (CLIP: 224)
     max_words: int = 32  # tokenizer context length (CLIP4Clip: 32, ActivityNet 64)
-    max_captions: int = 20  # captions kept per video; one is sampled per video per step
+    max_captions: int = 20  # captions kept per video
+    # what an epoch is: videos = every video once, with one of its captions drawn at random; pairs = every
+    # (video, caption) pair once, in a fresh global permutation per epoch and seed (CLIP4Clip's MSR-VTT
+    # --expand_msrvtt_sentences); frames are stored once per video either way
+    samples: str = "videos"
+    # which frames: uniform = the centres of num_frames equal slices; clip4clip = CLIP4Clip's reader (the first
+    # frame of every whole second, np.linspace down to num_frames, padded and masked when there are fewer)
+    sampler: str = "uniform"
+    resize: str = "area"  # area = FFmpeg's area filter; clip4clip = CLIP's PIL bicubic + CLIP4Clip's crop
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
     cache_encoding: str = "jpeg"  # jpeg (about 10x smaller, decoded in Ray Data CPU tasks) | raw uint8 frames
     jpeg_quality: int = 90  # cache_encoding=jpeg
@@ -56,8 +64,9 @@ class ModelConfig:
     pretrained: str = ""  # open_clip pretrained tag (e.g. openai) or a local checkpoint path; "" = random init
     pooling: str = "meanP"  # meanP | seqTransf (CLIP4Clip temporal pooling)
     embed_dim: int = 64  # tiny model only
-    temporal_layers: int = 2  # seqTransf only
-    init_temperature: float = 0.07  # tau at start; logit scale = 1/tau, clamped at 100
+    temporal_layers: int = 4  # seqTransf blocks, copied from CLIP's first text blocks (CLIP4Clip: 4)
+    activation: str = "auto"  # auto = QuickGELU for OpenAI's weights (they were trained with it) | quickgelu | gelu
+    init_temperature: float = 0.07  # tau at start; logit scale = 1/tau, clamped at 100 after every step
     learn_temperature: bool = True
     grad_checkpointing: bool = False
     clip_fp16: bool = False  # CLIP4Clip parity: backbone weights fp16, updated in place; turns train.amp off
@@ -74,6 +83,7 @@ class NCLConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"  # adamw | bertadam (CLIP4Clip's: no bias correction, per-tensor clip, its groups)
     lr: float = 1e-3  # new layers (temporal pooling, projections)
     backbone_lr: float = 1e-3  # CLIP backbone (CLIP4Clip: 1e-7 when pretrained)
     weight_decay: float = 0.2
@@ -161,6 +171,11 @@ _CHOICES = {
     "data.in_memory": ("auto", "true", "encoded", "false"),
     "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     "model.pooling": ("meanP", "seqTransf"),
+    "model.activation": ("auto", "quickgelu", "gelu"),
+    "optim.name": ("adamw", "bertadam"),
+    "data.samples": ("videos", "pairs"),
+    "data.sampler": ("uniform", "clip4clip"),
+    "data.resize": ("area", "clip4clip"),
     "eval.bank": ("train", "test", "train+test"),
     "eval.bank_source": ("queue", "captions"),
     "tune.mode": ("min", "max"),
@@ -239,6 +254,13 @@ def finalize(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"'{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
     if not 0 < cfg.model.init_temperature <= 1:
         raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
+    if cfg.model.pooling == "seqTransf" and cfg.model.temporal_layers < 1:
+        raise ConfigError(f"'model.temporal_layers' must be >= 1 for seqTransf, got {cfg.model.temporal_layers}")
+    if cfg.data.samples == "pairs" and cfg.data.streaming:
+        raise ConfigError("'data.samples=pairs' reads clips from the clip cache; it cannot be combined with "
+                          "'data.streaming=true' (use data.samples=videos to decode every epoch)")
+    if cfg.optim.name == "bertadam" and not 0 <= cfg.optim.warmup_ratio < 1:
+        raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1) for bertadam, got {cfg.optim.warmup_ratio}")
     if not 0 <= cfg.optim.warmup_ratio <= 1:
         raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1], got {cfg.optim.warmup_ratio}")
     if cfg.train.max_failures < -1:

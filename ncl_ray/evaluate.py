@@ -18,7 +18,7 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from ncl_ray.data.transforms import normalize_frames
+from ncl_ray.data.transforms import frame_mask, normalize_frames
 from ncl_ray.ncl.normalize import MEMORY_MB, Sims, make_scorer, rows_per_block
 from ncl_ray.retrieval import direction_metrics, normalization_errors
 
@@ -42,7 +42,7 @@ def embed_rows(model, batch: Dict[str, torch.Tensor], device: torch.device,
     b, K = tokens.shape[:2]
     valid = torch.arange(K, device=device)[None, :] < n[:, None]  # (b, K)
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        video = model.encode_video(frames).float()  # (b, D)
+        video = model.encode_video(frames, frame_mask(batch, device)).float()  # (b, D)
         text_valid = model.encode_text(tokens[valid]).float()  # (sum n, D)
     text = torch.zeros(b, K, video.shape[1], device=device)
     text[valid] = text_valid

@@ -1,9 +1,11 @@
-"""Builders for the NCL loss, AdamW with two learning rates, and the warm-up + cosine schedule."""
+"""Builders for the NCL loss, the optimizer (AdamW with two learning rates, or CLIP4Clip's BertAdam) and the
+warm-up + cosine schedule (BertAdam carries its own: its LambdaLR here is constant)."""
 
 import math
 
 import torch
 
+from ncl_ray.model.bertadam import BertAdam, clip4clip_groups
 from ncl_ray.model.clip import VideoCLIP
 from ncl_ray.ncl.loss import NCLLoss
 
@@ -13,8 +15,17 @@ def build_loss(cfg, dim: int) -> NCLLoss:
     return NCLLoss(dim, n.queue_size, n.n_iters, n.detach_biases, n.gather_with_grad, n.plain_loss_weight)
 
 
-def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW with two learning rates (backbone, new layers); no decay on gains, biases and the temperature."""
+def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float, name: str = "adamw",
+                    total_steps: int = -1, warmup_ratio: float = 0.1,
+                    max_grad_norm: float = 1.0) -> torch.optim.Optimizer:
+    """adamw: AdamW with two learning rates (backbone, new layers); no decay on gains, biases and the
+    temperature. bertadam: CLIP4Clip's optimizer and groups (model/bertadam.py) over `total_steps`."""
+    if name == "bertadam":
+        return BertAdam(clip4clip_groups(model, lr, backbone_lr, weight_decay), lr=lr, warmup=warmup_ratio,
+                        t_total=total_steps, b1=0.9, b2=0.98, e=1e-6, weight_decay=weight_decay,
+                        max_grad_norm=max_grad_norm)
+    if name != "adamw":
+        raise ValueError(f"optim.name={name!r}: expected adamw or bertadam")
     backbone, new = model.param_groups()
     groups = []
     for params, group_lr in ((backbone, backbone_lr), (new, lr)):
@@ -26,7 +37,10 @@ def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_deca
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warm-up over warmup_ratio * total_steps, then cosine decay to 0."""
+    """Linear warm-up over warmup_ratio * total_steps, then cosine decay to 0 (constant for BertAdam, whose
+    schedule is part of its update)."""
+    if isinstance(optimizer, BertAdam):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     warmup = max(1, int(warmup_ratio * total_steps))
 
     def factor(step: int) -> float:

@@ -18,7 +18,7 @@ import torch
 
 from ncl_ray.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ncl_ray.config import from_dict, select_metric, served_method, to_dict
-from ncl_ray.data.transforms import normalize_frames, sample_captions
+from ncl_ray.data.transforms import frame_mask, normalize_frames, sample_captions
 from ncl_ray.epochs import EpochFeeder
 from ncl_ray.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
@@ -47,8 +47,9 @@ def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.
     clock = Clock(device, timings)
     frames = normalize_frames(batch["frames"].to(device))  # (B, T, 3, H, W)
     tokens = sample_captions(batch["tokens"], batch["n_captions"], generator).to(device)  # (B, L)
+    mask = frame_mask(batch, device)  # (B, T) or None
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        out = model(frames, tokens)
+        out = model(frames, tokens, mask)
     clock.lap("forward")
     terms = loss_fn(**out, diagnostics=diagnostics)
     total = sum(v for k, v in terms.items() if k.endswith("_loss"))
@@ -60,9 +61,11 @@ def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
+    unwrap(model).clamp_temperature()
     clock.lap("optimizer")
     metrics = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
-    metrics["train/lr"] = optimizer.param_groups[-1]["lr"]
+    lrs = optimizer.current_lrs() if hasattr(optimizer, "current_lrs") else [optimizer.param_groups[-1]["lr"]]
+    metrics["train/lr"] = max(lrs)
     metrics["train/temperature"] = 1.0 / float(out["logit_scale"].detach())
     return metrics
 
@@ -129,8 +132,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     loss_fn = build_loss(cfg, model.embed_dim).to(device)
     model = ray.train.torch.prepare_model(model)
     o = cfg.optim
-    optimizer = build_optimizer(unwrap(model), o.lr, o.backbone_lr, o.weight_decay)
     steps_per_epoch = meta["steps_per_epoch"]
+    optimizer = build_optimizer(unwrap(model), o.lr, o.backbone_lr, o.weight_decay, o.name,
+                                steps_per_epoch * cfg.train.epochs, o.warmup_ratio, o.grad_clip)
     scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.train.epochs, o.warmup_ratio)
 
     start_epoch, step, state = 0, 0, None

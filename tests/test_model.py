@@ -25,7 +25,7 @@ def test_frame_order_matters_only_for_seqtransf():
         model = build_model("tiny", "", pooling, 16, 16)
         with torch.no_grad():
             if pooling == "seqTransf":
-                model.pool.position.normal_()  # distinct positions, as after training
+                model.pool.frame_position_embeddings.weight.normal_()  # distinct positions
             a, b = model.encode_video(video), model.encode_video(video.flip(1))
         assert torch.allclose(a, b, atol=1e-5) == same
 
@@ -96,7 +96,7 @@ def test_clip_fp16_parity_keeps_backbone_weights_and_adam_states_in_fp16():
     assert all(torch.isfinite(torch.tensor(losses)))
     assert w.dtype == torch.float16 and not torch.equal(w, before)  # trained in place, still fp16
     assert opt.state[w]["exp_avg"].dtype == torch.float16 and opt.state[w]["exp_avg_sq"].dtype == torch.float16
-    head = model.pool.transformer.layers[0].linear1.weight
+    head = model.pool.blocks[0].mlp.c_fc.weight
     assert opt.state[head]["exp_avg"].dtype == torch.float32
     fp32 = build_model("tiny", "", "seqTransf", 16, 16)
     fp32.load_state_dict(model.state_dict())  # an fp16 checkpoint loads into an fp32 model and back

@@ -1,7 +1,7 @@
 """Batch transforms: CLIP frame normalisation, caption tokenisation and per-step caption sampling. No Ray."""
 
 from functools import lru_cache
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,18 @@ def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device).view(1, 1, 3, 1, 1)
     return (x - mean) / std
+
+
+def frame_mask(batch: Dict[str, torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+    """(B, T) bool mask of the real frames of a batch with an `n_frames` column (CLIP4Clip's sampler pads
+    short videos); None when every frame is real."""
+    if "n_frames" not in batch:
+        return None
+    n = batch["n_frames"].to(device).long()  # (B,)
+    T = batch["frames"].shape[1]
+    if bool((n >= T).all()):
+        return None
+    return torch.arange(T, device=device)[None, :] < n[:, None]  # (B, T)
 
 
 @lru_cache(maxsize=4)

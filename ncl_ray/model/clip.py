@@ -1,11 +1,17 @@
 """VideoCLIP: an open_clip backbone encodes every sampled frame; temporal pooling makes the video feature.
 
     model = build_model(arch="tiny", pretrained="", pooling="meanP", image_size=32, context_length=32)
-    out = model(video, tokens)   # {"video_features", "text_features", "logit_scale"}
+    out = model(video, tokens, frame_mask)   # {"video_features", "text_features", "logit_scale"}
 
 The returned dict is the loss's keyword arguments (open_clip's contract). `arch="tiny"` builds a small,
 randomly initialised CLIP in code (tests, CPU runs); any other name goes to `open_clip.create_model`, with
-`pretrained` an open_clip tag (e.g. "openai") or a local checkpoint path.
+`pretrained` an open_clip tag (e.g. "openai"), OpenAI's TorchScript file (read as tensors, see weights.py) or a
+local checkpoint path.
+
+Parity with CLIP4Clip (arXiv 2104.08860): OpenAI's weights were trained with QuickGELU, so `activation="auto"`
+builds it for them (open_clip would build nn.GELU for `ViT-B-32` + `openai` and only warn); video features are
+pooled in CLIP4Clip's order (heads.py); the temperature is a parameter clamped after each optimizer step
+(`clamp_temperature`), as CLIP does, so that it keeps its gradient at the clamp.
 """
 
 import math
@@ -18,17 +24,34 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from ncl_ray.model.heads import TemporalPooling
+from ncl_ray.model.weights import is_openai_file, read_openai_file
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on 1/tau
 
 
+ACTIVATIONS = ("auto", "quickgelu", "gelu")
+
+
 def tiny_clip(embed_dim: int, image_size: int, context_length: int,
-              cast_dtype: Optional[torch.dtype] = None) -> open_clip.CLIP:
-    """A 2-layer ViT / 2-layer text transformer CLIP with the real BPE vocabulary, random init."""
+              cast_dtype: Optional[torch.dtype] = None, quick_gelu: bool = False) -> open_clip.CLIP:
+    """A 2-layer ViT / 2-layer text transformer CLIP with the real BPE vocabulary, random init. The text width
+    equals the embedding dimension, as in OpenAI's ViT-B models, so that CLIP4Clip's seqTransf fits."""
     vision = CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=max(4, image_size // 4),
                            image_size=image_size)
-    text = CLIPTextCfg(context_length=context_length, vocab_size=49408, width=64, heads=2, layers=2)
-    return open_clip.CLIP(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text, cast_dtype=cast_dtype)
+    text = CLIPTextCfg(context_length=context_length, vocab_size=49408, width=embed_dim, heads=2, layers=2)
+    return open_clip.CLIP(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text, cast_dtype=cast_dtype,
+                          quick_gelu=quick_gelu)
+
+
+def uses_quick_gelu(arch: str, pretrained: str, activation: str) -> bool:
+    """QuickGELU or GELU for these weights; refuses GELU with OpenAI's weights (trained with QuickGELU)."""
+    openai = pretrained == "openai" or (pretrained != "" and is_openai_file(pretrained))
+    if activation == "gelu" and (openai or arch.endswith("-quickgelu")):
+        raise ValueError(f"model.activation=gelu with model.arch={arch} model.pretrained={pretrained}: these "
+                         f"weights were trained with QuickGELU; use model.activation=auto or quickgelu")
+    if activation == "quickgelu":
+        return True
+    return activation == "auto" and openai
 
 
 class VideoCLIP(nn.Module):
@@ -36,29 +59,44 @@ class VideoCLIP(nn.Module):
 
     Args:
         clip: an open_clip CLIP model (its own logit scale is unused; this module learns 1/tau).
-        pooling: "meanP" or "seqTransf".
-        temporal_layers: transformer layers for seqTransf.
+        pooling: "meanP" or "seqTransf" (CLIP4Clip's heads, heads.py).
+        temporal_layers: seqTransf blocks, initialised from CLIP's first text blocks.
         init_temperature: tau at initialisation.
         learn_temperature: learn tau or keep it fixed.
     """
 
-    def __init__(self, clip: nn.Module, pooling: str = "meanP", temporal_layers: int = 2,
+    def __init__(self, clip: nn.Module, pooling: str = "meanP", temporal_layers: int = 4,
                  init_temperature: float = 0.07, learn_temperature: bool = True):
         super().__init__()
         self.clip = clip
         self.clip.logit_scale.requires_grad_(False)  # unused: keeps DDP from waiting for its gradient
         self.embed_dim = int(clip.visual.output_dim)
         self.context_length = int(clip.context_length)
-        self.pool = TemporalPooling(pooling, self.embed_dim, temporal_layers)
+        width = int(clip.positional_embedding.shape[1])
+        if pooling == "seqTransf" and width != self.embed_dim:
+            raise ValueError(f"model.pooling=seqTransf needs the text width ({width}) to equal the embedding "
+                             f"dimension ({self.embed_dim}), as CLIP4Clip's head does")
+        self.pool = TemporalPooling(pooling, width, heads=max(1, width // 64), layers=temporal_layers,
+                                    positions=int(clip.positional_embedding.shape[0]))
+        self.pool.init_from_clip(clip)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)),
                                         requires_grad=learn_temperature)
 
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, T, 3, H, W) normalised frames -> (B, D) unit-norm features."""
+    @torch.no_grad()
+    def clamp_temperature(self) -> None:
+        """After each optimizer step: 1/tau <= 100 on the parameter (CLIP, openai/CLIP#46), not in the forward,
+        where a clamp would cut the temperature's gradient (1/0.01 = 100.0000076 > 100 in fp32)."""
+        self.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) normalised frames -> (B, T, D) raw frame features (fp32)."""
         B, T = video.shape[:2]
         video = video.to(self.clip.visual.conv1.weight.dtype)  # fp16 when the backbone is kept in fp16
-        frames = self.clip.encode_image(video.flatten(0, 1))  # (B*T, D)
-        return F.normalize(self.pool(frames.view(B, T, -1).float()), dim=-1)  # (B, D)
+        return self.clip.encode_image(video.flatten(0, 1)).float().view(B, T, -1)  # (B, T, D)
+
+    def encode_video(self, video: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """video (B, T, 3, H, W) normalised frames, frame_mask (B, T) (None = all valid) -> (B, D) unit norm."""
+        return self.pool(self.encode_frames(video), frame_mask)  # (B, D)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L) with L <= the model's context length -> (B, D) unit-norm features."""
@@ -69,11 +107,12 @@ class VideoCLIP(nn.Module):
             raise ValueError(f"{L} tokens exceed the model's context length {self.context_length}")
         return F.normalize(self.clip.encode_text(tokens.long()).float(), dim=-1)  # (B, D)
 
-    def forward(self, video: torch.Tensor, tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, video: torch.Tensor, tokens: torch.Tensor,
+                frame_mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         return {
-            "video_features": self.encode_video(video),
+            "video_features": self.encode_video(video, frame_mask),
             "text_features": self.encode_text(tokens),
-            "logit_scale": self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE),
+            "logit_scale": self.logit_scale.exp(),  # clamped on the parameter (clamp_temperature)
         }
 
     def param_groups(self) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
@@ -84,9 +123,9 @@ class VideoCLIP(nn.Module):
 
 
 def build_model(arch: str, pretrained: str, pooling: str, image_size: int, context_length: int,
-                embed_dim: int = 64, temporal_layers: int = 2, init_temperature: float = 0.07,
+                embed_dim: int = 64, temporal_layers: int = 4, init_temperature: float = 0.07,
                 learn_temperature: bool = True, grad_checkpointing: bool = False,
-                clip_fp16: bool = False) -> VideoCLIP:
+                clip_fp16: bool = False, activation: str = "auto") -> VideoCLIP:
     """The only place that turns model settings into a module (see config.ModelConfig).
 
     clip_fp16: CLIP4Clip parity. The backbone's linear, convolution and attention weights are kept in fp16 (the
@@ -95,26 +134,37 @@ def build_model(arch: str, pretrained: str, pooling: str, image_size: int, conte
     temperature stay fp32. Small updates round away and small squared gradients underflow, which changes how the
     backbone trains; CLIP4Clip's published numbers were obtained this way.
     """
-    precision = "fp16" if clip_fp16 else "fp32"
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"model.activation={activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+    quick = uses_quick_gelu(arch, pretrained, activation)
     if arch == "tiny":
         if pretrained:
             raise ValueError("model.arch=tiny has no pretrained weights; set model.pretrained=''")
-        clip = tiny_clip(embed_dim, image_size, context_length, torch.float16 if clip_fp16 else None)
-        if clip_fp16:
-            open_clip.model.convert_weights_to_lp(clip, torch.float16)
+        clip = tiny_clip(embed_dim, image_size, context_length, quick_gelu=quick)
     else:
+        openai_file = pretrained != "" and is_openai_file(pretrained)
         try:
-            clip = open_clip.create_model(arch, pretrained=pretrained or None, force_image_size=image_size,
-                                          precision=precision)
+            clip = open_clip.create_model(arch, pretrained=(pretrained or None) if not openai_file else None,
+                                          force_image_size=image_size, force_quick_gelu=quick)
         except RuntimeError as e:
             raise ValueError(f"cannot build open_clip model {arch!r} with pretrained={pretrained!r}: {e}") from e
+        if openai_file:
+            state = read_openai_file(pretrained)
+            missing, unexpected = clip.load_state_dict(state, strict=False)
+            if unexpected or [k for k in missing if k != "attn_mask"]:
+                raise ValueError(f"model.pretrained={pretrained}: its tensors do not fit model.arch={arch} "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    # the head is built (and seqTransf copied from the text tower) before the backbone goes to fp16, in fp32
+    model = VideoCLIP(clip, pooling, temporal_layers, init_temperature, learn_temperature)
+    if clip_fp16:
+        open_clip.model.convert_weights_to_lp(model.clip, torch.float16)
     if grad_checkpointing:
         clip.set_grad_checkpointing(True)
-    return VideoCLIP(clip, pooling, temporal_layers, init_temperature, learn_temperature)
+    return model
 
 
 def build_model_from_config(cfg) -> VideoCLIP:
     m, d = cfg.model, cfg.data
     return build_model(m.arch, m.pretrained, m.pooling, d.frame_size, d.max_words, m.embed_dim,
                        m.temporal_layers, m.init_temperature, m.learn_temperature, m.grad_checkpointing,
-                       m.clip_fp16)
+                       m.clip_fp16, m.activation)
