@@ -82,6 +82,12 @@ def _eval(args: argparse.Namespace) -> int:
     return run(args.checkpoint, args.overrides) or 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from ncl_ray.import_cmd import main as run
+
+    return run(args.kind, args.file, args.out, args.config, args.overrides)
+
+
 def _make_data(args: argparse.Namespace) -> int:
     from ncl_ray.data.synthetic import make_dataset
 
@@ -145,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("checkpoint", help="checkpoint folder (holds its config) or a run folder (its final one)")
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. eval.bank=test")
     sp.set_defaults(fn=_eval)
+    sp = sub.add_parser("import", help="turn a CLIP4Clip checkpoint into a ncl-ray checkpoint (eval, serve, resume_from)")
+    sp.add_argument("kind", choices=["clip4clip"], help="clip4clip: a pytorch_model.bin.N of CLIP4Clip (meanP/seqTransf)")
+    sp.add_argument("file", help="the checkpoint file (only its tensors are read)")
+    sp.add_argument("--out", required=True, help="new checkpoint folder")
+    sp.add_argument("--config", help="YAML for the rest of the run settings, e.g. conf/msrvtt.yaml")
+    sp.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=/data/msrvtt")
+    sp.set_defaults(fn=_import)
     sp = sub.add_parser("rerank", help="normalise a saved similarity matrix and score it")
     sp.add_argument("--sims", required=True, help="queries x gallery similarities (.npy)")
     sp.add_argument("--bank-sims", help="bank queries x gallery similarities (.npy)")

@@ -218,3 +218,107 @@ def test_clip4clip_groups_backbone_rate_for_clip_and_temperature_and_no_decay_fo
     assert where[id(named["pool.blocks.0.mlp.c_fc.bias"])] == (1e-4, 0.0)
     assert where[id(named["pool.frame_position_embeddings.weight"])] == (1e-4, 0.2)
     assert sum(len(gr["params"]) for gr in groups) == len([p for p in model.parameters() if p.requires_grad])
+
+
+def _micro_arch(tmp_path):
+    import json
+
+    import open_clip
+
+    cfg = {"embed_dim": 64, "quick_gelu": True,
+           "vision_cfg": {"image_size": 16, "layers": 1, "width": 64, "patch_size": 8, "head_width": 64},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2}}
+    (tmp_path / "ncl-c4c-micro.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(tmp_path / "ncl-c4c-micro.json"))
+    return "ncl-c4c-micro"
+
+
+def test_openai_torchscript_file_is_read_as_tensors_without_running_it(tmp_path):
+    import open_clip
+
+    from ncl_ray.model.weights import WeightsFileError, is_openai_file, read_openai_file
+
+    arch = _micro_arch(tmp_path)
+    torch.manual_seed(0)
+    reference = open_clip.create_model(arch).eval()
+    open_clip.model.convert_weights_to_lp(reference, torch.float16)  # OpenAI's files hold fp16 weights
+    traced = torch.jit.trace_module(reference, {"encode_image": torch.randn(1, 3, 16, 16).half()},
+                                    check_trace=False)
+    path = tmp_path / "ViT-micro.pt"
+    traced.save(str(path))
+    assert is_openai_file(str(path)) and not is_openai_file(__file__)
+    state = read_openai_file(str(path))
+    for name, value in reference.state_dict().items():
+        assert torch.equal(state[name], value) and state[name].dtype == value.dtype, name
+    model = build_model(arch, str(path), "meanP", 16, 16)  # QuickGELU chosen for an OpenAI file
+    for name, value in reference.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[name].half(), value.half()), name
+    assert model.clip.transformer.resblocks[0].mlp.gelu.__class__.__name__ == "QuickGELU"
+
+    # a file whose pickle would run a command is refused, naming the file, and the command never runs
+    import os
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "ran"
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "bad.pt"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("bad/data.pkl", pickle.dumps(Hostile(), protocol=2))
+        z.writestr("bad/constants.pkl", pickle.dumps((), protocol=2))
+        z.writestr("bad/code/__torch__/x.py", "")
+    with pytest.raises(WeightsFileError, match="bad.pt: refused: holds (posix|os).system"):
+        read_openai_file(str(bad))
+    assert not marker.exists()
+
+
+def _clip4clip_state(model):
+    """A model's weights under CLIP4Clip's names (what its `pytorch_model.bin.N` holds)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("clip.") and not k.endswith("attn_mask"):
+            out[k] = v.clone()
+        elif k.startswith("pool.blocks."):
+            out[k.replace("pool.blocks.", "transformerClip.resblocks.")] = v.clone()
+        elif k == "pool.frame_position_embeddings.weight":
+            out["frame_position_embeddings.weight"] = v.clone()
+    out["clip.logit_scale"] = torch.tensor(4.0)
+    return out
+
+
+def test_imported_clip4clip_checkpoint_gives_its_similarity_matrix(tmp_path, vitb32):
+    from ncl_ray.checkpoint import load_checkpoint
+    from ncl_ray.cli import main
+    from ncl_ray.config import from_dict
+    from ncl_ray.model.clip import build_model_from_config
+
+    state = _clip4clip_state(vitb32)
+    torch.save(state, tmp_path / "pytorch_model.bin.4")
+    out = tmp_path / "imported"
+    assert main(["import", "clip4clip", str(tmp_path / "pytorch_model.bin.4"), "--out", str(out),
+                 "model.arch=ViT-B-32", "data.frame_size=224"]) == 0
+    ckpt = load_checkpoint(str(out))
+    cfg = from_dict(ckpt["config"])
+    assert cfg.model.pooling == "seqTransf" and cfg.model.temporal_layers == 4
+    assert cfg.eval.bank_source == "captions" and ckpt["epoch"] == -1
+    model = build_model_from_config(cfg)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    sd = {k[5:]: v.float() for k, v in state.items() if k.startswith("clip.")}
+    g = torch.Generator().manual_seed(3)
+    video = torch.randn(2, 2, 3, 224, 224, generator=g)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    tokens = torch.zeros(3, 32, dtype=torch.long)
+    tokens[:, 0], tokens[:, 1], tokens[:, 2] = 49406, torch.tensor([400, 401, 402]), 49407
+    with torch.no_grad():
+        sims = model.logit_scale.exp() * model.encode_text(tokens) @ model.encode_video(video, mask).T
+        ref_v = ref_seqtransf(sd, ref_image(sd, video.flatten(0, 1)).view(2, 2, -1), mask)
+        ref = math.exp(4.0) * F.normalize(ref_text(sd, tokens), dim=-1) @ ref_v.T
+    assert _rel(sims, ref) < 1e-4
+
+    torch.save({"clip.visual.conv1.weight": torch.zeros(1), "note": "x"}, tmp_path / "not_tensors.bin")
+    assert main(["import", "clip4clip", str(tmp_path / "not_tensors.bin"), "--out", str(tmp_path / "o2")]) == 2

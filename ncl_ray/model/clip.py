@@ -149,11 +149,15 @@ def build_model(arch: str, pretrained: str, pooling: str, image_size: int, conte
         except RuntimeError as e:
             raise ValueError(f"cannot build open_clip model {arch!r} with pretrained={pretrained!r}: {e}") from e
         if openai_file:
-            state = read_openai_file(pretrained)
-            missing, unexpected = clip.load_state_dict(state, strict=False)
-            if unexpected or [k for k in missing if k != "attn_mask"]:
+            expected = clip.state_dict()
+            state = {k: v for k, v in read_openai_file(pretrained).items()  # less OpenAI's int attributes
+                     if k in expected and k != "attn_mask"}
+            missing = [k for k in expected if k not in state and k != "attn_mask"]
+            wrong = [k for k, v in state.items() if v.shape != expected[k].shape]
+            if missing or wrong:
                 raise ValueError(f"model.pretrained={pretrained}: its tensors do not fit model.arch={arch} "
-                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                                 f"(missing {missing[:3]}, other shapes {wrong[:3]})")
+            clip.load_state_dict(state, strict=False)
     # the head is built (and seqTransf copied from the text tower) before the backbone goes to fp16, in fp32
     model = VideoCLIP(clip, pooling, temporal_layers, init_temperature, learn_temperature)
     if clip_fp16:
