@@ -38,10 +38,6 @@ class DataConfig:
     # (video, caption) pair once, in a fresh global permutation per epoch and seed (CLIP4Clip's MSR-VTT
     # --expand_msrvtt_sentences); frames are stored once per video either way
     samples: str = "videos"
-    # which frames: uniform = the centres of num_frames equal slices; clip4clip = CLIP4Clip's reader (the first
-    # frame of every whole second, np.linspace down to num_frames, padded and masked when there are fewer)
-    sampler: str = "uniform"
-    resize: str = "area"  # area = FFmpeg's area filter; clip4clip = CLIP's PIL bicubic + CLIP4Clip's crop
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
     cache_encoding: str = "jpeg"  # jpeg (about 10x smaller, decoded in Ray Data CPU tasks) | raw uint8 frames
     jpeg_quality: int = 90  # cache_encoding=jpeg
@@ -174,8 +170,6 @@ _CHOICES = {
     "model.activation": ("auto", "quickgelu", "gelu"),
     "optim.name": ("adamw", "bertadam"),
     "data.samples": ("videos", "pairs"),
-    "data.sampler": ("uniform", "clip4clip"),
-    "data.resize": ("area", "clip4clip"),
     "eval.bank": ("train", "test", "train+test"),
     "eval.bank_source": ("queue", "captions"),
     "tune.mode": ("min", "max"),

@@ -80,9 +80,9 @@ def main(cfg) -> int:
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     try:
         datasets, meta, cache = prepare_data(cfg, run_dir, entries)
-        log.info("training: %d train videos, %d steps/epoch x %d epochs, %d workers x batch %d",
-                 meta["train_videos"], meta["steps_per_epoch"], cfg.train.epochs, cfg.train.num_workers,
-                 cfg.train.batch_size)
+        log.info("training: %d train videos%s, %d steps/epoch x %d epochs, %d workers x batch %d",
+                 meta["train_videos"], f" ({meta['train_pairs']} pairs)" if "train_pairs" in meta else "",
+                 meta["steps_per_epoch"], cfg.train.epochs, cfg.train.num_workers, cfg.train.batch_size)
         meta["board"] = new_board()
         bar: list = []
         render, store_peak = _with_store_peak(_train_progress(bar))

@@ -89,17 +89,30 @@ def prepare_data(cfg, run_dir: Path, entries=None):
     if val_split != d.val_split:
         log.warning("no '%s' videos: validating on '%s'", d.val_split, d.test_split)
     global_batch = cfg.train.batch_size * cfg.train.num_workers
-    steps = n_train // global_batch
+    store = None
+    if d.samples == "pairs":  # every (video, caption) pair once per epoch, in one global permutation
+        from ncl_ray.data.pairstore import build_pair_store
+
+        store = build_pair_store(cache, split_videos(cache, entries, d.train_split), d.max_captions, d.max_words)
+        steps = store.steps(global_batch)
+        log.info("data.samples=pairs: %d (video, caption) pairs of %d videos: %d steps of %d per epoch",
+                 int(store.n_captions.sum()), n_train, steps, global_batch)
+    else:
+        steps = n_train // global_batch
     if steps == 0:
         raise ConfigError(f"train split has {n_train} videos, fewer than one global batch "
                           f"(train.batch_size x train.num_workers = {global_batch})")
     mode = data_mode(cfg, cache)
+    splits = (("train", d.train_split), ("val", val_split), ("test", d.test_split))
     datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words, mode == "encoded")
-                for name, split in (("train", d.train_split), ("val", val_split), ("test", d.test_split))}
+                for name, split in splits if not (name == "train" and store is not None)}
     if mode == "true":  # decoded splits stay in the object store: later epochs skip the Parquet read
         datasets = {k: v.materialize() for k, v in datasets.items()}
     meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
             "skipped_videos": len(cache.skipped), "in_memory": mode}
+    if store is not None:
+        meta["pair_store"] = store
+        meta["train_pairs"] = int(store.n_captions.sum())
     return datasets, meta, cache
 
 

@@ -161,7 +161,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
 
     fail_at = int(os.environ.get(FAULT_ENV, cfg.train.fail_at_step))
     tb = MetricLogger(str(run_dir / "tensorboard"), enabled=rank == 0)
-    shard = ray.train.get_dataset_shard("train")
+    shard = ray.train.get_dataset_shard("train") if meta.get("pair_store") is None else None
     B, seed, E = cfg.train.batch_size, cfg.train.seed, cfg.train.epochs
     board = meta.get("board") if rank == 0 else None
     if meta.get("board") is not None:  # every rank says where it runs (results.json records it)
@@ -179,9 +179,15 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     lower_is_better = selector.endswith(("MdR", "MnR"))
     best = best_info(run_dir) if rank == 0 else None
     post(phase="train", step=step, total=steps_per_epoch * E, epoch=start_epoch + 1, epochs=E)
-    feeder = EpochFeeder(  # the next epoch's pipeline starts while this one ends
-        lambda e: shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B,
-                                           local_shuffle_seed=seed * 1000 + e), start_epoch, E, buffered=4)
+    pairs = meta.get("pair_store")
+    if pairs is not None:  # data.samples=pairs: a global permutation of all pairs per epoch (data/pairstore.py)
+        def make_iter(e):
+            return ({k: torch.from_numpy(v) for k, v in b.items()} for b in pairs.batches(seed, e, rank, B, world))
+    else:
+        def make_iter(e):
+            return shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B,
+                                            local_shuffle_seed=seed * 1000 + e)
+    feeder = EpochFeeder(make_iter, start_epoch, E, buffered=4)  # the next epoch starts while this one ends
     for epoch in range(start_epoch, E):
         model.train()
         loss_fn.train()
@@ -284,6 +290,6 @@ def fit(cfg, datasets, meta, callbacks=None):
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                              callbacks=callbacks or []),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in datasets else []),
     )
     return trainer.fit()

@@ -233,3 +233,22 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     assert cli(["eval", str(tmp_path / "nothing-here")]) == 2
     assert "no ncl-ray checkpoint" in capsys.readouterr().err
+
+
+def test_pairs_epochs_with_clip4clip_head_and_optimizer(ray_local, tmp_path, data_root):
+    """data.samples=pairs on the built-in corpus: every (video, caption) pair once per epoch; seqTransf +
+    BertAdam, CLIP4Clip's recipe in small."""
+    from ncl_ray.data.pipeline import load_entries
+    from ncl_ray.driver import main
+
+    cfg = small_config(tmp_path, data_root, "run.name=pairs", "train.epochs=2", "data.samples=pairs",
+                       "optim.name=bertadam", "model.pooling=seqTransf", "train.eval_every_epochs=2")
+    assert main(cfg) == 0
+    d = cfg.data
+    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile)
+    pairs = sum(min(len(e.captions), d.max_captions) for e in entries if e.split == d.train_split)
+    videos = sum(1 for e in entries if e.split == d.train_split)
+    assert pairs > videos
+    results = json.loads((Path(cfg.run.storage_path) / "pairs" / "results.json").read_text())
+    assert results["metrics"]["step"] == 2 * (pairs // (cfg.train.batch_size * cfg.train.num_workers))
+    assert results["metrics"]["test/ncl/t2v_R@1"] >= 0
