@@ -4,7 +4,8 @@ import subprocess
 import sys
 import time
 
-BENCHES = ["bench.hubs", "bench.decode", "bench.loss", "bench.eval_scale", "bench.e2e", "bench.hotpaths"]
+BENCHES = ["bench.hubs", "bench.decode", "bench.frames", "bench.loss", "bench.eval_scale", "bench.e2e",
+           "bench.hotpaths"]
 
 
 def main():

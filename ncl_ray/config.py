@@ -38,6 +38,10 @@ class DataConfig:
     # (video, caption) pair once, in a fresh global permutation per epoch and seed (CLIP4Clip's MSR-VTT
     # --expand_msrvtt_sentences); frames are stored once per video either way
     samples: str = "videos"
+    # which frames: uniform = the centres of num_frames equal slices of the video; clip4clip = CLIP4Clip's reader
+    # (the first frame of every whole second, np.linspace down to num_frames, zero-padded and masked when fewer)
+    sampler: str = "uniform"
+    resize: str = "area"  # area = FFmpeg's area filter; clip4clip = CLIP's PIL bicubic resize + CLIP4Clip's crop
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
     cache_encoding: str = "jpeg"  # jpeg (about 10x smaller, decoded in Ray Data CPU tasks) | raw uint8 frames
     jpeg_quality: int = 90  # cache_encoding=jpeg
@@ -170,6 +174,8 @@ _CHOICES = {
     "model.activation": ("auto", "quickgelu", "gelu"),
     "optim.name": ("adamw", "bertadam"),
     "data.samples": ("videos", "pairs"),
+    "data.sampler": ("uniform", "clip4clip"),
+    "data.resize": ("area", "clip4clip"),
     "eval.bank": ("train", "test", "train+test"),
     "eval.bank_source": ("queue", "captions"),
     "tune.mode": ("min", "max"),
@@ -250,6 +256,8 @@ def finalize(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
     if cfg.model.pooling == "seqTransf" and cfg.model.temporal_layers < 1:
         raise ConfigError(f"'model.temporal_layers' must be >= 1 for seqTransf, got {cfg.model.temporal_layers}")
+    if cfg.data.jitter and cfg.data.sampler != "uniform":
+        raise ConfigError("'data.jitter=true' draws times inside uniform slices; it needs data.sampler=uniform")
     if cfg.data.samples == "pairs" and cfg.data.streaming:
         raise ConfigError("'data.samples=pairs' reads clips from the clip cache; it cannot be combined with "
                           "'data.streaming=true' (use data.samples=videos to decode every epoch)")

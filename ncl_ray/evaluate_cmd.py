@@ -39,7 +39,7 @@ def main(checkpoint: str, overrides: List[str]) -> int:
     out = Path(e.out_dir) if e.out_dir else Path(checkpoint) / "eval" / f"{d.test_split}-{bank_tag}"
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality)
+                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
     use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
     log.info("embedding the '%s' split with %s", d.test_split, checkpoint)
     test = embed_dataset(split_dataset(cache, entries, d.test_split, d.max_captions, d.max_words),

@@ -83,7 +83,7 @@ def prepare_data(cfg, run_dir: Path, entries=None):
     if d.streaming:
         return _streaming_data(cfg, run_dir, entries)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality)
+                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
     n_train = len(split_videos(cache, entries, d.train_split))
     val_split = d.val_split if split_videos(cache, entries, d.val_split) else d.test_split
     if val_split != d.val_split:
@@ -145,7 +145,7 @@ def _streaming_data(cfg, run_dir: Path, entries):
     val_split = d.val_split if counts.get(d.val_split) else d.test_split
     splits = (("train", d.train_split, d.jitter), ("val", val_split, False), ("test", d.test_split, False))
     datasets = {name: stream_dataset(entries, split, d.num_frames, d.frame_size, d.max_captions, d.max_words,
-                                     d.decode_threads, jitter) for name, split, jitter in splits}
+                                     d.decode_threads, jitter, d.sampler, d.resize) for name, split, jitter in splits}
     n_train = counts[d.train_split]
     steps = n_train // (cfg.train.batch_size * cfg.train.num_workers)
     log.info("streaming: decoding %d videos every epoch%s (no clip cache)", len(entries),

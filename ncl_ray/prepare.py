@@ -21,7 +21,7 @@ def main(cfg) -> int:
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     start = time.time()
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality)
+                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
     total = sum(f.stat().st_size for f in Path(cache.path).rglob("*.parquet"))
     raw = d.num_frames * d.frame_size * d.frame_size * 3
     print(f"clip cache: {cache.path}")

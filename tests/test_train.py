@@ -236,14 +236,24 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
 
 
 def test_pairs_epochs_with_clip4clip_head_and_optimizer(ray_local, tmp_path, data_root):
-    """data.samples=pairs on the built-in corpus: every (video, caption) pair once per epoch; seqTransf +
-    BertAdam, CLIP4Clip's recipe in small."""
+    """data.samples=pairs on the built-in corpus: every (video, caption) pair once per epoch; seqTransf,
+    BertAdam and CLIP4Clip's frames with their mask: CLIP4Clip's recipe in small."""
     from ncl_ray.data.pipeline import load_entries
     from ncl_ray.driver import main
 
     cfg = small_config(tmp_path, data_root, "run.name=pairs", "train.epochs=2", "data.samples=pairs",
-                       "optim.name=bertadam", "model.pooling=seqTransf", "train.eval_every_epochs=2")
+                       "optim.name=bertadam", "model.pooling=seqTransf", "train.eval_every_epochs=2",
+                       "data.sampler=clip4clip", "data.resize=clip4clip")
     assert main(cfg) == 0
+    # CLIP4Clip's frames: 2 s videos give 2 per-second frames of 4, so every clip is padded and masked
+    summaries = [json.loads(p.read_text()) for p in Path(cfg.data.cache_dir).glob("*/summary.json")]
+    assert [s["sampler"] for s in summaries].count("clip4clip") == 1
+    import pyarrow.parquet as pq
+
+    cache = next(s["path"] for s in summaries if s["sampler"] == "clip4clip")
+    counts = {n for f in Path(cache).rglob("*.parquet") for n in pq.read_table(f, columns=["n_frames"])
+              .column("n_frames").to_pylist()}
+    assert counts == {2}
     d = cfg.data
     entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile)
     pairs = sum(min(len(e.captions), d.max_captions) for e in entries if e.split == d.train_split)

@@ -20,7 +20,7 @@ centre (augmentation for streaming). A video with fewer frames than T repeats fr
 """
 
 import os
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
@@ -88,7 +88,8 @@ def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
 
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
-                  stats: Optional[dict] = None, jitter: Optional[np.random.Generator] = None) -> np.ndarray:
+                  stats: Optional[dict] = None, jitter: Optional[np.random.Generator] = None,
+                  resize: str = "area") -> np.ndarray:
     """Decode `num_frames` uniformly spaced frames of `path` as uint8 (T, size, size, 3).
 
     Args:
@@ -99,14 +100,12 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         seek_gap: seek when the next sample is more than this many seconds ahead of the decoder.
         stats: if given, receives `decoded` (frames decoded), `seeks` and `corrupt_packets`.
         jitter: draw each sample time uniformly inside its slice (augmentation); None = slice centres.
+        resize: area (FFmpeg's area filter) or clip4clip (CLIP's PIL bicubic resize and crop).
     Raises:
         DecodeError: missing, empty, truncated or non-video files, or no decodable frame.
     """
     path = str(path)
-    if not os.path.isfile(path):
-        raise DecodeError(path, "file not found")
-    if os.path.getsize(path) == 0:
-        raise DecodeError(path, "empty file (0 bytes)")
+    check_file(path)
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as e:
@@ -131,7 +130,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             duration = None
         counts = [0, 0]  # corrupt packets skipped, packets fed to the decoder
         if not duration or duration <= 0:
-            return _decode_all(container, stream, num_frames, size, counts, path)
+            return _decode_all(container, stream, num_frames, size, counts, path, resize)
         clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)  # (T, size, size, 3)
         filled = 0
         index = packet_index(container, stream, KEEP_PACKET_BYTES)  # from the packets, nothing decoded
@@ -162,7 +161,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         decoded = seeks = 0
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
-        rows = ClipRows(clip, HOLD_FRAME_BYTES)
+        rows = ClipRows(clip, HOLD_FRAME_BYTES, resize)
         for k, (t, target) in enumerate(zip(times, targets)):
             if seek_needed(keys, t, cur_time, seek_gap, cur is not None):
                 try:
@@ -213,9 +212,33 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         container.close()
 
 
+def check_file(path: str) -> None:
+    """A missing or empty file, named, before FFmpeg sees it."""
+    if not os.path.isfile(path):
+        raise DecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+def decode_video(path: str, num_frames: int, size: int, threads: int = 1, sampler: str = "uniform",
+                 resize: str = "area", jitter: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, int]:
+    """(frames uint8 (T, S, S, 3), real frames n) with `data.sampler` and `data.resize`: uniform = decode_frames
+    (n = T); clip4clip = CLIP4Clip's frames (clip4clip_frames.py: n <= T, zero frames after them)."""
+    if sampler == "clip4clip":
+        from ncl_ray.data.clip4clip_frames import decode_clip4clip
+
+        check_file(str(path))
+        return decode_clip4clip(str(path), num_frames, size, resize, threads)
+    if sampler != "uniform":
+        raise ValueError(f"data.sampler={sampler!r}: expected uniform or clip4clip")
+    return decode_frames(path, num_frames, size, threads=threads, jitter=jitter, resize=resize), num_frames
+
+
 def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threads: int = 1,
-                 progress=None, encoding: str = "raw", quality: int = 90) -> Dict[str, np.ndarray]:
-    """A Ray Data batch of {video_id, path} -> {video_id, path, frames (bytes of uint8 (T,S,S,3)), error}.
+                 progress=None, encoding: str = "raw", quality: int = 90, sampler: str = "uniform",
+                 resize: str = "area") -> Dict[str, np.ndarray]:
+    """A Ray Data batch of {video_id, path} -> {video_id, path, frames (bytes of uint8 (T,S,S,3)), n_frames,
+    error}.
 
     A video that fails to decode gets empty frames and its reason in `error` (the batch goes on). This lives
     here, free of torch, so that decode workers start with PyAV and NumPy only. `progress`, when given, is a
@@ -224,25 +247,30 @@ def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threa
     """
     from ncl_ray.data.framecodec import encode_clip
 
-    frames, errors = [], []
+    frames, counts, errors = [], [], []
     for path in batch["path"]:
         try:
-            frames.append(encode_clip(decode_frames(str(path), num_frames, size, threads=threads), encoding, quality))
+            clip, n = decode_video(str(path), num_frames, size, threads, sampler, resize)
+            frames.append(encode_clip(clip, encoding, quality))
+            counts.append(n)
             errors.append("")
         except DecodeError as e:
             frames.append(b"")
+            counts.append(0)
             errors.append(e.reason)
     if progress is not None:
         progress.add.remote("done", len(errors))
         progress.add.remote("skipped", sum(1 for e in errors if e))
     return {"video_id": batch["video_id"], "path": batch["path"],
-            "frames": np.array(frames, dtype=object), "error": np.array(errors, dtype=object)}
+            "frames": np.array(frames, dtype=object), "n_frames": np.array(counts, np.int64),
+            "error": np.array(errors, dtype=object)}
 
 
-def _decode_all(container, stream, num_frames: int, size: int, counts: List[int], path: str) -> np.ndarray:
+def _decode_all(container, stream, num_frames: int, size: int, counts: List[int], path: str,
+                resize: str = "area") -> np.ndarray:
     """Fallback when the duration is unknown: decode every frame once, keep T evenly spaced ones."""
     frames = [f for f in _frames(container.demux(stream), stream, counts)]
     if not frames:
         raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)")
     idx = np.minimum((np.arange(num_frames) + 0.5) * len(frames) / num_frames, len(frames) - 1).astype(int)
-    return np.stack([to_rgb(frames[i], size) for i in idx])
+    return np.stack([to_rgb(frames[i], size, resize=resize) for i in idx])

@@ -14,7 +14,7 @@ disk by Ray when it does not fit). Frames are never stored once per caption.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -32,38 +32,46 @@ class PairStore:
     n_captions: np.ndarray  # (V,)
     encoding: str
     shape: Tuple[int, int, int, int]  # (T, S, S, 3)
+    n_frames: Optional[np.ndarray] = None  # (V,) real frames per clip (clip4clip sampler); None = all T
 
     def steps(self, global_batch: int) -> int:
         return pair_steps(self.n_captions, global_batch)
 
     def batches(self, seed: int, epoch: int, rank: int, batch: int, world: int) -> Iterator[Dict[str, np.ndarray]]:
         """This rank's batches of one epoch: frames (B, T, S, S, 3) uint8, tokens (B, 1, L), n_captions (B,)
-        ones, index (B,) the videos' split positions."""
+        ones, index (B,) the videos' split positions, and n_frames (B,) with the clip4clip sampler."""
         order = pair_order(self.n_captions, seed, epoch)  # (P, 2)
         tokens = ray.get(self.tokens)  # (V, K, L)
         for step in range(self.steps(batch * world)):
             rows = rank_rows(order, step, rank, batch, world)  # (B, 2)
             clips = ray.get([self.refs[v] for v in rows[:, 0]])
-            yield {"frames": np.stack([decode_clip(c, self.encoding, self.shape) for c in clips]),
-                   "tokens": tokens[rows[:, 0], rows[:, 1]][:, None, :],  # (B, 1, L)
-                   "n_captions": np.ones(len(rows), np.int64),
-                   "index": rows[:, 0].copy()}
+            batch_ = {"frames": np.stack([decode_clip(c, self.encoding, self.shape) for c in clips]),
+                      "tokens": tokens[rows[:, 0], rows[:, 1]][:, None, :],  # (B, 1, L)
+                      "n_captions": np.ones(len(rows), np.int64),
+                      "index": rows[:, 0].copy()}
+            if self.n_frames is not None:
+                batch_["n_frames"] = self.n_frames[rows[:, 0]]  # (B,)
+            yield batch_
 
 
 def build_pair_store(cache, videos, max_captions: int, max_words: int) -> PairStore:
     """Put the clips of `videos` (a split's decodable VideoEntry list, split order) into the object store."""
     position = {e.video_id: i for i, e in enumerate(videos)}
     refs: List = [None] * len(videos)
+    counts = np.zeros(len(videos), np.int64)
+    with_counts = cache.sampler != "uniform"
+    columns = ["video_id", "frames"] + (["n_frames"] if with_counts else [])
     files = sorted(str(f) for f in Path(cache.path).rglob("*.parquet"))
     table = pads.dataset(files, format="parquet")
-    for part in table.to_batches(columns=["video_id", "frames"], filter=pads.field("video_id").isin(list(position)),
-                                 batch_size=64):
-        for vid, frames in zip(part.column("video_id").to_pylist(), part.column("frames").to_pylist()):
+    for part in table.to_batches(columns=columns, filter=pads.field("video_id").isin(list(position)), batch_size=64):
+        ns = part.column("n_frames").to_pylist() if with_counts else [0] * part.num_rows
+        for vid, frames, n in zip(part.column("video_id").to_pylist(), part.column("frames").to_pylist(), ns):
             refs[position[vid]] = ray.put(frames)
+            counts[position[vid]] = n
     missing = [videos[i].video_id for i, r in enumerate(refs) if r is None]
     if missing:
         raise RuntimeError(f"clip cache {cache.path} lacks {len(missing)} training video(s), e.g. {missing[0]}")
     tokens = np.stack([caption_tokens(e.captions, max_captions, max_words) for e in videos])  # (V, K, L)
     n = np.array([min(len(e.captions), max_captions) for e in videos], np.int64)  # (V,)
-    return PairStore(refs, ray.put(tokens), n, cache.encoding,
-                     (cache.num_frames, cache.size, cache.size, 3))
+    return PairStore(refs, ray.put(tokens), n, cache.encoding, (cache.num_frames, cache.size, cache.size, 3),
+                     counts if with_counts else None)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
-from ncl_ray.data.decode import DECODER_VERSION, DecodeError, decode_batch, decode_frames
+from ncl_ray.data.decode import DECODER_VERSION, DecodeError, decode_batch, decode_video
 from ncl_ray.data.framecodec import decode_clip
 from ncl_ray.data.manifest import READERS, VideoEntry, read_manifest
 from ncl_ray.data.transforms import caption_tokens
@@ -67,9 +67,11 @@ def video_stats(entries: List[VideoEntry]) -> Dict[str, Tuple[int, int]]:
 
 
 def cache_key(entries: List[VideoEntry], num_frames: int, size: int,
-              stats: Optional[Dict[str, Tuple[int, int]]] = None, encoding: str = "raw", quality: int = 90) -> str:
+              stats: Optional[Dict[str, Tuple[int, int]]] = None, encoding: str = "raw", quality: int = 90,
+              sampler: str = "uniform", resize: str = "area") -> str:
     stats = stats if stats is not None else video_stats(entries)
-    h = hashlib.sha1(f"{DECODER_VERSION}|{num_frames}|{size}|{encoding}|{quality}".encode())
+    how = "" if (sampler, resize) == ("uniform", "area") else f"|{sampler}|{resize}"  # old keys stay valid
+    h = hashlib.sha1(f"{DECODER_VERSION}|{num_frames}|{size}|{encoding}|{quality}{how}".encode())
     for e in sorted(entries, key=lambda e: e.video_id):
         size_, mtime = stats[e.path]
         h.update(f"{e.video_id}|{e.path}|{size_}|{mtime}\n".encode())
@@ -107,6 +109,8 @@ class ClipCache:
     encoding: str = "raw"  # raw | jpeg (data/framecodec.py)
     bytes_per_clip: float = 0.0  # Parquet bytes on disk / decoded clips
     seconds: float = 0.0  # time the build took
+    sampler: str = "uniform"  # data.sampler; clip4clip rows carry n_frames (real frames, zero frames after)
+    resize: str = "area"  # data.resize
 
     @property
     def decoded(self) -> int:
@@ -114,13 +118,14 @@ class ClipCache:
 
 
 def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cache_dir: str,
-                     threads: int = 1, concurrency: int = 0, encoding: str = "jpeg", quality: int = 90) -> ClipCache:
+                     threads: int = 1, concurrency: int = 0, encoding: str = "jpeg", quality: int = 90,
+                     sampler: str = "uniform", resize: str = "area") -> ClipCache:
     """Decode every video once, in parallel Ray tasks, into `cache_dir`; reuse a matching cache."""
     import time
 
     started = time.time()
     before = video_stats(entries)
-    key = cache_key(entries, num_frames, size, before, encoding, quality)
+    key = cache_key(entries, num_frames, size, before, encoding, quality, sampler, resize)
     out = Path(cache_dir).absolute() / f"clips-T{num_frames}-S{size}-{encoding}-{key}"
     summary = out / "summary.json"
     if summary.exists():
@@ -143,7 +148,8 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
     board = new_board()
     bar = Progress("decode", len(entries), "videos")
     ds = ds.map_batches(decode_batch, fn_kwargs=dict(num_frames=num_frames, size=size, threads=threads,
-                                                     progress=board, encoding=encoding, quality=quality),
+                                                     progress=board, encoding=encoding, quality=quality,
+                                                     sampler=sampler, resize=resize),
                         batch_size=4, compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
     tmp = out.with_name(out.name + f".tmp-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -164,7 +170,8 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
     n_bytes = sum(f.stat().st_size for f in tmp.rglob("*.parquet"))
     cache = ClipCache(str(out), num_frames, size, len(status),
                       [{"video_id": r.video_id, "path": r.path, "error": r.error} for r in bad.itertuples()],
-                      encoding, n_bytes / max(1, len(status) - len(bad)), round(time.time() - started, 2))
+                      encoding, n_bytes / max(1, len(status) - len(bad)), round(time.time() - started, 2),
+                      sampler, resize)
     for s in cache.skipped[:5]:
         log.warning("skipped video %s: %s: %s", s["video_id"], s["path"], s["error"])
     if len(cache.skipped) > 5:
@@ -185,12 +192,15 @@ def _attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray
     """Frames as uint8 tensors (decoded from the cache's encoding, in this CPU task) plus the caption tokens of
     rows already filtered to the split (see split_dataset)."""
     rows = [table[vid] for vid in batch["video_id"]]
-    return {
+    out = {
         "frames": np.stack([decode_clip(f, encoding, shape) for f in batch["frames"]]),  # (b, T, S, S, 3)
         "tokens": np.stack([r[1] for r in rows]),  # (b, K, L)
         "n_captions": np.array([r[2] for r in rows], np.int64),  # (b,)
         "index": np.array([r[0] for r in rows], np.int64),  # (b,) position in the split's video list
     }
+    if "n_frames" in batch:  # clip4clip sampler: real frames per clip (the model masks the rest)
+        out["n_frames"] = np.asarray(batch["n_frames"], np.int64)  # (b,)
+    return out
 
 
 def split_videos(cache: ClipCache, entries: List[VideoEntry], split: str) -> List[VideoEntry]:
@@ -211,7 +221,8 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
     shape = (cache.num_frames, cache.size, cache.size, 3)
     # Filter on video_id first (pushed into the Parquet read where Ray Data can): blocks without any of this
     # split's videos then never reach _attach, whose empty output would not stay a tensor column.
-    ds = ray.data.read_parquet(cache.path).select_columns(["video_id", "frames"])
+    columns = ["video_id", "frames"] + (["n_frames"] if cache.sampler != "uniform" else [])
+    ds = ray.data.read_parquet(cache.path).select_columns(columns)
     ds = ds.filter(expr=col("video_id").is_in(list(table)))
     if keep_encoded:
         ds = ds.materialize()
@@ -219,14 +230,17 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
 
 
 def _decode_attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray, int]], num_frames: int,
-                   size: int, threads: int, jitter: bool) -> Dict[str, np.ndarray]:
+                   size: int, threads: int, jitter: bool, sampler: str = "uniform",
+                   resize: str = "area") -> Dict[str, np.ndarray]:
     """Streaming: decode this batch's videos now (a random time inside each slice with `jitter`), attach
     captions; videos that fail are dropped from the batch (and logged by the task)."""
     rng = np.random.default_rng() if jitter else None
-    frames, rows = [], []
+    frames, rows, counts = [], [], []
     for vid, path in zip(batch["video_id"], batch["path"]):
         try:
-            frames.append(decode_frames(str(path), num_frames, size, threads=threads, jitter=rng))
+            clip, n = decode_video(str(path), num_frames, size, threads, sampler, resize, jitter=rng)
+            frames.append(clip)
+            counts.append(n)
             rows.append(table[vid])
         except DecodeError as e:
             log.warning("streaming: skipped video %s: %s", vid, e)
@@ -236,11 +250,13 @@ def _decode_attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.
         "tokens": np.stack([r[1] for r in rows]) if rows else np.empty((0, 0, 0), np.int32),  # (b, K, L)
         "n_captions": np.array([r[2] for r in rows], np.int64),  # (b,)
         "index": np.array([r[0] for r in rows], np.int64),  # (b,)
+        "n_frames": np.array(counts, np.int64),  # (b,)
     }
 
 
 def stream_dataset(entries: List[VideoEntry], split: str, num_frames: int, size: int, max_captions: int,
-                   max_words: int, threads: int = 1, jitter: bool = False) -> "ray.data.Dataset":
+                   max_words: int, threads: int = 1, jitter: bool = False, sampler: str = "uniform",
+                   resize: str = "area") -> "ray.data.Dataset":
     """Rows of one split decoded from the videos every time the dataset is iterated (every epoch), in Ray
     Data tasks: for corpora too large to cache. The same columns as `split_dataset`."""
     videos = [e for e in entries if e.split == split]
@@ -252,5 +268,6 @@ def stream_dataset(entries: List[VideoEntry], split: str, num_frames: int, size:
     ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in videos],
                              override_num_blocks=max(1, min(len(videos), 4 * cpus)))
     return ds.map_batches(_decode_attach, fn_kwargs=dict(table=table, num_frames=num_frames, size=size,
-                                                         threads=threads, jitter=jitter),
+                                                         threads=threads, jitter=jitter, sampler=sampler,
+                                                         resize=resize),
                           batch_size=4, num_cpus=1)

@@ -51,17 +51,18 @@ class VideoEmbedder:
         self.torch = torch
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        from ncl_ray.data.decode import DecodeError, decode_frames
+        from ncl_ray.data.decode import DecodeError, decode_video
         from ncl_ray.data.transforms import normalize_frames
 
         d = self.cfg.data
         emb, errors = [], []
         for path in batch["path"]:
-            try:
-                frames = decode_frames(str(path), d.num_frames, d.frame_size)  # (T, S, S, 3)
+            try:  # the frames and resize the model was trained with (data.sampler, data.resize)
+                frames, n = decode_video(str(path), d.num_frames, d.frame_size, 1, d.sampler, d.resize)
                 with self.torch.no_grad():
                     x = normalize_frames(self.torch.from_numpy(frames[None]))  # (1, T, 3, S, S)
-                    emb.append(self.model.encode_video(x)[0].float().numpy())
+                    mask = self.torch.arange(d.num_frames)[None] < n  # (1, T)
+                    emb.append(self.model.encode_video(x, mask)[0].float().numpy())
                 errors.append("")
             except DecodeError as e:
                 emb.append(np.zeros(self.model.embed_dim, np.float32))
