@@ -229,6 +229,10 @@ def main(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, 
     stats, paired = summarize(rows, methods=("none", "ncl", "dsl", "qbnorm", "train"), served=served,
                               baseline=next(iter(overrides)))
     text = format_summary(stats, paired, caption_ceiling(entries, cfg.data.test_split))
+    if cfg.train.protocol == "published":
+        from ncl_ray.summary import PUBLISHED
+
+        text = PUBLISHED + "\n" + text
     (run_dir / "compare.txt").write_text(text + "\n")
     pd.DataFrame(stats).to_csv(run_dir / "compare_summary.csv", index=False)
     plot(stats, str(run_dir / "compare.png"), f"{cfg.run.name}: {len(rows)} runs, test split '{cfg.data.test_split}'"

@@ -34,12 +34,10 @@ class DataConfig:
     frame_size: int = 32  # square crop after shorter-side resize (CLIP: 224)
     max_words: int = 32  # tokenizer context length (CLIP4Clip: 32, ActivityNet 64)
     max_captions: int = 20  # captions kept per video
-    # what an epoch is: videos = every video once, with one of its captions drawn at random; pairs = every
-    # (video, caption) pair once, in a fresh global permutation per epoch and seed (CLIP4Clip's MSR-VTT
-    # --expand_msrvtt_sentences); frames are stored once per video either way
+    # an epoch: videos = every video once with a random caption; pairs = every (video, caption) pair once, a new
+    # global permutation per epoch (CLIP4Clip's --expand_msrvtt_sentences); frames stored once per video
     samples: str = "videos"
-    # which frames: uniform = the centres of num_frames equal slices of the video; clip4clip = CLIP4Clip's reader
-    # (the first frame of every whole second, np.linspace down to num_frames, zero-padded and masked when fewer)
+    # uniform = centres of num_frames equal slices; clip4clip = 1 frame per whole second, linspace, masked padding
     sampler: str = "uniform"
     resize: str = "area"  # area = FFmpeg's area filter; clip4clip = CLIP's PIL bicubic resize + CLIP4Clip's crop
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
@@ -107,6 +105,7 @@ class TrainConfig:
     checkpoint_every_epochs: int = 1
     keep_checkpoints: int = 2
     keep_best: bool = True  # keep the best validation epoch's model (runs/<name>/best) and test it at the end
+    protocol: str = "held-out"  # or published: train on all training videos, select on test (labelled)
     select_metric: str = ""  # "" = val/<served>/t2v_R@1: ncl for NCL training (n_iters > 0), none otherwise
     max_failures: int = 1  # worker failures Ray Train recovers from (restart from the latest checkpoint); -1 = any
     startup_timeout_s: float = 120.0  # give up when the workers cannot be placed (resources) within this time
@@ -169,6 +168,7 @@ _CHOICES = {
     "data.cache_encoding": ("jpeg", "raw"),
     "data.synthetic_profile": ("uniform", "longtail"),
     "data.in_memory": ("auto", "true", "encoded", "false"),
+    "train.protocol": ("held-out", "published"),
     "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     "model.pooling": ("meanP", "seqTransf"),
     "model.activation": ("auto", "quickgelu", "gelu"),
@@ -256,6 +256,8 @@ def finalize(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
     if cfg.model.pooling == "seqTransf" and cfg.model.temporal_layers < 1:
         raise ConfigError(f"'model.temporal_layers' must be >= 1 for seqTransf, got {cfg.model.temporal_layers}")
+    if cfg.train.protocol == "published":  # select on the test split, as the published tables did
+        cfg.data.val_split = cfg.data.test_split
     if cfg.data.jitter and cfg.data.sampler != "uniform":
         raise ConfigError("'data.jitter=true' draws times inside uniform slices; it needs data.sampler=uniform")
     if cfg.data.samples == "pairs" and cfg.data.streaming:

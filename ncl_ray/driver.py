@@ -104,7 +104,8 @@ def main(cfg) -> int:
         why = f"best validation epoch {best['epoch'] + 1} of {cfg.train.epochs}: {best['metric']} = {best['score']:.2f}"
     else:
         tested, why = last, f"last epoch ({'train.keep_best=false' if not cfg.train.keep_best else 'no validation'})"
-    summary = {"run": cfg.run.name, "checkpoint": tested, "last_checkpoint": last, "selected": best,
+    summary = {"run": cfg.run.name, "protocol": cfg.train.protocol, "checkpoint": tested, "last_checkpoint": last,
+               "selected": best,
                "workers": workers, "placement_strategy": cfg.train.placement_strategy, "profile": profile,
                "cache": {"path": cache.path, "encoding": cache.encoding, "bytes_per_clip": cache.bytes_per_clip,
                          "build_s": cache.seconds, "in_memory": meta.get("in_memory", "streaming")},
@@ -118,5 +119,6 @@ def main(cfg) -> int:
     print()
     print(report(cfg.run.name, metrics, list(cfg.eval.methods), split=cfg.data.test_split, bank=cfg.eval.bank,
                  n_iters=cfg.ncl.n_iters, queue=cfg.ncl.queue_size, n_videos=n_test, tested=tested, why=why,
-                 decoded=cache.decoded, skipped=len(cache.skipped), results=str(results), run_dir=str(run_dir)))
+                 decoded=cache.decoded, skipped=len(cache.skipped), results=str(results), run_dir=str(run_dir),
+                 protocol=cfg.train.protocol))
     return 0

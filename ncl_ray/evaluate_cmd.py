@@ -34,7 +34,8 @@ def main(checkpoint: str, overrides: List[str]) -> int:
     state = load_checkpoint(checkpoint)
     cfg = load_config(str(Path(checkpoint) / "config.yaml"), list(overrides))
     d, e = cfg.data, cfg.eval
-    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile)
+    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile,
+                           cfg.train.protocol != "published")
     bank_tag = f"bank-{e.bank}" + ("-captions" if e.bank_source == "captions" and e.bank != "test" else "")
     out = Path(e.out_dir) if e.out_dir else Path(checkpoint) / "eval" / f"{d.test_split}-{bank_tag}"
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)

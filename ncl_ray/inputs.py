@@ -21,7 +21,8 @@ def check_inputs(cfg):
     from ncl_ray.data.pipeline import load_entries
 
     d, t = cfg.data, cfg.train
-    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile)
+    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile,
+                           cfg.train.protocol != "published")
     counts: Dict[str, int] = {}
     for e in entries:
         counts[e.split] = counts.get(e.split, 0) + 1
@@ -79,7 +80,8 @@ def prepare_data(cfg, run_dir: Path, entries=None):
 
     d = cfg.data
     if entries is None:
-        entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile)
+        entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile,
+                           cfg.train.protocol != "published")
     if d.streaming:
         return _streaming_data(cfg, run_dir, entries)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,

@@ -17,7 +17,8 @@ def main(cfg) -> int:
     from ncl_ray.data.pipeline import build_clip_cache, load_entries
 
     d = cfg.data
-    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile)  # before Ray
+    entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile,
+                           cfg.train.protocol != "published")  # before Ray
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     start = time.time()
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,

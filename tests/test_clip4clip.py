@@ -322,3 +322,14 @@ def test_imported_clip4clip_checkpoint_gives_its_similarity_matrix(tmp_path, vit
 
     torch.save({"clip.visual.conv1.weight": torch.zeros(1), "note": "x"}, tmp_path / "not_tensors.bin")
     assert main(["import", "clip4clip", str(tmp_path / "not_tensors.bin"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_published_protocol_is_labelled_in_the_report():
+    from ncl_ray.summary import report
+
+    metrics = {f"test/{m}/{d}_{k}": 1.0 for m in ("none", "ncl") for d in ("t2v", "v2t", "v2t_lenient")
+               for k in ("R@1", "R@5", "R@10", "MdR", "MnR")}
+    kw = dict(split="test", bank="train", n_iters=3, queue=8, n_videos=100, tested="x", why="y", decoded=1,
+              skipped=0, results="r", run_dir="d")
+    assert "epoch selected on the test split" in report("run", metrics, ["none", "ncl"], protocol="published", **kw)
+    assert "selected on the test split" not in report("run", metrics, ["none", "ncl"], **kw)

@@ -43,6 +43,14 @@ def test_msrvtt_reader(tmp_path):
     assert splits.count("test") == 5 and splits.count("val") >= 1 and splits.count("train") >= 15
     assert all(len(e.captions) == 3 for e in entries if e.split != "test")
     assert entries[-1].captions == ["test cap 24"] and entries[-1].path.endswith("videos/video24.mp4")
+    # the published protocol (CLIP4Clip's): every training video trains, the epoch is selected on test
+    published = [e.split for e in read_msrvtt(str(tmp_path), holdout=False)]
+    assert published.count("train") == 20 and "val" not in published
+    from ncl_ray.config import load_config
+
+    cfg = load_config("conf/msrvtt.yaml", ["train.protocol=published"])
+    assert cfg.data.val_split == cfg.data.test_split == "test"
+    assert load_config("conf/msrvtt.yaml").data.val_split == "val"
 
 
 def test_msvd_and_activitynet_readers(tmp_path):

@@ -107,9 +107,10 @@ def _holdout(ids: List[str], fraction: float = 0.05) -> set:
     return set(sorted(ids)[::step])
 
 
-def read_msrvtt(root: str) -> List[VideoEntry]:
+def read_msrvtt(root: str, holdout: bool = True) -> List[VideoEntry]:
     """MSR-VTT, 9k train / 1k-A test (CLIP4Clip files): MSRVTT_data.json, MSRVTT_train.9k.csv,
-    MSRVTT_JSFUSION_test.csv, videos/<video_id>.mp4. 5% of the 9k train videos are held out as val."""
+    MSRVTT_JSFUSION_test.csv, videos/<video_id>.mp4. 5% of the 9k train videos are held out as val (none with
+    holdout=False: the published protocol trains on all 9k)."""
     r = Path(root)
     data = json.loads(_need(r, "MSRVTT_data.json").read_text())
     captions: Dict[str, List[str]] = {}
@@ -117,7 +118,7 @@ def read_msrvtt(root: str) -> List[VideoEntry]:
         captions.setdefault(s["video_id"], []).append(s["caption"])
     with _need(r, "MSRVTT_train.9k.csv").open(newline="") as f:
         train_ids = [row["video_id"] for row in csv.DictReader(f)]
-    val = _holdout(train_ids)
+    val = _holdout(train_ids) if holdout else set()
     entries = [VideoEntry(v, _video_path(r, v), "val" if v in val else "train", captions.get(v, []))
                for v in train_ids if captions.get(v)]
     with _need(r, "MSRVTT_JSFUSION_test.csv").open(newline="") as f:
@@ -143,7 +144,7 @@ def load_plain_pickle(path: Path):
                             f"(a JSON object mapping each video id to its list of captions) instead") from None
 
 
-def read_msvd(root: str) -> List[VideoEntry]:
+def read_msvd(root: str, holdout: bool = True) -> List[VideoEntry]:
     """MSVD 1200/100/670: raw-captions.pkl ({video: [[tokens]]}, or the same as raw-captions.json),
     train_list.txt, val_list.txt, test_list.txt, videos/<video>.avi. The pickle is read as plain data only."""
     r = Path(root)
@@ -165,15 +166,16 @@ def read_msvd(root: str) -> List[VideoEntry]:
     return entries
 
 
-def read_activitynet(root: str) -> List[VideoEntry]:
+def read_activitynet(root: str, holdout: bool = True) -> List[VideoEntry]:
     """ActivityNet Captions, paragraph retrieval: train.json and val_1.json ({video: {sentences: [...]}});
-    each video's sentences are joined into one paragraph; val_1 is the test split, 5% of train is val."""
+    each video's sentences are joined into one paragraph; val_1 is the test split, 5% of train is val (none
+    with holdout=False)."""
     r = Path(root)
     entries = []
     for name, split in (("train.json", "train"), ("val_1.json", "test")):
         data = json.loads(_need(r, name).read_text())
         ids = list(data)
-        val = _holdout(ids) if split == "train" else set()
+        val = _holdout(ids) if split == "train" and holdout else set()
         for vid in ids:
             paragraph = " ".join(s.strip() for s in data[vid]["sentences"])
             entries.append(VideoEntry(vid, _video_path(r, vid), "val" if vid in val else split, [paragraph]))

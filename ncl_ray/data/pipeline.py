@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def load_entries(dataset: str, root: str, manifest: str = "", synthetic_videos: int = 160,
-                 synthetic_profile: str = "uniform") -> List[VideoEntry]:
-    """All videos of a dataset; the built-in synthetic dataset is generated on first use."""
+                 synthetic_profile: str = "uniform", holdout: bool = True) -> List[VideoEntry]:
+    """All videos of a dataset; the built-in synthetic dataset is generated on first use. `holdout=False`
+    (train.protocol=published) keeps the named datasets' validation videos in training."""
     if dataset == "synthetic":
         from ncl_ray.data.synthetic import builtin_root, make_dataset
 
@@ -51,7 +52,7 @@ def load_entries(dataset: str, root: str, manifest: str = "", synthetic_videos: 
         return entries
     if dataset == "manifest":
         return read_manifest(manifest)
-    return READERS[dataset](root)
+    return READERS[dataset](root, holdout=holdout)
 
 
 def video_stats(entries: List[VideoEntry]) -> Dict[str, Tuple[int, int]]:
