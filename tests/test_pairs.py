@@ -29,11 +29,29 @@ def test_ranks_split_each_global_batch_of_the_one_permutation():
     assert len(seen) == 32 and len({tuple(p) for p in seen}) == 32
 
 
-def test_msrvtt_recipe_runs_1406_steps_per_epoch_over_180k_pairs():
-    from ncl_ray.config import load_config
+def test_msrvtt_recipe_runs_1406_steps_per_epoch_over_180k_pairs(tmp_path):
+    """MSR-VTT's 9k split as CLIP4Clip's files describe it (9,000 training videos x 20 captions), read by the
+    dataset reader: 180,000 pairs, 1,406 steps of 128 with the published protocol (all 9k train); the held-out
+    default keeps 450 videos for selection (171,000 pairs, 1,335 steps)."""
+    import csv
+    import json
 
-    cfg = load_config("conf/msrvtt.yaml", ["ncl.n_iters=0"])
-    assert cfg.data.samples == "pairs" and cfg.train.epochs == 5
-    n = np.full(9000, min(20, cfg.data.max_captions))  # MSR-VTT 9k: 20 captions per video
-    assert n.sum() == 180_000
-    assert pair_steps(n, cfg.train.batch_size * cfg.train.num_workers) == 1406
+    from ncl_ray.config import load_config
+    from ncl_ray.data.manifest import read_msrvtt
+
+    train = [f"video{i}" for i in range(9000)]
+    test = [f"video{i}" for i in range(9000, 10000)]
+    sentences = [{"video_id": v, "caption": f"a caption {k} of {v}"} for v in train + test for k in range(20)]
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"sentences": sentences}))
+    (tmp_path / "MSRVTT_train.9k.csv").write_text("video_id\n" + "\n".join(train) + "\n")
+    with (tmp_path / "MSRVTT_JSFUSION_test.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "vid_key", "video_id", "sentence"])
+        w.writerows([["k", "v", v, "a test caption"] for v in test])
+    for protocol, pairs, steps in (("published", 180_000, 1406), ("held-out", 171_000, 1335)):
+        cfg = load_config("conf/msrvtt.yaml", ["ncl.n_iters=0", f"train.protocol={protocol}"])
+        assert cfg.data.samples == "pairs" and cfg.train.epochs == 5
+        entries = read_msrvtt(str(tmp_path), holdout=protocol != "published")
+        n = np.array([min(len(e.captions), cfg.data.max_captions) for e in entries if e.split == "train"])
+        assert n.sum() == pairs
+        assert pair_steps(n, cfg.train.batch_size * cfg.train.num_workers) == steps

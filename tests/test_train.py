@@ -234,6 +234,18 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     assert cli(["eval", str(tmp_path / "nothing-here")]) == 2
     assert "no ncl-ray checkpoint" in capsys.readouterr().err
 
+    # the same weights saved as a CLIP4Clip checkpoint, imported, are evaluated like any run (bank: captions)
+    state = load_checkpoint(ckpt)["model"]
+    c4c = {k: v for k, v in state.items() if k.startswith("clip.") and not k.endswith("attn_mask")}
+    c4c["clip.logit_scale"] = state["logit_scale"].clone()
+    torch.save(c4c, tmp_path / "pytorch_model.bin.0")
+    imported = tmp_path / "imported"
+    assert cli(["import", "clip4clip", str(tmp_path / "pytorch_model.bin.0"), "--out", str(imported),
+                "--config", str(run / "config.yaml")]) == 0
+    assert cli(["eval", str(imported), "eval.bank_size=8"]) == 0
+    c4c_metrics = json.loads((imported / "eval" / "test-bank-train-captions" / "metrics.json").read_text())
+    assert {"none/t2v_R@1", "ncl/t2v_R@1"} <= set(c4c_metrics)
+
 
 def test_pairs_epochs_with_clip4clip_head_and_optimizer(ray_local, tmp_path, data_root):
     """data.samples=pairs on the built-in corpus: every (video, caption) pair once per epoch; seqTransf,
