@@ -38,10 +38,37 @@ def _free_port() -> int:
 IDLE_WORKER_MS = 60_000
 
 
+# Ray binds a node's GCS, raylet, object manager, workers and dashboard agent to the node's IP address, which it
+# takes from the routable interface unless clusters are switched off, as on macOS/Windows: then it is 127.0.0.1
+# (ray/_private/services.py get_node_ip_address reads ray_constants.ENABLE_RAY_CLUSTER; the processes it starts
+# read the same variable). A private instance needs no other machine, so it keeps every socket on loopback.
+LOOPBACK_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_flag_before: list = []  # the variable's value before a private instance changed it (restored to join a cluster)
+
+
+def _loopback_only(on: bool) -> None:
+    from ray._private import ray_constants
+
+    if on:
+        if not _flag_before:
+            _flag_before.append(os.environ.get(LOOPBACK_FLAG))
+        os.environ[LOOPBACK_FLAG] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif _flag_before:  # joining a cluster after a private instance: Ray's own setting again
+        before = _flag_before.pop()
+        if before is None:
+            os.environ.pop(LOOPBACK_FLAG, None)
+        else:
+            os.environ[LOOPBACK_FLAG] = before
+        ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(LOOPBACK_FLAG, not ray_constants.IS_WINDOWS_OR_OSX)
+
+
 def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool = True) -> None:
     """Join `address` (or $RAY_ADDRESS), else start a private local instance.
 
-    A private instance gets its dashboard on a free loopback port, and every worker is told that address
+    A private instance listens on loopback only (every socket of every process it starts: see LOOPBACK_FLAG)
+    and keeps Ray's token authentication. It gets its dashboard on a free loopback port, and every worker is
+    told that address
     (RAY_API_SERVER_ADDRESS): Ray Train's helper actors look the cluster up by auto-detection, which fails
     with "Found multiple active Ray instances" when someone else's Ray runs on the same machine.
     Unless `verbose`, worker output is not forwarded to the console (it stays in Ray's log files) and Ray's
@@ -55,7 +82,8 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
     if not ray.is_initialized():
         target = resolve_address(address)
         if target == "local":
-            log.info("Ray: starting a private local instance")
+            log.info("Ray: starting a private local instance (loopback only)")
+            _loopback_only(True)
             port = _free_port()
             api = f"http://127.0.0.1:{port}"
             ray.init(address="local", num_cpus=num_cpus, log_to_driver=verbose, include_dashboard=True,
@@ -66,6 +94,7 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
         else:
             log.info("Ray: joining %s", target)
+            _loopback_only(False)
             ray.init(address=target, log_to_driver=verbose,
                      logging_level=logging.INFO if verbose else logging.WARNING)
     quiet_data_progress()

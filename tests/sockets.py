@@ -1,0 +1,76 @@
+"""Listening TCP sockets of a set of processes, read from /proc (Linux): what `ss -ltnp` shows, no dependency."""
+
+import os
+import socket
+import struct
+from typing import Iterable, List, Set, Tuple
+
+
+def descendants(pid: int) -> Set[int]:
+    """`pid` and every process below it (from /proc/<p>/stat's parent field)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in out:
+                out.add(child)
+                frontier.append(child)
+    return out
+
+
+def _addr(hex_addr: str) -> Tuple[str, int]:
+    ip, port = hex_addr.split(":")
+    raw = bytes.fromhex(ip)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1]), int(port, 16)
+    words = struct.unpack("<4I", raw)  # /proc writes IPv6 as four host-order 32-bit words
+    return socket.inet_ntop(socket.AF_INET6, struct.pack(">4I", *words)), int(port, 16)
+
+
+def listening(pids: Iterable[int]) -> List[Tuple[int, str, int]]:
+    """(pid, ip, port) of every listening TCP socket (IPv4 and IPv6) held by one of `pids`."""
+    inodes = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A":  # LISTEN
+                inodes[f[9]] = _addr(f[1])
+    out = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                out.append((pid, *inodes[target[8:-1]]))
+    return out
+
+
+def outside_loopback(pids: Iterable[int]) -> List[Tuple[str, str, int]]:
+    """(process name, ip, port) of the listening sockets not bound to loopback."""
+    bad = []
+    for pid, ip, port in listening(pids):
+        if ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):  # the last: IPv4 loopback on an IPv6 socket
+            try:
+                name = open(f"/proc/{pid}/comm").read().strip()
+            except OSError:
+                name = "?"
+            bad.append((name, ip, port))
+    return bad
