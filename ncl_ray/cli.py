@@ -107,7 +107,7 @@ def _make_data(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from ncl_ray.serve.cli import main as run
 
-    return run(args.target, args.host, args.port, args.index, args.overrides) or 0
+    return run(args.target, args.host, args.port, args.index, args.overrides, args.token or "", args.allow_host) or 0
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("target", help="run folder or checkpoint folder")
     sp.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     sp.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    sp.add_argument("--token", help="required beyond loopback (or $NCL_RAY_SERVE_TOKEN): clients send "
+                    "'Authorization: Bearer TOKEN'; open the page as http://HOST:PORT/#token=TOKEN")
+    sp.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="a Host name clients use besides loopback and --host (repeatable; e.g. behind a proxy)")
     sp.add_argument("--index", choices=["exact", "hnsw"], default="exact",
                     help="exact inner product (default) or approximate HNSW for large galleries")
     sp.add_argument("overrides", nargs="*", help="key=value for building the gallery, e.g. data.root=...")

@@ -141,6 +141,36 @@ def test_served_ncl_ranking_equals_the_eval_scorer(served):
     assert [h["video_id"] for h in json.loads(body)] == [index.video_ids[j] for j in plain]
 
 
+def raw(url, method="GET", body=b"", **headers):
+    req = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
+                                 headers={k.replace("_", "-"): v for k, v in headers.items()})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def test_rebinding_csrf_big_bodies_and_docs_are_refused(served):
+    base = served["base"]
+    status, body, _ = raw(base + "/healthz", Host="evil.example")  # DNS rebinding: a foreign Host header
+    assert status == 421 and json.loads(body)["field"] == "host"
+    status, _, _ = raw(base + "/healthz", Host=f"localhost:{base.rsplit(':', 1)[1]}")
+    assert status == 200
+    # a cross-site form or no-preflight fetch can only send text/plain or form bodies
+    for ctype in ("text/plain", "application/x-www-form-urlencoded"):
+        status, body, _ = raw(base + "/reload", "POST", b'{"x": 1}', Content_Type=ctype)
+        assert status == 415 and json.loads(body)["field"] == "content-type"
+    big = json.dumps({"queries": ["a" * 400] * 200}).encode()
+    status, body, _ = raw(base + "/search", "POST", big, Content_Type="application/json")
+    assert status == 413 and json.loads(body)["field"] == "body"
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert raw(base + path)[0] == 404
+    status, page, hdrs = raw(base + "/")
+    assert status == 200 and "script-src 'sha256-" in hdrs["content-security-policy"]
+    assert hdrs["x-frame-options"] == "DENY" and hdrs["x-content-type-options"] == "nosniff"
+
+
 def test_index_add_makes_unseen_videos_searchable(served):
     from ncl_ray.data.synthetic import render, write_video
 
@@ -149,6 +179,13 @@ def test_index_add_makes_unseen_videos_searchable(served):
         frames = render(color, "circle", "large", "right", "navy", num_frames=16, side=64,
                         rng=np.random.default_rng(i))
         write_video(str(folder / f"my{color}.mp4"), frames)
+    # an id that would be markup on the page is refused at the door, naming it
+    hostile = served["tmp"] / "hostile.jsonl"
+    hostile.write_text(json.dumps({"video_id": 'x" onerror="alert(1)', "path": str(folder / "mymagenta.mp4"),
+                                   "caption": "c", "split": "added"}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(hostile)],
+                       cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "is not allowed" in r.stderr and "onerror" in r.stderr
     (folder / "broken.mp4").write_bytes(b"\0" * 500)
     before = json.loads(get(served["base"] + "/healthz")[1])["videos"]
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder)],

@@ -15,22 +15,32 @@ from typing import Dict, List
 import numpy as np
 
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
+from ncl_ray.serve.guard import valid_video_id
 
 log = logging.getLogger("ncl_ray.index")
 
 
 def read_inputs(path: str) -> List[VideoEntry]:
+    """The videos to add, with ids (file names without extension, or the manifest's) checked: the ids are shown
+    on the search page and in URLs, so only letters, digits, spaces and . , ( ) + - _ are accepted, <= 128."""
     p = Path(path)
     if p.suffix in (".csv", ".jsonl", ".json"):
-        return read_manifest(str(p))
-    if p.is_dir():
+        entries = read_manifest(str(p))
+    elif p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTENSIONS)
         if not files:
             raise FileNotFoundError(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
-        return [VideoEntry(f.stem, str(f.absolute()), "added", []) for f in files]
-    if p.is_file():
-        return [VideoEntry(p.stem, str(p.absolute()), "added", [])]
-    raise FileNotFoundError(f"no such video, folder or manifest: {path}")
+        entries = [VideoEntry(f.stem, str(f.absolute()), "added", []) for f in files]
+    elif p.is_file():
+        entries = [VideoEntry(p.stem, str(p.absolute()), "added", [])]
+    else:
+        raise FileNotFoundError(f"no such video, folder or manifest: {path}")
+    bad = [e for e in entries if not valid_video_id(e.video_id)]
+    if bad:
+        raise ValueError(f"{path}: video id {bad[0].video_id[:80]!r} ({bad[0].path}) is not allowed: ids may hold "
+                         f"letters, digits, spaces and . , ( ) + - _ only, at most 128 characters"
+                         + (f" ({len(bad)} such ids)" if len(bad) > 1 else ""))
+    return entries
 
 
 class VideoEmbedder:

@@ -8,23 +8,40 @@ faiss index of `index.GalleryIndex`, NCL folded in) and `Api` (FastAPI ingress):
     GET  /healthz, GET /thumbnails/<video_id>.jpg (a strip of frames), POST /reload (pick up a new index
     version written by `ncl-ray index add`), GET / (the search page).
 Bad input gets a 4xx JSON error naming the field; only ids in the index are served, never paths from requests.
+Every request first passes guard.py (Host allow-list, JSON-only POSTs, body size, the token when one is set);
+API docs are off; responses carry a Content-Security-Policy and no-sniff/no-frame headers; caches are bounded.
 """
 
 import io
-from typing import Dict, List, Optional
+from collections import OrderedDict
+from typing import List, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 
+from ncl_ray.serve.guard import LOOPBACK_HOSTS, check_request
 from ncl_ray.serve.index import METHODS, GalleryIndex
-from ncl_ray.serve.page import PAGE
+from ncl_ray.serve.page import CSP, PAGE
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100
 MAX_QUERIES = 64
-api = FastAPI(title="ncl-ray search")
+MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
+api = FastAPI(title="ncl-ray search", docs_url=None, redoc_url=None, openapi_url=None)
+GUARD = {"hosts": set(LOOPBACK_HOSTS), "token": ""}  # set by Api.__init__ in the replica that serves `api`
+HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+           "Referrer-Policy": "no-referrer"}
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next):
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    problem = check_request(request.method, request.url.path, headers, GUARD["hosts"], GUARD["token"])
+    response = _error(*problem) if problem else await call_next(request)
+    response.headers.update(HEADERS)
+    return response
 
 
 @api.exception_handler(404)
@@ -93,7 +110,7 @@ class Gallery:
     def __init__(self, folder: str, kind: str = "exact"):
         self.folder, self.kind = folder, kind
         self.index = GalleryIndex.load(folder, kind)
-        self.thumbs: Dict[str, bytes] = {}
+        self.thumbs: "OrderedDict[str, bytes]" = OrderedDict()  # least recently used first
 
     def reload(self) -> dict:
         self.index = GalleryIndex.load(self.folder, self.kind)
@@ -125,7 +142,9 @@ class Gallery:
         row = self.index.row_of.get(video_id)
         if row is None:
             return None
-        if video_id not in self.thumbs:
+        if video_id in self.thumbs:
+            self.thumbs.move_to_end(video_id)
+        else:
             from PIL import Image
 
             from ncl_ray.data.decode import DecodeError, decode_frames
@@ -138,14 +157,18 @@ class Gallery:
             buf = io.BytesIO()
             Image.fromarray(strip).save(buf, format="JPEG", quality=85)
             self.thumbs[video_id] = buf.getvalue()
+            while len(self.thumbs) > MAX_THUMBNAILS:
+                self.thumbs.popitem(last=False)
         return self.thumbs[video_id]
 
 
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class Api:
-    def __init__(self, encoder, gallery):
+    def __init__(self, encoder, gallery, hosts: Optional[List[str]] = None, token: str = ""):
         self.encoder, self.gallery = encoder, gallery
+        GUARD["hosts"] = set(hosts) if hosts else set(LOOPBACK_HOSTS)
+        GUARD["token"] = token
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self):
@@ -203,8 +226,10 @@ class Api:
         return await self.gallery.reload.remote()
 
 
-def build_app(checkpoint: str, index_folder: str, kind: str = "exact", replicas: int = 1, use_gpu: bool = False):
+def build_app(checkpoint: str, index_folder: str, kind: str = "exact", replicas: int = 1, use_gpu: bool = False,
+              hosts: Optional[List[str]] = None, token: str = ""):
     encoder = TextEncoder.options(num_replicas=replicas, ray_actor_options={"num_gpus": 1 if use_gpu else 0,
                                                                            "num_cpus": 0.5}).bind(checkpoint, use_gpu)
     gallery = Gallery.options(ray_actor_options={"num_cpus": 0.5}).bind(index_folder, kind)
-    return Api.options(ray_actor_options={"num_cpus": 0.1}).bind(encoder, gallery)
+    return Api.options(ray_actor_options={"num_cpus": 0.1}).bind(encoder, gallery, sorted(hosts or LOOPBACK_HOSTS),
+                                                                token)

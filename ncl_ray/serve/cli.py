@@ -8,9 +8,10 @@ checkpoint's versioned index (`CHECKPOINT/index/`), which `ncl-ray index add` ex
 import logging
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 log = logging.getLogger("ncl_ray.serve")
+TOKEN_ENV = "NCL_RAY_SERVE_TOKEN"
 
 
 def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
@@ -33,8 +34,23 @@ def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
     return home
 
 
-def main(target: str, host: str, port: int, kind: str, overrides: List[str]) -> int:
+def main(target: str, host: str, port: int, kind: str, overrides: List[str], token: str = "",
+         allow_hosts: Sequence[str] = ()) -> int:
+    """Serve a run's index. Beyond loopback a token is required (--token or $NCL_RAY_SERVE_TOKEN), checked
+    before Ray starts; Host headers other than loopback, the bound address and `allow_hosts` are refused."""
+    import os
+
     from ray import serve
+
+    from ncl_ray.serve.guard import allowed_hosts, needs_token
+
+    token = token or os.environ.get(TOKEN_ENV, "")
+    if needs_token(host) and not token:
+        raise ValueError(f"--host {host} listens beyond loopback: pass --token (or set {TOKEN_ENV}); clients then "
+                         f"send 'Authorization: Bearer <token>' and the page is opened as http://HOST:PORT/#token=...")
+    if token and len(token) < 16:
+        raise ValueError("--token must be at least 16 characters (e.g. python -c 'import secrets; "
+                         "print(secrets.token_urlsafe())')")
 
     from ncl_ray.checkpoint import load_checkpoint
     from ncl_ray.cluster import init_ray
@@ -47,8 +63,9 @@ def main(target: str, host: str, port: int, kind: str, overrides: List[str]) -> 
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     home = ensure_index(checkpoint, overrides)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu), name="ncl-ray", route_prefix="/",
-              blocking=False)
+    serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu,
+                        hosts=sorted(allowed_hosts(host, allow_hosts)), token=token),
+              name="ncl-ray", route_prefix="/", blocking=False)
     print(f"serving {home} on http://{host}:{port}/  (search page at /, API: /search?q=...&k=10&method=ncl|none, "
           f"/healthz, POST /reload); Ctrl-C stops", flush=True)
     try:
