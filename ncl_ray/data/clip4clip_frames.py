@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ncl_ray.data.decode import DecodeError
+from ncl_ray.data.limits import MAX_SECOND_FRAMES, Deadline, check_frame_size
 
 
 def clip_resize(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -73,6 +74,8 @@ def decode_clip4clip(path: str, num_frames: int, size: int, resize: str = "clip4
         if not container.streams.video:
             raise DecodeError(str(path), "no video stream (audio-only or other data)")
         stream = container.streams.video[0]
+        check_frame_size(stream, str(path))
+        deadline = Deadline(str(path))
         if threads > 0:
             stream.codec_context.thread_count = threads
         rate = stream.guessed_rate or stream.average_rate
@@ -80,7 +83,14 @@ def decode_clip4clip(path: str, num_frames: int, size: int, resize: str = "clip4
         if step <= 0:
             raise DecodeError(str(path), "no frame rate: CLIP4Clip's 1-frame-per-second sampler needs one")
         # the first frame of every whole second, in presentation order, converted at once (small, not the frame)
-        kept = [frame_rgb(frame, size, resize) for i, frame in enumerate(container.decode(stream)) if i % step == 0]
+        kept = []
+        for i, frame in enumerate(container.decode(stream)):
+            deadline.check()
+            if i % step == 0:
+                if len(kept) == MAX_SECOND_FRAMES:
+                    raise DecodeError(str(path), f"longer than {MAX_SECOND_FRAMES} s, the limit of the "
+                                                 f"1-frame-per-second sampler")
+                kept.append(frame_rgb(frame, size, resize))
         if not kept:
             raise DecodeError(str(path), "no decodable frame")
         chosen = clip4clip_indices(len(kept), num_frames)

@@ -25,6 +25,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
+from ncl_ray.data.limits import Deadline, StridedFrames, check_frame_size
 from ncl_ray.data.packets import drain_after, packet_index, seek_needed, seek_target, start_position, target_pts
 from ncl_ray.data.rgb import ClipRows, to_rgb
 
@@ -116,6 +117,8 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         if container.format.name == "image2" or container.format.name.endswith("_pipe"):
             raise DecodeError(path, f"an image ({container.format.name}), not a video")
         stream = container.streams.video[0]
+        check_frame_size(stream, path)
+        deadline = Deadline(path)
         if threads > 0:  # 1: no helper threads, so N parallel decode tasks on N cores do not oversubscribe
             stream.codec_context.thread_count = threads
         if threads != 1:
@@ -130,7 +133,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
             duration = None
         counts = [0, 0]  # corrupt packets skipped, packets fed to the decoder
         if not duration or duration <= 0:
-            return _decode_all(container, stream, num_frames, size, counts, path, resize)
+            return _decode_all(container, stream, num_frames, size, counts, path, resize, deadline)
         clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)  # (T, size, size, 3)
         filled = 0
         index = packet_index(container, stream, KEEP_PACKET_BYTES)  # from the packets, nothing decoded
@@ -173,6 +176,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
                 drain["at"] = target if drain_after(k, keys, times, shown, targets, tb, seek_gap) else None
             # the frame shown at t is known from the packets: stop on it instead of decoding one frame past it
             while cur is None or target is None or cur.pts != target:
+                deadline.check()
                 f = pending if pending is not None else next(it, None)
                 pending = None
                 if f is None and drain is not None and drain["drained"]:
@@ -267,10 +271,15 @@ def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threa
 
 
 def _decode_all(container, stream, num_frames: int, size: int, counts: List[int], path: str,
-                resize: str = "area") -> np.ndarray:
-    """Fallback when the duration is unknown: decode every frame once, keep T evenly spaced ones."""
-    frames = [f for f in _frames(container.demux(stream), stream, counts)]
-    if not frames:
+                resize: str = "area", deadline: Optional[Deadline] = None) -> np.ndarray:
+    """Fallback when the duration is unknown: decode every frame once, keep T evenly spaced ones. Frames are
+    converted as they come and at most 2 x max(4T, 64) are held (limits.StridedFrames): bounded memory."""
+    held = StridedFrames(max(4 * num_frames, 64))
+    for i, f in enumerate(_frames(container.demux(stream), stream, counts)):
+        if deadline is not None:
+            deadline.check()
+        if held.offer(i):
+            held.add(to_rgb(f, size, resize=resize))
+    if not held.items:
         raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)")
-    idx = np.minimum((np.arange(num_frames) + 0.5) * len(frames) / num_frames, len(frames) - 1).astype(int)
-    return np.stack([to_rgb(frames[i], size, resize=resize) for i in idx])
+    return np.stack(held.pick(num_frames))

@@ -1,0 +1,69 @@
+"""Bounds on what one video may cost to decode: pixels per frame, frames held, seconds. No Ray, no torch.
+
+A crafted or broken file must fail with a DecodeError naming it, not take a decode task's memory or time:
+- MAX_FRAME_PIXELS: a 1.9 MB 16000 x 16000 MP4 took 1.16 GB to decode one frame; frames larger than 8K UHD
+  are refused from the stream's header, before any decoding;
+- a stream without a recorded duration used to be decoded into a list of every frame (892 MB and growing for
+  a 20 KB MKV): `StridedFrames` keeps at most 2 x `cap` small converted frames, halving them (every other one)
+  and doubling its stride whenever it fills, so the memory is bounded whatever the length;
+- MAX_SECOND_FRAMES: CLIP4Clip's sampler keeps one frame per second of video, converted: at most an hour;
+- MAX_DECODE_S: a deadline per video.
+"""
+
+import time
+from typing import List, Optional
+
+import numpy as np
+
+MAX_FRAME_PIXELS = 7680 * 4320  # 8K UHD
+MAX_SECOND_FRAMES = 3600  # CLIP4Clip's sampler: one frame per second, for at most an hour of video
+MAX_DECODE_S = 300.0
+
+
+class Deadline:
+    """`check()` raises DecodeError once MAX_DECODE_S (or `seconds`) have passed since construction."""
+
+    def __init__(self, path: str, seconds: Optional[float] = None):
+        self.path, self.seconds = path, MAX_DECODE_S if seconds is None else seconds
+        self.end = time.monotonic() + self.seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            from ncl_ray.data.decode import DecodeError
+
+            raise DecodeError(self.path, f"decoding took longer than {self.seconds:g} s")
+
+
+def check_frame_size(stream, path: str) -> None:
+    """Refuse a stream whose frames exceed MAX_FRAME_PIXELS (from its header, nothing decoded)."""
+    w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    if w * h > MAX_FRAME_PIXELS:
+        from ncl_ray.data.decode import DecodeError
+
+        raise DecodeError(path, f"frames of {w}x{h} pixels exceed the limit of {MAX_FRAME_PIXELS} (8K UHD)")
+
+
+class StridedFrames:
+    """Every `stride`-th item of a stream of unknown length, at most 2 x cap held: when full, every other one
+    is dropped and the stride doubles, so what is held stays evenly spaced over what was seen."""
+
+    def __init__(self, cap: int):
+        self.cap, self.stride, self.seen = max(1, cap), 1, 0
+        self.items: List = []
+
+    def offer(self, index: int) -> bool:
+        """Whether item `index` (0, 1, 2, ... in order) should be kept; call `add` with it if so."""
+        self.seen = index + 1
+        return index % self.stride == 0
+
+    def add(self, item) -> None:
+        self.items.append(item)
+        if len(self.items) >= 2 * self.cap:
+            self.items = self.items[::2]
+            self.stride *= 2
+
+    def pick(self, n: int) -> List:
+        """n items evenly spaced over what is held (the centres of n equal slices)."""
+        k = len(self.items)
+        idx = np.minimum((np.arange(n) + 0.5) * k / n, k - 1).astype(int)
+        return [self.items[i] for i in idx]
