@@ -232,16 +232,40 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         assert len(ncl) == n and "NCL ranking" in page.inner_text("#status")
         assert "videos" in page.inner_text("#info")
         page.check("input[value=none]")
-        page.wait_for_function("document.querySelector('#status').textContent.includes('plain')")
+        # predicates as functions: the page's CSP forbids evaluating strings (Playwright would eval a bare one)
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('plain')")
         plain = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
         assert len(plain) == n
-        page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         shot = tmp_path / "search.png"
         page.screenshot(path=str(shot), full_page=True)
         page.fill("#q", "")
         page.click("#go")
         page.wait_for_selector(".err")
         assert "q:" in page.inner_text("#status")
+
+        # stored XSS: a caption that is markup, added with `index add`, shows as text and runs nothing
+        from ncl_ray.data.synthetic import render, write_video
+
+        hostile = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+        video = write_video(str(tmp_path / "xss.mp4"), render("green", "square", "large", "up", "gray",
+                                                              num_frames=16, side=64, rng=np.random.default_rng(7)))
+        manifest = tmp_path / "xss.jsonl"
+        manifest.write_text(json.dumps({"video_id": "xss-check", "path": video, "caption": hostile,
+                                        "split": "added"}) + "\n")
+        r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(manifest)],
+                           cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert get(served["base"] + "/reload", {})[0] == 200
+        videos = json.loads(get(served["base"] + "/healthz")[1])["videos"]
+        page.fill("#k", str(min(100, videos)))
+        page.fill("#q", "a large green square moving up on a gray background")
+        page.click("#go")
+        page.wait_for_selector(".hit[data-video=xss-check]")
+        shown = page.inner_text(".hit[data-video=xss-check]")
+        assert "<img src=x" in shown and "<script>" in shown  # the markup is text
+        assert page.title() == "ncl-ray search"  # nothing ran
+        assert page.eval_on_selector_all(".hit img[src=x], .hit script", "els => els.length") == 0
         browser.close()
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if (ROOT / "bench" / "out").is_dir():
