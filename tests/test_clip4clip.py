@@ -333,3 +333,32 @@ def test_published_protocol_is_labelled_in_the_report():
               skipped=0, results="r", run_dir="d")
     assert "epoch selected on the test split" in report("run", metrics, ["none", "ncl"], protocol="published", **kw)
     assert "selected on the test split" not in report("run", metrics, ["none", "ncl"], **kw)
+
+
+def test_bertadam_with_fp16_clip_weights_updates_them_in_place_as_clip4clip():
+    from ncl_ray.ncl.loss import NCLLoss
+    from ncl_ray.optim import build_optimizer, build_scheduler
+    from ncl_ray.train import train_step
+
+    torch.manual_seed(0)
+    model = build_model("tiny", "", "seqTransf", 16, 16, clip_fp16=True, activation="quickgelu")
+    opt = build_optimizer(model, lr=1e-3, backbone_lr=1e-3, weight_decay=0.2, name="bertadam", total_steps=4,
+                          warmup_ratio=0.25)
+    sched = build_scheduler(opt, 4, 0.25)
+    loss_fn = NCLLoss(model.embed_dim, queue_size=8, n_iters=3)
+    w = model.clip.transformer.resblocks[0].mlp.c_fc.weight
+    before = w.detach().clone()
+    g = torch.Generator().manual_seed(1)
+    lrs = []
+    for _ in range(3):
+        batch = {"frames": torch.randint(0, 255, (4, 2, 16, 16, 3), generator=g, dtype=torch.uint8),
+                 "tokens": torch.randint(1, 49000, (4, 1, 16), generator=g, dtype=torch.int32),
+                 "n_captions": torch.ones(4, dtype=torch.long)}
+        lrs.append(opt.current_lrs()[0])
+        m = train_step(model, loss_fn, batch, opt, sched, torch.Generator(), torch.device("cpu"), grad_clip=1.0)
+        assert math.isfinite(m["train/contrastive_loss"])
+    assert lrs[0] == 0.0 and lrs[1] > 0  # CLIP4Clip's schedule: no update at the first step
+    assert w.dtype == torch.float16 and not torch.equal(w, before)  # updated in place, still fp16
+    assert opt.state[w]["next_m"].dtype == torch.float16
+    assert opt.state[model.pool.blocks[0].mlp.c_fc.weight]["next_m"].dtype == torch.float32
+    assert float(model.logit_scale.detach().exp()) <= 100.0 + 1e-4
