@@ -63,6 +63,25 @@ def _loopback_only(on: bool) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(LOOPBACK_FLAG, not ray_constants.IS_WINDOWS_OR_OSX)
 
 
+def token_path() -> str:
+    """Where Ray keeps its authentication token (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token)."""
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+
+
+def secure_token_file(path: Optional[str] = None) -> bool:
+    """Make Ray's token file readable by its owner only (Ray writes it 0644: any local user could read the
+    token). Returns True when the mode was changed; files of other users are left alone."""
+    path = path or token_path()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_uid != os.getuid() or not st.st_mode & 0o077:
+        return False
+    os.chmod(path, 0o600)
+    return True
+
+
 def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool = True) -> None:
     """Join `address` (or $RAY_ADDRESS), else start a private local instance.
 
@@ -92,6 +111,7 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
                      runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}},
                      _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
+            secure_token_file()
         else:
             log.info("Ray: joining %s", target)
             _loopback_only(False)

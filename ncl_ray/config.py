@@ -17,9 +17,7 @@ from typing import List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file or key."""
+from ncl_ray.config_rules import CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, refuse_interpolation
 
 
 @dataclass
@@ -163,35 +161,6 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-_CHOICES = {
-    "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
-    "data.cache_encoding": ("jpeg", "raw"),
-    "data.synthetic_profile": ("uniform", "longtail"),
-    "data.in_memory": ("auto", "true", "encoded", "false"),
-    "train.protocol": ("held-out", "published"),
-    "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
-    "model.pooling": ("meanP", "seqTransf"),
-    "model.activation": ("auto", "quickgelu", "gelu"),
-    "optim.name": ("adamw", "bertadam"),
-    "data.samples": ("videos", "pairs"),
-    "data.sampler": ("uniform", "clip4clip"),
-    "data.resize": ("area", "clip4clip"),
-    "eval.bank": ("train", "test", "train+test"),
-    "eval.bank_source": ("queue", "captions"),
-    "tune.mode": ("min", "max"),
-}
-METHODS = ("none", "ncl", "dsl", "qbnorm")
-POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions", "data.synthetic_videos",
-            "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
-            "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",
-            "eval.memory_mb", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "tune.num_samples",
-            "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality"]
-NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
-                "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs",
-                "ncl.plain_loss_weight", "train.threads_per_worker", "eval.chunk_size",
-                "eval.workers"]
-
-
 def _merge(base: DictConfig, other, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)
@@ -218,6 +187,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
             raise ConfigError(f"{path}: cannot parse YAML: {e}") from None
         if not isinstance(file_cfg, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, ...), got a list")
+        refuse_interpolation(OmegaConf.to_container(file_cfg, resolve=False), path)
         for key, value in file_cfg.items():
             if key in cfg and OmegaConf.is_dict(cfg[key]) and not OmegaConf.is_dict(value):
                 raise ConfigError(f"{path}: '{key}' must be a section of keys (e.g. {key}.{next(iter(cfg[key]))}: "
@@ -232,14 +202,16 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
             if key in cfg and OmegaConf.is_dict(cfg[key]):
                 raise ConfigError(f"command line: '{key}' is a section; set one of its keys, e.g. "
                                   f"{key}.{next(iter(cfg[key]))}=...")
-        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
+        dotlist = OmegaConf.from_dotlist(list(overrides))
+        refuse_interpolation(OmegaConf.to_container(dotlist, resolve=False), "command line")
+        cfg = _merge(cfg, dotlist, "command line")
     return finalize(cfg)
 
 
 def finalize(cfg: DictConfig) -> DictConfig:
     """Validate choices and compute derived values (run name, absolute storage path)."""
     cfg.data.in_memory = str(cfg.data.in_memory).lower()  # YAML's true/false arrive as 'True'/'False'
-    for key, choices in _CHOICES.items():
+    for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"invalid value for '{key}': {value!r} (choose from {', '.join(choices)})")
@@ -303,6 +275,7 @@ def to_dict(cfg: DictConfig) -> dict:
 
 def from_dict(d: dict) -> DictConfig:
     """Inverse of `to_dict`, re-validated against the schema."""
+    refuse_interpolation(d, "stored config")
     cfg = _merge(OmegaConf.structured(Config), d, "stored config")
     OmegaConf.set_struct(cfg, True)
     return cfg

@@ -87,3 +87,47 @@ def test_serving_beyond_loopback_without_a_token_is_refused_before_ray_starts(ho
 
     assert main(["serve", str(tmp_path), "--host", host]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_configs_hold_plain_values_only(tmp_path, monkeypatch):
+    from ncl_ray.config import ConfigError, from_dict, load_config, to_dict
+
+    monkeypatch.setenv("NCL_SECRET", "hunter2")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  name: ${oc.env:NCL_SECRET}\n")
+    with pytest.raises(ConfigError, match="bad.yaml: 'run.name' holds an interpolation"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="command line: 'run.name' holds an interpolation"):
+        load_config(None, ["run.name=${oc.env:NCL_SECRET}"])
+    stored = to_dict(load_config(None))
+    stored["eval"]["out_dir"] = "${oc.env:NCL_SECRET}"  # a crafted checkpoint's stored config
+    with pytest.raises(ConfigError, match="stored config: 'eval.out_dir'"):
+        from_dict(stored)
+
+
+def test_token_file_is_made_private(tmp_path):
+    import os
+    import stat
+
+    from ncl_ray.cluster import secure_token_file
+
+    token = tmp_path / "auth_token"
+    token.write_text("t" * 32)
+    token.chmod(0o644)
+    assert secure_token_file(str(token)) is True
+    assert stat.S_IMODE(os.stat(token).st_mode) == 0o600
+    assert secure_token_file(str(token)) is False and secure_token_file(str(tmp_path / "none")) is False
+
+
+def test_folders_fifos_and_missing_files_are_named_for_what_they_are(tmp_path):
+    import os
+
+    from ncl_ray.data.decode import DecodeError, decode_frames
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    (tmp_path / "dir.mp4").mkdir()
+    for path, reason in ((fifo, "a FIFO, not a regular file"), (tmp_path / "dir.mp4", "a folder, not a video"),
+                         (tmp_path / "none.mp4", "file not found")):
+        with pytest.raises(DecodeError, match=reason):
+            decode_frames(str(path), 4, 32)

@@ -66,13 +66,15 @@ def served(tmp_path_factory):
             raise AssertionError("server did not come up")
         yield {"base": base, "run": run, "tmp": tmp, "env": env, "startup_s": time.time() - start}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGTERM)  # what a service manager sends: a clean stop, not a C++ abort
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         for pid in alive(processes_of(env["RAY_TMPDIR"])):
             os.kill(pid, signal.SIGKILL)
+    out = proc.stdout.read()
+    assert proc.returncode == 0 and "Aborted" not in out and "terminate called" not in out, out[-2000:]
 
 
 def test_search_returns_sorted_results_with_captions(served):

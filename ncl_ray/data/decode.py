@@ -217,9 +217,21 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
 
 
 def check_file(path: str) -> None:
-    """A missing or empty file, named, before FFmpeg sees it."""
-    if not os.path.isfile(path):
-        raise DecodeError(path, "file not found")
+    """A missing, empty or non-regular file (a folder, a FIFO that would block, a device), named, before FFmpeg
+    sees it."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DecodeError(path, "file not found") from None
+    except OSError as e:
+        raise DecodeError(path, f"cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DecodeError(path, "a folder, not a video file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DecodeError(path, f"{kind}, not a regular file")
     if os.path.getsize(path) == 0:
         raise DecodeError(path, "empty file (0 bytes)")
 

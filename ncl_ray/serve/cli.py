@@ -60,17 +60,32 @@ def main(target: str, host: str, port: int, kind: str, overrides: List[str], tok
 
     checkpoint = resolve_checkpoint(target)
     cfg = from_dict(load_checkpoint(checkpoint)["config"])
+    # Ray's C++ failure-signal handler turns SIGTERM into an abort with a stack dump; a service stops cleanly
+    # (the setting is read when ray is imported, and passed to the core worker when it connects)
+    from ray._private import ray_constants
+
+    os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
-    home = ensure_index(checkpoint, overrides)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu,
-                        hosts=sorted(allowed_hosts(host, allow_hosts)), token=token),
-              name="ncl-ray", route_prefix="/", blocking=False)
-    print(f"serving {home} on http://{host}:{port}/  (search page at /, API: /search?q=...&k=10&method=ncl|none, "
-          f"/healthz, POST /reload); Ctrl-C stops", flush=True)
+    import signal
+
+    def stop(signum, frame):  # SIGTERM (a service manager, `kill`) stops like Ctrl-C, at any point from here
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own (sys.exit(15))
+    started = False
     try:
+        home = ensure_index(checkpoint, overrides)
+        serve.start(http_options={"host": host, "port": port})
+        started = True
+        serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu,
+                            hosts=sorted(allowed_hosts(host, allow_hosts)), token=token),
+                  name="ncl-ray", route_prefix="/", blocking=False)
+        print(f"serving {home} on http://{host}:{port}/  (search page at /, API: /search?q=...&k=10&method="
+              f"ncl|none, /healthz, POST /reload); Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        serve.shutdown()
+        if started:
+            serve.shutdown()
     return 0
