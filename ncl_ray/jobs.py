@@ -3,7 +3,10 @@
     python -m ncl_ray.jobs submit train conf/msrvtt.yaml run.storage_path=/mnt/shared/runs --gpus 0
     python -m ncl_ray.jobs status JOB_ID | logs JOB_ID | stop JOB_ID | list
 
-The address comes from `--address` or RAY_ADDRESS (the dashboard, e.g. http://head:8265). What is uploaded
+The address comes from `--address` or RAY_ADDRESS (the dashboard, e.g. http://127.0.0.1:8265 through `ray
+dashboard jobs/cluster.yaml` or an SSH tunnel). Clusters run Ray's token authentication (jobs/cluster.yaml,
+jobs/rayjob.yaml): the token comes from `--token-file`, RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token,
+and a missing or wrong token is reported as such. What is uploaded
 is an allow-list, copied first into a temporary folder outside the project: the package, `conf/`, `jobs/` and
 `pyproject.toml` (`UPLOAD`), never data, runs or logs that sit in the tree; a file growing in the project during
 the upload cannot break it, and an upload larger than `--max-upload-mb` is refused. By default the command
@@ -64,15 +67,47 @@ def load_runtime_env(path: Optional[str], working_dir: str) -> dict:
     return env
 
 
-def _client(address: Optional[str]):
-    from ray.job_submission import JobSubmissionClient
+def use_token(token_file: Optional[str]) -> bool:
+    """Turn on Ray's token authentication for this client when a token is at hand: `--token-file`, else
+    RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token. Returns whether one is used."""
+    if token_file:
+        path = Path(token_file).expanduser()
+        if not path.is_file() or not path.read_text().strip():
+            raise JobsError(f"--token-file {token_file}: no token there (copy the head's ~/.ray/auth_token)")
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(path.absolute())
+    elif os.environ.get("RAY_AUTH_MODE") == "disabled" or not (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        return False  # RAY_AUTH_MODE=disabled said so explicitly, or there is no token to send
+    if os.environ.get("RAY_AUTH_MODE", "") != "token":
+        os.environ["RAY_AUTH_MODE"] = "token"
+    return True
 
+
+def _auth_error(e: Exception, address: str) -> Optional[JobsError]:
+    text = str(e)
+    if "401" in text or "Authentication required" in text:
+        return JobsError(f"the cluster at {address} requires Ray's token: pass --token-file PATH (a copy of the "
+                         f"head's ~/.ray/auth_token) or set RAY_AUTH_TOKEN")
+    if "403" in text or "Authentication failed" in text:
+        return JobsError(f"the cluster at {address} refused the token given (--token-file, RAY_AUTH_TOKEN or "
+                         f"~/.ray/auth_token): it is not the head's")
+    return None
+
+
+def _client(address: Optional[str], token_file: Optional[str] = None):
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise JobsError("no cluster address: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    use_token(token_file)
+    from ray.job_submission import JobSubmissionClient
+
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # ConnectionError, or a ValueError for a malformed address
+        auth = _auth_error(e, address)
+        if auth is not None:
+            raise auth from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JobsError(f"cannot reach the Ray dashboard at {address}: {first[:300]}") from None
 
@@ -135,7 +170,7 @@ def check_job_config(command: str, config: str, overrides: List[str], root: Path
 
 def submit(args) -> int:
     check_job_config(args.command, args.config, args.overrides, Path(args.working_dir))
-    client = _client(args.address)
+    client = _client(args.address, args.token_file)
     entrypoint = build_entrypoint(args.command, args.config, args.overrides, args.python)
     with tempfile.TemporaryDirectory(prefix="ncl-ray-upload-") as staged:
         size = stage_upload(Path(args.working_dir), Path(staged), args.max_upload_mb)
@@ -166,6 +201,8 @@ def submit(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ncl_ray.jobs", description=__doc__.split("\n")[0])
     p.add_argument("--address", help="Ray dashboard address (default: $RAY_ADDRESS)")
+    p.add_argument("--token-file", help="the cluster's Ray token (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH "
+                                        "or ~/.ray/auth_token)")
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("submit", help="submit train, eval or tune")
     s.add_argument("command", choices=list(COMMANDS), help="the ncl-ray command to run on the cluster")
@@ -188,7 +225,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("list", help="list the cluster's jobs")
     args = p.parse_args(argv)
     try:
-        return _run(args)
+        try:
+            return _run(args)
+        except JobsError:
+            raise
+        except Exception as e:  # an authentication failure after connecting, in any call
+            auth = _auth_error(e, args.address or os.environ.get("RAY_ADDRESS", ""))
+            if auth is None:
+                raise
+            raise auth from None
     except JobsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -197,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(args) -> int:
     if args.action == "submit":
         return submit(args)
-    client = _client(args.address)
+    client = _client(args.address, args.token_file)
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.action == "status":
         print(_job_call(client.get_job_status, args.job_id, address).value)
