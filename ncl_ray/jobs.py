@@ -29,26 +29,48 @@ ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 COMMANDS = ("train", "eval", "tune", "prepare")
 UPLOAD = ("ncl_ray", "conf", "jobs", "pyproject.toml", "README.md")  # what a job needs from the project
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 
 class JobsError(RuntimeError):
     """A user-facing failure (unreachable cluster, unknown job, upload too large); printed without a traceback."""
 
 
-def stage_upload(root: Path, dest: Path, max_mb: float) -> int:
-    """Copy the allow-listed project files into `dest`; returns the bytes copied, refusing more than max_mb."""
+def upload_files(root: Path) -> List[Path]:
+    """The allow-listed files under `root`, refusing any symlink that leads outside the project (a link to
+    ~/.ssh or / would otherwise be copied into the job's package)."""
+    top = root.resolve()
+    files: List[Path] = []
     for name in UPLOAD:
         src = root / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=IGNORE, symlinks=False)
-        elif src.is_file():
-            shutil.copy2(src, dest / name)
-    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+        if not (src.exists() or src.is_symlink()):
+            continue
+        paths = [src] if not src.is_dir() else [src, *src.rglob("*")]
+        for p in paths:
+            if p.is_symlink() and not p.resolve().is_relative_to(top):
+                raise JobsError(f"{p.relative_to(root)} is a link to {p.resolve()}, outside the project: the upload "
+                                f"takes the project's own files only; remove the link")
+            if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith((".pyc",)) \
+                    and not any(part.endswith(".egg-info") for part in p.parts):
+                files.append(p)
+    return files
+
+
+def stage_upload(root: Path, dest: Path, max_mb: float) -> int:
+    """Copy the allow-listed project files into `dest`; returns the bytes copied. The size is checked before
+    anything is copied (larger than max_mb: refused)."""
+    files = upload_files(root)
+    size = sum(f.stat().st_size for f in files)
     if size > max_mb * 2**20:
-        biggest = max((f for f in dest.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+        biggest = max(files, key=lambda f: f.stat().st_size)
         raise JobsError(f"the upload would be {size / 2**20:.1f} MB, over --max-upload-mb={max_mb:g} "
-                        f"(largest: {biggest.relative_to(dest)}); keep data and runs outside {', '.join(UPLOAD)}")
+                        f"(largest: {biggest.relative_to(root)}); keep data and runs outside {', '.join(UPLOAD)}")
+    for name in UPLOAD:
+        if (root / name).is_dir():
+            (dest / name).mkdir(parents=True, exist_ok=True)
+    for f in files:
+        target = dest / f.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)  # a link inside the project is copied as the file it names
     return size
 
 

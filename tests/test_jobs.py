@@ -111,6 +111,14 @@ def test_upload_is_an_allow_list_with_a_size_limit(tmp_path):
     again.mkdir()
     with pytest.raises(JobsError, match="over --max-upload-mb=1.*huge.yaml"):
         stage_upload(project, again, max_mb=1)
+    assert list(again.iterdir()) == []  # refused before anything was copied
+    (project / "conf" / "huge.yaml").unlink()
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("key")
+    (project / "conf" / "keys").symlink_to(secret)  # a link out of the project
+    with pytest.raises(JobsError, match="conf/keys is a link to .*secret, outside the project"):
+        stage_upload(project, tmp_path / "third", max_mb=1)
 
 
 def test_cluster_specs_name_existing_configs_and_commands():
