@@ -5,15 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: help install browser train test test-fast lint tune compare bench bench-hotpaths rehearsal prepare serve tensorboard clean
+.PHONY: help install browser train test test-fast lint audit constraints tune compare bench bench-hotpaths rehearsal prepare serve tensorboard clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install ncl-ray with its dependencies
@@ -34,6 +34,14 @@ test-fast: $(STAMP)  ## tests without Ray and slow tests
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check ncl_ray tests bench
+
+audit: $(STAMP)  ## known vulnerabilities in the installed dependencies (pip-audit; needs the vulnerability service)
+	$(BIN)/pip install -q pip-audit
+	$(BIN)/pip-audit --progress-spinner off --skip-editable
+
+constraints: $(STAMP)  ## rewrite constraints.txt from the installed versions (after changing pyproject.toml)
+	(sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -e '^ncl-ray' -e '^pip-audit') \
+	  > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 tune: $(STAMP)  ## small Ray Tune sweep on the built-in dataset
 	$(BIN)/ncl-ray tune conf/tune_small.yaml $(ARGS)
