@@ -8,6 +8,7 @@ private instance (`address="local"`), and with one they join exactly that cluste
 Ray sets RAY_ADDRESS for the entrypoint, so jobs join their cluster.
 """
 
+import contextlib
 import logging
 import os
 import socket
@@ -43,24 +44,26 @@ IDLE_WORKER_MS = 60_000
 # (ray/_private/services.py get_node_ip_address reads ray_constants.ENABLE_RAY_CLUSTER; the processes it starts
 # read the same variable). A private instance needs no other machine, so it keeps every socket on loopback.
 LOOPBACK_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-_flag_before: list = []  # the variable's value before a private instance changed it (restored to join a cluster)
 
 
-def _loopback_only(on: bool) -> None:
+@contextlib.contextmanager
+def loopback_only():
+    """While a private instance starts: Ray's no-cluster setting, in this process (Ray reads it when it picks
+    the node's address) and in the environment its processes inherit. Restored afterwards, so that this process
+    can later start or join real multi-node clusters (a `ray start --address` with the setting off refuses)."""
     from ray._private import ray_constants
 
-    if on:
-        if not _flag_before:
-            _flag_before.append(os.environ.get(LOOPBACK_FLAG))
-        os.environ[LOOPBACK_FLAG] = "0"
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    elif _flag_before:  # joining a cluster after a private instance: Ray's own setting again
-        before = _flag_before.pop()
-        if before is None:
+    before_env, before_const = os.environ.get(LOOPBACK_FLAG), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_FLAG] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if before_env is None:
             os.environ.pop(LOOPBACK_FLAG, None)
         else:
-            os.environ[LOOPBACK_FLAG] = before
-        ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(LOOPBACK_FLAG, not ray_constants.IS_WINDOWS_OR_OSX)
+            os.environ[LOOPBACK_FLAG] = before_env
+        ray_constants.ENABLE_RAY_CLUSTER = before_const
 
 
 def token_path() -> str:
@@ -102,19 +105,18 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
         target = resolve_address(address)
         if target == "local":
             log.info("Ray: starting a private local instance (loopback only)")
-            _loopback_only(True)
             port = _free_port()
             api = f"http://127.0.0.1:{port}"
-            ray.init(address="local", num_cpus=num_cpus, log_to_driver=verbose, include_dashboard=True,
-                     logging_level=logging.INFO if verbose else logging.WARNING,
-                     dashboard_host="127.0.0.1", dashboard_port=port,
-                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}},
-                     _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
+            with loopback_only():
+                ray.init(address="local", num_cpus=num_cpus, log_to_driver=verbose, include_dashboard=True,
+                         logging_level=logging.INFO if verbose else logging.WARNING,
+                         dashboard_host="127.0.0.1", dashboard_port=port,
+                         runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}},
+                         _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
             secure_token_file()
         else:
             log.info("Ray: joining %s", target)
-            _loopback_only(False)
             ray.init(address=target, log_to_driver=verbose,
                      logging_level=logging.INFO if verbose else logging.WARNING)
     quiet_data_progress()
