@@ -7,6 +7,7 @@ titles Ray rewrites), read from /proc.
 """
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -64,14 +65,19 @@ def alive(pids: Set[int]) -> Set[int]:
 
 
 class Head:
-    """`ray start --head` on loopback with its own temp dir and ports; `stop()` kills only its processes."""
+    """`ray start --head` on loopback with its own temp dir, ports and authentication token (Ray's token auth
+    on, as on a real cluster); `stop()` kills only its processes. Clients add `client_env()` to theirs."""
 
     def __init__(self, num_cpus: int = 2, prefix: str = "nrh"):
         self.temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths have a limit
         self.port, self.dashboard_port = free_port(), free_port()
-        self.env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-                        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        self.token = Path(self.temp_dir) / "auth_token"
+        self.token.write_text(secrets.token_hex(32))
+        self.token.chmod(0o600)
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                        **self.client_env())
         self.env.pop("RAY_ADDRESS", None)
+        self.env.pop("RAY_AUTH_TOKEN", None)
         cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}",
                f"--temp-dir={self.temp_dir}", f"--dashboard-agent-listen-port={free_port()}",
@@ -83,6 +89,10 @@ class Head:
         self.pids = processes_of(self.temp_dir)
         procs = _processes()
         self.core = {p for p in self.pids if p in procs and ("gcs_server" in procs[p][1] or "/raylet" in procs[p][1])}
+
+    def client_env(self) -> Dict[str, str]:
+        """What a client process needs in its environment to talk to this head."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token)}
 
     @property
     def address(self) -> str:

@@ -1,7 +1,9 @@
 """Ray Jobs against a real local head started with `ray start --head` on loopback."""
 
 import json
+import os
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -21,17 +23,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def ray_head():
-    """A 2-CPU head of our own (own temp dir and ports), stopped by PID afterwards."""
+    """A 2-CPU head of our own (own temp dir, ports and token), stopped by PID afterwards."""
     head = Head(num_cpus=2, prefix="nrj")
     try:
-        yield head.dashboard
+        yield head
     finally:
         head.stop()
 
 
+def run_jobs(head, args, timeout=600):
+    """`python -m ncl_ray.jobs --address HEAD ...` as a user runs it, with the head's token in its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    env.update(head.client_env())
+    return subprocess.run([sys.executable, "-m", "ncl_ray.jobs", "--address", head.dashboard, *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_path, capsys):
+def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_path):
     runs = tmp_path / "runs"
     growing = ROOT / "jobs" / "_growing_test.log"  # a log redirected into the project while submitting
     stop = threading.Event()
@@ -46,45 +56,40 @@ def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_
     writer = threading.Thread(target=grow, daemon=True)
     writer.start()
     try:
-        args = ["--address", ray_head, "submit", "train", "conf/default.yaml", "data.synthetic_videos=40",
+        args = ["submit", "train", "conf/default.yaml", "data.synthetic_videos=40",
                 f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache", "data.num_frames=4",
                 "data.frame_size=16", "train.batch_size=4", "train.epochs=2", "train.cpus_per_worker=0.25",
                 f"run.storage_path={runs}", "run.name=job", "--python", sys.executable, "--timeout", "300"]
-        assert jobs_main(args) == 0
+        r = run_jobs(ray_head, args)
+        assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])
     finally:
         stop.set()
         writer.join()
         growing.unlink()
-    out = capsys.readouterr().out
-    assert "SUCCEEDED" in out and "t2v R@1" in out  # the job's own log was followed
-    assert "uploading" in out
+    assert "SUCCEEDED" in r.stdout and "t2v R@1" in r.stdout  # the job's own log was followed
+    assert "uploading" in r.stdout
     results = json.loads((runs / "job" / "results.json").read_text())
     assert Path(results["checkpoint"], "state.pt").is_file()
     assert list((runs / "job" / "tensorboard").glob("events.out.tfevents.*"))
 
     # evaluation through a job on the same 2-CPU cluster: its actor pool leaves room for the read tasks
-    ev = ["--address", ray_head, "submit", "eval", str(runs / "job"), "--python", sys.executable,
-          "--timeout", "240"]
-    assert jobs_main(ev) == 0
+    r = run_jobs(ray_head, ["submit", "eval", str(runs / "job"), "--python", sys.executable, "--timeout", "240"])
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])
     assert (Path(results["checkpoint"]) / "eval" / "test-bank-train" / "metrics.json").is_file()
-    capsys.readouterr()
 
     # a failing job: its own log names the bad input, and the command exits 1
-    bad = ["--address", ray_head, "submit", "eval", str(tmp_path / "no-such-run"), "--python", sys.executable,
-           "--quiet", "--timeout", "120"]
-    assert jobs_main(bad) == 1
-    captured = capsys.readouterr()
-    assert "FAILED" in captured.out and "no ncl-ray checkpoint" in captured.err
+    r = run_jobs(ray_head, ["submit", "eval", str(tmp_path / "no-such-run"), "--python", sys.executable,
+                            "--quiet", "--timeout", "120"])
+    assert r.returncode == 1 and "FAILED" in r.stdout and "no ncl-ray checkpoint" in r.stderr
     # bad configs and relative paths are refused before anything is uploaded
-    assert jobs_main(["--address", ray_head, "submit", "train", "conf/default.yaml", "train.epochz=1"]) == 2
-    assert "epochz" in capsys.readouterr().err
-    assert jobs_main(["--address", ray_head, "submit", "train", "conf/default.yaml", f"run.storage_path={runs}"]) == 2
-    err = capsys.readouterr().err
-    assert "data.root=data/synthetic" in err and "temporary working directory" in err
+    r = run_jobs(ray_head, ["submit", "train", "conf/default.yaml", "train.epochz=1"])
+    assert r.returncode == 2 and "epochz" in r.stderr
+    r = run_jobs(ray_head, ["submit", "train", "conf/default.yaml", f"run.storage_path={runs}"])
+    assert r.returncode == 2
+    assert "data.root=data/synthetic" in r.stderr and "temporary working directory" in r.stderr
 
-    assert jobs_main(["--address", ray_head, "status", "nosuchjob"]) == 2
-    err = capsys.readouterr().err
-    assert "no job 'nosuchjob'" in err and "Traceback" not in err
+    r = run_jobs(ray_head, ["status", "nosuchjob"])
+    assert r.returncode == 2 and "no job 'nosuchjob'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_unreachable_address_is_a_clean_error(capsys):

@@ -38,7 +38,7 @@ def _check_run(run: Path) -> None:
 
 
 def test_training_spreads_across_two_nodes(two_nodes, tmp_path):
-    env = dict(os.environ, RAY_ADDRESS=two_nodes.address, RAY_AUTH_MODE="disabled")
+    env = dict(os.environ, RAY_ADDRESS=two_nodes.address, **two_nodes.client_env())
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", "conf/default.yaml", *SMALL,
                         f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache",
                         f"run.storage_path={tmp_path}/runs", "run.name=spread"],
@@ -48,7 +48,7 @@ def test_training_spreads_across_two_nodes(two_nodes, tmp_path):
 
 
 def test_same_run_through_submit_script(two_nodes, tmp_path):
-    env = dict(os.environ, RAY_ADDRESS=two_nodes.dashboard, RAY_AUTH_MODE="disabled", PYTHON=sys.executable)
+    env = dict(os.environ, RAY_ADDRESS=two_nodes.dashboard, PYTHON=sys.executable, **two_nodes.client_env())
     r = subprocess.run(["jobs/submit.sh", "train", "conf/default.yaml", *SMALL, f"data.root={tmp_path}/syn",
                         f"data.cache_dir={tmp_path}/cache", f"run.storage_path={tmp_path}/runs", "run.name=job",
                         "--python", sys.executable, "--timeout", "400"],

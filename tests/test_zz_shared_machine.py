@@ -18,7 +18,7 @@ PROBE = ("from ncl_ray.cluster import init_ray; import ray; init_ray(); "
 
 
 def _env(**extra):
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", **extra)
+    env = dict(os.environ, **{"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **extra})
     if "RAY_ADDRESS" not in extra:
         env.pop("RAY_ADDRESS", None)
     return env
@@ -48,7 +48,7 @@ def test_stale_cluster_file_does_not_hang_a_command():
 
 
 def test_ray_address_joins_that_cluster(bystander):
-    r = subprocess.run([sys.executable, "-c", PROBE], env=_env(RAY_ADDRESS=bystander.address),
+    r = subprocess.run([sys.executable, "-c", PROBE], env=_env(RAY_ADDRESS=bystander.address, **bystander.client_env()),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "CPUS 3" in r.stdout  # the bystander's 3 CPUs: joined, not a private instance
