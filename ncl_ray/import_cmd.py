@@ -95,7 +95,8 @@ def main(kind: str, path: str, out_dir: str, config: Optional[str], overrides: L
     loss_fn = build_loss(cfg, model.embed_dim)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(str(out), model, loss_fn, epoch=-1, step=0, config=to_dict(cfg))
-    assert is_complete(str(out))
+    if not is_complete(str(out)):
+        raise RuntimeError(f"{out}: the checkpoint was not written completely")
     print(f"imported {path} ({converted['pooling']}, {cfg.model.arch}) into {out}: "
           f"ncl-ray eval {out} | ncl-ray serve {out} | train.resume_from={out}")
     return 0
