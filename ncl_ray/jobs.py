@@ -97,12 +97,10 @@ def use_token(token_file: Optional[str]) -> bool:
         if not path.is_file() or not path.read_text().strip():
             raise JobsError(f"--token-file {token_file}: no token there (copy the head's ~/.ray/auth_token)")
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(path.absolute())
-    elif os.environ.get("RAY_AUTH_MODE") == "disabled" or not (
-            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or (Path.home() / ".ray" / "auth_token").is_file()):
-        return False  # RAY_AUTH_MODE=disabled said so explicitly, or there is no token to send
-    if os.environ.get("RAY_AUTH_MODE", "") != "token":
-        os.environ["RAY_AUTH_MODE"] = "token"
+    elif not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+              or (Path.home() / ".ray" / "auth_token").is_file()):
+        return False  # no token to send: a cluster that wants one says so (_auth_error)
+    os.environ["RAY_AUTH_MODE"] = "token"
     return True
 
 

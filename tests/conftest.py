@@ -1,9 +1,18 @@
 import os
+import secrets
+import tempfile
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray's token authentication stays on in the tests too, with a token of the test session's own (never the
+# user's ~/.ray/auth_token); heads started by tests carry their own (raynodes.Head.client_env)
+_token = os.path.join(tempfile.mkdtemp(prefix="ncl-ray-test-auth-"), "auth_token")
+with open(os.open(_token, os.O_WRONLY | os.O_CREAT, 0o600), "w") as _f:
+    _f.write(secrets.token_hex(32))
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN_PATH"] = _token
+os.environ.pop("RAY_AUTH_TOKEN", None)
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 

@@ -18,7 +18,7 @@ PROBE = ("from ncl_ray.cluster import init_ray; import ray; init_ray(); "
 
 
 def _env(**extra):
-    env = dict(os.environ, **{"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **extra})
+    env = dict(os.environ, **{"RAY_USAGE_STATS_ENABLED": "0", **extra})
     if "RAY_ADDRESS" not in extra:
         env.pop("RAY_ADDRESS", None)
     return env
