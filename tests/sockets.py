@@ -5,24 +5,16 @@ import socket
 import struct
 from typing import Iterable, List, Set, Tuple
 
+from raynodes import _processes
+
 
 def descendants(pid: int) -> Set[int]:
-    """`pid` and every process below it (from /proc/<p>/stat's parent field)."""
-    parents = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    out, frontier = {pid}, [pid]
+    """`pid` and every process below it."""
+    parents = {p: ppid for p, (ppid, _) in _processes().items()}
+    out, frontier = {pid}, {pid}
     while frontier:
-        p = frontier.pop()
-        for child, parent in parents.items():
-            if parent == p and child not in out:
-                out.add(child)
-                frontier.append(child)
+        frontier = {child for child, parent in parents.items() if parent in frontier and child not in out}
+        out |= frontier
     return out
 
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ncl_ray.data.decode import DecodeError
 from ncl_ray.data.limits import MAX_SECOND_FRAMES, Deadline, check_frame_size
+from ncl_ray.data.rgb import to_rgb
 
 
 def clip_resize(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -38,17 +39,13 @@ def clip_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size, top + size)))
 
 
-def frame_rgb(frame: av.VideoFrame, size: int, resize: str) -> np.ndarray:
-    """One decoded frame -> uint8 (size, size, 3): CLIP's resize, or FFmpeg's area filter (rgb.py)."""
-    if resize == "clip4clip":
-        rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-        k = (int(round((frame.rotation or 0) / 90.0))) % 4
-        if k:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=k))
-        return clip_resize(rgb, size)
-    from ncl_ray.data.rgb import to_rgb
-
-    return to_rgb(frame, size)
+def clip_frame(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """One decoded frame, rotated for display, through CLIP's resize: uint8 (size, size, 3)."""
+    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+    k = (int(round((frame.rotation or 0) / 90.0))) % 4
+    if k:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=k))
+    return clip_resize(rgb, size)
 
 
 def clip4clip_indices(n_seconds_frames: int, num_frames: int) -> np.ndarray:
@@ -90,7 +87,7 @@ def decode_clip4clip(path: str, num_frames: int, size: int, resize: str = "clip4
                 if len(kept) == MAX_SECOND_FRAMES:
                     raise DecodeError(str(path), f"longer than {MAX_SECOND_FRAMES} s, the limit of the "
                                                  f"1-frame-per-second sampler")
-                kept.append(frame_rgb(frame, size, resize))
+                kept.append(to_rgb(frame, size, resize=resize))
         if not kept:
             raise DecodeError(str(path), "no decodable frame")
         chosen = clip4clip_indices(len(kept), num_frames)
