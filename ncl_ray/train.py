@@ -271,6 +271,7 @@ def fit(cfg, datasets, meta, callbacks=None):
     from ray.train.torch import TorchTrainer
 
     from ncl_ray.cluster import check_training_resources
+    from ncl_ray.torch_backend import LoopbackTorchConfig
 
     t = cfg.train
     check_training_resources(t.num_workers, t.cpus_per_worker, t.use_gpu)
@@ -282,6 +283,7 @@ def fit(cfg, datasets, meta, callbacks=None):
         resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop_per_worker,
+        torch_config=LoopbackTorchConfig(),
         train_loop_config={"cfg": to_dict(cfg), "meta": meta},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources,
                                      placement_strategy=t.placement_strategy),

@@ -66,3 +66,36 @@ def outside_loopback(pids: Iterable[int]) -> List[Tuple[str, str, int]]:
                 name = "?"
             bad.append((name, ip, port))
     return bad
+
+
+class Watch:
+    """Polls the listening sockets of this process's descendants in a thread while a block runs:
+    `seen` collects (process name, ip, port) of every one, `outside` those not on loopback."""
+
+    def __init__(self, every_s: float = 0.2):
+        import threading
+
+        self.every_s, self.seen, self.outside = every_s, set(), set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _name(self, pid):
+        try:
+            return open(f"/proc/{pid}/comm").read().strip()
+        except OSError:
+            return "?"
+
+    def _run(self):
+        while not self._stop.is_set():
+            pids = descendants(os.getpid())
+            self.seen |= {(self._name(pid), ip, port) for pid, ip, port in listening(pids)}
+            self.outside |= set(outside_loopback(pids))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sockets import Watch
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -114,7 +115,10 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     # checkpoint was written
     cfg = small_config(tmp_path, data_root, "run.name=fault", "train.fail_at_step=6", "train.max_failures=1",
                        "train.keep_checkpoints=2")
-    assert main(cfg) == 0
+    with Watch() as sockets:  # PyTorch's rendezvous store and Gloo's sockets included (torch_backend.py)
+        assert main(cfg) == 0
+    assert sockets.outside == set()
+    assert any(name.startswith("ray::RayTrainW") for name, _, _ in sockets.seen), sockets.seen  # not blind
     run = Path(cfg.run.storage_path) / "fault"
     assert (run / "fault_injected").exists()
     restores = [json.loads(x) for x in (run / "restores.jsonl").read_text().splitlines()]
