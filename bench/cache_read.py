@@ -12,7 +12,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cache_path, manifest = argv[0], argv[1]
     split = argv[2] if len(argv) > 2 else "train"
-    from ncl_ray.cluster import init_ray
+    from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.data.manifest import read_manifest
     from ncl_ray.data.pipeline import ClipCache, split_dataset
 

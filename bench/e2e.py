@@ -50,12 +50,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
-    from ncl_ray.config import load_config
+    from ncl_ray.config.schema import load_config
     from ncl_ray.data.decode import decode_frames
     from ncl_ray.data.synthetic import make_dataset
     from ncl_ray.data.transforms import normalize_frames, sample_captions
     from ncl_ray.model.clip import build_model_from_config
-    from ncl_ray.train import build_loss, build_optimizer
+    from ncl_ray.train.loop import build_loss, build_optimizer
 
     cfg = load_config("conf/default.yaml")
     work = tempfile.mkdtemp(prefix="ncl-e2e-")

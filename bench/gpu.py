@@ -19,10 +19,10 @@ import torch
 
 from bench.loss import filled_loss, loss_alone, seconds, synthetic_batch
 from bench.report import write
-from ncl_ray.evaluate import embed_rows
+from ncl_ray.evaluation.evaluate import embed_rows
 from ncl_ray.model.clip import build_model
-from ncl_ray.optim import build_optimizer, build_scheduler
-from ncl_ray.train import train_step
+from ncl_ray.train.builders import build_optimizer, build_scheduler
+from ncl_ray.train.loop import train_step
 
 T, S, L = 12, 224, 32
 LOSSES = {"plain (CLIP loss)": (0, 0), "NCL q4096 3 it (recipe)": (4096, 3), "NCL q16384 5 it": (16384, 5)}

@@ -1,6 +1,6 @@
 """Hot paths and defaults, measured side by side in one run (`make bench-hotpaths`):
 
-1. a training step in a Ray Train worker (default resources, threads set by ncl_ray/threads.py) vs the same step
+1. a training step in a Ray Train worker (default resources, threads set by ncl_ray/train/threads.py) vs the same step
    in a plain process with the same number of torch threads; also the worker pinned to one thread (what Ray's
    OMP_NUM_THREADS=1 gave before) — tiny model at B=32 and ViT-B/32 at 12 x 224 px, B=2;
 2. the loss alone, forward + backward at B=128, D=512: CLIP's loss vs NCL at 0 iterations with a full 16k queue;
@@ -36,8 +36,8 @@ def step_times(arch: str, B: int, T: int, S: int, steps: int) -> list:
 
     from ncl_ray.model.clip import build_model
     from ncl_ray.ncl.loss import NCLLoss
-    from ncl_ray.optim import build_optimizer, build_scheduler
-    from ncl_ray.train import train_step
+    from ncl_ray.train.builders import build_optimizer, build_scheduler
+    from ncl_ray.train.loop import train_step
 
     torch.manual_seed(0)
     model = build_model(arch, "", "meanP", S, 32)
@@ -59,8 +59,8 @@ def _worker_loop(config):
     import ray.train
     import torch
 
-    from ncl_ray.config import from_dict
-    from ncl_ray.threads import set_worker_threads
+    from ncl_ray.config.schema import from_dict
+    from ncl_ray.train.threads import set_worker_threads
 
     cfg = from_dict(config["cfg"])
     threads = set_worker_threads(cfg, ray.train.get_context().get_local_world_size())
@@ -75,7 +75,7 @@ def in_ray_worker(model: dict, pin_one_thread: bool, storage: str) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ncl_ray.config import load_config, to_dict
+    from ncl_ray.config.schema import load_config, to_dict
 
     cfg = load_config("conf/default.yaml", ["train.num_workers=1"])  # the default resources: 0.5 CPU
     out = os.path.join(storage, f"worker-{time.time_ns()}.json")
@@ -110,7 +110,7 @@ def main():
         return
     import ray
 
-    from ncl_ray.cluster import init_ray
+    from ncl_ray.runtime.cluster import init_ray
 
     rows, notes = [], {"cores": CORES}
     work = tempfile.mkdtemp(prefix="ncl-hot-")

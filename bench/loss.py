@@ -22,7 +22,7 @@ from bench.report import write
 from ncl_ray.model.clip import build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.ncl.sinkhorn import sinkhorn_biases
-from ncl_ray.train import build_optimizer, build_scheduler, train_step
+from ncl_ray.train.loop import build_optimizer, build_scheduler, train_step
 
 
 def timed(fn, repeats):

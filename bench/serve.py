@@ -57,9 +57,9 @@ def main():
     import torch
     from ray import serve
 
-    from ncl_ray.checkpoint import save_checkpoint
-    from ncl_ray.cluster import init_ray
-    from ncl_ray.config import load_config, to_dict
+    from ncl_ray.runtime.checkpoint import save_checkpoint
+    from ncl_ray.runtime.cluster import init_ray
+    from ncl_ray.config.schema import load_config, to_dict
     from ncl_ray.model.clip import build_model_from_config
     from ncl_ray.ncl.loss import NCLLoss
     from ncl_ray.serve.app import build_app

@@ -3,10 +3,10 @@
 #   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh train conf/msrvtt.yaml run.storage_path=/mnt/shared/runs
 #   jobs/submit.sh tune conf/msrvtt.yaml tune.space=conf/tune/ncl.yaml run.storage_path=/mnt/shared/runs
 #   jobs/submit.sh eval /mnt/shared/runs/NAME/checkpoint_... 
-# Options of `python -m ncl_ray.jobs submit` (--no-wait, --gpus, --address, ...) go after the config.
+# Options of `python -m ncl_ray.runtime.jobs submit` (--no-wait, --gpus, --address, ...) go after the config.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-$here/.venv/bin/python}"
 [ -x "$py" ] || py=python3
 cd "$here"
-exec "$py" -m ncl_ray.jobs submit "$@"
+exec "$py" -m ncl_ray.runtime.jobs submit "$@"

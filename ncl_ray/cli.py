@@ -9,15 +9,15 @@ import argparse
 import sys
 from typing import List, Optional
 
-from ncl_ray.cluster import ResourceError
-from ncl_ray.config import ConfigError
-from ncl_ray.console import setup_console
+from ncl_ray.runtime.cluster import ResourceError
+from ncl_ray.config.schema import ConfigError
+from ncl_ray.ui.console import setup_console
 
 
 def _rerank(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ncl_ray.rerank import InputError, format_table, load_matrix, rerank, write_json
+    from ncl_ray.evaluation.rerank import InputError, format_table, load_matrix, rerank, write_json
 
     methods = ["none", "ncl", "dsl", "qbnorm"] if args.method == "all" else [args.method]
     try:
@@ -45,31 +45,31 @@ def _rerank(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from ncl_ray.config import load_config
-    from ncl_ray.config_show import show
+    from ncl_ray.config.schema import load_config
+    from ncl_ray.config.show import show
 
     print(show(load_config(args.config, args.overrides)))
     return 0
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from ncl_ray.config import load_config
+    from ncl_ray.config.schema import load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.command == "train":
-        from ncl_ray.driver import main as run
+        from ncl_ray.commands.train import main as run
     elif args.command == "tune":
-        from ncl_ray.tune import main as run
+        from ncl_ray.train.tune import main as run
     elif args.command == "prepare":
-        from ncl_ray.prepare import main as run
+        from ncl_ray.commands.prepare import main as run
     else:
         raise AssertionError(args.command)
     return run(cfg) or 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ncl_ray.compare import main as run, parse_arm
-    from ncl_ray.config import load_config
+    from ncl_ray.train.compare import main as run, parse_arm
+    from ncl_ray.config.schema import load_config
 
     cfg = load_config(args.config, args.overrides)
     custom = dict(parse_arm(spec) for spec in args.arm)
@@ -77,13 +77,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ncl_ray.evaluate_cmd import main as run
+    from ncl_ray.commands.eval import main as run
 
     return run(args.checkpoint, args.overrides) or 0
 
 
 def _import(args: argparse.Namespace) -> int:
-    from ncl_ray.import_cmd import main as run
+    from ncl_ray.commands.import_ import main as run
 
     return run(args.kind, args.file, args.out, args.config, args.overrides)
 
@@ -117,7 +117,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from ncl_ray.export import main as run
+    from ncl_ray.evaluation.export import main as run
 
     return run(args.index, args.query, args.top_k) or 0
 

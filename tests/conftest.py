@@ -22,7 +22,7 @@ def ray_local():
     """A real local Ray instance (4 logical CPUs on 2 cores: Train workers take fractions, Data keeps the rest)."""
     import ray
 
-    from ncl_ray.cluster import init_ray
+    from ncl_ray.runtime.cluster import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray("", num_cpus=4)

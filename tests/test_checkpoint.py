@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncl_ray.checkpoint import (CheckpointError, config_differences, is_complete, load_checkpoint,
+from ncl_ray.runtime.checkpoint import (CheckpointError, config_differences, is_complete, load_checkpoint,
                                 load_model_weights, save_checkpoint)
-from ncl_ray.config import load_config, to_dict
+from ncl_ray.config.schema import load_config, to_dict
 from ncl_ray.model.clip import build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.train import build_optimizer, build_scheduler
+from ncl_ray.train.loop import build_optimizer, build_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 

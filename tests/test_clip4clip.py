@@ -291,9 +291,9 @@ def _clip4clip_state(model):
 
 
 def test_imported_clip4clip_checkpoint_gives_its_similarity_matrix(tmp_path, vitb32):
-    from ncl_ray.checkpoint import load_checkpoint
+    from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.cli import main
-    from ncl_ray.config import from_dict
+    from ncl_ray.config.schema import from_dict
     from ncl_ray.model.clip import build_model_from_config
 
     state = _clip4clip_state(vitb32)
@@ -325,7 +325,7 @@ def test_imported_clip4clip_checkpoint_gives_its_similarity_matrix(tmp_path, vit
 
 
 def test_published_protocol_is_labelled_in_the_report():
-    from ncl_ray.summary import report
+    from ncl_ray.ui.summary import report
 
     metrics = {f"test/{m}/{d}_{k}": 1.0 for m in ("none", "ncl") for d in ("t2v", "v2t", "v2t_lenient")
                for k in ("R@1", "R@5", "R@10", "MdR", "MnR")}
@@ -337,8 +337,8 @@ def test_published_protocol_is_labelled_in_the_report():
 
 def test_bertadam_with_fp16_clip_weights_updates_them_in_place_as_clip4clip():
     from ncl_ray.ncl.loss import NCLLoss
-    from ncl_ray.optim import build_optimizer, build_scheduler
-    from ncl_ray.train import train_step
+    from ncl_ray.train.builders import build_optimizer, build_scheduler
+    from ncl_ray.train.loop import train_step
 
     torch.manual_seed(0)
     model = build_model("tiny", "", "seqTransf", 16, 16, clip_fp16=True, activation="quickgelu")

@@ -66,7 +66,7 @@ def authed_head(tmp_path_factory):
 def jobs_cli(head, *args, **env_extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
     env.update(HOME=str(head["home"]), RAY_USAGE_STATS_ENABLED="0", **env_extra)
-    return subprocess.run([sys.executable, "-m", "ncl_ray.jobs", "--address", head["dashboard"], *args],
+    return subprocess.run([sys.executable, "-m", "ncl_ray.runtime.jobs", "--address", head["dashboard"], *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 

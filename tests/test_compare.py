@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ncl_ray.compare import caption_ceiling, mean_std_ci, summarize, t_quantile
+from ncl_ray.train.compare import caption_ceiling, mean_std_ci, summarize, t_quantile
 from ncl_ray.data.manifest import VideoEntry, read_manifest
 
 
@@ -32,8 +32,8 @@ def test_paired_difference_uses_each_arm_as_served():
 
 
 def test_named_arms_are_parsed_checked_and_compared_with_the_baseline():
-    from ncl_ray.compare import arm_overrides, parse_arm
-    from ncl_ray.config import ConfigError, load_config
+    from ncl_ray.train.compare import arm_overrides, parse_arm
+    from ncl_ray.config.schema import ConfigError, load_config
 
     assert parse_arm("w0.5:ncl.plain_loss_weight=0.5,ncl.n_iters=3") == \
         ("w0.5", {"ncl.plain_loss_weight": "0.5", "ncl.n_iters": "3"})
@@ -82,7 +82,7 @@ def test_longtail_corpus_has_hubs_and_generic_captions(tmp_path):
 
 
 def test_hub_share_by_hand():
-    from ncl_ray.evaluate import hub_share
+    from ncl_ray.evaluation.evaluate import hub_share
 
     video = torch.eye(4)
     text = torch.tensor([[1.0, 0, 0, 0]] * 6 + [[0, 1.0, 0, 0], [0, 0, 1.0, 0]])  # video 0 is top-1 of 6 of 8
@@ -92,8 +92,8 @@ def test_hub_share_by_hand():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_arm_two_seed_miniature(ray_local, tmp_path, capsys):
-    from ncl_ray.compare import main
-    from ncl_ray.config import load_config
+    from ncl_ray.train.compare import main
+    from ncl_ray.config.schema import load_config
 
     cfg = load_config("conf/compare.yaml", [
         "data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",

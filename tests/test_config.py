@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ncl_ray.config import ConfigError, from_dict, load_config, save_config, to_dict
+from ncl_ray.config.schema import ConfigError, from_dict, load_config, save_config, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import io
 import logging
 import time
 
-from ncl_ray.console import Progress, format_duration, setup_console
+from ncl_ray.ui.console import Progress, format_duration, setup_console
 
 
 class _Tty(io.StringIO):

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from ncl_ray.epochs import EpochFeeder
+from ncl_ray.train.epochs import EpochFeeder
 
 
 def test_epochs_are_exact_and_the_next_one_starts_ahead():

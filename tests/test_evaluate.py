@@ -1,8 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from ncl_ray.evaluate import Embeddings, assemble, evaluate_embeddings
-from ncl_ray.export import fold_bias, fold_query
+from ncl_ray.evaluation.evaluate import Embeddings, assemble, evaluate_embeddings
+from ncl_ray.evaluation.export import fold_bias, fold_query
 from ncl_ray.ncl.normalize import Sims, make_scorer, ncl_gallery_bias
 
 

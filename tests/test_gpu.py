@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ncl_ray.evaluate import embed_rows
+from ncl_ray.evaluation.evaluate import embed_rows
 from ncl_ray.model.clip import build_model
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.optim import build_optimizer, build_scheduler
-from ncl_ray.train import train_step
+from ncl_ray.train.builders import build_optimizer, build_scheduler
+from ncl_ray.train.loop import train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 CUDA = torch.device("cuda")

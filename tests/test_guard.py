@@ -90,7 +90,7 @@ def test_serving_beyond_loopback_without_a_token_is_refused_before_ray_starts(ho
 
 
 def test_configs_hold_plain_values_only(tmp_path, monkeypatch):
-    from ncl_ray.config import ConfigError, from_dict, load_config, to_dict
+    from ncl_ray.config.schema import ConfigError, from_dict, load_config, to_dict
 
     monkeypatch.setenv("NCL_SECRET", "hunter2")
     bad = tmp_path / "bad.yaml"
@@ -109,7 +109,7 @@ def test_token_file_is_made_private(tmp_path):
     import os
     import stat
 
-    from ncl_ray.cluster import secure_token_file
+    from ncl_ray.runtime.cluster import secure_token_file
 
     token = tmp_path / "auth_token"
     token.write_text("t" * 32)

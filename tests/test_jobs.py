@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from ncl_ray.cli import build_parser
-from ncl_ray.config import load_config
-from ncl_ray.jobs import JobsError, build_entrypoint, stage_upload
-from ncl_ray.jobs import main as jobs_main
+from ncl_ray.config.schema import load_config
+from ncl_ray.runtime.jobs import JobsError, build_entrypoint, stage_upload
+from ncl_ray.runtime.jobs import main as jobs_main
 from raynodes import Head, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,10 +32,10 @@ def ray_head():
 
 
 def run_jobs(head, args, timeout=600):
-    """`python -m ncl_ray.jobs --address HEAD ...` as a user runs it, with the head's token in its environment."""
+    """`python -m ncl_ray.runtime.jobs --address HEAD ...` as a user runs it, the head's token in its environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
     env.update(head.client_env())
-    return subprocess.run([sys.executable, "-m", "ncl_ray.jobs", "--address", head.dashboard, *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "ncl_ray.runtime.jobs", "--address", head.dashboard, *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -27,7 +27,7 @@ def test_the_loopback_setting_does_not_outlive_the_start(ray_local):
     """Later `ray start --address` children of this process (a second node) would refuse it."""
     from ray._private import ray_constants
 
-    from ncl_ray.cluster import LOOPBACK_FLAG
+    from ncl_ray.runtime.cluster import LOOPBACK_FLAG
 
     assert os.environ.get(LOOPBACK_FLAG) == FLAG_BEFORE
     assert ray_constants.ENABLE_RAY_CLUSTER is ray_constants.env_bool(LOOPBACK_FLAG, True)

@@ -46,7 +46,7 @@ def test_msrvtt_reader(tmp_path):
     # the published protocol (CLIP4Clip's): every training video trains, the epoch is selected on test
     published = [e.split for e in read_msrvtt(str(tmp_path), holdout=False)]
     assert published.count("train") == 20 and "val" not in published
-    from ncl_ray.config import load_config
+    from ncl_ray.config.schema import load_config
 
     cfg = load_config("conf/msrvtt.yaml", ["train.protocol=published"])
     assert cfg.data.val_split == cfg.data.test_split == "test"

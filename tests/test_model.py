@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ncl_ray.model.clip import build_model
-from ncl_ray.train import build_optimizer, build_scheduler
+from ncl_ray.train.loop import build_optimizer, build_scheduler
 
 
 @pytest.mark.parametrize("pooling", ["meanP", "seqTransf"])
@@ -63,7 +63,7 @@ def test_two_learning_rates_and_warmup_cosine():
 
 def _steps(model, backbone_lr, steps=2):
     from ncl_ray.ncl.loss import NCLLoss
-    from ncl_ray.train import train_step
+    from ncl_ray.train.loop import train_step
 
     g = torch.Generator().manual_seed(1)
     loss_fn = NCLLoss(model.embed_dim, queue_size=8, n_iters=3)

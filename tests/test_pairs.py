@@ -36,7 +36,7 @@ def test_msrvtt_recipe_runs_1406_steps_per_epoch_over_180k_pairs(tmp_path):
     import csv
     import json
 
-    from ncl_ray.config import load_config
+    from ncl_ray.config.schema import load_config
     from ncl_ray.data.manifest import read_msrvtt
 
     train = [f"video{i}" for i in range(9000)]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ncl_ray.plots import mass_figure, recall_figure, save
+from ncl_ray.ui.plots import mass_figure, recall_figure, save
 
 
 def test_recall_figure_has_title_labels_legends_and_chance(tmp_path):

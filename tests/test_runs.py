@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ncl_ray.checkpoint import CheckpointError, save_checkpoint
-from ncl_ray.config import ConfigError, load_config, to_dict
+from ncl_ray.runtime.checkpoint import CheckpointError, save_checkpoint
+from ncl_ray.config.schema import ConfigError, load_config, to_dict
 from ncl_ray.data.pipeline import remove_stale_temp
 from ncl_ray.model.clip import build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.runs import newest_complete_checkpoint, open_run_dir, remove_orphan_checkpoints
+from ncl_ray.runtime.runs import newest_complete_checkpoint, open_run_dir, remove_orphan_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_stale_cache_temp_folders_of_dead_builds_are_removed(tmp_path):
 
 
 def test_resume_from_another_architecture_fails_before_ray_by_config_key(tmp_path):
-    from ncl_ray.inputs import check_inputs
+    from ncl_ray.train.inputs import check_inputs
 
     ckpt = _checkpoint(tmp_path / "ck", _cfg(tmp_path, "model.embed_dim=32"), 3)
     cfg = _cfg(tmp_path, f"data.root={tmp_path}/syn", "data.synthetic_videos=12", "train.batch_size=2",
@@ -121,7 +121,7 @@ def test_bad_manifest_fails_fast_with_file_and_line_and_no_run_folder(tmp_path):
 
 
 def test_split_smaller_than_a_global_batch_is_found_before_decoding(tmp_path):
-    from ncl_ray.inputs import check_inputs
+    from ncl_ray.train.inputs import check_inputs
 
     cfg = _cfg(tmp_path, f"data.root={tmp_path}/syn", "data.synthetic_videos=12", "train.batch_size=8")
     with pytest.raises(ConfigError, match=r"split 'train' has 8 videos, fewer than one global batch"):

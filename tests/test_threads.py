@@ -1,9 +1,9 @@
-"""The torch thread count a training worker picks (ncl_ray/threads.py); the count inside a real Ray Train worker
+"""The torch thread count a training worker picks (ncl_ray/train/threads.py); the count inside a real Ray Train worker
 is checked by tests/test_train.py."""
 
 import os
 
-from ncl_ray.threads import auto_threads
+from ncl_ray.train.threads import auto_threads
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -27,9 +27,9 @@ def test_gpu_or_decoding_while_training_uses_the_reserved_cpus():
 def test_auto_in_memory_picks_by_size(monkeypatch):
     import ray
 
-    from ncl_ray.config import load_config
+    from ncl_ray.config.schema import load_config
     from ncl_ray.data.pipeline import ClipCache
-    from ncl_ray.inputs import data_mode
+    from ncl_ray.train.inputs import data_mode
 
     cfg = load_config(None, ["data.num_frames=12", "data.frame_size=224"])  # 1.8 MB a clip decoded
     cache = ClipCache("c", 12, 224, 1000, [], "jpeg", 16_000.0)  # 1000 clips: 1.8 GB decoded, 16 MB encoded

@@ -20,9 +20,9 @@ def _one_worker_loop(config):
     import ray.train.torch
     import torch.distributed as dist
 
-    from ncl_ray.config import from_dict
+    from ncl_ray.config.schema import from_dict
     from ncl_ray.model.clip import build_model_from_config
-    from ncl_ray.train import build_loss, build_optimizer, build_scheduler, train_step, unwrap
+    from ncl_ray.train.loop import build_loss, build_optimizer, build_scheduler, train_step, unwrap
 
     cfg = from_dict(config["cfg"])
     ctx = ray.train.get_context()
@@ -59,7 +59,7 @@ def test_two_workers_equal_one_worker_with_double_batch(ray_local, tmp_path):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ncl_ray.config import load_config, to_dict
+    from ncl_ray.config.schema import load_config, to_dict
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = load_config(None, ["data.num_frames=2", "data.frame_size=16", "data.max_words=8", "ncl.queue_size=16",
@@ -95,7 +95,7 @@ def data_root(tmp_path_factory):
 
 
 def small_config(tmp_path, data_root, *extra):
-    from ncl_ray.config import load_config
+    from ncl_ray.config.schema import load_config
 
     return load_config("conf/default.yaml", SMALL + [f"data.root={data_root}/syn", f"data.cache_dir={data_root}/cache",
                                                      f"run.storage_path={tmp_path}/runs", *extra])
@@ -105,8 +105,8 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
                                                                  monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.driver import main
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.commands.train import main
 
     # Ray Train's production poll interval (2 s): it registers a reported checkpoint only when it polls, so a
     # worker that dies right after writing one used to be restored from the one before
@@ -152,8 +152,8 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
 
 
 def test_more_workers_than_the_cluster_fails_at_once(ray_local, tmp_path, data_root):
-    from ncl_ray.cluster import ResourceError
-    from ncl_ray.driver import main
+    from ncl_ray.runtime.cluster import ResourceError
+    from ncl_ray.commands.train import main
 
     cfg = small_config(tmp_path, data_root, "run.name=big", "train.num_workers=5", "train.cpus_per_worker=1")
     start = time.time()
@@ -183,8 +183,8 @@ def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path,
 
 
 def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, data_root):
-    from ncl_ray.config import ConfigError
-    from ncl_ray.driver import main
+    from ncl_ray.config.schema import ConfigError
+    from ncl_ray.commands.train import main
 
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=1")) == 0
     with pytest.raises(ConfigError, match="already exists"):
@@ -204,10 +204,10 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
 def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, data_root, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ncl_ray.checkpoint import load_checkpoint
+    from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.cli import main as cli
-    from ncl_ray.export import search
-    from ncl_ray.driver import main
+    from ncl_ray.evaluation.export import search
+    from ncl_ray.commands.train import main
 
     # trained with the CLIP4Clip parity switch: fp16 backbone through DDP, checkpoint and eval
     assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1", "model.clip_fp16=true")) == 0
@@ -255,7 +255,7 @@ def test_pairs_epochs_with_clip4clip_head_and_optimizer(ray_local, tmp_path, dat
     """data.samples=pairs on the built-in corpus: every (video, caption) pair once per epoch; seqTransf,
     BertAdam and CLIP4Clip's frames with their mask: CLIP4Clip's recipe in small."""
     from ncl_ray.data.pipeline import load_entries
-    from ncl_ray.driver import main
+    from ncl_ray.commands.train import main
 
     cfg = small_config(tmp_path, data_root, "run.name=pairs", "train.epochs=2", "data.samples=pairs",
                        "optim.name=bertadam", "model.pooling=seqTransf", "train.eval_every_epochs=2",

@@ -5,13 +5,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ncl_ray.config import ConfigError, load_config
+from ncl_ray.config.schema import ConfigError, load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_space_file_errors_name_the_key(tmp_path):
-    from ncl_ray.tune import load_space
+    from ncl_ray.train.tune import load_space
 
     cfg = load_config(None)
     bad = tmp_path / "space.yaml"
@@ -24,7 +24,7 @@ def test_space_file_errors_name_the_key(tmp_path):
 
 
 def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, capsys):
-    from ncl_ray.tune import main
+    from ncl_ray.train.tune import main
 
     space = tmp_path / "space.yaml"
     space.write_text("ncl.n_iters: {grid: [0, 3]}\nncl.queue_size: {grid: [16]}\n")

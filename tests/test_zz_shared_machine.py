@@ -13,7 +13,7 @@ import pytest
 from raynodes import alive, free_port, processes_of
 
 pytestmark = pytest.mark.ray
-PROBE = ("from ncl_ray.cluster import init_ray; import ray; init_ray(); "
+PROBE = ("from ncl_ray.runtime.cluster import init_ray; import ray; init_ray(); "
          "print('CPUS', int(ray.cluster_resources()['CPU'])); ray.shutdown()")
 
 

@@ -104,7 +104,7 @@ def make_corpus(out: str, n_videos: int = 1000, seed: int = 0, workers: int = 0,
     tmp = final.with_name(f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     specs = plan(n_videos, seed)
-    from ncl_ray.console import Progress
+    from ncl_ray.ui.console import Progress
 
     bar = Progress("generate", n_videos, "videos", stream=sys.stderr) if progress else None
     start = time.time()

@@ -143,8 +143,8 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
                              override_num_blocks=max(1, min(len(entries), 4 * workers)))
     # The same task-pool size on the decode and the write lets Ray Data fuse them into one operator
     # (MapBatches->Write): unfused, the write operator holds back part of the CPU budget and fewer decodes run.
-    from ncl_ray.console import Progress
-    from ncl_ray.progress import new_board, watch
+    from ncl_ray.ui.console import Progress
+    from ncl_ray.ui.progress import new_board, watch
 
     board = new_board()
     bar = Progress("decode", len(entries), "videos")

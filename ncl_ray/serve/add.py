@@ -49,8 +49,8 @@ class VideoEmbedder:
     def __init__(self, checkpoint: str):
         import torch
 
-        from ncl_ray.checkpoint import load_checkpoint, load_model_weights
-        from ncl_ray.config import from_dict
+        from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights
+        from ncl_ray.config.schema import from_dict
         from ncl_ray.model.clip import build_model_from_config
 
         state = load_checkpoint(checkpoint)
@@ -85,10 +85,10 @@ def main(target: str, inputs: str, overrides: List[str]) -> int:
     import ray.data
     import torch
 
-    from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.cluster import actor_pool, init_ray
-    from ncl_ray.config import from_dict
-    from ncl_ray.evaluate import resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.runtime.cluster import actor_pool, init_ray
+    from ncl_ray.config.schema import from_dict
+    from ncl_ray.evaluation.evaluate import resolve_checkpoint
     from ncl_ray.ncl.normalize import Sims, ncl_gallery_bias
     from ncl_ray.serve.cli import ensure_index
     from ncl_ray.serve.index import GalleryIndex

@@ -80,8 +80,8 @@ class TextEncoder:
     def __init__(self, checkpoint: str, use_gpu: bool = False):
         import torch
 
-        from ncl_ray.checkpoint import load_checkpoint, load_model_weights
-        from ncl_ray.config import from_dict
+        from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights
+        from ncl_ray.config.schema import from_dict
         from ncl_ray.model.clip import build_model_from_config
 
         state = load_checkpoint(checkpoint)

@@ -23,7 +23,7 @@ def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
         return home
     exports = sorted(Path(checkpoint).glob("eval/*bank-train*/export/index.json"))
     if not exports:
-        from ncl_ray.evaluate_cmd import main as evaluate
+        from ncl_ray.commands.eval import main as evaluate
 
         log.info("no evaluation export yet: embedding the test split for the gallery")
         evaluate(checkpoint, ["eval.methods=[none,ncl]", *overrides])
@@ -52,10 +52,10 @@ def main(target: str, host: str, port: int, kind: str, overrides: List[str], tok
         raise ValueError("--token must be at least 16 characters (e.g. python -c 'import secrets; "
                          "print(secrets.token_urlsafe())')")
 
-    from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.cluster import init_ray
-    from ncl_ray.config import from_dict
-    from ncl_ray.evaluate import resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.runtime.cluster import init_ray
+    from ncl_ray.config.schema import from_dict
+    from ncl_ray.evaluation.evaluate import resolve_checkpoint
     from ncl_ray.serve.app import build_app
 
     checkpoint = resolve_checkpoint(target)

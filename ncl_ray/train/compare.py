@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-log = logging.getLogger("ncl_ray.compare")
+log = logging.getLogger("ncl_ray.train.compare")
 ARMS = {"plain": 0, "ncl": None}  # n_iters; None = the config's (>= 1)
 COLLAPSE = ("train/text_bias_std", "train/text_popularity_std", "train/text_mean_norm")
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -28,7 +28,7 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 
 def parse_arm(spec: str) -> Tuple[str, Dict[str, str]]:
     """`NAME:key=value,key=value` -> (NAME, {key: value}); a clear error naming the spec otherwise."""
-    from ncl_ray.config import ConfigError
+    from ncl_ray.config.schema import ConfigError
 
     name, sep, rest = spec.partition(":")
     pairs = [p.strip() for p in rest.split(",") if p.strip()]
@@ -118,7 +118,7 @@ def caption_ceiling(entries, split: str) -> float:
 
 
 def plot(stats: List[Dict], path: str, title: str) -> str:
-    from ncl_ray.plots import _plt, save
+    from ncl_ray.ui.plots import _plt, save
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
@@ -145,8 +145,8 @@ def arm_overrides(cfg, arms: List[str], custom: Dict[str, Dict[str, str]]) -> Di
     """Every arm's config overrides, typed and checked against the schema (before Ray starts)."""
     import yaml
 
-    from ncl_ray.config import ConfigError, finalize, to_dict
-    from ncl_ray.tune import apply_params
+    from ncl_ray.config.schema import ConfigError, finalize, to_dict
+    from ncl_ray.train.tune import apply_params
 
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not (arms or custom):
@@ -164,7 +164,7 @@ def arm_overrides(cfg, arms: List[str], custom: Dict[str, Dict[str, str]]) -> Di
 
 
 def _arm_trial(params: Dict, arms: Dict[str, Dict], base: Dict, datasets, meta: Dict) -> None:
-    from ncl_ray.tune import _trial
+    from ncl_ray.train.tune import _trial
 
     _trial({**arms[params["arm"]], "train.seed": params["train.seed"]}, base, datasets, meta)
 
@@ -187,11 +187,11 @@ def main(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, 
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from ncl_ray.cluster import init_ray
-    from ncl_ray.config import ConfigError, save_config, served_method, to_dict
-    from ncl_ray.inputs import check_inputs, prepare_data
-    from ncl_ray.runs import open_run_dir
-    from ncl_ray.tune import apply_params
+    from ncl_ray.runtime.cluster import init_ray
+    from ncl_ray.config.schema import ConfigError, save_config, served_method, to_dict
+    from ncl_ray.train.inputs import check_inputs, prepare_data
+    from ncl_ray.runtime.runs import open_run_dir
+    from ncl_ray.train.tune import apply_params
 
     overrides = arm_overrides(cfg, arms, custom or {})
     if seeds < 2:
@@ -230,7 +230,7 @@ def main(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, 
                               baseline=next(iter(overrides)))
     text = format_summary(stats, paired, caption_ceiling(entries, cfg.data.test_split))
     if cfg.train.protocol == "published":
-        from ncl_ray.summary import PUBLISHED
+        from ncl_ray.ui.summary import PUBLISHED
 
         text = PUBLISHED + "\n" + text
     (run_dir / "compare.txt").write_text(text + "\n")

@@ -67,10 +67,10 @@ def convert(state: Dict[str, torch.Tensor]) -> Dict[str, object]:
 
 
 def main(kind: str, path: str, out_dir: str, config: Optional[str], overrides: List[str]) -> int:
-    from ncl_ray.checkpoint import is_complete, load_model_weights, save_checkpoint
-    from ncl_ray.config import load_config, to_dict
+    from ncl_ray.runtime.checkpoint import is_complete, load_model_weights, save_checkpoint
+    from ncl_ray.config.schema import load_config, to_dict
     from ncl_ray.model.clip import build_model_from_config
-    from ncl_ray.optim import build_loss
+    from ncl_ray.train.builders import build_loss
 
     if kind != "clip4clip":
         raise ValueError(f"unknown import kind {kind!r} (clip4clip)")

@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Tuple
 import yaml
 from omegaconf import OmegaConf
 
-from ncl_ray.config import ConfigError, from_dict, save_config, to_dict
+from ncl_ray.config.schema import ConfigError, from_dict, save_config, to_dict
 
-log = logging.getLogger("ncl_ray.tune")
+log = logging.getLogger("ncl_ray.train.tune")
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 
@@ -73,7 +73,7 @@ def _trial(params: Dict[str, Any], base: Dict[str, Any], datasets, meta: Dict[st
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ncl_ray.train import fit
+    from ncl_ray.train.loop import fit
 
     cfg = apply_params(base, params)
     cfg.run.name = f"train-{tune.get_context().get_trial_id()}"
@@ -124,16 +124,16 @@ def main(cfg) -> int:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    from ncl_ray.cluster import init_ray
-    from ncl_ray.runs import open_run_dir
-    from ncl_ray.inputs import check_inputs, prepare_data
+    from ncl_ray.runtime.cluster import init_ray
+    from ncl_ray.runtime.runs import open_run_dir
+    from ncl_ray.train.inputs import check_inputs, prepare_data
 
     t = cfg.tune
     cfg.train.eval_every_epochs = 1  # ASHA needs the metric in every report
     space = load_space(t.space, cfg)
     if not re.fullmatch(r"val/(none|ncl|served)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)", t.metric):
         raise ConfigError(f"tune.metric must be a validation metric such as val/served/t2v_R@1 or "
-                          f"val/ncl/v2t_R@5 (see ncl_ray/evaluate.py), got {t.metric!r}")
+                          f"val/ncl/v2t_R@5 (see ncl_ray/evaluation/evaluate.py), got {t.metric!r}")
     # Tune's own TensorBoard copies off (each trial writes ours); its JSON and CSV results stay (passed below)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the classic reporter prints nothing of its own

@@ -98,7 +98,7 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
     """
     import ray
 
-    from ncl_ray.console import mute_ray_handlers
+    from ncl_ray.ui.console import mute_ray_handlers
 
     mute_ray_handlers()
     if not ray.is_initialized():
@@ -131,7 +131,7 @@ def quiet_data_progress() -> None:
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    from ncl_ray.console import mute_ray_handlers
+    from ncl_ray.ui.console import mute_ray_handlers
 
     mute_ray_handlers()
 

@@ -6,13 +6,13 @@ from typing import Dict
 
 from omegaconf import OmegaConf
 
-from ncl_ray import config as schema
+from ncl_ray.config import schema
 
 _FIELD = re.compile(r"^\s+(\w+):\s*[^=]+=\s*.*?#\s*(.+)$")
 
 
 def key_comments() -> Dict[str, str]:
-    """'section.key' -> the comment written beside the field in ncl_ray/config.py."""
+    """'section.key' -> the comment written beside the field in ncl_ray/config/schema.py."""
     out = {}
     for section, f in schema.Config.__dataclass_fields__.items():
         cls = f.default_factory  # the section's dataclass

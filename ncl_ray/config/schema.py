@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ncl_ray.config_rules import CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, refuse_interpolation
+from ncl_ray.config.rules import CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, refuse_interpolation
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TrainConfig:
     num_workers: int = 2  # Ray Train workers (W)
     use_gpu: bool = False
     cpus_per_worker: float = 0.5  # reserved for scheduling; fractional so that Ray Data keeps CPUs to decode with
-    threads_per_worker: int = 0  # torch threads per worker; 0 = auto (ncl_ray/threads.py: the node's cores on CPU)
+    threads_per_worker: int = 0  # torch threads per worker; 0 = auto (train/threads.py: the node's cores on CPU)
     placement_strategy: str = "PACK"  # PACK (fill nodes) | SPREAD | STRICT_SPREAD (one worker per node)
     amp: bool = True  # bf16/fp16 autocast, GPU only
     seed: int = 0

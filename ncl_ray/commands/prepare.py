@@ -9,11 +9,11 @@ import logging
 import time
 from pathlib import Path
 
-log = logging.getLogger("ncl_ray.prepare")
+log = logging.getLogger("ncl_ray.commands.prepare")
 
 
 def main(cfg) -> int:
-    from ncl_ray.cluster import init_ray
+    from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.data.pipeline import build_clip_cache, load_entries
 
     d = cfg.data

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ncl_ray.ncl.normalize import Sims, make_scorer
-from ncl_ray.retrieval import direction_metrics, normalization_errors
+from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 
 class InputError(ValueError):

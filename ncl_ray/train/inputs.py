@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 from typing import Dict
 
-from ncl_ray.checkpoint import load_checkpoint, load_model_weights
-from ncl_ray.config import ConfigError, to_dict
+from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights
+from ncl_ray.config.schema import ConfigError, to_dict
 
-log = logging.getLogger("ncl_ray.inputs")
+log = logging.getLogger("ncl_ray.train.inputs")
 SMALL_TEST = 100  # fewer test videos than this: R@1 moves by >= 1 point per video
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ncl_ray.data.transforms import frame_mask, normalize_frames
 from ncl_ray.ncl.normalize import MEMORY_MB, Sims, make_scorer, rows_per_block
-from ncl_ray.retrieval import direction_metrics, normalization_errors
+from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 log = logging.getLogger(__name__)
 KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
@@ -176,11 +176,11 @@ class Embedder:
     """Ray Data batch-inference actor: a checkpoint's model on a CPU or GPU, embedding split rows."""
 
     def __init__(self, checkpoint: str, use_gpu: bool = False):
-        from ncl_ray.checkpoint import load_checkpoint
-        from ncl_ray.config import from_dict
+        from ncl_ray.runtime.checkpoint import load_checkpoint
+        from ncl_ray.config.schema import from_dict
         from ncl_ray.model.clip import build_model_from_config
 
-        from ncl_ray.checkpoint import load_model_weights
+        from ncl_ray.runtime.checkpoint import load_model_weights
 
         state = load_checkpoint(checkpoint)
         self.model = build_model_from_config(from_dict(state["config"]))
@@ -203,7 +203,7 @@ def embed_dataset(ds, checkpoint: str, use_gpu: bool, batch_size: int = 64) -> E
     """
     import ray.data
 
-    from ncl_ray.cluster import actor_pool
+    from ncl_ray.runtime.cluster import actor_pool
 
     actors, cpus = actor_pool(use_gpu)
     out = ds.map_batches(Embedder, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},

@@ -59,8 +59,8 @@ def load_index(index: str):
 
 def search(index: str, queries: List[str], top_k: int = 5) -> List[List[Dict]]:
     """Top-k videos per text query by inner product with the folded gallery (= NCL ranking)."""
-    from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.config import from_dict
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.config.schema import from_dict
     from ncl_ray.data.transforms import tokenize
     from ncl_ray.model.clip import build_model_from_config
 

@@ -12,7 +12,7 @@ from typing import Dict, List
 
 import torch
 
-from ncl_ray.evaluate import embed_dataset, evaluate_embeddings, format_results, resolve_checkpoint
+from ncl_ray.evaluation.evaluate import embed_dataset, evaluate_embeddings, format_results, resolve_checkpoint
 
 log = logging.getLogger("ncl_ray.eval")
 
@@ -22,13 +22,13 @@ def main(checkpoint: str, overrides: List[str]) -> int:
     TensorBoard scalars and projector, and an NCL-folded embedding export for `ncl-ray search`."""
     import ray
 
-    from ncl_ray.checkpoint import load_checkpoint
-    from ncl_ray.config import load_config, save_config
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.config.schema import load_config, save_config
     from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
-    from ncl_ray.export import write_index
-    from ncl_ray.cluster import init_ray
-    from ncl_ray.plots import mass_histogram, recall_bars
-    from ncl_ray.tracking import MetricLogger
+    from ncl_ray.evaluation.export import write_index
+    from ncl_ray.runtime.cluster import init_ray
+    from ncl_ray.ui.plots import mass_histogram, recall_bars
+    from ncl_ray.ui.tracking import MetricLogger
 
     checkpoint = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint)
@@ -89,7 +89,7 @@ def main(checkpoint: str, overrides: List[str]) -> int:
     print(f"test split '{d.test_split}': {len(test.video)} videos, {len(test.text)} captions, "
           f"{len(cache.skipped)} videos skipped; ncl/qbnorm biases from the {bank_label}; dsl uses test queries")
     print(format_results(metrics, methods))
-    from ncl_ray.summary import collapse_warning, legend
+    from ncl_ray.ui.summary import collapse_warning, legend
 
     print("\n".join(legend(methods, e.bank)))
     warn = collapse_warning({f"test/{k}": v for k, v in metrics.items()}, int(state["config"]["ncl"]["n_iters"]),

@@ -3,7 +3,7 @@ warnings (a plain ranking of an NCL-trained model near chance, a test split too 
 
 from typing import Dict, List, Optional, Sequence
 
-from ncl_ray.evaluate import format_results
+from ncl_ray.evaluation.evaluate import format_results
 
 METHOD_WORDS = {
     "none": "none = cosine similarity, no normalisation",

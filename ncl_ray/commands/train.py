@@ -8,16 +8,16 @@ import json
 import logging
 from typing import Any, Dict
 
-from ncl_ray.inputs import check_inputs, prepare_data
-from ncl_ray.runs import BEST, best_info, open_run_dir, remove_orphan_checkpoints
-from ncl_ray.train import fit
+from ncl_ray.train.inputs import check_inputs, prepare_data
+from ncl_ray.runtime.runs import BEST, best_info, open_run_dir, remove_orphan_checkpoints
+from ncl_ray.train.loop import fit
 
-log = logging.getLogger("ncl_ray.driver")
+log = logging.getLogger("ncl_ray.commands.train")
 
 
 def _train_progress(bar_holder: list):
     """A renderer for the board's training state: one Progress line (created when the total is known)."""
-    from ncl_ray.console import Progress
+    from ncl_ray.ui.console import Progress
 
     def render(st: Dict[str, Any]) -> None:
         if "total" not in st:
@@ -67,10 +67,10 @@ def _board_report(board, n: int):
 
 def main(cfg) -> int:
     """The main job: data, distributed training, final test evaluation, summary."""
-    from ncl_ray.cluster import copy_session_logs, init_ray
-    from ncl_ray.console import attach_run_log
-    from ncl_ray.progress import new_board, watch
-    from ncl_ray.summary import report
+    from ncl_ray.runtime.cluster import copy_session_logs, init_ray
+    from ncl_ray.ui.console import attach_run_log
+    from ncl_ray.ui.progress import new_board, watch
+    from ncl_ray.ui.summary import report
 
     entries = check_inputs(cfg)  # before Ray starts and before the run folder exists
     run_dir = open_run_dir(cfg)

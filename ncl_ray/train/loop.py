@@ -1,4 +1,4 @@
-"""NCL training on Ray Train (Train V2): the worker loop and `fit`; `ncl_ray.driver.main` is the command.
+"""NCL training on Ray Train (Train V2): the worker loop and `fit`; `ncl_ray.commands.train.main` is the command.
 
 `fit` runs a `TorchTrainer` with `train_loop_per_worker` on the datasets `inputs.prepare_data` built.
 Workers: build the model and the NCL loss (which owns the replicated query queues), restore the latest
@@ -16,20 +16,20 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ncl_ray.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from ncl_ray.config import from_dict, select_metric, served_method, to_dict
+from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from ncl_ray.config.schema import from_dict, select_metric, served_method, to_dict
 from ncl_ray.data.transforms import frame_mask, normalize_frames, sample_captions
-from ncl_ray.epochs import EpochFeeder
-from ncl_ray.evaluate import embed_batches, evaluate_embeddings
+from ncl_ray.train.epochs import EpochFeeder
+from ncl_ray.evaluation.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.optim import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
-from ncl_ray.profiling import Clock, allreduce_seconds
-from ncl_ray.runs import BEST, best_info, restore_source, save_best
-from ncl_ray.threads import set_worker_threads
-from ncl_ray.tracking import MetricLogger
+from ncl_ray.train.builders import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
+from ncl_ray.train.profiling import Clock, allreduce_seconds
+from ncl_ray.runtime.runs import BEST, best_info, restore_source, save_best
+from ncl_ray.train.threads import set_worker_threads
+from ncl_ray.ui.tracking import MetricLogger
 
-log = logging.getLogger("ncl_ray.train")
+log = logging.getLogger("ncl_ray.train.loop")
 FAULT_ENV = "NCL_RAY_FAIL_AT_STEP"  # fault injection, same as train.fail_at_step
 
 
@@ -270,8 +270,8 @@ def fit(cfg, datasets, meta, callbacks=None):
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ncl_ray.cluster import check_training_resources
-    from ncl_ray.torch_backend import LoopbackTorchConfig
+    from ncl_ray.runtime.cluster import check_training_resources
+    from ncl_ray.train.torch_backend import LoopbackTorchConfig
 
     t = cfg.train
     check_training_resources(t.num_workers, t.cpus_per_worker, t.use_gpu)

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
-from ncl_ray.checkpoint import checkpoint_step, config_differences
-from ncl_ray.config import ConfigError, save_config, to_dict
+from ncl_ray.runtime.checkpoint import checkpoint_step, config_differences
+from ncl_ray.config.schema import ConfigError, save_config, to_dict
 
 log = logging.getLogger(__name__)
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of registered checkpoints
@@ -126,7 +126,7 @@ def save_best(run_dir: Path, model, loss_fn, epoch: int, step: int, config: dict
     """Replace run_dir/best with this model (weights and query queues, no optimizer), atomically."""
     import json
 
-    from ncl_ray.checkpoint import save_checkpoint
+    from ncl_ray.runtime.checkpoint import save_checkpoint
 
     best, tmp, old = run_dir / BEST, run_dir / (BEST + ".tmp"), run_dir / (BEST + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -144,7 +144,7 @@ def best_info(run_dir: Path) -> Optional[dict]:
     """{epoch, step, metric, score} of run_dir/best, or None when there is no complete one."""
     import json
 
-    from ncl_ray.checkpoint import is_complete
+    from ncl_ray.runtime.checkpoint import is_complete
 
     best = run_dir / BEST
     if not is_complete(str(best)) or not (best / "best.json").is_file():

@@ -1,7 +1,7 @@
 """Submit ncl-ray commands to a Ray cluster as Ray Jobs (`jobs/submit.sh` wraps this module).
 
-    python -m ncl_ray.jobs submit train conf/msrvtt.yaml run.storage_path=/mnt/shared/runs --gpus 0
-    python -m ncl_ray.jobs status JOB_ID | logs JOB_ID | stop JOB_ID | list
+    python -m ncl_ray.runtime.jobs submit train conf/msrvtt.yaml run.storage_path=/mnt/shared/runs --gpus 0
+    python -m ncl_ray.runtime.jobs status JOB_ID | logs JOB_ID | stop JOB_ID | list
 
 The address comes from `--address` or RAY_ADDRESS (the dashboard, e.g. http://127.0.0.1:8265 through `ray
 dashboard jobs/cluster.yaml` or an SSH tunnel). Clusters run Ray's token authentication (jobs/cluster.yaml,
@@ -138,7 +138,8 @@ def _job_call(fn, job_id: str, address: str):
         return fn(job_id)
     except RuntimeError as e:
         if "does not exist" in str(e) or "404" in str(e):
-            raise JobsError(f"no job '{job_id}' on {address} (python -m ncl_ray.jobs list shows the jobs)") from None
+            raise JobsError(f"no job '{job_id}' on {address} "
+                            "(python -m ncl_ray.runtime.jobs list shows the jobs)") from None
         raise
 
 
@@ -169,7 +170,7 @@ def check_job_config(command: str, config: str, overrides: List[str], root: Path
         return
     from omegaconf import OmegaConf
 
-    from ncl_ray.config import Config, ConfigError, load_config
+    from ncl_ray.config.schema import Config, ConfigError, load_config
 
     path = root / config if not Path(config).is_absolute() else Path(config)
     try:
@@ -219,7 +220,7 @@ def submit(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ncl_ray.jobs", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ncl_ray.runtime.jobs", description=__doc__.split("\n")[0])
     p.add_argument("--address", help="Ray dashboard address (default: $RAY_ADDRESS)")
     p.add_argument("--token-file", help="the cluster's Ray token (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH "
                                         "or ~/.ray/auth_token)")

@@ -1,0 +1,1 @@
+"""One file per `ncl-ray` verb: `register(sub)` adds its parser, `main(args) -> int` runs it."""

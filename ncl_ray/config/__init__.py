@@ -1,0 +1,1 @@
+"""The run configuration: typed schema (defaults, YAML diffs, overrides), its rules, its annotated listing. No Ray."""
