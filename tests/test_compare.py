@@ -92,7 +92,7 @@ def test_hub_share_by_hand():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_arm_two_seed_miniature(ray_local, tmp_path, capsys):
-    from ncl_ray.train.compare import main
+    from ncl_ray.train.compare import run_comparison as main
     from ncl_ray.config.schema import load_config
 
     cfg = load_config("conf/compare.yaml", [

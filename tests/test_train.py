@@ -106,7 +106,7 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ncl_ray.runtime.checkpoint import load_checkpoint
-    from ncl_ray.commands.train import main
+    from ncl_ray.train.job import run_job as main
 
     # Ray Train's production poll interval (2 s): it registers a reported checkpoint only when it polls, so a
     # worker that dies right after writing one used to be restored from the one before
@@ -153,7 +153,7 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
 
 def test_more_workers_than_the_cluster_fails_at_once(ray_local, tmp_path, data_root):
     from ncl_ray.runtime.cluster import ResourceError
-    from ncl_ray.commands.train import main
+    from ncl_ray.train.job import run_job as main
 
     cfg = small_config(tmp_path, data_root, "run.name=big", "train.num_workers=5", "train.cpus_per_worker=1")
     start = time.time()
@@ -184,7 +184,7 @@ def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path,
 
 def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, data_root):
     from ncl_ray.config.schema import ConfigError
-    from ncl_ray.commands.train import main
+    from ncl_ray.train.job import run_job as main
 
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=1")) == 0
     with pytest.raises(ConfigError, match="already exists"):
@@ -207,7 +207,7 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.cli import main as cli
     from ncl_ray.evaluation.export import search
-    from ncl_ray.commands.train import main
+    from ncl_ray.train.job import run_job as main
 
     # trained with the CLIP4Clip parity switch: fp16 backbone through DDP, checkpoint and eval
     assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1", "model.clip_fp16=true")) == 0
@@ -255,7 +255,7 @@ def test_pairs_epochs_with_clip4clip_head_and_optimizer(ray_local, tmp_path, dat
     """data.samples=pairs on the built-in corpus: every (video, caption) pair once per epoch; seqTransf,
     BertAdam and CLIP4Clip's frames with their mask: CLIP4Clip's recipe in small."""
     from ncl_ray.data.pipeline import load_entries
-    from ncl_ray.commands.train import main
+    from ncl_ray.train.job import run_job as main
 
     cfg = small_config(tmp_path, data_root, "run.name=pairs", "train.epochs=2", "data.samples=pairs",
                        "optim.name=bertadam", "model.pooling=seqTransf", "train.eval_every_epochs=2",

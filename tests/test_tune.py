@@ -24,7 +24,7 @@ def test_space_file_errors_name_the_key(tmp_path):
 
 
 def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, capsys):
-    from ncl_ray.train.tune import main
+    from ncl_ray.train.tune import run_sweep as main
 
     space = tmp_path / "space.yaml"
     space.write_text("ncl.n_iters: {grid: [0, 3]}\nncl.queue_size: {grid: [16]}\n")

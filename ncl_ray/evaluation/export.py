@@ -87,15 +87,3 @@ def _captions_by_video(index: str) -> Dict[str, List[str]]:
         out.setdefault(vid, []).append(cap)
     return out
 
-
-def main(index: str, query: str, top_k: int = 5) -> int:
-    meta = json.loads((Path(index) / "index.json").read_text()) if (Path(index) / "index.json").is_file() else {}
-    hits = search(index, [query], top_k)[0]
-    print(f"query: {query!r}   gallery: the '{meta.get('split', 'test')}' split of {meta.get('checkpoint', index)} "
-          f"({meta.get('videos', '?')} videos), ranked by NCL (biases from the {meta.get('bank', '?')} bank)")
-    print(f"{'rank':>4s}  {'score':>8s}  {'video':<14s} first caption / path")
-    for rank, hit in enumerate(hits, start=1):
-        caption = hit["captions"][0] if hit["captions"] else ""
-        print(f"{rank:4d}  {hit['score']:8.4f}  {hit['video_id']:<14s} {caption}")
-        print(f"{'':30s}{hit['path']}")
-    return 0

@@ -81,7 +81,7 @@ class VideoEmbedder:
                 "error": np.array(errors, dtype=object)}
 
 
-def main(target: str, inputs: str, overrides: List[str]) -> int:
+def add_videos(target: str, inputs: str, overrides: List[str]) -> int:
     import ray.data
     import torch
 
@@ -90,7 +90,7 @@ def main(target: str, inputs: str, overrides: List[str]) -> int:
     from ncl_ray.config.schema import from_dict
     from ncl_ray.evaluation.evaluate import resolve_checkpoint
     from ncl_ray.ncl.normalize import Sims, ncl_gallery_bias
-    from ncl_ray.serve.cli import ensure_index
+    from ncl_ray.serve.launch import ensure_index
     from ncl_ray.serve.index import GalleryIndex
     from ncl_ray.serve.versions import write_version
 

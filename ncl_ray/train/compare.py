@@ -179,7 +179,7 @@ def last_logged(tb_dir: str, tags: Sequence[str] = COLLAPSE, n: int = 5) -> Dict
     return {t: float(np.mean([e.value for e in events.Scalars(t)[-n:]])) for t in tags if t in have}
 
 
-def main(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, str]]] = None) -> int:
+def run_comparison(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, str]]] = None) -> int:
     import os
     from pathlib import Path
 

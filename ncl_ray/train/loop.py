@@ -1,6 +1,5 @@
-"""NCL training on Ray Train (Train V2): the worker loop and `fit`; `ncl_ray.commands.train.main` is the command.
+"""NCL training on Ray Train (Train V2): what every worker runs (`fit.py` is the driver side, `job.py` the job).
 
-`fit` runs a `TorchTrainer` with `train_loop_per_worker` on the datasets `inputs.prepare_data` built.
 Workers: build the model and the NCL loss (which owns the replicated query queues), restore the latest
 checkpoint if Ray restarted them (or `train.resume_from`), and loop over their data shard with `train_step`.
 Every rank calls `ray.train.report` each epoch; rank 0 evaluates, writes TensorBoard and the checkpoint.
@@ -17,7 +16,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from ncl_ray.config.schema import from_dict, select_metric, served_method, to_dict
+from ncl_ray.config.schema import from_dict, select_metric, served_method
 from ncl_ray.data.transforms import frame_mask, normalize_frames, sample_captions
 from ncl_ray.train.epochs import EpochFeeder
 from ncl_ray.evaluation.evaluate import embed_batches, evaluate_embeddings
@@ -264,34 +263,3 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
         ray.get(meta["board"].set.remote(sums))
     tb.close()
 
-
-def fit(cfg, datasets, meta, callbacks=None):
-    """Build and run the TorchTrainer; returns the Ray Train Result."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from ncl_ray.runtime.cluster import check_training_resources
-    from ncl_ray.train.torch_backend import LoopbackTorchConfig
-
-    t = cfg.train
-    check_training_resources(t.num_workers, t.cpus_per_worker, t.use_gpu)
-    # workers that cannot be placed fail after this long, and the start is retried only twice (Ray's default
-    # retries forever); the variable reaches Ray Train's controller from the driver's environment
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(t.startup_timeout_s)
-    resources = {"CPU": t.cpus_per_worker}
-    if t.use_gpu:
-        resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        torch_config=LoopbackTorchConfig(),
-        train_loop_config={"cfg": to_dict(cfg), "meta": meta},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources,
-                                     placement_strategy=t.placement_strategy),
-        run_config=RunConfig(name=cfg.run.name, storage_path=cfg.run.storage_path,
-                             failure_config=FailureConfig(max_failures=t.max_failures, controller_failure_limit=2),
-                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
-                             callbacks=callbacks or []),
-        datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in datasets else []),
-    )
-    return trainer.fit()

@@ -73,7 +73,7 @@ def _trial(params: Dict[str, Any], base: Dict[str, Any], datasets, meta: Dict[st
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ncl_ray.train.loop import fit
+    from ncl_ray.train.fit import fit
 
     cfg = apply_params(base, params)
     cfg.run.name = f"train-{tune.get_context().get_trial_id()}"
@@ -119,7 +119,7 @@ def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, s
     return table, table.to_string(index=False, float_format=lambda x: f"{x:.2f}")
 
 
-def main(cfg) -> int:
+def run_sweep(cfg) -> int:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler

@@ -23,7 +23,7 @@ def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
         return home
     exports = sorted(Path(checkpoint).glob("eval/*bank-train*/export/index.json"))
     if not exports:
-        from ncl_ray.commands.eval import main as evaluate
+        from ncl_ray.evaluation.checkpoint_eval import evaluate_checkpoint as evaluate
 
         log.info("no evaluation export yet: embedding the test split for the gallery")
         evaluate(checkpoint, ["eval.methods=[none,ncl]", *overrides])
@@ -34,7 +34,7 @@ def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
     return home
 
 
-def main(target: str, host: str, port: int, kind: str, overrides: List[str], token: str = "",
+def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str], token: str = "",
          allow_hosts: Sequence[str] = ()) -> int:
     """Serve a run's index. Beyond loopback a token is required (--token or $NCL_RAY_SERVE_TOKEN), checked
     before Ray starts; Host headers other than loopback, the bound address and `allow_hosts` are refused."""

@@ -1,0 +1,28 @@
+"""`ncl-ray search --index EXPORT "query" [--top-k 5]`: text search over an exported index, no Ray."""
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    sp = sub.add_parser("search", help="text search over an exported index")
+    sp.add_argument("--index", required=True, help="the export/ folder that ncl-ray eval wrote")
+    sp.add_argument("query", help="text to search for, e.g. 'a large red circle moving left'")
+    sp.add_argument("--top-k", type=int, default=5, help="number of videos to show (default: 5)")
+    sp.set_defaults(fn=main)
+
+
+def main(args) -> int:
+    from ncl_ray.evaluation.export import search
+
+    index, query = args.index, args.query
+    meta = json.loads((Path(index) / "index.json").read_text()) if (Path(index) / "index.json").is_file() else {}
+    hits = search(index, [query], args.top_k)[0]
+    print(f"query: {query!r}   gallery: the '{meta.get('split', 'test')}' split of {meta.get('checkpoint', index)} "
+          f"({meta.get('videos', '?')} videos), ranked by NCL (biases from the {meta.get('bank', '?')} bank)")
+    print(f"{'rank':>4s}  {'score':>8s}  {'video':<14s} first caption / path")
+    for rank, hit in enumerate(hits, start=1):
+        caption = hit["captions"][0] if hit["captions"] else ""
+        print(f"{rank:4d}  {hit['score']:8.4f}  {hit['video_id']:<14s} {caption}")
+        print(f"{'':30s}{hit['path']}")
+    return 0

@@ -1,0 +1,72 @@
+"""`ncl-ray train conf/default.yaml [key=value ...]`: the main job, from inputs to the printed report.
+
+Order matters for the user: inputs are checked before Ray starts and before the run folder exists; progress
+(decode, training, evaluation) is one line per phase; Ray's own logs end up in runs/<name>/logs/.
+"""
+
+import json
+import logging
+from ncl_ray.train.inputs import check_inputs, prepare_data
+from ncl_ray.runtime.runs import BEST, best_info, open_run_dir, remove_orphan_checkpoints
+from ncl_ray.train.fit import fit
+
+log = logging.getLogger("ncl_ray.train.job")
+
+
+def run_job(cfg) -> int:
+    """The main job: data, distributed training, final test evaluation, summary."""
+    from ncl_ray.runtime.cluster import copy_session_logs, init_ray
+    from ncl_ray.ui.console import attach_run_log
+    from ncl_ray.ui.progress import board_report, new_board, train_progress, watch, with_store_peak
+    from ncl_ray.ui.summary import report
+
+    entries = check_inputs(cfg)  # before Ray starts and before the run folder exists
+    run_dir = open_run_dir(cfg)
+    attach_run_log(run_dir)
+    remove_orphan_checkpoints(run_dir)
+    log.info("run %s in %s", cfg.run.name, run_dir)
+    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    try:
+        datasets, meta, cache = prepare_data(cfg, run_dir, entries)
+        log.info("training: %d train videos%s, %d steps/epoch x %d epochs, %d workers x batch %d",
+                 meta["train_videos"], f" ({meta['train_pairs']} pairs)" if "train_pairs" in meta else "",
+                 meta["steps_per_epoch"], cfg.train.epochs, cfg.train.num_workers, cfg.train.batch_size)
+        meta["board"] = new_board()
+        bar: list = []
+        render, store_peak = with_store_peak(train_progress(bar))
+        with watch(meta["board"], render):
+            result = fit(cfg, datasets, meta)
+        if bar:
+            bar[0].close()
+        workers, profile = board_report(meta["board"], cfg.train.num_workers)
+        profile["object_store_peak_bytes"] = store_peak[0]
+    finally:
+        if copy_session_logs(str(run_dir / "logs" / "ray")):
+            log.info("Ray's own logs: %s", run_dir / "logs" / "ray")
+    remove_orphan_checkpoints(run_dir)
+    metrics = dict(result.metrics or {})
+    last = result.checkpoint.path if result.checkpoint else None
+    best = best_info(run_dir) if cfg.train.keep_best else None
+    if best is not None:
+        tested = str(run_dir / BEST)
+        why = f"best validation epoch {best['epoch'] + 1} of {cfg.train.epochs}: {best['metric']} = {best['score']:.2f}"
+    else:
+        tested, why = last, f"last epoch ({'train.keep_best=false' if not cfg.train.keep_best else 'no validation'})"
+    summary = {"run": cfg.run.name, "protocol": cfg.train.protocol, "checkpoint": tested, "last_checkpoint": last,
+               "selected": best,
+               "workers": workers, "placement_strategy": cfg.train.placement_strategy, "profile": profile,
+               "cache": {"path": cache.path, "encoding": cache.encoding, "bytes_per_clip": cache.bytes_per_clip,
+                         "build_s": cache.seconds, "in_memory": meta.get("in_memory", "streaming")},
+               "skipped_videos": cache.skipped, "skipped_count": len(cache.skipped),
+               "decoded_videos": cache.decoded, "metrics": metrics}
+    results = run_dir / "results.json"
+    results.write_text(json.dumps(summary, indent=2))
+    from ncl_ray.data.pipeline import split_videos
+
+    n_test = len(split_videos(cache, entries, cfg.data.test_split))
+    print()
+    print(report(cfg.run.name, metrics, list(cfg.eval.methods), split=cfg.data.test_split, bank=cfg.eval.bank,
+                 n_iters=cfg.ncl.n_iters, queue=cfg.ncl.queue_size, n_videos=n_test, tested=tested, why=why,
+                 decoded=cache.decoded, skipped=len(cache.skipped), results=str(results), run_dir=str(run_dir),
+                 protocol=cfg.train.protocol))
+    return 0
