@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ncl_ray.data.clip4clip_frames import clip_resize, decode_clip4clip
+from ncl_ray.data.clip4clip_frames import decode_clip4clip
+from ncl_ray.data.rgb import clip_resize
 from ncl_ray.data.decode import DecodeError, decode_batch, decode_video
 from ncl_ray.data.synthetic import write_video
 

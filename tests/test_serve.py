@@ -112,7 +112,7 @@ def test_served_ncl_ranking_equals_the_eval_scorer(served):
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.config.schema import from_dict
     from ncl_ray.data.transforms import tokenize
-    from ncl_ray.evaluation.evaluate import resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
     from ncl_ray.model.clip import build_model_from_config
     from ncl_ray.ncl.normalize import Sims, make_scorer
     from ncl_ray.serve.index import GalleryIndex
@@ -203,7 +203,7 @@ def test_index_add_makes_unseen_videos_searchable(served):
     # the NCL biases depend on the whole gallery: recomputed for the old videos too
     import pyarrow.parquet as pq
 
-    from ncl_ray.evaluation.evaluate import resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
 
     home = Path(resolve_checkpoint(str(served["run"]))) / "index"
     v1 = pq.read_table(home / "v0001" / "videos.parquet").to_pydict()

@@ -12,6 +12,6 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ncl_ray.model.clip4clip_import import import_checkpoint
+    from ncl_ray.train.import_clip4clip import import_checkpoint
 
     return import_checkpoint(args.kind, args.file, args.out, args.config, args.overrides)

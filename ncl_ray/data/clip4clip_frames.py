@@ -8,9 +8,9 @@ Rules pinned from CLIP4Clip's reader (`--feature_framerate 1 --slice_framepos 2`
 - when that gives more than `num_frames` frames, np.linspace(0, n - 1, num_frames) (truncated to int) picks
   `num_frames` of them; when fewer, all are kept and the clip is padded with zero frames, which the model masks
   (the `n_frames` column; CLIP4Clip's video_mask);
-- CLIP's preprocessing: PIL bicubic resize of the shorter side to `size` (the longer side int(size * long /
-  short), truncated, as torchvision computes it), then a centre crop whose offsets are int(round((side - size) /
-  2)) (Python's round: halves go to even).
+- CLIP's preprocessing (rgb.clip_resize): PIL bicubic resize of the shorter side to `size` (the longer side
+  int(size * long / short), truncated, as torchvision computes it), then a centre crop whose offsets are
+  int(round((side - size) / 2)) (Python's round: halves go to even).
 CLIP4Clip reads frames with OpenCV, this with PyAV: the same frame numbers; the YUV to RGB conversion is
 FFmpeg's in both, so a pixel may differ by a rounding step where the two libraries configure it differently.
 Frames are rotated for display as the stream's display matrix says (as the uniform sampler does).
@@ -20,32 +20,9 @@ from typing import Optional, Tuple
 
 import av
 import numpy as np
-from PIL import Image
 
-from ncl_ray.data.decode import DecodeError
-from ncl_ray.data.limits import MAX_SECOND_FRAMES, Deadline, check_frame_size
+from ncl_ray.data.limits import MAX_SECOND_FRAMES, DecodeError, Deadline, check_frame_size
 from ncl_ray.data.rgb import to_rgb
-
-
-def clip_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """CLIP's Resize(size, bicubic) + CenterCrop(size) on one uint8 (H, W, 3) frame -> (size, size, 3)."""
-    h, w = rgb.shape[:2]
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
-    img = Image.fromarray(rgb).resize((nw, nh), Image.BICUBIC)
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-    return np.asarray(img.crop((left, top, left + size, top + size)))
-
-
-def clip_frame(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """One decoded frame, rotated for display, through CLIP's resize: uint8 (size, size, 3)."""
-    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-    k = (int(round((frame.rotation or 0) / 90.0))) % 4
-    if k:
-        rgb = np.ascontiguousarray(np.rot90(rgb, k=k))
-    return clip_resize(rgb, size)
 
 
 def clip4clip_indices(n_seconds_frames: int, num_frames: int) -> np.ndarray:

@@ -25,21 +25,13 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
-from ncl_ray.data.limits import Deadline, StridedFrames, check_frame_size
+from ncl_ray.data.limits import DecodeError, Deadline, StridedFrames, check_frame_size
 from ncl_ray.data.packets import drain_after, packet_index, seek_needed, seek_target, start_position, target_pts
 from ncl_ray.data.rgb import ClipRows, to_rgb
 
 DECODER_VERSION = "3"  # part of the clip-cache key: bump when the output of decode_frames changes
 KEEP_PACKET_BYTES = 64 << 20  # a video stream up to this size is read once and decoded from memory
 HOLD_FRAME_BYTES = 32 << 20  # decoded frames held for conversion in one batch
-
-
-class DecodeError(RuntimeError):
-    """A video could not be decoded; `path` names it and `reason` says why."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = path, reason
 
 
 def sample_times(start: float, duration: float, num_frames: int,

@@ -20,6 +20,14 @@ MAX_SECOND_FRAMES = 3600  # CLIP4Clip's sampler: one frame per second, for at mo
 MAX_DECODE_S = 300.0
 
 
+class DecodeError(RuntimeError):
+    """A video could not be decoded; `path` names it and `reason` says why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
 class Deadline:
     """`check()` raises DecodeError once MAX_DECODE_S (or `seconds`) have passed since construction."""
 
@@ -29,8 +37,6 @@ class Deadline:
 
     def check(self) -> None:
         if time.monotonic() > self.end:
-            from ncl_ray.data.decode import DecodeError
-
             raise DecodeError(self.path, f"decoding took longer than {self.seconds:g} s")
 
 
@@ -38,8 +44,6 @@ def check_frame_size(stream, path: str) -> None:
     """Refuse a stream whose frames exceed MAX_FRAME_PIXELS (from its header, nothing decoded)."""
     w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     if w * h > MAX_FRAME_PIXELS:
-        from ncl_ray.data.decode import DecodeError
-
         raise DecodeError(path, f"frames of {w}x{h} pixels exceed the limit of {MAX_FRAME_PIXELS} (8K UHD)")
 
 

@@ -5,6 +5,7 @@ from typing import Optional
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+from PIL import Image
 
 
 def to_rgb(frame: av.VideoFrame, size: int, reformatter=None, out: Optional[np.ndarray] = None,
@@ -13,10 +14,8 @@ def to_rgb(frame: av.VideoFrame, size: int, reformatter=None, out: Optional[np.n
     `reformatter` reused across a clip keeps one swscale context instead of building one per frame. swscale
     writes planar RGB (gbrp): its packed-RGB output path costs about 30 % more CPU and, at 720p -> 224, lands
     more than twice as far from an exact float area resize (mean |error| 8.9 vs 3.9 of 255). `resize="clip4clip"`
-    uses CLIP's PIL bicubic resize and crop instead (clip4clip_frames.py)."""
+    uses CLIP's PIL bicubic resize and crop instead (`clip_frame`)."""
     if resize == "clip4clip":
-        from ncl_ray.data.clip4clip_frames import clip_frame  # imported here: that module imports this one
-
         rgb = clip_frame(frame, size)
         if out is None:
             return rgb
@@ -67,3 +66,24 @@ class ClipRows:
                 to_rgb(frame, size, self.reformatter, out=self.clip[row], resize=self.resize)
                 self.last = frame
         self.held, self.bytes = [], 0
+
+
+def clip_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """CLIP's Resize(size, bicubic) + CenterCrop(size) on one uint8 (H, W, 3) frame -> (size, size, 3)."""
+    h, w = rgb.shape[:2]
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    img = Image.fromarray(rgb).resize((nw, nh), Image.BICUBIC)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return np.asarray(img.crop((left, top, left + size, top + size)))
+
+
+def clip_frame(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """One decoded frame, rotated for display, through CLIP's resize: uint8 (size, size, 3)."""
+    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+    k = (int(round((frame.rotation or 0) / 90.0))) % 4
+    if k:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=k))
+    return clip_resize(rgb, size)

@@ -12,7 +12,9 @@ from typing import Dict, List
 
 import torch
 
-from ncl_ray.evaluation.evaluate import embed_dataset, evaluate_embeddings, format_results, resolve_checkpoint
+from ncl_ray.evaluation.evaluate import embed_dataset, evaluate_embeddings
+from ncl_ray.runtime.checkpoint import resolve_checkpoint
+from ncl_ray.ui.summary import format_results
 
 log = logging.getLogger("ncl_ray.eval")
 

@@ -9,10 +9,8 @@ Metric names: `<method>/t2v_R@1`, `<method>/v2t_R@1` (strict: each caption again
 `t2v_norm_error_before`.
 """
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
@@ -23,7 +21,6 @@ from ncl_ray.ncl.normalize import MEMORY_MB, Sims, make_scorer, rows_per_block
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 log = logging.getLogger(__name__)
-KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
 
 @dataclass
@@ -139,37 +136,6 @@ def hub_share(text: torch.Tensor, video: torch.Tensor, chunk_size: int = 4096) -
         top = (text[start: start + chunk_size].float() @ video.float().T).argmax(dim=1)  # (r,)
         counts += torch.bincount(top, minlength=len(video)).float()
     return 100.0 * float((counts > 2.0 * len(text) / len(video)).float().mean())
-
-
-def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: str = "") -> str:
-    """A table: one row per method, t2v and v2t R@1/5/10, MdR, MnR."""
-    head = f"{'method':8s} | " + " ".join(f"{'t2v ' + k:>9s}" for k in KEYS) + " | " + \
-        " ".join(f"{'v2t ' + k:>9s}" for k in KEYS)
-    lines = [head, "-" * len(head)]
-    for m in methods:
-        t = [metrics.get(f"{prefix}{m}/t2v_{k}", float("nan")) for k in KEYS]
-        v = [metrics.get(f"{prefix}{m}/v2t_{k}", float("nan")) for k in KEYS]
-        lines.append(f"{m:8s} | " + " ".join(f"{x:9.2f}" for x in t) + " | " + " ".join(f"{x:9.2f}" for x in v))
-    ne = metrics.get(f"{prefix}t2v_norm_error_before")
-    if ne is not None:
-        after = ", ".join(f"{m} {metrics.get(f'{prefix}{m}/t2v_norm_error', float('nan')):.3f}" for m in methods)
-        lines.append(f"t2v normalisation error: before {ne:.3f}; after: {after}")
-    return "\n".join(lines)
-
-
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint folder, or a run folder (its final checkpoint from results.json, else the newest)."""
-    p = Path(path).resolve()
-    if (p / "state.pt").is_file():
-        return str(p)
-    if (p / "results.json").is_file():
-        ckpt = json.loads((p / "results.json").read_text()).get("checkpoint")
-        if ckpt and (Path(ckpt) / "state.pt").is_file():
-            return ckpt
-    found = sorted(p.glob("checkpoint_*/state.pt")) if p.is_dir() else []
-    if found:
-        return str(found[-1].parent)
-    raise FileNotFoundError(f"no ncl-ray checkpoint in {path} (expected state.pt, or a run folder)")
 
 
 class Embedder:

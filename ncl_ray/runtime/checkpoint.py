@@ -114,3 +114,18 @@ def load_model_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor],
         why = ("; ".join(diffs) if diffs else str(e).splitlines()[0])
         raise CheckpointError(f"{source}: the checkpoint's model does not fit this config's model ({why})") \
             from None
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint folder, or a run folder (its final checkpoint from results.json, else the newest)."""
+    p = Path(path).resolve()
+    if (p / "state.pt").is_file():
+        return str(p)
+    if (p / "results.json").is_file():
+        ckpt = json.loads((p / "results.json").read_text()).get("checkpoint")
+        if ckpt and (Path(ckpt) / "state.pt").is_file():
+            return ckpt
+    found = sorted(p.glob("checkpoint_*/state.pt")) if p.is_dir() else []
+    if found:
+        return str(found[-1].parent)
+    raise FileNotFoundError(f"no ncl-ray checkpoint in {path} (expected state.pt, or a run folder)")

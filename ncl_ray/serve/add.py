@@ -88,7 +88,7 @@ def add_videos(target: str, inputs: str, overrides: List[str]) -> int:
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.runtime.cluster import actor_pool, init_ray
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.evaluation.evaluate import resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
     from ncl_ray.ncl.normalize import Sims, ncl_gallery_bias
     from ncl_ray.serve.launch import ensure_index
     from ncl_ray.serve.index import GalleryIndex

@@ -55,7 +55,7 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.evaluation.evaluate import resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
     from ncl_ray.serve.app import build_app
 
     checkpoint = resolve_checkpoint(target)

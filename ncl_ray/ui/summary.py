@@ -3,7 +3,6 @@ warnings (a plain ranking of an NCL-trained model near chance, a test split too 
 
 from typing import Dict, List, Optional, Sequence
 
-from ncl_ray.evaluation.evaluate import format_results
 
 METHOD_WORDS = {
     "none": "none = cosine similarity, no normalisation",
@@ -56,4 +55,23 @@ def report(name: str, metrics: Dict[str, float], methods: Sequence[str], *, spli
     lines.append(f"videos: {decoded} decoded, {skipped} skipped" + (f" (listed in {results})" if skipped else ""))
     lines.append(f"results: {results}")
     lines.append(f"TensorBoard: tensorboard --logdir {run_dir} --host 127.0.0.1   (or: make tensorboard)")
+    return "\n".join(lines)
+
+
+KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+
+
+def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: str = "") -> str:
+    """A table: one row per method, t2v and v2t R@1/5/10, MdR, MnR."""
+    head = f"{'method':8s} | " + " ".join(f"{'t2v ' + k:>9s}" for k in KEYS) + " | " + \
+        " ".join(f"{'v2t ' + k:>9s}" for k in KEYS)
+    lines = [head, "-" * len(head)]
+    for m in methods:
+        t = [metrics.get(f"{prefix}{m}/t2v_{k}", float("nan")) for k in KEYS]
+        v = [metrics.get(f"{prefix}{m}/v2t_{k}", float("nan")) for k in KEYS]
+        lines.append(f"{m:8s} | " + " ".join(f"{x:9.2f}" for x in t) + " | " + " ".join(f"{x:9.2f}" for x in v))
+    ne = metrics.get(f"{prefix}t2v_norm_error_before")
+    if ne is not None:
+        after = ", ".join(f"{m} {metrics.get(f'{prefix}{m}/t2v_norm_error', float('nan')):.3f}" for m in methods)
+        lines.append(f"t2v normalisation error: before {ne:.3f}; after: {after}")
     return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The architecture as rules the code must keep (README, "Where code goes"): rooms import only rooms below them,
+Ray stays out of the library and the config, the config stops at builders, commands are leaves, no import cycles."""
+
+import ast
+from pathlib import Path
+from typing import Dict, Set
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "ncl_ray"
+# lowest first: a module may import its own room and the rooms before it, never one after
+ORDER = [{"ncl", "model", "metrics"}, {"config"}, {"ui"}, {"runtime"}, {"data"}, {"evaluation"}, {"train"},
+         {"serve"}, {"commands"}, {"cli", "__main__", "__init__"}]
+RAY_FREE = {"ncl", "model", "metrics", "config"}  # the math and the schema: testable in one process, no Ray
+CONFIG_FREE = {"ncl", "model", "metrics"}  # take plain arguments; config becomes objects in builders
+
+
+def _name(path: Path) -> str:
+    return ".".join(path.relative_to(PKG.parent).with_suffix("").parts).replace(".__init__", "")
+
+
+def _imports(path: Path) -> Set[str]:
+    """Every module an import statement names, at the top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}  # `from ncl_ray.config import schema`
+    return out
+
+
+MODULES: Dict[str, Set[str]] = {_name(p): _imports(p) for p in sorted(PKG.rglob("*.py"))}
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def rank(module: str) -> int:
+    return next(i for i, rooms in enumerate(ORDER) if room(module) in rooms)
+
+
+def _ours(imports: Set[str]) -> Set[str]:
+    """The ncl_ray modules among `imports` (a `from package import module` counts as the module)."""
+    return {m for m in imports if m in MODULES and m != "ncl_ray"}
+
+
+def test_the_scanner_sees_imports_inside_functions():
+    assert "ray.train" in MODULES["ncl_ray.train.loop"]  # imported inside train_loop_per_worker
+    assert "ncl_ray.train.job" in MODULES["ncl_ray.commands.train"]  # imported inside main
+
+
+def test_every_module_belongs_to_a_room_of_the_order():
+    for module in MODULES:
+        rank(module)  # StopIteration: a new top-level room needs its place in ORDER
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_rooms_import_only_rooms_below_them(module):
+    upward = sorted(m for m in _ours(MODULES[module]) if rank(m) > rank(module))
+    assert not upward, f"{module} imports {upward}, which sit above it in the layering"
+
+
+def test_ray_stays_out_of_the_library_and_the_config():
+    bad = {m: sorted(i for i in imps if i == "ray" or i.startswith("ray."))
+           for m, imps in MODULES.items() if room(m) in RAY_FREE or "No Ray" in _docstring(m)}
+    assert {m: v for m, v in bad.items() if v} == {}
+
+
+def _docstring(module: str) -> str:
+    path = PKG.parent / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = PKG.parent / module.replace(".", "/") / "__init__.py"
+    return ast.get_docstring(ast.parse(path.read_text())) or ""
+
+
+def test_the_library_does_not_read_the_config():
+    bad = {m: sorted(i for i in imps if i.startswith("ncl_ray.config"))
+           for m, imps in MODULES.items() if room(m) in CONFIG_FREE}
+    assert {m: v for m, v in bad.items() if v} == {}
+
+
+def test_commands_are_leaves():
+    for module, imps in MODULES.items():
+        commands = {m for m in _ours(imps) if room(m) == "commands" and m != "ncl_ray.commands._args"}
+        if module != "ncl_ray.cli":
+            assert not commands, f"{module} imports the commands {sorted(commands)}: move the shared work down"
+
+
+def test_no_import_cycles():
+    graph = {m: _ours(imps) - {m} for m, imps in MODULES.items()}
+    seen: Set[str] = set()
+
+    def visit(m, path):
+        if m in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(m):] + [m]))
+        if m in seen:
+            return
+        for n in sorted(graph[m]):
+            visit(n, path + [m])
+        seen.add(m)
+
+    for m in sorted(graph):
+        visit(m, [])
+
+
+def test_modules_are_small_and_say_what_they_are():
+    for module in MODULES:
+        path = PKG.parent / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = PKG.parent / module.replace(".", "/") / "__init__.py"
+        assert len(path.read_text().splitlines()) < 300, f"{path.name} has 300 lines or more: split it"
+        assert _docstring(module) or path.name == "__main__.py", f"{module} has no docstring"
