@@ -26,11 +26,11 @@ browser:  ## Debian's chromium for the web-page test (skipped with a reason when
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
 	   apt-get install -y -q chromium >/dev/null 2>&1)) || echo "chromium not installed: the browser test will be skipped")
 
-test: $(STAMP) browser  ## the whole test suite (Ray tests included)
-	$(BIN)/python -m pytest -q tests
+test: $(STAMP) browser  ## every tier: tests/unit (no Ray), tests/ray (a shared local instance), tests/system
+	$(BIN)/python -m pytest -q --durations=15 tests
 
-test-fast: $(STAMP)  ## tests without Ray and slow tests
-	$(BIN)/python -m pytest -q -m "not ray and not slow" tests
+test-fast: $(STAMP)  ## the unit tier: no Ray, one process, under 2 minutes
+	$(BIN)/python -m pytest -q tests/unit
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check ncl_ray tests bench

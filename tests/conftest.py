@@ -17,9 +17,55 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
-@pytest.fixture
+TIERS = ("unit", "ray", "system")  # tests/<tier>/: no Ray / a shared local instance / their own clusters
+
+
+def pytest_collection_modifyitems(items):
+    """Every test carries its tier as a marker (`-m "not system"`); the Ray tiers get `ray` too."""
+    for item in items:
+        tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
+        if tier:
+            item.add_marker(tier)
+        if tier in ("ray", "system"):
+            item.add_marker("ray")
+
+
+@pytest.fixture(scope="session")
+def bystander():
+    """Someone else's Ray head on this machine (own temp dir, 3 CPUs), up before the first Ray test and checked
+    alive after the last: the suite must never stop what it did not start (a failure here fails the run)."""
+    import socket
+
+    from raynodes import Head, alive
+
+    head = Head(num_cpus=3, prefix="nrb")
+    yield head
+    try:
+        assert head.core and alive(head.core) == head.core, "a test stopped an unrelated Ray head (gcs/raylet)"
+        with socket.create_connection(("127.0.0.1", head.port), timeout=5):
+            pass
+    finally:
+        head.stop()
+
+
+@pytest.fixture(autouse=True)
+def _shared_machine(request):
+    """The Ray tiers run beside the bystander head, so a test that stops foreign processes is caught."""
+    if any(f"/tests/{t}/" in str(request.node.path) for t in ("ray", "system")):
+        request.getfixturevalue("bystander")
+
+
+@pytest.fixture(scope="session")
+def builtin_data(tmp_path_factory):
+    """One folder for the built-in videos and their clip cache, shared by every test of the session that uses the
+    tiny settings (tests/tiny.py): generated and decoded once."""
+    return tmp_path_factory.mktemp("builtin")
+
+
+@pytest.fixture(scope="module")
 def ray_local():
-    """A real local Ray instance (4 logical CPUs on 2 cores: Train workers take fractions, Data keeps the rest)."""
+    """A real local Ray instance shared by a module's tests (4 logical CPUs on 2 cores: Train workers take
+    fractions, Data keeps the rest)."""
     import ray
 
     from ncl_ray.runtime.cluster import init_ray
@@ -29,14 +75,3 @@ def ray_local():
     yield ray
     ray.shutdown()
     os.environ.pop("RAY_API_SERVER_ADDRESS", None)
-
-
-@pytest.fixture(scope="session")
-def bystander():
-    """Someone else's Ray head on this machine (own temp dir, 3 CPUs), started before the Ray tests and
-    checked alive after them (tests/test_zz_shared_machine.py): the suite must never stop what it did not start."""
-    from raynodes import Head
-
-    head = Head(num_cpus=3, prefix="nrb")
-    yield head
-    head.stop()

@@ -1,10 +1,8 @@
 """Decoding bombs on crafted files: a stream without a duration, oversized frames, a deadline, a long video for
-the 1-frame-per-second sampler. Each is refused with its reason or decoded in bounded memory."""
+the 1-frame-per-second sampler. Each is refused with its reason or decoded in bounded memory (peak memory:
+tests/system/test_decode_memory.py)."""
 
-import subprocess
-import sys
 
-import av
 import numpy as np
 import pytest
 
@@ -12,26 +10,7 @@ from ncl_ray.data import limits
 from ncl_ray.data.clip4clip_frames import decode_clip4clip
 from ncl_ray.data.decode import DecodeError, decode_frames
 from ncl_ray.data.synthetic import write_video
-from test_clip4clip_frames import barcoded, read_code
-
-
-def live_mkv(path, n, side=320):
-    """A Matroska stream written as a live one: no duration anywhere (container or stream)."""
-    codes = barcoded(512, size=side)
-    with av.open(str(path), "w", format="matroska", options={"live": "1"}) as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width = s.height = side
-        s.pix_fmt, s.options = "yuv420p", {"preset": "ultrafast"}
-        for i in range(n):
-            f = av.VideoFrame.from_ndarray(codes[i % 512], format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    with av.open(str(path)) as c:
-        assert not c.duration and not c.streams.video[0].duration
-    return str(path)
+from videos import barcoded, live_mkv, read_code
 
 
 def test_stream_without_duration_keeps_a_bounded_evenly_spaced_sample(tmp_path, monkeypatch):
@@ -52,21 +31,8 @@ def test_stream_without_duration_keeps_a_bounded_evenly_spaced_sample(tmp_path, 
     assert gaps.min() > 0.5 * gaps.mean()  # evenly spaced
 
 
-def peak_rss_mb(call: str, path: str) -> float:
-    code = (f"import resource, sys; from ncl_ray.data.decode import decode_frames; {call}; "
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return float(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-def test_stream_without_duration_peaks_at_a_few_megabytes_over_opening_it(tmp_path):
-    """3,000 frames of 320 x 320 without a duration: held whole, they took 599 MB; now the import baseline."""
-    path = live_mkv(tmp_path / "long.mkv", 3000)
-    base = peak_rss_mb("import av; av.open(sys.argv[1]).close()", path)
-    peak = peak_rss_mb("decode_frames(sys.argv[1], 8, 32)", path)
-    assert peak - base < 60, (base, peak)
 
 
 def test_oversized_frames_are_refused_from_the_header(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from sockets import Watch
+from tiny import tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -84,21 +85,18 @@ def test_two_workers_equal_one_worker_with_double_batch(ray_local, tmp_path):
     assert torch.allclose(one["queue"], two["queue"], atol=1e-6) and len(one["queue"]) == 16
 
 
-SMALL = ["data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
-         "train.batch_size=4", "train.epochs=3", "train.eval_every_epochs=1", "ncl.queue_size=24",
-         "train.log_every_steps=1"]
+SMALL = ["train.epochs=3", "train.eval_every_epochs=1", "train.log_every_steps=1"]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
+@pytest.fixture
+def data_root(builtin_data):
+    return builtin_data
 
 
 def small_config(tmp_path, data_root, *extra):
     from ncl_ray.config.schema import load_config
 
-    return load_config("conf/default.yaml", SMALL + [f"data.root={data_root}/syn", f"data.cache_dir={data_root}/cache",
-                                                     f"run.storage_path={tmp_path}/runs", *extra])
+    return load_config("conf/default.yaml", tiny(data_root, tmp_path / "runs", *SMALL, *extra))
 
 
 def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_path, data_root, capsys,

@@ -10,26 +10,7 @@ from ncl_ray.data.clip4clip_frames import decode_clip4clip
 from ncl_ray.data.rgb import clip_resize
 from ncl_ray.data.decode import DecodeError, decode_batch, decode_video
 from ncl_ray.data.synthetic import write_video
-
-BITS = 9
-
-
-def barcoded(n, size=72):
-    """Frame i shows i in binary as BITS vertical bars (white = 1): survives lossy coding and resizing."""
-    frames = np.zeros((n, size, size, 3), np.uint8)
-    bar = size // BITS
-    for i in range(n):
-        for b in range(BITS):
-            if (i >> b) & 1:
-                frames[i, :, b * bar:(b + 1) * bar] = 255
-    return frames
-
-
-def read_code(frame):
-    size = frame.shape[1]
-    centres = [int((b + 0.5) * size / BITS) for b in range(BITS)]
-    return sum(1 << b for b, c in enumerate(centres) if frame[size // 2, c].mean() > 128)
-
+from videos import barcoded, read_code
 
 @pytest.mark.parametrize("rate,n,expected", [
     # 25 fps, 4 s: the first frame of each second, fewer than 12: all kept, the rest masked

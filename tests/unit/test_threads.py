@@ -1,5 +1,5 @@
 """The torch thread count a training worker picks (ncl_ray/train/threads.py); the count inside a real Ray Train worker
-is checked by tests/test_train.py."""
+is checked by tests/ray/test_train.py."""
 
 import os
 

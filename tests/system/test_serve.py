@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from raynodes import alive, free_port, processes_of
+from tiny import tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
-         "train.batch_size=4", "train.epochs=2", "ncl.queue_size=24"]
+ROOT = Path(__file__).resolve().parents[2]
+
 
 
 def get(url, data=None):
@@ -37,13 +37,13 @@ def get(url, data=None):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, builtin_data):
     tmp = tmp_path_factory.mktemp("serve")
     env = dict(os.environ, RAY_TMPDIR=str(tmp_path_factory.mktemp("r")))
     env.pop("RAY_ADDRESS", None)
-    r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", "conf/default.yaml", *SMALL,
-                        f"data.root={tmp}/syn", f"data.cache_dir={tmp}/cache", f"run.storage_path={tmp}/runs",
-                        "run.name=s"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", "conf/default.yaml",
+                        *tiny(builtin_data, tmp / "runs", "train.epochs=2", "run.name=s")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp / "runs" / "s"
     port = free_port()

@@ -1,5 +1,5 @@
 """EpochFeeder: exact epochs in order, the next epoch's pipeline started before the trainer asks for it,
-errors raised where the trainer waits. The real Ray Data shard is exercised by tests/test_train.py."""
+errors raised where the trainer waits. The real Ray Data shard is exercised by tests/ray/test_train.py."""
 
 import threading
 

@@ -19,7 +19,7 @@ import yaml
 from raynodes import BIN, alive, free_port, processes_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def head_command(port: int, dashboard_port: int, temp_dir: str):

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tiny import tiny
 from raynodes import Head
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
-         "train.batch_size=4", "train.epochs=2", "train.eval_every_epochs=1", "ncl.queue_size=24",
-         "train.cpus_per_worker=0.25", "train.placement_strategy=STRICT_SPREAD"]
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["train.epochs=2", "train.eval_every_epochs=1", "train.cpus_per_worker=0.25",
+         "train.placement_strategy=STRICT_SPREAD"]
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +37,19 @@ def _check_run(run: Path) -> None:
     assert Path(results["checkpoint"], "state.pt").is_file() and "test/ncl/t2v_R@1" in results["metrics"]
 
 
-def test_training_spreads_across_two_nodes(two_nodes, tmp_path):
+def test_training_spreads_across_two_nodes(two_nodes, tmp_path, builtin_data):
     env = dict(os.environ, RAY_ADDRESS=two_nodes.address, **two_nodes.client_env())
-    r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", "conf/default.yaml", *SMALL,
-                        f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache",
-                        f"run.storage_path={tmp_path}/runs", "run.name=spread"],
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", "conf/default.yaml",
+                        *tiny(builtin_data, tmp_path / "runs", *SMALL, "run.name=spread")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     _check_run(tmp_path / "runs" / "spread")
 
 
-def test_same_run_through_submit_script(two_nodes, tmp_path):
+def test_same_run_through_submit_script(two_nodes, tmp_path, builtin_data):
     env = dict(os.environ, RAY_ADDRESS=two_nodes.dashboard, PYTHON=sys.executable, **two_nodes.client_env())
-    r = subprocess.run(["jobs/submit.sh", "train", "conf/default.yaml", *SMALL, f"data.root={tmp_path}/syn",
-                        f"data.cache_dir={tmp_path}/cache", f"run.storage_path={tmp_path}/runs", "run.name=job",
+    r = subprocess.run(["jobs/submit.sh", "train", "conf/default.yaml",
+                        *tiny(builtin_data, tmp_path / "runs", *SMALL, "run.name=job"),
                         "--python", sys.executable, "--timeout", "400"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=450)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])

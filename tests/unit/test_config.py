@@ -4,7 +4,7 @@ import pytest
 
 from ncl_ray.config.schema import ConfigError, from_dict, load_config, save_config, to_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in (ROOT / "conf").glob("*.yaml")))

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from ncl_ray.config.schema import ConfigError, load_config
+from tiny import tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -23,16 +24,14 @@ def test_space_file_errors_name_the_key(tmp_path):
         load_space(str(bad), cfg)
 
 
-def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, capsys):
+def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, builtin_data, capsys):
     from ncl_ray.train.tune import run_sweep as main
 
     space = tmp_path / "space.yaml"
     space.write_text("ncl.n_iters: {grid: [0, 3]}\nncl.queue_size: {grid: [16]}\n")
-    cfg = load_config("conf/tune_small.yaml", [
-        "data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "data.max_words=16",
-        f"data.root={tmp_path}/syn", f"data.cache_dir={tmp_path}/cache", "train.batch_size=4", "train.epochs=3",
-        f"tune.space={space}", "tune.grace_period=1", "tune.reduction_factor=2", f"run.storage_path={tmp_path}/runs",
-        "run.name=sweep"])
+    cfg = load_config("conf/tune_small.yaml", tiny(
+        builtin_data, tmp_path / "runs", "train.epochs=3", f"tune.space={space}",
+        "tune.grace_period=1", "tune.reduction_factor=2", "run.name=sweep"))
     assert main(cfg) == 0
     sweep = Path(tmp_path) / "runs" / "sweep"
     table = pd.read_csv(sweep / "results.csv")

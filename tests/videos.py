@@ -1,0 +1,43 @@
+"""Videos the tests encode with PyAV: frames that carry their own number as a barcode, and a live-style stream
+without any duration."""
+
+import av
+import numpy as np
+
+BITS = 9
+
+
+def barcoded(n, size=72):
+    """Frame i shows i in binary as BITS vertical bars (white = 1): survives lossy coding and resizing."""
+    frames = np.zeros((n, size, size, 3), np.uint8)
+    bar = size // BITS
+    for i in range(n):
+        for b in range(BITS):
+            if (i >> b) & 1:
+                frames[i, :, b * bar:(b + 1) * bar] = 255
+    return frames
+
+
+def read_code(frame):
+    size = frame.shape[1]
+    centres = [int((b + 0.5) * size / BITS) for b in range(BITS)]
+    return sum(1 << b for b, c in enumerate(centres) if frame[size // 2, c].mean() > 128)
+
+
+def live_mkv(path, n, side=320):
+    """A Matroska stream written as a live one: no duration anywhere (container or stream)."""
+    codes = barcoded(512, size=side)
+    with av.open(str(path), "w", format="matroska", options={"live": "1"}) as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = side
+        s.pix_fmt, s.options = "yuv420p", {"preset": "ultrafast"}
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(codes[i % 512], format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with av.open(str(path)) as c:
+        assert not c.duration and not c.streams.video[0].duration
+    return str(path)
