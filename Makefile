@@ -23,11 +23,12 @@ train: $(STAMP)  ## the main job: NCL training + evaluation on the built-in data
 
 browser:  ## Debian's chromium for the web-page test (skipped with a reason when it cannot be installed)
 	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  echo "installing Debian's chromium for the browser test (once, about half a minute)" && \
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
 	   apt-get install -y -q chromium >/dev/null 2>&1)) || echo "chromium not installed: the browser test will be skipped")
 
 test: $(STAMP) browser  ## every tier: tests/unit (no Ray), tests/ray (a shared local instance), tests/system
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=15 tests/unit tests/ray tests/system
 
 test-fast: $(STAMP)  ## the unit tier: no Ray, one process, under 2 minutes
 	$(BIN)/python -m pytest -q tests/unit
@@ -61,11 +62,13 @@ rehearsal: $(STAMP)  ## the CLIP4Clip recipe (ViT-B/32, 12 x 224 px) on CPU on a
 prepare: $(STAMP)  ## build the clip cache of a config alone (CONFIG=conf/x.yaml ARGS="key=value ...")
 	$(BIN)/ncl-ray prepare $(or $(CONFIG),conf/default.yaml) $(ARGS)
 
-serve: $(STAMP)  ## search a trained run over HTTP and in the browser (RUN=runs/<name>, PORT=8000)
-	$(BIN)/ncl-ray serve $(or $(RUN),$$(ls -td runs/*/ | head -1)) --port $(or $(PORT),8000) $(ARGS)
+serve: $(STAMP)  ## search a trained run over HTTP and in the browser (RUN=runs/<name>, default: the newest run, PORT=8000)
+	@run="$(or $(RUN),$$(ls -td runs/*/results.json 2>/dev/null | head -1 | xargs -r dirname))"; \
+	  [ -n "$$run" ] || { echo "no trained run under runs/ (make train first, or RUN=path)"; exit 2; }; \
+	  $(BIN)/ncl-ray serve "$$run" --port $(or $(PORT),8000) $(ARGS)
 
-tensorboard: $(STAMP)  ## watch the runs under runs/
-	$(BIN)/tensorboard --logdir runs --host 127.0.0.1  # HOST=0.0.0.0 only if you mean it
+tensorboard: $(STAMP)  ## watch the runs under runs/ (HOST=127.0.0.1 PORT=6006; HOST=0.0.0.0 only if you mean it)
+	$(BIN)/tensorboard --logdir runs --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),6006)
 
 clean:  ## remove the venv, generated data and runs
 	rm -rf $(VENV) data runs bench/out

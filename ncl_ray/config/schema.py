@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ncl_ray.config.explain import expected
 from ncl_ray.config.rules import CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, refuse_interpolation
 
 
@@ -164,9 +165,14 @@ class Config:
 def _merge(base: DictConfig, other, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)
-    except OmegaConfBaseException as e:
+    except OmegaConfBaseException as e:  # one line naming the key, never OmegaConf's internals
         key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"{source}: invalid key '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
+        msg = str(getattr(e, "msg", e)).splitlines()[0]
+        if "Key '" in msg and "not in" in msg or "ConfigKeyError" in type(e).__name__:
+            raise ConfigError(f"{source}: unknown key '{key}' (ncl-ray config show lists every key)") from None
+        got = re.search(r"Value '(.*?)'", msg)
+        raise ConfigError(f"{source}: '{key}' expects {expected(Config, key) or 'another type'}"
+                          + (f"; got {got.group(1)!r}" if got else "")) from None
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
@@ -228,6 +234,9 @@ def finalize(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
     if cfg.model.pooling == "seqTransf" and cfg.model.temporal_layers < 1:
         raise ConfigError(f"'model.temporal_layers' must be >= 1 for seqTransf, got {cfg.model.temporal_layers}")
+    if cfg.data.dataset == "manifest" and not cfg.data.manifest:
+        raise ConfigError("'data.manifest' is required with data.dataset=manifest: a CSV or JSONL file, e.g. "
+                          "data.manifest=my_videos.csv (README: \"Data preparation\")")
     if cfg.train.protocol == "published":  # select on the test split, as the published tables did
         cfg.data.val_split = cfg.data.test_split
     if cfg.data.jitter and cfg.data.sampler != "uniform":

@@ -4,6 +4,7 @@ import inspect
 import re
 from typing import Dict
 
+import yaml
 from omegaconf import OmegaConf
 
 from ncl_ray.config import schema
@@ -28,13 +29,20 @@ def key_comments() -> Dict[str, str]:
     return out
 
 
+def _flow(value) -> str:
+    """One value as a YAML flow scalar or list on one line: `train`, `''`, `[none, ncl]`, `0.01`."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text  # a bare scalar ends with the document marker
+
+
 def show(cfg) -> str:
+    """The resolved config as YAML that loads back to the same values, each key with its meaning as a comment."""
     comments = key_comments()
     lines = []
     for section, values in OmegaConf.to_container(cfg, resolve=True).items():
         lines.append(f"{section}:")
         for key, value in values.items():
-            text = OmegaConf.to_yaml({key: value}).strip().replace("\n", " ")
+            text = f"{key}: {_flow(value)}"
             note = comments.get(f"{section}.{key}")
-            lines.append(f"  {text:<44s}" + (f"  # {note}" if note else ""))
-    return "\n".join(lines)
+            lines.append(f"  {text:<44s}" + (f"  # {note}" if note else "").rstrip())
+    return "\n".join(line.rstrip() for line in lines)

@@ -122,6 +122,7 @@ def _client(address: Optional[str], token_file: Optional[str] = None):
     use_token(token_file)
     from ray.job_submission import JobSubmissionClient
 
+    saved = os.environ.pop("RAY_ADDRESS", None)  # Ray's client prefers $RAY_ADDRESS to the address it is given
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # ConnectionError, or a ValueError for a malformed address
@@ -130,6 +131,9 @@ def _client(address: Optional[str], token_file: Optional[str] = None):
             raise auth from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JobsError(f"cannot reach the Ray dashboard at {address}: {first[:300]}") from None
+    finally:
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
 
 
 def _job_call(fn, job_id: str, address: str):
@@ -220,12 +224,14 @@ def submit(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ncl_ray.runtime.jobs", description=__doc__.split("\n")[0])
-    p.add_argument("--address", help="Ray dashboard address (default: $RAY_ADDRESS)")
-    p.add_argument("--token-file", help="the cluster's Ray token (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH "
-                                        "or ~/.ray/auth_token)")
+    common = argparse.ArgumentParser(add_help=False)  # before or after the action: `list --address X` works too
+    common.add_argument("--address", default=argparse.SUPPRESS, help="Ray dashboard address (default: $RAY_ADDRESS)")
+    common.add_argument("--token-file", default=argparse.SUPPRESS, help="the cluster's Ray token (default: "
+                        "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+    p = argparse.ArgumentParser(prog="python -m ncl_ray.runtime.jobs", description=__doc__.split("\n")[0],
+                                parents=[common])
     sub = p.add_subparsers(dest="action", required=True)
-    s = sub.add_parser("submit", help="submit train, eval or tune")
+    s = sub.add_parser("submit", help="submit train, eval or tune", parents=[common])
     s.add_argument("command", choices=list(COMMANDS), help="the ncl-ray command to run on the cluster")
     s.add_argument("config", help="config YAML (or checkpoint folder for eval), relative to the project")
     s.add_argument("overrides", nargs="*", help="key=value")
@@ -241,10 +247,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--timeout", type=float, default=0, help="stop waiting after this many seconds")
     for name, help_ in (("status", "print a job's status"), ("logs", "print a job's log"),
                         ("stop", "stop a running job")):
-        q = sub.add_parser(name, help=help_)
+        q = sub.add_parser(name, help=help_, parents=[common])
         q.add_argument("job_id", help="submission id printed by submit (or shown by list)")
-    sub.add_parser("list", help="list the cluster's jobs")
+    sub.add_parser("list", help="list the cluster's jobs", parents=[common])
     args = p.parse_args(argv)
+    args.address, args.token_file = getattr(args, "address", None), getattr(args, "token_file", None)
     try:
         try:
             return _run(args)

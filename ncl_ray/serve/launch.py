@@ -34,6 +34,20 @@ def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
     return home
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ValueError naming --host/--port when nothing could listen there now (in use, or not an address here)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port} ({e.strerror}): pick another --port, or stop what "
+                             f"uses it") from None
+
+
 def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str], token: str = "",
          allow_hosts: Sequence[str] = ()) -> int:
     """Serve a run's index. Beyond loopback a token is required (--token or $NCL_RAY_SERVE_TOKEN), checked
@@ -52,12 +66,12 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
         raise ValueError("--token must be at least 16 characters (e.g. python -c 'import secrets; "
                          "print(secrets.token_urlsafe())')")
 
-    from ncl_ray.runtime.checkpoint import load_checkpoint
-    from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.runtime.checkpoint import resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
+    from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.serve.app import build_app
 
+    check_port_free(host, port)  # before Ray starts: a busy port is one line, not Serve's traceback
     checkpoint = resolve_checkpoint(target)
     cfg = from_dict(load_checkpoint(checkpoint)["config"])
     # Ray's C++ failure-signal handler turns SIGTERM into an abort with a stack dump; a service stops cleanly

@@ -86,3 +86,39 @@ def test_yaml_shapes_are_checked(tmp_path):
     scalar_section.write_text("train: 5\n")
     with pytest.raises(ConfigError, match="scalar.yaml.*'train' must be a section"):
         load_config(str(scalar_section))
+
+
+@pytest.mark.parametrize("conf", ["conf/default.yaml", "conf/msrvtt.yaml", "conf/tune_small.yaml"])
+def test_config_show_is_yaml_that_loads_back_to_the_same_values(conf, capsys):
+    import yaml
+    from omegaconf import OmegaConf
+
+    from ncl_ray.cli import main
+
+    assert main(["config", "show", conf, "eval.methods=[none,ncl]"]) == 0
+    out = capsys.readouterr().out
+    cfg = load_config(conf, ["eval.methods=[none,ncl]"])
+    assert yaml.safe_load(out) == OmegaConf.to_container(cfg, resolve=True)
+    assert "  methods: [none, ncl]" in out and "# " in out  # flow lists, and the meanings as comments
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=abc", "command line: 'train.epochs' expects an integer, e.g. train.epochs=20; got 'abc'"),
+    ("model.learn_temperature=maybe", "'model.learn_temperature' expects true or false, e.g. "
+                                      "model.learn_temperature=true; got 'maybe'"),
+    ("model.init_temperature=x", "'model.init_temperature' expects a number, e.g. model.init_temperature=0.07"),
+    ("eval.methods=ncl", "'eval.methods' expects a list, e.g. eval.methods=[none,ncl,dsl,qbnorm]"),
+    ("train.epochz=3", "unknown key 'train.epochz'"),
+])
+def test_value_errors_name_the_key_the_type_and_an_example(override, message, capsys):
+    from ncl_ray.cli import main
+
+    assert main(["config", "show", "conf/default.yaml", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1  # one line, no OmegaConf internals
+    assert "full_key" not in err and "object_type" not in err
+
+
+def test_a_manifest_dataset_without_a_manifest_names_the_key():
+    with pytest.raises(ConfigError, match=r"'data.manifest' is required with data.dataset=manifest"):
+        load_config("conf/default.yaml", ["data.dataset=manifest"])
