@@ -3,13 +3,15 @@ matrix, normalised and scored; no model, no Ray."""
 
 import sys
 
+from ncl_ray.ncl.methods import METHODS
+
 
 def register(sub) -> None:
     sp = sub.add_parser("rerank", help="normalise a saved similarity matrix and score it")
     sp.add_argument("--sims", required=True, help="queries x gallery similarities (.npy)")
     sp.add_argument("--bank-sims", help="bank queries x gallery similarities (.npy)")
     sp.add_argument("--query-to-item", help="(queries,) int array: the correct gallery column of each row")
-    sp.add_argument("--method", choices=["none", "ncl", "dsl", "qbnorm", "all"], default="ncl",
+    sp.add_argument("--method", choices=[*METHODS, "all"], default="ncl",
                     help="normalisation: none, ncl (Sinkhorn biases from the bank), dsl (dual softmax over the "
                          "test queries), qbnorm (QB-Norm), or all of them (default: ncl)")
     sp.add_argument("--bank", choices=["train", "test", "train+test"], default="train",
@@ -27,7 +29,7 @@ def main(args) -> int:
 
     from ncl_ray.evaluation.rerank import InputError, format_table, load_matrix, rerank, write_json
 
-    methods = ["none", "ncl", "dsl", "qbnorm"] if args.method == "all" else [args.method]
+    methods = list(METHODS) if args.method == "all" else [args.method]
     try:
         sims = load_matrix(args.sims, "--sims")
         bank = load_matrix(args.bank_sims, "--bank-sims") if args.bank_sims else None

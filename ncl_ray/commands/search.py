@@ -1,23 +1,23 @@
-"""`ncl-ray search --index EXPORT "query" [--top-k 5]`: text search over an exported index, no Ray."""
+"""`ncl-ray search --index EXPORT_OR_INDEX "query" [--top-k 5]`: NCL text search over an index folder, no Ray."""
 
 import json
-from pathlib import Path
 
 
 def register(sub) -> None:
     sp = sub.add_parser("search", help="text search over an exported index")
-    sp.add_argument("--index", required=True, help="the export/ folder that ncl-ray eval wrote")
+    sp.add_argument("--index", required=True,
+                    help="the export/ folder that ncl-ray eval wrote, or a served CHECKPOINT/index")
     sp.add_argument("query", help="text to search for, e.g. 'a large red circle moving left'")
     sp.add_argument("--top-k", type=int, default=5, help="number of videos to show (default: 5)")
     sp.set_defaults(fn=main)
 
 
 def main(args) -> int:
-    from ncl_ray.evaluation.export import search
+    from ncl_ray.serve.index import resolve_version, search_texts
 
     index, query = args.index, args.query
-    meta = json.loads((Path(index) / "index.json").read_text()) if (Path(index) / "index.json").is_file() else {}
-    hits = search(index, [query], args.top_k)[0]
+    meta = json.loads((resolve_version(index) / "index.json").read_text())
+    hits = search_texts(index, [query], args.top_k)[0]
     print(f"query: {query!r}   gallery: the '{meta.get('split', 'test')}' split of {meta.get('checkpoint', index)} "
           f"({meta.get('videos', '?')} videos), ranked by NCL (biases from the {meta.get('bank', '?')} bank)")
     print(f"{'rank':>4s}  {'score':>8s}  {'video':<14s} first caption / path")

@@ -1,7 +1,9 @@
 """What a config may hold: the choice lists, the range rules and the refusal of interpolations. No OmegaConf.
 
-config.py applies these in `load_config` and `finalize`; each choice list is defined here once.
+config/schema.py applies these in `load_config` and `finalize`; each choice list is defined here once.
 """
+
+from ncl_ray.ncl.methods import METHODS  # noqa: F401  (what eval.methods may list)
 
 
 class ConfigError(ValueError):
@@ -25,7 +27,6 @@ CHOICES = {
     "eval.bank_source": ("queue", "captions"),
     "tune.mode": ("min", "max"),
 }
-METHODS = ("none", "ncl", "dsl", "qbnorm")
 POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions", "data.synthetic_videos",
             "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
             "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",

@@ -116,7 +116,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    methods: List[str] = field(default_factory=lambda: ["none", "ncl", "dsl", "qbnorm"])
+    methods: List[str] = field(default_factory=lambda: list(METHODS))
     bank: str = "train"  # train | test | train+test: queries the test-time biases are computed from
     bank_source: str = "queue"  # queue (saved with the checkpoint) | captions (training split, embedded now)
     bank_size: int = 5000  # training videos whose captions form the bank (bank_source=captions)

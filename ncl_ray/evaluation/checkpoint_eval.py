@@ -83,10 +83,10 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
                                 metadata=[f"video {v.video_id}" for v in videos[:n_v]] + captions[:n_t],
                                 global_step=state["step"], tag=f"{d.test_split}_embeddings")
     tb.close()
-    write_index(str(out / "export"), [v.video_id for v in videos], [v.path for v in videos], test.video, bias,
-                tau, captions, [videos[int(i)].video_id for i in test.caption_to_video], test.text,
+    write_index(out / "export", [v.video_id for v in videos], [v.path for v in videos], test.video.float().numpy(),
+                bias.float().numpy(), tau, captions, [videos[int(i)].video_id for i in test.caption_to_video],
                 {"checkpoint": checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters,
-                 "split": d.test_split})
+                 "split": d.test_split}, text_embeddings=test.text.float().numpy())
     bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
     print(f"test split '{d.test_split}': {len(test.video)} videos, {len(test.text)} captions, "
           f"{len(cache.skipped)} videos skipped; ncl/qbnorm biases from the {bank_label}; dsl uses test queries")

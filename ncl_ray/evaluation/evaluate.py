@@ -142,15 +142,9 @@ class Embedder:
     """Ray Data batch-inference actor: a checkpoint's model on a CPU or GPU, embedding split rows."""
 
     def __init__(self, checkpoint: str, use_gpu: bool = False):
-        from ncl_ray.runtime.checkpoint import load_checkpoint
-        from ncl_ray.config.schema import from_dict
-        from ncl_ray.model.clip import build_model_from_config
+        from ncl_ray.runtime.checkpoint import load_model
 
-        from ncl_ray.runtime.checkpoint import load_model_weights
-
-        state = load_checkpoint(checkpoint)
-        self.model = build_model_from_config(from_dict(state["config"]))
-        load_model_weights(self.model, state["model"], checkpoint)
+        self.model, _, _ = load_model(checkpoint)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
         self.amp = torch.float16 if self.device.type == "cuda" else None

@@ -1,89 +1,69 @@
-"""Embedding export with NCL biases folded into the gallery, and `ncl-ray search` over it.
+"""The one index format, written by `ncl-ray eval` (its export) and by every served version, read by `ncl-ray
+search` and `ncl-ray serve`. No Ray.
 
-NCL ranks gallery videos by s_ij / tau + b_j. Appending tau * b_j to each (unit) video embedding and 1 to the
-text query gives t_i . v_j + tau * b_j = tau * (s_ij / tau + b_j): the same ranking from a plain inner product,
-so any inner-product index (faiss, ScaNN, numpy) serves NCL.
-
-    ncl-ray search --index runs/NAME/checkpoint_.../eval/export "a red circle moving left" --top-k 5
+A folder holds videos.parquet (video_id, path, embedding, ncl_bias, folded), texts.parquet (video_id, caption and,
+for an evaluation export, the caption's embedding) and index.json (checkpoint, temperature, dim, videos, and how
+the biases were made). `folded` = [embedding, tau * ncl_bias] (ncl/fold.py): NCL's ranking from an inner product.
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
+
+from ncl_ray.ncl.fold import fold_gallery
 
 
-def fold_bias(gallery: torch.Tensor, bias: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(C, D) gallery, (C,) NCL biases -> (C, D+1) embeddings whose inner product with [t, 1] ranks as NCL."""
-    return torch.cat([gallery.float(), (temperature * bias.float())[:, None]], dim=1)
+@dataclass
+class IndexFiles:
+    meta: Dict
+    video_ids: List[str]
+    paths: List[str]
+    embeddings: np.ndarray  # (C, D) float32, unit rows
+    bias: np.ndarray  # (C,) float32 NCL gallery biases
+    captions: Dict[str, List[str]]  # video_id -> its captions
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta["temperature"])
 
 
-def fold_query(queries: torch.Tensor) -> torch.Tensor:
-    """(R, D) -> (R, D+1) with a trailing 1."""
-    return torch.cat([queries.float(), torch.ones(queries.shape[0], 1)], dim=1)
-
-
-def write_index(out: str, video_ids: Sequence[str], video_paths: Sequence[str], video_emb: torch.Tensor,
-                bias: torch.Tensor, temperature: float, captions: Sequence[str], caption_video: Sequence[str],
-                text_emb: torch.Tensor, meta: Dict) -> str:
-    """videos.parquet (id, path, embedding, ncl_bias, folded), texts.parquet (video_id, caption, embedding),
-    index.json (checkpoint, temperature, how the biases were made)."""
+def write_index(out, video_ids: Sequence[str], paths: Sequence[str], embeddings, bias, temperature: float,
+                captions: Sequence[str], caption_video: Sequence[str], meta: Dict,
+                text_embeddings: Optional[np.ndarray] = None) -> Path:
+    """Write the three files into `out` (created); `captions[i]` belongs to the video `caption_video[i]`."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    folded = fold_bias(video_emb, bias, temperature)
-    pq.write_table(pa.table({
-        "video_id": list(video_ids), "path": list(video_paths),
-        "embedding": list(video_emb.float().numpy()), "ncl_bias": bias.float().numpy(),
-        "folded": list(folded.numpy()),
-    }), d / "videos.parquet")
-    pq.write_table(pa.table({"video_id": list(caption_video), "caption": list(captions),
-                             "embedding": list(text_emb.float().numpy())}), d / "texts.parquet")
-    (d / "index.json").write_text(json.dumps({**meta, "temperature": temperature, "dim": int(video_emb.shape[1]),
+    emb, b = np.asarray(embeddings, np.float32), np.asarray(bias, np.float32)
+    pq.write_table(pa.table({"video_id": list(video_ids), "path": list(paths), "embedding": list(emb),
+                             "ncl_bias": b, "folded": list(fold_gallery(emb, b, temperature))}),
+                   d / "videos.parquet")
+    texts = {"video_id": list(caption_video), "caption": list(captions)}
+    if text_embeddings is not None:
+        texts["embedding"] = list(np.asarray(text_embeddings, np.float32))
+    pq.write_table(pa.table(texts), d / "texts.parquet")
+    (d / "index.json").write_text(json.dumps({**meta, "temperature": float(temperature), "dim": int(emb.shape[1]),
                                               "videos": len(video_ids)}, indent=2))
-    return str(d)
+    return d
 
 
-def load_index(index: str):
-    d = Path(index)
+def read_index(folder) -> IndexFiles:
+    """The files of one index folder; FileNotFoundError names a folder that is not one."""
+    d = Path(folder)
     if not (d / "index.json").is_file():
-        raise FileNotFoundError(f"not an ncl-ray export (no index.json): {index}")
+        raise FileNotFoundError(f"not an ncl-ray index (no index.json): {folder}")
     meta = json.loads((d / "index.json").read_text())
-    videos = pq.read_table(d / "videos.parquet").to_pydict()
-    folded = torch.from_numpy(np.stack(videos["folded"]).astype(np.float32))  # (C, D+1)
-    return meta, videos, folded
-
-
-def search(index: str, queries: List[str], top_k: int = 5) -> List[List[Dict]]:
-    """Top-k videos per text query by inner product with the folded gallery (= NCL ranking)."""
-    from ncl_ray.runtime.checkpoint import load_checkpoint
-    from ncl_ray.config.schema import from_dict
-    from ncl_ray.data.transforms import tokenize
-    from ncl_ray.model.clip import build_model_from_config
-
-    meta, videos, folded = load_index(index)
-    state = load_checkpoint(meta["checkpoint"])
-    cfg = from_dict(state["config"])
-    model = build_model_from_config(cfg)
-    model.load_state_dict(state["model"])
-    model.eval()
-    with torch.no_grad():
-        text = model.encode_text(torch.from_numpy(tokenize(queries, cfg.data.max_words)))  # (R, D)
-    scores = fold_query(text) @ folded.T  # (R, C)
-    top = scores.topk(min(top_k, scores.shape[1]), dim=1)
-    captions = _captions_by_video(index)
-    return [[{"video_id": videos["video_id"][j], "path": videos["path"][j], "score": float(s),
-              "captions": captions.get(videos["video_id"][j], [])}
-             for s, j in zip(top.values[r].tolist(), top.indices[r].tolist())] for r in range(len(queries))]
-
-
-def _captions_by_video(index: str) -> Dict[str, List[str]]:
-    texts = pq.read_table(Path(index) / "texts.parquet", columns=["video_id", "caption"]).to_pydict()
-    out: Dict[str, List[str]] = {}
-    for vid, cap in zip(texts["video_id"], texts["caption"]):
-        out.setdefault(vid, []).append(cap)
-    return out
-
+    videos = pq.read_table(d / "videos.parquet", columns=["video_id", "path", "embedding", "ncl_bias"]).to_pydict()
+    captions: Dict[str, List[str]] = {}
+    if (d / "texts.parquet").is_file():
+        texts = pq.read_table(d / "texts.parquet", columns=["video_id", "caption"]).to_pydict()
+        for vid, cap in zip(texts["video_id"], texts["caption"]):
+            captions.setdefault(vid, []).append(cap)
+    emb = np.stack(videos["embedding"]).astype(np.float32) if videos["embedding"] else \
+        np.zeros((0, int(meta.get("dim", 0))), np.float32)
+    return IndexFiles(meta, videos["video_id"], videos["path"], emb, np.asarray(videos["ncl_bias"], np.float32),
+                      captions)

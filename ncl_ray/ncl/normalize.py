@@ -29,7 +29,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-METHODS = ("none", "ncl", "dsl", "qbnorm")
+from ncl_ray.ncl.methods import METHODS  # noqa: F401  (re-exported: the scorers' names)
+
 Scorer = Callable[[slice, torch.Tensor], torch.Tensor]
 MEMORY_MB = 2048  # default budget for the similarity blocks in flight
 TEMPORARIES = 5  # (r, C) fp32 tensors alive at once in the heaviest pass (s, L, L + b, logsumexp's exp, ...)

@@ -129,3 +129,16 @@ def resolve_checkpoint(path: str) -> str:
     if found:
         return str(found[-1].parent)
     raise FileNotFoundError(f"no ncl-ray checkpoint in {path} (expected state.pt, or a run folder)")
+
+
+def load_model(checkpoint: str, state: Optional[Dict[str, Any]] = None):
+    """The one way from a checkpoint folder to its model: (model in eval mode on the CPU, its config, the state).
+    Refuses files that are not plain data and weights that do not fit, naming the checkpoint (CheckpointError)."""
+    from ncl_ray.config.schema import from_dict
+    from ncl_ray.model.clip import build_model_from_config
+
+    state = state if state is not None else load_checkpoint(checkpoint)
+    cfg = from_dict(state["config"])
+    model = build_model_from_config(cfg)
+    load_model_weights(model, state["model"], checkpoint)
+    return model.eval(), cfg, state

@@ -49,15 +49,9 @@ class VideoEmbedder:
     def __init__(self, checkpoint: str):
         import torch
 
-        from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights
-        from ncl_ray.config.schema import from_dict
-        from ncl_ray.model.clip import build_model_from_config
+        from ncl_ray.runtime.checkpoint import load_model
 
-        state = load_checkpoint(checkpoint)
-        self.cfg = from_dict(state["config"])
-        self.model = build_model_from_config(self.cfg)
-        load_model_weights(self.model, state["model"], checkpoint)
-        self.model.eval()
+        self.model, self.cfg, _ = load_model(checkpoint)
         self.torch = torch
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -80,14 +80,9 @@ class TextEncoder:
     def __init__(self, checkpoint: str, use_gpu: bool = False):
         import torch
 
-        from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights
-        from ncl_ray.config.schema import from_dict
-        from ncl_ray.model.clip import build_model_from_config
+        from ncl_ray.runtime.checkpoint import load_model
 
-        state = load_checkpoint(checkpoint)
-        self.cfg = from_dict(state["config"])
-        self.model = build_model_from_config(self.cfg)
-        load_model_weights(self.model, state["model"], checkpoint)
+        self.model, self.cfg, _ = load_model(checkpoint)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
 

@@ -10,14 +10,16 @@ A versioned index folder holds `CURRENT` (the name of the live version) and `v00
 folder (videos.parquet, texts.parquet, index.json) is one version by itself.
 """
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import pyarrow.parquet as pq
 
-METHODS = ("ncl", "none")
+from ncl_ray.evaluation.export import read_index
+from ncl_ray.ncl.fold import fold_gallery, fold_queries
+from ncl_ray.ncl.methods import SERVED_METHODS
+
+METHODS = SERVED_METHODS
 KINDS = ("exact", "hnsw")
 
 
@@ -53,25 +55,17 @@ class GalleryIndex:
         self.video_ids, self.paths, self.meta, self.kind = list(video_ids), list(paths), meta, kind
         self.row_of = {v: i for i, v in enumerate(self.video_ids)}
         self.captions, self.temperature = captions, float(temperature)
-        emb = np.asarray(embeddings, np.float32)  # (C, D)
-        self.folded = np.concatenate([emb, (self.temperature * np.asarray(bias, np.float32))[:, None]], axis=1)
-        self.plain = emb
+        self.plain = np.asarray(embeddings, np.float32)  # (C, D)
+        self.folded = fold_gallery(self.plain, bias, self.temperature)  # (C, D+1)
         self.indexes = {"ncl": _faiss_index(self.folded, kind), "none": _faiss_index(self.plain, kind)}
         self.recall_at_k: Optional[float] = None
 
     @staticmethod
     def load(folder: str, kind: str = "exact") -> "GalleryIndex":
         d = resolve_version(folder)
-        meta = json.loads((d / "index.json").read_text())
-        videos = pq.read_table(d / "videos.parquet", columns=["video_id", "path", "embedding", "ncl_bias"]).to_pydict()
-        captions: Dict[str, List[str]] = {}
-        if (d / "texts.parquet").is_file():
-            texts = pq.read_table(d / "texts.parquet", columns=["video_id", "caption"]).to_pydict()
-            for vid, cap in zip(texts["video_id"], texts["caption"]):
-                captions.setdefault(vid, []).append(cap)
-        index = GalleryIndex(videos["video_id"], videos["path"], np.stack(videos["embedding"]),
-                             np.asarray(videos["ncl_bias"]), meta["temperature"], captions,
-                             {**meta, "version": d.name}, kind)
+        f = read_index(d)
+        index = GalleryIndex(f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
+                             {**f.meta, "version": d.name}, kind)
         if kind != "exact":
             index.recall_at_k = index.measure_recall()
         return index
@@ -87,7 +81,7 @@ class GalleryIndex:
             raise ValueError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
         q = np.asarray(queries, np.float32)
         if method == "ncl":
-            q = np.concatenate([q, np.ones((len(q), 1), np.float32)], axis=1)
+            q = fold_queries(q)  # (R, D+1)
         return self.indexes[method].search(np.ascontiguousarray(q), min(k, len(self)))
 
     def measure_recall(self, n_queries: int = 200, k: int = 10, seed: int = 0) -> float:
@@ -96,7 +90,25 @@ class GalleryIndex:
         rows = g.choice(len(self), size=min(n_queries, len(self)), replace=False)
         q = self.plain[rows] + 0.05 * g.normal(size=self.plain[rows].shape).astype(np.float32)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
-        q1 = np.concatenate([q, np.ones((len(q), 1), np.float32)], axis=1)
+        q1 = fold_queries(q)
         exact = _faiss_index(self.folded, "exact").search(q1, k)[1]
         approx = self.indexes["ncl"].search(q1, k)[1]
         return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
+
+
+def search_texts(folder: str, queries: List[str], top_k: int = 5, method: str = "ncl") -> List[List[Dict]]:
+    """Top-k videos of an index folder for text queries, embedded with the folder's checkpoint: the search path
+    of `ncl-ray search` and of the server."""
+    import torch
+
+    from ncl_ray.data.transforms import tokenize
+    from ncl_ray.runtime.checkpoint import load_model
+
+    index = GalleryIndex.load(folder)
+    model, cfg, _ = load_model(index.meta["checkpoint"])
+    with torch.no_grad():
+        text = model.encode_text(torch.from_numpy(tokenize(queries, cfg.data.max_words))).numpy()  # (R, D)
+    scores, rows = index.search(text, top_k, method)  # (R, k), (R, k)
+    return [[{"video_id": index.video_ids[j], "path": index.paths[j], "score": float(s),
+              "captions": index.captions.get(index.video_ids[j], [])} for s, j in zip(sc, rw) if j >= 0]
+            for sc, rw in zip(scores, rows)]

@@ -4,15 +4,14 @@ A version is written into a temporary folder, renamed into place, and only then 
 atomically), so a server reloading at any moment sees a complete version. No Ray.
 """
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from ncl_ray.evaluation.export import read_index, write_index
 
 
 def home_of(checkpoint: str) -> Path:
@@ -33,15 +32,9 @@ def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], em
     tmp = home / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    emb = np.asarray(embeddings, np.float32)
-    folded = np.concatenate([emb, (temperature * np.asarray(bias, np.float32))[:, None]], axis=1)
-    pq.write_table(pa.table({"video_id": list(video_ids), "path": list(paths), "embedding": list(emb),
-                             "ncl_bias": np.asarray(bias, np.float32), "folded": list(folded)}), tmp / "videos.parquet")
-    vids = [v for v in video_ids for _ in texts.get(v, [])]
-    caps = [c for v in video_ids for c in texts.get(v, [])]
-    pq.write_table(pa.table({"video_id": vids, "caption": caps}), tmp / "texts.parquet")
-    (tmp / "index.json").write_text(json.dumps({**meta, "temperature": float(temperature), "dim": int(emb.shape[1]),
-                                                "videos": len(video_ids)}, indent=2))
+    write_index(tmp, video_ids, paths, embeddings, bias, temperature,
+                [c for v in video_ids for c in texts.get(v, [])], [v for v in video_ids for _ in texts.get(v, [])],
+                meta)
     tmp.rename(home / name)
     pointer = home / f".CURRENT.tmp-{os.getpid()}"
     pointer.write_text(name)
@@ -53,13 +46,6 @@ def seed_from_export(home: Path, export: Path) -> Path:
     """Version 1 = a copy of an `ncl-ray eval` export, when the home has no version yet."""
     if current(home) is not None:
         return current(home)
-    videos = pq.read_table(export / "videos.parquet").to_pydict()
-    texts: Dict[str, List[str]] = {}
-    if (export / "texts.parquet").is_file():
-        t = pq.read_table(export / "texts.parquet", columns=["video_id", "caption"]).to_pydict()
-        for v, c in zip(t["video_id"], t["caption"]):
-            texts.setdefault(v, []).append(c)
-    meta = json.loads((export / "index.json").read_text())
-    return write_version(home, videos["video_id"], videos["path"], np.stack(videos["embedding"]),
-                         np.asarray(videos["ncl_bias"]), meta["temperature"], texts,
-                         {k: v for k, v in meta.items() if k not in ("temperature", "dim", "videos")})
+    f = read_index(export)
+    return write_version(home, f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
+                         {k: v for k, v in f.meta.items() if k not in ("temperature", "dim", "videos")})

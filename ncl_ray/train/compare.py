@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ncl_ray.ncl.methods import METHODS
+
 log = logging.getLogger("ncl_ray.train.compare")
 ARMS = {"plain": 0, "ncl": None}  # n_iters; None = the config's (>= 1)
 COLLAPSE = ("train/text_bias_std", "train/text_popularity_std", "train/text_mean_norm")
@@ -56,7 +58,7 @@ def mean_std_ci(values: Sequence[float]) -> Tuple[float, float, float]:
 
 
 def summarize(rows: List[Dict], metrics: Sequence[str] = ("t2v_R@1", "v2t_R@1", "t2v_R@5", "v2t_R@5"),
-              methods: Sequence[str] = ("none", "ncl", "dsl", "qbnorm"), served: Optional[Dict[str, str]] = None,
+              methods: Sequence[str] = METHODS, served: Optional[Dict[str, str]] = None,
               baseline: str = "") -> Tuple[List[Dict], List[Dict]]:
     """rows: {arm, seed, test/<method>/<metric>...} -> (per arm/method/metric stats, paired differences of the
     served rankings: every arm minus the baseline arm, seed by seed). `served`: arm -> its test-time method."""
@@ -125,7 +127,7 @@ def plot(stats: List[Dict], path: str, title: str) -> str:
     for ax, metric in zip(axes, ("t2v_R@1", "v2t_R@1")):
         rows = [s for s in stats if s["metric"] == metric]
         arms = sorted({s["arm"] for s in rows})
-        methods = [m for m in ("none", "ncl", "dsl", "qbnorm") if any(s["method"] == m for s in rows)]
+        methods = [m for m in METHODS if any(s["method"] == m for s in rows)]
         width = 0.8 / max(1, len(arms))
         for i, arm in enumerate(arms):
             vals = [next((s for s in rows if s["arm"] == arm and s["method"] == m), None) for m in methods]
@@ -187,19 +189,15 @@ def run_comparison(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, 
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.config.schema import ConfigError, save_config, served_method, to_dict
-    from ncl_ray.train.inputs import check_inputs, prepare_data
-    from ncl_ray.runtime.runs import open_run_dir
+    from ncl_ray.train.inputs import open_run, prepare_data
     from ncl_ray.train.tune import apply_params
 
     overrides = arm_overrides(cfg, arms, custom or {})
     if seeds < 2:
         raise ConfigError("--seeds: at least 2 seeds are needed for a spread")
     served = {a: served_method(apply_params(to_dict(cfg), o)) for a, o in overrides.items()}
-    entries = check_inputs(cfg)
-    run_dir = open_run_dir(cfg, "compare_config.yaml", kind="comparison")
-    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    run_dir, entries = open_run(cfg, "compare_config.yaml", kind="comparison")
     datasets, meta, cache = prepare_data(cfg, run_dir, entries)
     meta["trials_dir"] = str(run_dir / "trials")
     space = {"arm": tune.grid_search(list(overrides)), "train.seed": tune.grid_search(list(range(seeds)))}
@@ -226,7 +224,7 @@ def run_comparison(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, 
         print("no trial finished", flush=True)
         return 1
     pd.DataFrame(rows).sort_values(["arm", "seed"]).to_csv(run_dir / "compare.csv", index=False)
-    stats, paired = summarize(rows, methods=("none", "ncl", "dsl", "qbnorm", "train"), served=served,
+    stats, paired = summarize(rows, methods=(*METHODS, "train"), served=served,
                               baseline=next(iter(overrides)))
     text = format_summary(stats, paired, caption_ceiling(entries, cfg.data.test_split))
     if cfg.train.protocol == "published":

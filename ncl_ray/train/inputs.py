@@ -1,6 +1,6 @@
 """Inputs of a run, checked before Ray starts, then decoded once into the clip cache.
 
-    entries = check_inputs(cfg)                       # manifest, split sizes, resume_from, pretrained weights
+    run_dir, entries = open_run(cfg)                  # the start train, tune and compare share (below)
     datasets, meta, cache = prepare_data(cfg, run_dir, entries)   # Ray Data: decode, cache, per-split datasets
 """
 
@@ -13,6 +13,23 @@ from ncl_ray.config.schema import ConfigError, to_dict
 
 log = logging.getLogger("ncl_ray.train.inputs")
 SMALL_TEST = 100  # fewer test videos than this: R@1 moves by >= 1 point per video
+
+
+def open_run(cfg, config_name: str = "config.yaml", kind: str = "run"):
+    """The one start of a Ray run (train, tune, compare): inputs checked before Ray starts and before the run
+    folder exists, then the folder with its config, logs/driver.log, and Ray (quiet unless run.verbose).
+    Returns (run_dir, entries)."""
+    from ncl_ray.runtime.cluster import init_ray
+    from ncl_ray.runtime.runs import open_run_dir, remove_orphan_checkpoints
+    from ncl_ray.ui.console import attach_run_log
+
+    entries = check_inputs(cfg)
+    run_dir = open_run_dir(cfg, config_name, kind=kind)
+    attach_run_log(run_dir)
+    remove_orphan_checkpoints(run_dir)
+    log.info("%s %s in %s", kind, cfg.run.name, run_dir)
+    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    return run_dir, entries
 
 
 def check_inputs(cfg):

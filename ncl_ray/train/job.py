@@ -6,26 +6,21 @@ Order matters for the user: inputs are checked before Ray starts and before the 
 
 import json
 import logging
-from ncl_ray.train.inputs import check_inputs, prepare_data
-from ncl_ray.runtime.runs import BEST, best_info, open_run_dir, remove_orphan_checkpoints
+
+from ncl_ray.runtime.runs import BEST, best_info, remove_orphan_checkpoints
 from ncl_ray.train.fit import fit
+from ncl_ray.train.inputs import open_run, prepare_data
 
 log = logging.getLogger("ncl_ray.train.job")
 
 
 def run_job(cfg) -> int:
     """The main job: data, distributed training, final test evaluation, summary."""
-    from ncl_ray.runtime.cluster import copy_session_logs, init_ray
-    from ncl_ray.ui.console import attach_run_log
+    from ncl_ray.runtime.cluster import copy_session_logs
     from ncl_ray.ui.progress import board_report, new_board, train_progress, watch, with_store_peak
     from ncl_ray.ui.summary import report
 
-    entries = check_inputs(cfg)  # before Ray starts and before the run folder exists
-    run_dir = open_run_dir(cfg)
-    attach_run_log(run_dir)
-    remove_orphan_checkpoints(run_dir)
-    log.info("run %s in %s", cfg.run.name, run_dir)
-    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    run_dir, entries = open_run(cfg)  # inputs checked before Ray starts and before the run folder exists
     try:
         datasets, meta, cache = prepare_data(cfg, run_dir, entries)
         log.info("training: %d train videos%s, %d steps/epoch x %d epochs, %d workers x batch %d",

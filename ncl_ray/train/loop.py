@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from ncl_ray.runtime.checkpoint import load_checkpoint, load_model, load_model_weights, save_checkpoint
 from ncl_ray.config.schema import from_dict, select_metric, served_method
 from ncl_ray.data.transforms import frame_mask, normalize_frames, sample_captions
 from ncl_ray.train.epochs import EpochFeeder
@@ -93,9 +93,7 @@ def _evaluate(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefix: st
 
 def _load_for_eval(cfg, checkpoint: Path, device):
     """A second model and loss (queues) from a checkpoint folder, for testing the best epoch at the end."""
-    state = load_checkpoint(str(checkpoint))
-    model = build_model_from_config(cfg)
-    load_model_weights(model, state["model"], str(checkpoint))
+    model, _, state = load_model(str(checkpoint))
     loss_fn = build_loss(cfg, model.embed_dim)
     loss_fn.load_state_dict(state["loss"])
     return model.to(device), loss_fn.to(device)

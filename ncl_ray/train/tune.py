@@ -124,9 +124,7 @@ def run_sweep(cfg) -> int:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    from ncl_ray.runtime.cluster import init_ray
-    from ncl_ray.runtime.runs import open_run_dir
-    from ncl_ray.train.inputs import check_inputs, prepare_data
+    from ncl_ray.train.inputs import open_run, prepare_data
 
     t = cfg.tune
     cfg.train.eval_every_epochs = 1  # ASHA needs the metric in every report
@@ -137,9 +135,7 @@ def run_sweep(cfg) -> int:
     # Tune's own TensorBoard copies off (each trial writes ours); its JSON and CSV results stay (passed below)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the classic reporter prints nothing of its own
-    entries = check_inputs(cfg)
-    sweep_dir = open_run_dir(cfg, "sweep_config.yaml", kind="sweep")
-    init_ray(cfg.run.ray_address)
+    sweep_dir, entries = open_run(cfg, "sweep_config.yaml", kind="sweep")
     datasets, meta, cache = prepare_data(cfg, sweep_dir, entries)
     meta["trials_dir"] = str(sweep_dir / "trials")
     trainable = tune.with_resources(

@@ -34,4 +34,5 @@ def test_two_arm_two_seed_miniature(ray_local, tmp_path, builtin_data, capsys):
     text = (run / "compare.txt").read_text()
     assert "paired per-seed difference" in text and "caption ceiling" in text
     assert (run / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "comparison cmp in" in (run / "logs" / "driver.log").read_text()  # the start train and tune share
     assert json.dumps(pd.read_csv(run / "compare_summary.csv").to_dict()) and "95% CI" in capsys.readouterr().out

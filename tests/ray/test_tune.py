@@ -31,7 +31,8 @@ def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, built
     space.write_text("ncl.n_iters: {grid: [0, 3]}\nncl.queue_size: {grid: [16]}\n")
     cfg = load_config("conf/tune_small.yaml", tiny(
         builtin_data, tmp_path / "runs", "train.epochs=3", f"tune.space={space}",
-        "tune.grace_period=1", "tune.reduction_factor=2", "run.name=sweep"))
+        "tune.grace_period=1", "tune.reduction_factor=2", "run.name=sweep",
+        "train.num_workers=1", "train.cpus_per_worker=1", "tune.max_concurrent=2"))  # two one-worker trials at once
     assert main(cfg) == 0
     sweep = Path(tmp_path) / "runs" / "sweep"
     table = pd.read_csv(sweep / "results.csv")
@@ -43,6 +44,7 @@ def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, built
     assert best.ncl.n_iters == int(table.loc[table["best"].idxmax(), "ncl.n_iters"]) or \
         table["best"].nunique() == 1
     assert (sweep / "best.yaml").read_text().startswith("# ncl-ray train")
+    assert "sweep sweep in" in (sweep / "logs" / "driver.log").read_text()  # the start train and compare share
     trials = list((sweep / "trials").glob("train-*/tensorboard"))
     assert len(trials) == 2  # one TensorBoard folder per trial, under the sweep
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""A real `ray job submit`: train and eval jobs on a 2-CPU head of the test's own, through the CLI a user runs."""
+"""A real `ray job submit`: train and eval jobs on a 2-CPU head of the test's own, through jobs/submit.sh and the
+CLI a user runs."""
 
 import json
 import os
@@ -51,10 +52,13 @@ def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_
     writer = threading.Thread(target=grow, daemon=True)
     writer.start()
     try:
-        args = ["submit", "train", "conf/default.yaml",
-                *tiny(builtin_data, runs, "train.epochs=2", "train.cpus_per_worker=0.25", "run.name=job"),
-                "--python", sys.executable, "--timeout", "300"]
-        r = run_jobs(ray_head, args)
+        # through jobs/submit.sh, as the README submits, with --address after the config
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+        env.update(ray_head.client_env(), PYTHON=sys.executable, RAY_ADDRESS="http://127.0.0.1:1")  # not this one
+        r = subprocess.run(["jobs/submit.sh", "train", "conf/default.yaml",
+                            *tiny(builtin_data, runs, "train.epochs=2", "train.cpus_per_worker=0.25", "run.name=job"),
+                            "--address", ray_head.dashboard, "--python", sys.executable, "--timeout", "300"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=450)
         assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])
     finally:
         stop.set()

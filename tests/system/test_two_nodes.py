@@ -1,5 +1,5 @@
 """Two Ray nodes on loopback (own ports and temp dir, stopped by PID): training spread one worker per node with
-the gathered queues identical on both, checkpoint and evaluation, then the same through jobs/submit.sh."""
+the gathered queues identical on both, checkpoint and evaluation (jobs/submit.sh: tests/system/test_jobs_cluster.py)."""
 
 import json
 import os
@@ -44,14 +44,3 @@ def test_training_spreads_across_two_nodes(two_nodes, tmp_path, builtin_data):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     _check_run(tmp_path / "runs" / "spread")
-
-
-def test_same_run_through_submit_script(two_nodes, tmp_path, builtin_data):
-    env = dict(os.environ, RAY_ADDRESS=two_nodes.dashboard, PYTHON=sys.executable, **two_nodes.client_env())
-    r = subprocess.run(["jobs/submit.sh", "train", "conf/default.yaml",
-                        *tiny(builtin_data, tmp_path / "runs", *SMALL, "run.name=job"),
-                        "--python", sys.executable, "--timeout", "400"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=450)
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])
-    assert "SUCCEEDED" in r.stdout
-    _check_run(tmp_path / "runs" / "job")

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from ncl_ray.evaluation.evaluate import Embeddings, assemble, evaluate_embeddings
-from ncl_ray.evaluation.export import fold_bias, fold_query
+from ncl_ray.ncl.fold import fold_gallery, fold_queries
 from ncl_ray.ncl.normalize import Sims, make_scorer, ncl_gallery_bias
 
 
@@ -59,7 +59,7 @@ def test_folded_inner_product_ranks_exactly_like_ncl():
     assert bias.abs().max() > 0.1  # the biases matter for this gallery
     ncl = make_scorer("ncl", Sims.embeddings(emb.text, emb.video), tau, Sims.embeddings(bank, emb.video), 10)
     ncl_scores = ncl(slice(0, len(emb.text)), emb.text @ emb.video.T)
-    folded = fold_query(emb.text) @ fold_bias(emb.video, bias, tau).T
+    folded = torch.from_numpy(fold_queries(emb.text) @ fold_gallery(emb.video, bias, tau).T)
     assert torch.equal(ncl_scores.argsort(dim=1, descending=True), folded.argsort(dim=1, descending=True))
     plain = (emb.text @ emb.video.T).argsort(dim=1, descending=True)
     assert not torch.equal(plain, folded.argsort(dim=1, descending=True))
