@@ -236,7 +236,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
                 metrics.update(_evaluate(test_model, test_loss, ray.train.get_dataset_shard("test"), cfg, device,
                                          list(cfg.eval.methods), "test"))
                 metrics["test_epoch"] = best["epoch"] if (cfg.train.keep_best and best) else epoch
-            tb.log_dict({k: v for k, v in metrics.items() if "/" in k}, step)
+            tb.log_dict({k: v for k, v in metrics.items() if "/" in k and not k.startswith("test/")}, step)
+            if last:  # the test table as text, headline metrics and settings in HParams: not one chart per number
+                tb.log_final(metrics, cfg, list(cfg.eval.methods), served_method(cfg), step)
             tb.flush()
             log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch, step, metrics["train/epoch_loss"],
                      metrics["train/clips_per_s"],

@@ -138,13 +138,16 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     out = capsys.readouterr().out
     assert "ncl " in out and "t2v R@1" in out and "tensorboard --logdir" in out
 
-    events = EventAccumulator(str(run / "tensorboard"))
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for tag in ("train/contrastive_loss", "train/lr", "train/temperature", "train/norm_error_before",
                 "train/norm_error_after", "train/clips_per_s", "val/none/t2v_R@1", "val/ncl/t2v_R@1",
-                "test/ncl/t2v_R@1", "test/dsl/v2t_R@1", "test/qbnorm/t2v_MdR", "test/t2v_norm_error_before"):
+                "hparams/t2v_R@1", "hparams/v2t_MdR"):
         assert tag in tags, tag
+    assert not [t for t in tags if t.startswith("test/")]  # the test results: one table, one HParams row
+    table = events.Tensors("test/results/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert all(m in table for m in ("none", "ncl", "dsl", "qbnorm")) and "t2v normalisation error" in table
     steps = [e.step for e in events.Scalars("train/contrastive_loss")]
     assert max(steps) == 9
 
