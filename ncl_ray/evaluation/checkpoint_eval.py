@@ -14,7 +14,6 @@ import torch
 
 from ncl_ray.evaluation.evaluate import embed_dataset, evaluate_embeddings
 from ncl_ray.runtime.checkpoint import resolve_checkpoint
-from ncl_ray.ui.summary import format_results
 
 log = logging.getLogger("ncl_ray.eval")
 
@@ -87,17 +86,15 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
                 bias.float().numpy(), tau, captions, [videos[int(i)].video_id for i in test.caption_to_video],
                 {"checkpoint": checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters,
                  "split": d.test_split}, text_embeddings=test.text.float().numpy())
-    bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
-    print(f"test split '{d.test_split}': {len(test.video)} videos, {len(test.text)} captions, "
-          f"{len(cache.skipped)} videos skipped; ncl/qbnorm biases from the {bank_label}; dsl uses test queries")
-    print(format_results(metrics, methods))
-    from ncl_ray.ui.summary import collapse_warning, legend
+    from ncl_ray.ui.summary import report
 
-    print("\n".join(legend(methods, e.bank)))
-    warn = collapse_warning({f"test/{k}": v for k, v in metrics.items()}, int(state["config"]["ncl"]["n_iters"]),
-                            len(test.video))
-    if warn:
-        print(warn)
+    bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
+    print(report(cfg.run.name, {f"test/{k}": v for k, v in metrics.items()}, methods, split=d.test_split,
+                 bank=e.bank, n_iters=int(state["config"]["ncl"]["n_iters"]), queue=cfg.ncl.queue_size,
+                 n_videos=len(test.video), n_captions=len(test.text), tested=checkpoint,
+                 why=f"ncl-ray eval; ncl/qbnorm biases from the {bank_label}", decoded=cache.decoded,
+                 skipped=len(cache.skipped), results=str(out / "metrics.json"), run_dir=str(out),
+                 protocol=cfg.train.protocol))
     print(f"wrote {out}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
           f"(ncl-ray search --index {out / 'export'} \"your query\")")
     return 0

@@ -42,9 +42,14 @@ def run_job(cfg) -> int:
     metrics = dict(result.metrics or {})
     last = result.checkpoint.path if result.checkpoint else None
     best = best_info(run_dir) if cfg.train.keep_best else None
-    if best is not None:
+    from ncl_ray.data.pipeline import split_videos
+
+    n_test = len(split_videos(cache, entries, cfg.data.test_split))
+    n_val = len(split_videos(cache, entries, cfg.data.val_split))
+    if best is not None:  # the validation gallery differs from the test one: its R@1 is on another scale
         tested = str(run_dir / BEST)
-        why = f"best validation epoch {best['epoch'] + 1} of {cfg.train.epochs}: {best['metric']} = {best['score']:.2f}"
+        why = (f"best validation epoch {best['epoch'] + 1} of {cfg.train.epochs}: {best['metric']} = "
+               f"{best['score']:.2f} on the '{cfg.data.val_split}' gallery of {n_val} videos")
     else:
         tested, why = last, f"last epoch ({'train.keep_best=false' if not cfg.train.keep_best else 'no validation'})"
     summary = {"run": cfg.run.name, "protocol": cfg.train.protocol, "checkpoint": tested, "last_checkpoint": last,
@@ -56,9 +61,6 @@ def run_job(cfg) -> int:
                "decoded_videos": cache.decoded, "metrics": metrics}
     results = run_dir / "results.json"
     results.write_text(json.dumps(summary, indent=2))
-    from ncl_ray.data.pipeline import split_videos
-
-    n_test = len(split_videos(cache, entries, cfg.data.test_split))
     print()
     print(report(cfg.run.name, metrics, list(cfg.eval.methods), split=cfg.data.test_split, bank=cfg.eval.bank,
                  n_iters=cfg.ncl.n_iters, queue=cfg.ncl.queue_size, n_videos=n_test, tested=tested, why=why,

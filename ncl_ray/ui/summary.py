@@ -39,8 +39,10 @@ def collapse_warning(metrics: Dict[str, float], n_iters: int, n_videos: int, pre
 
 def report(name: str, metrics: Dict[str, float], methods: Sequence[str], *, split: str, bank: str, n_iters: int,
            queue: int, n_videos: int, tested: str, why: str, decoded: int, skipped: int, results: str,
-           run_dir: str, protocol: str = "held-out") -> str:
-    lines = [f"== {name}: test split '{split}' ({n_videos} videos), NCL n_iters={n_iters}, queue {queue} ==",
+           run_dir: str, protocol: str = "held-out", n_captions: Optional[int] = None) -> str:
+    """The one report `train` and `eval` print: the test gallery's size, the table, its legend, what was tested."""
+    gallery = f"{n_videos} videos" + (f", {n_captions} captions" if n_captions else "")
+    lines = [f"== {name}: test split '{split}' ({gallery}), NCL n_iters={n_iters}, queue {queue} ==",
              format_results(metrics, list(methods), prefix="test/")]
     if protocol == "published":
         lines.insert(1, PUBLISHED)

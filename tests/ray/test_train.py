@@ -137,6 +137,7 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     assert final["config"]["run"]["name"] == "fault"
     out = capsys.readouterr().out
     assert "ncl " in out and "t2v R@1" in out and "tensorboard --logdir" in out
+    assert "on the 'val' gallery of" in out and "== fault: test split 'test' (" in out  # two galleries, two sizes
 
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
@@ -212,7 +213,10 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     # trained with the CLIP4Clip parity switch: fp16 backbone through DDP, checkpoint and eval
     assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1", "model.clip_fp16=true")) == 0
     run = Path(tmp_path) / "runs" / "ev"
+    capsys.readouterr()
     assert cli(["eval", str(run), "eval.bank_source=captions", "eval.bank_size=8"]) == 0
+    out = capsys.readouterr().out  # the report train prints, with the gallery's size
+    assert "== ev: test split 'test' (" in out and " captions), NCL n_iters=" in out and "tested: " in out
     results = json.loads((run / "results.json").read_text())
     ckpt = Path(results["checkpoint"])
     assert ckpt == run / "best" and results["selected"]["metric"] == "val/ncl/t2v_R@1"  # keep_best by default
