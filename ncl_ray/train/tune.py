@@ -88,17 +88,26 @@ def _trial_lines_class():
     from ray.tune import Callback
 
     class TrialLines(Callback):
-        """One console line per finished trial (Tune's own status table is off)."""
+        """One progress line over all the sweep's trials, and one line per finished trial (Tune's own status
+        table is off). `total` counts every trial the sweep will run, not only those Tune has created yet."""
 
-        def __init__(self, metric: str):
-            self.metric = metric
+        def __init__(self, metric: str, total: int, mode: str = "max"):
+            from ncl_ray.ui.console import Progress
+
+            self.metric, self.total, self.done, self.best, self.pick = metric, total, 0, None, \
+                (max if mode == "max" else min)
+            self.bar = Progress("trials", total, "trials")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             value = (trial.last_result or {}).get(self.metric)
-            done = sum(tr.status in ("TERMINATED", "ERROR") for tr in trials) + 1
-            log.info("trial %s finished (%d/%d): %s = %s, %s epochs", trial.trial_id, done, len(trials),
+            self.done += 1
+            if isinstance(value, (int, float)):
+                self.best = value if self.best is None else self.pick(self.best, value)
+            log.info("trial %s finished (%d/%d): %s = %s, %s epochs", trial.trial_id, self.done, self.total,
                      self.metric, f"{value:.2f}" if isinstance(value, float) else value,
                      (trial.last_result or {}).get("training_iteration", "?"))
+            self.bar.update(self.done, f"best {self.metric} {self.best:.2f}" if self.best is not None else "",
+                            force=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             log.warning("trial %s failed: %s", trial.trial_id, str(trial.error_file or ""))
@@ -106,8 +115,17 @@ def _trial_lines_class():
     return TrialLines
 
 
-def _TrialLines(metric: str):
-    return _trial_lines_class()(metric)
+def _TrialLines(metric: str, total: int, mode: str = "max"):
+    return _trial_lines_class()(metric, total, mode)
+
+
+def count_trials(space: Dict[str, Any], num_samples: int) -> int:
+    """Trials a sweep runs: every grid combination, `num_samples` times (Tune's rule)."""
+    n = max(1, num_samples)
+    for value in space.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            n *= len(value["grid_search"])
+    return n
 
 
 def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, str]:
@@ -153,7 +171,8 @@ def run_sweep(cfg) -> int:
             tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler,
                                         num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
             run_config=tune.RunConfig(name="tuner", storage_path=str(sweep_dir), verbose=0,
-                                      callbacks=[_TrialLines(t.metric), JsonLoggerCallback(), CSVLoggerCallback()]),
+                                      callbacks=[_TrialLines(t.metric, count_trials(space, t.num_samples), t.mode),
+                                                 JsonLoggerCallback(), CSVLoggerCallback()]),
         )
     try:
         grid = tuner.fit()

@@ -5,23 +5,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ncl_ray.config.schema import ConfigError, load_config
+from ncl_ray.config.schema import load_config
 from tiny import tiny
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_space_file_errors_name_the_key(tmp_path):
-    from ncl_ray.train.tune import load_space
-
-    cfg = load_config(None)
-    bad = tmp_path / "space.yaml"
-    bad.write_text("ncl.queue_sz: {grid: [1, 2]}\n")
-    with pytest.raises(ConfigError, match="ncl.queue_sz"):
-        load_space(str(bad), cfg)
-    bad.write_text("ncl.n_iters: {gird: [1, 2]}\n")
-    with pytest.raises(ConfigError, match="ncl.n_iters"):
-        load_space(str(bad), cfg)
 
 
 def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, builtin_data, capsys):
@@ -47,5 +36,6 @@ def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, built
     assert "sweep sweep in" in (sweep / "logs" / "driver.log").read_text()  # the start train and compare share
     trials = list((sweep / "trials").glob("train-*/tensorboard"))
     assert len(trials) == 2  # one TensorBoard folder per trial, under the sweep
-    out = capsys.readouterr().out
-    assert "val/served/t2v_R@1" in out and "best config" in out
+    captured = capsys.readouterr()
+    assert "val/served/t2v_R@1" in captured.out and "best config" in captured.out
+    assert "2/2 trials" in captured.err  # the one progress line counts every trial of the sweep
