@@ -25,7 +25,7 @@ from typing import List, Optional
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the project: ncl_ray/runtime/jobs.py -> ./
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 COMMANDS = ("train", "eval", "tune", "prepare")
 UPLOAD = ("ncl_ray", "conf", "jobs", "pyproject.toml", "README.md")  # what a job needs from the project

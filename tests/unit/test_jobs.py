@@ -81,3 +81,9 @@ def test_cluster_specs_name_existing_configs_and_commands():
     assert "working_dir" not in env  # set by submit to the staged allow-list
     entry = build_entrypoint("train", "conf/msrvtt.yaml", ["a=b c"])
     assert entry == "python -m ncl_ray train conf/msrvtt.yaml 'a=b c'"
+
+
+def test_the_project_root_is_where_the_configs_are():
+    from ncl_ray.runtime.jobs import ROOT as project
+
+    assert (project / "conf" / "default.yaml").is_file() and (project / "jobs" / "submit.sh").is_file()
