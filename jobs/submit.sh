@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Submit an ncl-ray command to a Ray cluster and follow its logs.
-#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh train conf/msrvtt.yaml run.storage_path=/mnt/shared/runs
-#   jobs/submit.sh tune conf/msrvtt.yaml tune.space=conf/tune/ncl.yaml run.storage_path=/mnt/shared/runs
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh train conf/msrvtt.yaml data.root=/mnt/shared/msrvtt \
+#       data.cache_dir=/mnt/shared/msrvtt/cache run.storage_path=/mnt/shared/runs
+#   jobs/submit.sh tune conf/msrvtt.yaml tune.space=conf/tune/ncl.yaml data.root=... data.cache_dir=... run.storage_path=...
 #   jobs/submit.sh eval /mnt/shared/runs/NAME/checkpoint_... 
 # Options of `python -m ncl_ray.runtime.jobs submit` (--no-wait, --gpus, --address, ...) go after the config.
 set -euo pipefail

@@ -87,3 +87,28 @@ def test_the_project_root_is_where_the_configs_are():
     from ncl_ray.runtime.jobs import ROOT as project
 
     assert (project / "conf" / "default.yaml").is_file() and (project / "jobs" / "submit.sh").is_file()
+
+
+def _documented_submissions():
+    """Every `jobs/submit.sh train|tune ...` command written out in the READMEs (continuation lines joined)."""
+    out = []
+    for doc in ("README.md", "jobs/README.md"):
+        text = (ROOT / doc).read_text().replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.strip().strip("`|").strip()
+            if line.startswith("jobs/submit.sh ") and " ... " not in line and not line.endswith("..."):
+                words = shlex.split(line.split("#")[0])[1:]
+                if words[0] in ("train", "tune"):
+                    out.append((doc, words))
+    return out
+
+
+def test_documented_cluster_commands_pass_the_checks_before_upload():
+    from ncl_ray.runtime.jobs import check_job_config
+
+    found = _documented_submissions()
+    assert len(found) >= 3, found
+    for doc, words in found:
+        command, config = words[0], words[1]
+        overrides = [w for w in words[2:] if "=" in w and not w.startswith("-")]
+        check_job_config(command, config, overrides, ROOT)  # JobsError: a README command refused as written
