@@ -146,16 +146,22 @@ def session_logs() -> Optional[str]:
         return None
 
 
-def copy_session_logs(dest: str) -> Optional[str]:
-    """Copy this node's Ray logs (workers, Ray Data, Train controller) into `dest`; returns it, or None."""
+def copy_session_logs(dest: str, since: float = 0.0) -> Optional[str]:
+    """Copy this node's Ray logs (workers, Ray Data, Train controller) written since `since` (a time.time()) into
+    `dest`; returns it, or None. On a long-lived cluster only the files this run touched travel, not its history."""
     import shutil
 
     src = session_logs()
     if not src or not os.path.isdir(src):
         return None
+
+    def skip(folder, names):
+        old = {n for n in names if os.path.isfile(os.path.join(folder, n))
+               and os.path.getmtime(os.path.join(folder, n)) < since}
+        return old | set(shutil.ignore_patterns("*.sock", "*.lock")(folder, names))
+
     try:
-        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock", "*.lock"),
-                        ignore_dangling_symlinks=True)
+        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=skip, ignore_dangling_symlinks=True)
     except shutil.Error:
         pass  # files that rotate away while copying
     return dest

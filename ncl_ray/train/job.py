@@ -6,6 +6,7 @@ Order matters for the user: inputs are checked before Ray starts and before the 
 
 import json
 import logging
+import time
 
 from ncl_ray.runtime.runs import BEST, best_info, remove_orphan_checkpoints
 from ncl_ray.train.fit import fit
@@ -20,6 +21,7 @@ def run_job(cfg) -> int:
     from ncl_ray.ui.progress import board_report, new_board, train_progress, watch, with_store_peak
     from ncl_ray.ui.summary import report
 
+    started = time.time()  # Ray's logs written from here on are this run's
     run_dir, entries = open_run(cfg)  # inputs checked before Ray starts and before the run folder exists
     try:
         datasets, meta, cache = prepare_data(cfg, run_dir, entries)
@@ -36,7 +38,7 @@ def run_job(cfg) -> int:
         workers, profile = board_report(meta["board"], cfg.train.num_workers)
         profile["object_store_peak_bytes"] = store_peak[0]
     finally:
-        if copy_session_logs(str(run_dir / "logs" / "ray")):
+        if copy_session_logs(str(run_dir / "logs" / "ray"), since=started):
             log.info("Ray's own logs: %s", run_dir / "logs" / "ray")
     remove_orphan_checkpoints(run_dir)
     metrics = dict(result.metrics or {})

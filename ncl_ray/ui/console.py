@@ -33,6 +33,9 @@ class _OnlyOurs(logging.Filter):
         return record.levelno >= logging.WARNING and not record.getMessage().startswith(MUTED)
 
 
+NOISY = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")  # Ray's loggers with console handlers of their own
+
+
 class _Muted(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(MUTED)
@@ -63,8 +66,10 @@ def setup_console(verbose: bool = False, stream: Optional[TextIO] = None) -> Non
     root.addHandler(handler)
     if not verbose:
         logging.getLogger("ray").setLevel(logging.WARNING)  # Ray's logger has its own console handler
-    for noisy in ("ray", "ray.data", "ray.train", "ray.tune"):  # their own console handlers stay quiet
+    for noisy in NOISY:  # their own console handlers stay quiet
         lg = logging.getLogger(noisy)
+        if not verbose and noisy == "ray.serve":
+            lg.setLevel(logging.WARNING)  # "Connecting to existing Serve app ...", deployment updates
         for h in lg.handlers:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and not verbose:
                 h.setLevel(logging.WARNING)
@@ -83,7 +88,7 @@ def attach_run_log(run_dir: Path, name: str = "driver.log") -> Path:
     handler._ncl_file = True
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
-    for name_ in ("ray", "ray.data", "ray.train", "ray.tune"):
+    for name_ in NOISY:
         logging.getLogger(name_).addHandler(handler) if not logging.getLogger(name_).propagate else None
     return path
 
