@@ -56,10 +56,11 @@ def recall_figure(metrics: Dict[str, float], methods: Sequence[str], n_videos: i
         ax.set_xlabel(f"{direction}: recall at K")
         ax.set_title(f"{direction} ({'text -> video' if direction == 't2v' else 'video -> text'})")
         ax.set_ylim(0, 100)
-        ax.legend(fontsize=8)
     axes[0].set_ylabel("recall (%)")
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend, under the plots: it covers no bar
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
