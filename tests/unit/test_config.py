@@ -89,7 +89,7 @@ def test_yaml_shapes_are_checked(tmp_path):
 
 
 @pytest.mark.parametrize("conf", ["conf/default.yaml", "conf/msrvtt.yaml", "conf/tune_small.yaml"])
-def test_config_show_is_yaml_that_loads_back_to_the_same_values(conf, capsys):
+def test_config_show_is_yaml_that_loads_back_to_the_same_values(conf, capsys, tmp_path):
     import yaml
     from omegaconf import OmegaConf
 
@@ -100,6 +100,8 @@ def test_config_show_is_yaml_that_loads_back_to_the_same_values(conf, capsys):
     cfg = load_config(conf, ["eval.methods=[none,ncl]"])
     assert yaml.safe_load(out) == OmegaConf.to_container(cfg, resolve=True)
     assert "  methods: [none, ncl]" in out and "# " in out  # flow lists, and the meanings as comments
+    (tmp_path / "mine.yaml").write_text(out)  # and it is a config file of its own
+    assert to_dict(load_config(str(tmp_path / "mine.yaml"))) == to_dict(cfg)
 
 
 @pytest.mark.parametrize("override, message", [
