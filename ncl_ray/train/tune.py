@@ -98,6 +98,9 @@ def _trial_lines_class():
                 (max if mode == "max" else min)
             self.bar = Progress("trials", total, "trials")
 
+        def __getstate__(self):  # Tune saves its callbacks with the experiment: the console stream stays here
+            return {**self.__dict__, "bar": None}
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             value = (trial.last_result or {}).get(self.metric)
             self.done += 1
@@ -106,6 +109,10 @@ def _trial_lines_class():
             log.info("trial %s finished (%d/%d): %s = %s, %s epochs", trial.trial_id, self.done, self.total,
                      self.metric, f"{value:.2f}" if isinstance(value, float) else value,
                      (trial.last_result or {}).get("training_iteration", "?"))
+            if self.bar is None:  # restored from a saved experiment
+                from ncl_ray.ui.console import Progress
+
+                self.bar = Progress("trials", self.total, "trials")
             self.bar.update(self.done, f"best {self.metric} {self.best:.2f}" if self.best is not None else "",
                             force=True)
 

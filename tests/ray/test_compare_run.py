@@ -17,7 +17,7 @@ def test_two_arm_two_seed_miniature(ray_local, tmp_path, builtin_data, capsys):
 
     # one worker per trial, two trials at a time: the 2 x 2 grid's start-up waits overlap
     cfg = load_config("conf/compare.yaml", tiny(builtin_data, tmp_path / "runs", "train.epochs=1",
-                                                "train.eval_every_epochs=1", "ncl.queue_size=16", "run.name=cmp",
+                                                "train.eval_every_epochs=2", "ncl.queue_size=16", "run.name=cmp",
                                                 "train.num_workers=1", "train.cpus_per_worker=1",
                                                 "tune.max_concurrent=2"))
     assert main(cfg, 2, ["plain"], {"ncl": {"ncl.n_iters": "2", "ncl.plain_loss_weight": "0.5"}}) == 0

@@ -33,7 +33,7 @@ def test_stale_cluster_file_does_not_hang_a_command():
         plain = subprocess.Popen([sys.executable, "-c", "import ray; ray.init(); print('CPUS')"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            out, _ = plain.communicate(timeout=15)
+            out, _ = plain.communicate(timeout=8)
             assert plain.returncode != 0 and "CPUS" not in out
         except subprocess.TimeoutExpired:
             os.killpg(plain.pid, 9)

@@ -111,4 +111,7 @@ def test_documented_cluster_commands_pass_the_checks_before_upload():
     for doc, words in found:
         command, config = words[0], words[1]
         overrides = [w for w in words[2:] if "=" in w and not w.startswith("-")]
-        check_job_config(command, config, overrides, ROOT)  # JobsError: a README command refused as written
+        try:
+            check_job_config(command, config, overrides, ROOT)
+        except JobsError as e:
+            raise AssertionError(f"{doc}: `jobs/submit.sh {' '.join(words)}` is refused as written: {e}") from None
