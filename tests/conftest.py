@@ -62,6 +62,35 @@ def builtin_data(tmp_path_factory):
     return tmp_path_factory.mktemp("builtin")
 
 
+@pytest.fixture(scope="session")
+def tiny_run(builtin_data, tmp_path_factory):
+    """One tiny NCL run trained through the CLI as a user runs it (its own Ray instance; 2 epochs; the fp16 backbone
+    of CLIP4Clip's parity switch), for the tests that evaluate, import, serve or search a trained model. They copy
+    it (`shutil.copytree`) before writing into it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from raynodes import alive, processes_of
+    from tiny import tiny
+
+    import shutil
+
+    runs = tmp_path_factory.mktemp("tiny-runs")
+    ray_tmp = tempfile.mkdtemp(prefix="nrt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(ray_tmp)
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", "conf/default.yaml",
+                        *tiny(builtin_data, runs, "train.epochs=2", "train.eval_every_epochs=1",
+                              "model.clip_fp16=true", "run.name=tiny")],
+                       cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=900)
+    for pid in alive(processes_of(ray_tmp)):  # nothing of its instance outlives it
+        os.kill(pid, 9)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return runs / "tiny"
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A real local Ray instance shared by a module's tests (4 logical CPUs on 2 cores: Train workers take

@@ -117,14 +117,16 @@ def load_model_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor],
 
 
 def resolve_checkpoint(path: str) -> str:
-    """A checkpoint folder, or a run folder (its final checkpoint from results.json, else the newest)."""
+    """A checkpoint folder, or a run folder (its final checkpoint from results.json, else the newest). The
+    checkpoint results.json names is looked up by its name inside this folder, so a copied or moved run folder
+    resolves to its own checkpoint, never to the one it was copied from."""
     p = Path(path).resolve()
     if (p / "state.pt").is_file():
         return str(p)
     if (p / "results.json").is_file():
         ckpt = json.loads((p / "results.json").read_text()).get("checkpoint")
-        if ckpt and (Path(ckpt) / "state.pt").is_file():
-            return ckpt
+        if ckpt and (p / Path(ckpt).name / "state.pt").is_file():
+            return str(p / Path(ckpt).name)
     found = sorted(p.glob("checkpoint_*/state.pt")) if p.is_dir() else []
     if found:
         return str(found[-1].parent)

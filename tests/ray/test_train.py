@@ -3,6 +3,7 @@ injected worker failure, TensorBoard event files, resume."""
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -202,23 +203,23 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
     assert len(results["profile"]["epoch_start_s"]) == 2 == len(results["profile"]["epoch_pipeline_start_s"])
 
 
-def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, data_root, capsys):
+def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, tiny_run, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.cli import main as cli
     from ncl_ray.serve.index import search_texts as search
-    from ncl_ray.train.job import run_job as main
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
 
-    # trained with the CLIP4Clip parity switch: fp16 backbone through DDP, checkpoint and eval
-    assert main(small_config(tmp_path, data_root, "run.name=ev", "train.epochs=1", "model.clip_fp16=true")) == 0
+    # the session's run, trained with the CLIP4Clip parity switch (fp16 backbone through DDP, checkpoint, eval)
     run = Path(tmp_path) / "runs" / "ev"
+    shutil.copytree(tiny_run, run)
     capsys.readouterr()
     assert cli(["eval", str(run), "eval.bank_source=captions", "eval.bank_size=8"]) == 0
     out = capsys.readouterr().out  # the report train prints, with the gallery's size
-    assert "== ev: test split 'test' (" in out and " captions), NCL n_iters=" in out and "tested: " in out
+    assert "== tiny: test split 'test' (" in out and " captions), NCL n_iters=" in out and "tested: " in out
     results = json.loads((run / "results.json").read_text())
-    ckpt = Path(results["checkpoint"])
+    ckpt = Path(resolve_checkpoint(str(run)))  # the copy's own, not the session run's
     assert ckpt == run / "best" and results["selected"]["metric"] == "val/ncl/t2v_R@1"  # keep_best by default
     assert load_checkpoint(ckpt)["model"]["clip.visual.conv1.weight"].dtype == torch.float16
     out = ckpt / "eval" / "test-bank-train-captions"

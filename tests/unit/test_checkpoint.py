@@ -118,3 +118,22 @@ def test_plain_pickle_reader_refuses_code(tmp_path):
     with pytest.raises(ManifestError, match="bad.pkl.*only plain data"):
         load_plain_pickle(bad)
     assert not target.exists()
+
+
+def test_a_copied_run_folder_resolves_to_its_own_checkpoint(tmp_path):
+    import json
+    import shutil
+
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
+
+    run = tmp_path / "runs" / "r"
+    for name in ("best", "checkpoint_000001"):
+        (run / name).mkdir(parents=True)
+        (run / name / "state.pt").write_bytes(b"x")
+    (run / "results.json").write_text(json.dumps({"checkpoint": str(run / "best")}))
+    assert resolve_checkpoint(str(run)) == str(run / "best")
+    copy = tmp_path / "elsewhere" / "r"
+    shutil.copytree(run, copy)
+    assert resolve_checkpoint(str(copy)) == str(copy / "best")  # not the original it was copied from
+    shutil.rmtree(copy / "best")
+    assert resolve_checkpoint(str(copy)) == str(copy / "checkpoint_000001")  # else the newest of its own
