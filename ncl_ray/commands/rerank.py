@@ -3,7 +3,7 @@ matrix, normalised and scored; no model, no Ray."""
 
 import sys
 
-from ncl_ray.ncl.methods import METHODS
+from ncl_ray.ncl.methods import BANK_METHODS, METHODS
 
 
 def register(sub) -> None:
@@ -13,12 +13,17 @@ def register(sub) -> None:
     sp.add_argument("--query-to-item", help="(queries,) int array: the correct gallery column of each row")
     sp.add_argument("--method", choices=[*METHODS, "all"], default="ncl",
                     help="normalisation: none, ncl (Sinkhorn biases from the bank), dsl (dual softmax over the "
-                         "test queries), qbnorm (QB-Norm), or all of them (default: ncl)")
+                         "test queries), qbnorm (QB-Norm), nnn (Nearest Neighbor Normalization), or all of them "
+                         "(default: ncl)")
     sp.add_argument("--bank", choices=["train", "test", "train+test"], default="train",
                     help="which queries the biases come from (test = transductive)")
     sp.add_argument("--iters", type=int, default=10, help="Sinkhorn iterations (default: 10)")
     sp.add_argument("--temperature", type=float, default=0.01,
                     help="tau; logits = sims / tau: the model's own temperature (default: 0.01, CLIP's)")
+    sp.add_argument("--nnn-k", type=int, default=256, help="nnn: nearest bank queries per item (default: 256, "
+                    "NNN's code; its README suggests 128)")
+    sp.add_argument("--nnn-alpha", type=float, default=0.5, help="nnn: bias weight (default: 0.5, NNN's code; its "
+                    "README suggests 0.75)")
     sp.add_argument("--transpose", action="store_true", help="score the other direction (v2t)")
     sp.add_argument("--json", help="write the metrics to this JSON file")
     sp.set_defaults(fn=main)
@@ -37,10 +42,11 @@ def main(args) -> int:
         if q2i is not None and not np.issubdtype(q2i.dtype, np.integer):
             raise InputError(f"--query-to-item: {args.query_to_item} must hold integers, got {q2i.dtype}")
         if args.method == "all" and bank is None and args.bank != "test":
-            methods = ["none", "dsl"]  # ncl and qbnorm need a bank
-            print("no --bank-sims: scoring none and dsl only (pass --bank-sims, or --bank test)", file=sys.stderr)
-        results = [rerank(sims, m, bank, q2i, args.transpose, args.iters, args.temperature, args.bank)
-                   for m in methods]
+            methods = [m for m in METHODS if m not in BANK_METHODS]  # the others need a bank
+            print(f"no --bank-sims: scoring {' and '.join(methods)} only (pass --bank-sims, or --bank test)",
+                  file=sys.stderr)
+        results = [rerank(sims, m, bank, q2i, args.transpose, args.iters, args.temperature, args.bank, args.nnn_k,
+                          args.nnn_alpha) for m in methods]
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

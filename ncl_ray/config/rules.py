@@ -30,12 +30,12 @@ CHOICES = {
 POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions", "data.synthetic_videos",
             "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
             "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",
-            "eval.memory_mb", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "tune.num_samples",
+            "eval.memory_mb", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "eval.nnn_k", "tune.num_samples",
             "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality"]
 NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
                 "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs",
                 "ncl.plain_loss_weight", "train.threads_per_worker", "eval.chunk_size",
-                "eval.workers"]
+                "eval.workers", "eval.nnn_alpha"]
 
 
 def refuse_interpolation(node, source: str, prefix: str = "") -> None:
@@ -49,3 +49,27 @@ def refuse_interpolation(node, source: str, prefix: str = "") -> None:
         elif isinstance(value, str) and "${" in value:
             raise ConfigError(f"{source}: '{name}' holds an interpolation ({value[:60]!r}); configs take plain "
                               f"values only")
+
+
+def check_combinations(cfg) -> None:
+    """ConfigError naming the keys when settings contradict each other (cfg: the merged config)."""
+    if cfg.data.dataset == "manifest" and not cfg.data.manifest:
+        raise ConfigError("'data.manifest' is required with data.dataset=manifest: a CSV or JSONL file, e.g. "
+                          "data.manifest=my_videos.csv (README: \"Data preparation\")")
+    rows = cfg.ncl.queue_size if cfg.eval.bank_source == "queue" else cfg.eval.bank_size
+    if "nnn" in cfg.eval.methods and cfg.eval.bank != "test" and cfg.eval.nnn_k > rows:
+        raise ConfigError(f"'eval.nnn_k={cfg.eval.nnn_k}' exceeds the {rows} queries of the bank "
+                          f"({'ncl.queue_size' if cfg.eval.bank_source == 'queue' else 'eval.bank_size'}); lower it")
+    if cfg.data.jitter and cfg.data.sampler != "uniform":
+        raise ConfigError("'data.jitter=true' draws times inside uniform slices; it needs data.sampler=uniform")
+    if cfg.data.samples == "pairs" and cfg.data.streaming:
+        raise ConfigError("'data.samples=pairs' reads clips from the clip cache; it cannot be combined with "
+                          "'data.streaming=true' (use data.samples=videos to decode every epoch)")
+    if cfg.optim.name == "bertadam" and not 0 <= cfg.optim.warmup_ratio < 1:
+        raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1) for bertadam, got {cfg.optim.warmup_ratio}")
+    if not 0 <= cfg.optim.warmup_ratio <= 1:
+        raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1], got {cfg.optim.warmup_ratio}")
+    if cfg.train.max_failures < -1:
+        raise ConfigError(f"'train.max_failures' must be >= -1 (-1 = retry forever), got {cfg.train.max_failures}")
+    if cfg.tune.reduction_factor < 2:
+        raise ConfigError(f"'tune.reduction_factor' must be >= 2, got {cfg.tune.reduction_factor}")

@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ncl_ray.config.explain import expected
-from ncl_ray.config.rules import CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, refuse_interpolation
+from ncl_ray.config.rules import (CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, check_combinations,
+                                   refuse_interpolation)
+from ncl_ray.ncl.methods import DEFAULT_METHODS
 
 
 @dataclass
@@ -116,7 +118,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    methods: List[str] = field(default_factory=lambda: list(METHODS))
+    methods: List[str] = field(default_factory=lambda: list(DEFAULT_METHODS))  # none ncl dsl qbnorm nnn
     bank: str = "train"  # train | test | train+test: queries the test-time biases are computed from
     bank_source: str = "queue"  # queue (saved with the checkpoint) | captions (training split, embedded now)
     bank_size: int = 5000  # training videos whose captions form the bank (bank_source=captions)
@@ -127,6 +129,8 @@ class EvalConfig:
     workers: int = 0  # threads for the bank's Sinkhorn blocks; 0 = the cores torch's kernels leave idle (<= 4)
     qbnorm_beta: float = 20.0
     qbnorm_k: int = 1
+    nnn_k: int = 256  # nnn: nearest bank queries per gallery item (NNN's code default; its README: 128)
+    nnn_alpha: float = 0.5  # nnn: weight of the bias (NNN's code default; its README: 0.75)
 
 
 @dataclass
@@ -234,24 +238,9 @@ def finalize(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
     if cfg.model.pooling == "seqTransf" and cfg.model.temporal_layers < 1:
         raise ConfigError(f"'model.temporal_layers' must be >= 1 for seqTransf, got {cfg.model.temporal_layers}")
-    if cfg.data.dataset == "manifest" and not cfg.data.manifest:
-        raise ConfigError("'data.manifest' is required with data.dataset=manifest: a CSV or JSONL file, e.g. "
-                          "data.manifest=my_videos.csv (README: \"Data preparation\")")
+    check_combinations(cfg)  # keys that must agree with each other (rules.py)
     if cfg.train.protocol == "published":  # select on the test split, as the published tables did
         cfg.data.val_split = cfg.data.test_split
-    if cfg.data.jitter and cfg.data.sampler != "uniform":
-        raise ConfigError("'data.jitter=true' draws times inside uniform slices; it needs data.sampler=uniform")
-    if cfg.data.samples == "pairs" and cfg.data.streaming:
-        raise ConfigError("'data.samples=pairs' reads clips from the clip cache; it cannot be combined with "
-                          "'data.streaming=true' (use data.samples=videos to decode every epoch)")
-    if cfg.optim.name == "bertadam" and not 0 <= cfg.optim.warmup_ratio < 1:
-        raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1) for bertadam, got {cfg.optim.warmup_ratio}")
-    if not 0 <= cfg.optim.warmup_ratio <= 1:
-        raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1], got {cfg.optim.warmup_ratio}")
-    if cfg.train.max_failures < -1:
-        raise ConfigError(f"'train.max_failures' must be >= -1 (-1 = retry forever), got {cfg.train.max_failures}")
-    if cfg.tune.reduction_factor < 2:
-        raise ConfigError(f"'tune.reduction_factor' must be >= 2, got {cfg.tune.reduction_factor}")
     pattern = r"val/(none|ncl|served)/(t2v|v2t|v2t_lenient)_(R@1|R@5|R@10|MdR|MnR)"
     if cfg.train.select_metric and not re.fullmatch(pattern, cfg.train.select_metric):
         raise ConfigError(f"'train.select_metric' must look like val/ncl/t2v_R@1, got {cfg.train.select_metric!r}")

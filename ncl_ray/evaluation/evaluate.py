@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ncl_ray.data.transforms import frame_mask, normalize_frames
+from ncl_ray.ncl.methods import BANK_METHODS
 from ncl_ray.ncl.normalize import MEMORY_MB, Sims, make_scorer, rows_per_block
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
@@ -80,7 +81,7 @@ def bank_similarities(bank: str, train_queries: Optional[torch.Tensor], test_que
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),
                         bank_text: Optional[torch.Tensor] = None, bank_video: Optional[torch.Tensor] = None,
                         bank: str = "train", n_iters: int = 10, chunk_size: int = 0,
-                        qbnorm_beta: float = 20.0, qbnorm_k: int = 1,
+                        qbnorm_beta: float = 20.0, qbnorm_k: int = 1, nnn_k: int = 256, nnn_alpha: float = 0.5,
                         store: Optional[Dict[str, torch.Tensor]] = None, memory_mb: float = MEMORY_MB,
                         workers: int = 0) -> Dict[str, float]:
     """Flat metric dict for t2v and v2t under each method.
@@ -94,7 +95,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
         store: if given, receives t2v diagnostics: `t2v_mass_before`, `<method>/t2v_mass` (C,) and
             `t2v_ncl_bias` (C,), for plots and the export.
     """
-    if bank != "test" and any(m in ("ncl", "qbnorm") for m in methods):
+    if bank != "test" and any(m in BANK_METHODS for m in methods):
         if bank_text is None or len(bank_text) == 0 or bank_video is None or len(bank_video) == 0:
             log.warning("no training-query bank (queue empty): test-time biases use the test queries")
             bank = "test"
@@ -106,9 +107,9 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
     for name, (queries, gallery, train_queries, truth) in directions.items():
         test = Sims.embeddings(queries, gallery, chunk_size, memory_mb, workers)
         bank_sims = bank_similarities(bank, train_queries, queries, gallery, chunk_size, memory_mb, workers) \
-            if any(m in ("ncl", "qbnorm") for m in methods) else None
+            if any(m in BANK_METHODS for m in methods) else None
         for method in methods:
-            scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k)
+            scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k, nnn_k, nnn_alpha)
             result = direction_metrics(test, scorer, **truth)
             for protocol, metrics in result.items():
                 tag = name if protocol == "strict" else f"{name}_{protocol}"

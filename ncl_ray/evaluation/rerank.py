@@ -13,6 +13,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from ncl_ray.ncl.methods import BANK_METHODS
 from ncl_ray.ncl.normalize import Sims, make_scorer
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
@@ -40,7 +41,7 @@ def load_matrix(path: str, name: str, ndim: int = 2) -> np.ndarray:
 
 def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None,
            query_to_item: Optional[np.ndarray] = None, transpose: bool = False, iters: int = 10,
-           temperature: float = 0.01, bank: str = "train") -> Dict:
+           temperature: float = 0.01, bank: str = "train", nnn_k: int = 256, nnn_alpha: float = 0.5) -> Dict:
     """Metrics and normalisation error of `method` on `sims`; see the module docstring."""
     s = torch.from_numpy(np.asarray(sims, dtype=np.float32))
     Q, G = s.shape
@@ -55,19 +56,22 @@ def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None
     b = None if bank_sims is None else torch.from_numpy(np.asarray(bank_sims, dtype=np.float32))
     if transpose:  # videos become queries; a bank of text queries x videos does not apply
         s = s.T.contiguous()
-        if method in ("ncl", "qbnorm") and bank != "test":
-            raise InputError("--transpose with ncl/qbnorm needs --bank test (the bank holds text queries)")
+        if method in BANK_METHODS and bank != "test":
+            raise InputError(f"--transpose with {method} needs --bank test (the bank holds text queries)")
         b = None
     test = Sims.dense(s)
     bank_sims_ = None
-    if method in ("ncl", "qbnorm"):
+    if method in BANK_METHODS:
         if bank != "test" and b is None:
             raise InputError(f"--method {method} needs --bank-sims (or --bank test)")
         if b is not None and b.shape[1] != s.shape[1]:
             raise InputError(f"--bank-sims has {b.shape[1]} gallery columns, --sims has {s.shape[1]}")
         parts = {"train": [b], "test": [s], "train+test": [b, s]}[bank]
         bank_sims_ = Sims.stack([Sims.dense(x) for x in parts])
-    scorer = make_scorer(method, test, temperature, bank_sims_, n_iters=iters)
+    try:
+        scorer = make_scorer(method, test, temperature, bank_sims_, n_iters=iters, nnn_k=nnn_k, nnn_alpha=nnn_alpha)
+    except ValueError as e:  # e.g. nnn's k beyond the bank's queries
+        raise InputError(str(e).replace("eval.nnn_k, --nnn-k", "--nnn-k")) from None
     key = "v2t" if transpose else "t2v"
     if transpose and query_to_item is not None:
         m = direction_metrics(test, scorer, owner=q2i)

@@ -19,6 +19,10 @@ softmax over a row is a retrieval distribution), so the normalisation error is c
           that set is normalised, beta * s_ij - logsumexp_bank(beta * s_bank,j) (the log of QB-Norm's
           exp(beta s) / sum_bank exp(beta s_bank)); other queries keep s_ij / tau. Ties for the top-1 item go
           to the lowest column index (QB-Norm's argsort leaves them unspecified).
+- nnn:    Nearest Neighbor Normalization (Chowdhury et al. EMNLP 2024, `nnn_retriever.py`): (s_ij + b_j) / tau with
+          b_j = -alpha * the mean of gallery item j's k largest similarities to the bank's queries; its code's
+          defaults k = 256, alpha = 0.5 (its README suggests 128 and 0.75). A per-item bias: it folds into an
+          inner-product index like ncl's and a new item's bias needs only that item's column.
 """
 
 import math
@@ -29,7 +33,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ncl_ray.ncl.methods import METHODS  # noqa: F401  (re-exported: the scorers' names)
+from ncl_ray.ncl.methods import BANK_METHODS, METHODS
 
 Scorer = Callable[[slice, torch.Tensor], torch.Tensor]
 MEMORY_MB = 2048  # default budget for the similarity blocks in flight
@@ -152,6 +156,19 @@ def ncl_gallery_bias(bank: Sims, temperature: float, n_iters: int) -> torch.Tens
 
 
 @torch.no_grad()
+def nnn_gallery_bias(bank: Sims, k: int = 256, alpha: float = 0.5) -> torch.Tensor:
+    """NNN's bias (C,): -alpha * the mean of each column's k largest bank similarities, the top k kept across row
+    blocks. NNN's own code fails when k exceeds the bank's queries; so does this, naming both."""
+    if not 1 <= k <= bank.n_rows:
+        raise ValueError(f"nnn: k={k} needs 1 <= k <= the bank's {bank.n_rows} queries (eval.nnn_k, --nnn-k)")
+    top: Optional[torch.Tensor] = None  # (<= k, C) the largest similarities seen so far, per column
+    for _, s in bank.blocks():
+        both = s.float() if top is None else torch.cat([top, s.float()], dim=0)  # (r', C)
+        top = both.topk(min(k, len(both)), dim=0).values
+    return -alpha * top.mean(dim=0)
+
+
+@torch.no_grad()
 def column_mass(sims: Sims, temperature: float, col_bias: torch.Tensor) -> torch.Tensor:
     """P(c) = sum_r softmax_c(s_rc / tau + b_c): (C,)."""
     mass = torch.zeros(sims.n_cols)
@@ -174,12 +191,12 @@ def _activated(bank: Sims, k: int) -> torch.Tensor:
 
 
 def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims] = None, n_iters: int = 10,
-                qbnorm_beta: float = 20.0, qbnorm_k: int = 1) -> Scorer:
+                qbnorm_beta: float = 20.0, qbnorm_k: int = 1, nnn_k: int = 256, nnn_alpha: float = 0.5) -> Scorer:
     """A function (rows, block of test sims) -> ranking scores, after the method's gallery statistics are
-    computed once (ncl biases, dsl column sums, qbnorm bank sums)."""
+    computed once (ncl and nnn biases, dsl column sums, qbnorm bank sums)."""
     if method not in METHODS:
         raise ValueError(f"unknown normalisation method {method!r} (choose from {', '.join(METHODS)})")
-    if method in ("ncl", "qbnorm"):
+    if method in BANK_METHODS:
         if bank is None:
             raise ValueError(f"method {method!r} needs a bank of queries x gallery similarities")
         if bank.n_cols != test.n_cols:
@@ -194,6 +211,14 @@ def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims
 
         ncl.bias = b  # (C,) for export: folded into the gallery embeddings
         return ncl
+    if method == "nnn":
+        nb = nnn_gallery_bias(bank, nnn_k, nnn_alpha)  # (C,) on the similarity scale
+
+        def nnn(rows: slice, s: torch.Tensor) -> torch.Tensor:
+            return (s + nb[None, :]) / temperature
+
+        nnn.bias = nb
+        return nnn
     if method == "dsl":
         lse = column_logsumexp(test, 1.0 / temperature)  # softmax over all test queries, per gallery item
         return lambda rows, s: s * torch.exp(s / temperature - lse[None, :]) / temperature

@@ -9,6 +9,7 @@ METHOD_WORDS = {
     "ncl": "ncl = NCL gallery biases (Sinkhorn) from the {bank}",
     "dsl": "dsl = dual softmax over the test queries (transductive)",
     "qbnorm": "qbnorm = QB-Norm inverted softmax over the {bank}",
+    "nnn": "nnn = Nearest Neighbor Normalization biases from the {bank}",
 }
 
 
