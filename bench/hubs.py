@@ -41,13 +41,17 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         np.save(Path(d) / "s.npy", sims)
         np.save(Path(d) / "b.npy", bank)
-        for method, extra in [("none", []), ("ncl", []), ("ncl", ["--bank", "test"]), ("dsl", []), ("qbnorm", [])]:
+        for method, extra in [("none", []), ("ncl", []), ("ncl", ["--bank", "test"]), ("dsl", []), ("qbnorm", []),
+                              ("nnn", []), ("nnn", ["--nnn-k", "128", "--nnn-alpha", "0.75"])]:
             out = Path(d) / "r.json"
             subprocess.run([sys.executable, "-m", "ncl_ray", "rerank", "--sims", f"{d}/s.npy", "--bank-sims",
                             f"{d}/b.npy", "--method", method, "--json", str(out), *extra],
                            check=True, capture_output=True)
             r = json.loads(out.read_text())
-            label = "test queries" if extra or method == "dsl" else ("training bank" if method != "none" else "-")
+            label = "test queries" if "test" in extra or method == "dsl" else \
+                ("training bank" if method != "none" else "-")
+            if method == "nnn":
+                label += " (k 128, alpha 0.75)" if extra else " (k 256, alpha 0.5)"
             rows.append({"method": method, "statistics_from": label, "R@1": r["t2v"]["R@1"],
                          "R@5": r["t2v"]["R@5"], "MnR": r["t2v"]["MnR"],
                          "norm_error": r["normalization_error"]["after"]})

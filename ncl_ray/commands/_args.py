@@ -13,3 +13,18 @@ def load(args: argparse.Namespace):
     from ncl_ray.config.schema import load_config
 
     return load_config(args.config, args.overrides)
+
+
+def config_verb(name: str, help_: str, run):
+    """(register, main) of a verb whose only arguments are a config and overrides: `main` loads the config and
+    calls `run(cfg)` (which imports its room when the verb runs, so `ncl-ray --help` stays light)."""
+
+    def main(args: argparse.Namespace) -> int:
+        return run(load(args)) or 0
+
+    def register(sub) -> None:
+        sp = sub.add_parser(name, help=help_)
+        add_config_args(sp)
+        sp.set_defaults(fn=main)
+
+    return register, main

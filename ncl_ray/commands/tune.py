@@ -1,15 +1,12 @@
 """`ncl-ray tune CONFIG [key=value ...]`: a Ray Tune sweep over `tune.space`; every trial a Ray Train run."""
 
-from ncl_ray.commands._args import add_config_args, load
+from ncl_ray.commands._args import config_verb
 
 
-def register(sub) -> None:
-    sp = sub.add_parser("tune", help="Ray Tune sweep; every trial is a Ray Train run")
-    add_config_args(sp)
-    sp.set_defaults(fn=main)
-
-
-def main(args) -> int:
+def run(cfg) -> int:
     from ncl_ray.train.tune import run_sweep
 
-    return run_sweep(load(args)) or 0
+    return run_sweep(cfg)
+
+
+register, main = config_verb("tune", "Ray Tune sweep; every trial is a Ray Train run", run)
