@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
-from ncl_ray.runtime.checkpoint import checkpoint_step, config_differences
 from ncl_ray.config.schema import ConfigError, save_config, to_dict
 
 log = logging.getLogger(__name__)
@@ -69,6 +68,8 @@ def remove_orphan_checkpoints(run_dir: Path, keep: Optional[Path] = None) -> Lis
 
 def newest_complete_checkpoint(run_dir: Path) -> Optional[Path]:
     """The complete checkpoint folder with the highest step (registered or not), or None."""
+    from ncl_ray.runtime.checkpoint import checkpoint_step  # torch: loaded only where checkpoints are read
+
     best, best_step = None, -1
     for d in checkpoint_dirs(run_dir):
         step = checkpoint_step(str(d))
@@ -108,6 +109,8 @@ def open_run_dir(cfg, config_name: str = "config.yaml", kind: str = "run") -> Pa
 def check_resume_compatible(cfg, stored: Path) -> None:
     """Refuse to resume with other model or data settings (say which), unless train.resume_force."""
     import yaml
+
+    from ncl_ray.runtime.checkpoint import config_differences
 
     old = yaml.safe_load(stored.read_text()) or {}
     diffs = [d for d in config_differences(old, to_dict(cfg), ["model", "data", "ncl"])
@@ -155,6 +158,8 @@ def best_info(run_dir: Path) -> Optional[dict]:
 def restore_source(checkpoint, run_dir: Path) -> Optional[str]:
     """The newest complete checkpoint: Ray's latest registered one, or a newer folder in the run that a
     worker wrote but Ray had not yet registered when it failed (Ray registers on its poll, every 2 s)."""
+    from ncl_ray.runtime.checkpoint import checkpoint_step
+
     registered = None
     if checkpoint is not None and checkpoint.path and Path(checkpoint.path).is_dir():
         registered = checkpoint.path

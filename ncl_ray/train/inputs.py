@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Dict
 
-from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights
 from ncl_ray.config.schema import ConfigError, to_dict
 
 log = logging.getLogger("ncl_ray.train.inputs")
@@ -58,6 +57,7 @@ def check_inputs(cfg):
     check_pretrained(cfg.model.arch, cfg.model.pretrained)
     if t.resume_from:
         from ncl_ray.model.clip import build_model_from_config
+        from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights
 
         state = load_checkpoint(t.resume_from)
         load_model_weights(build_model_from_config(cfg), state["model"], t.resume_from, state["config"],

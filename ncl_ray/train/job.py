@@ -9,7 +9,6 @@ import logging
 import time
 
 from ncl_ray.runtime.runs import BEST, best_info, remove_orphan_checkpoints
-from ncl_ray.train.fit import fit
 from ncl_ray.train.inputs import open_run, prepare_data
 
 log = logging.getLogger("ncl_ray.train.job")
@@ -23,6 +22,7 @@ def run_job(cfg) -> int:
 
     started = time.time()  # Ray's logs written from here on are this run's
     run_dir, entries = open_run(cfg)  # inputs checked before Ray starts and before the run folder exists
+    from ncl_ray.train.fit import fit  # the model and its libraries load after the inputs passed
     try:
         datasets, meta, cache = prepare_data(cfg, run_dir, entries)
         log.info("training: %d train videos%s, %d steps/epoch x %d epochs, %d workers x batch %d",
