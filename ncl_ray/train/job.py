@@ -16,12 +16,14 @@ log = logging.getLogger("ncl_ray.train.job")
 
 def run_job(cfg) -> int:
     """The main job: data, distributed training, final test evaluation, summary."""
-    from ncl_ray.runtime.cluster import copy_session_logs
+    from ncl_ray.runtime.cluster import check_training_resources, copy_session_logs
     from ncl_ray.ui.progress import board_report, new_board, train_progress, watch, with_store_peak
     from ncl_ray.ui.summary import report
 
     started = time.time()  # Ray's logs written from here on are this run's
     run_dir, entries = open_run(cfg)  # inputs checked before Ray starts and before the run folder exists
+    t = cfg.train  # workers the cluster can never place: refused as soon as Ray is up, before any decoding
+    check_training_resources(t.num_workers, t.cpus_per_worker, t.use_gpu)
     from ncl_ray.train.fit import fit  # the model and its libraries load after the inputs passed
     try:
         datasets, meta, cache = prepare_data(cfg, run_dir, entries)

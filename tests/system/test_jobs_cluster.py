@@ -56,7 +56,7 @@ def test_train_and_eval_jobs_on_a_2cpu_cluster_with_a_growing_log(ray_head, tmp_
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
         env.update(ray_head.client_env(), PYTHON=sys.executable, RAY_ADDRESS="http://127.0.0.1:1")  # not this one
         r = subprocess.run(["jobs/submit.sh", "train", "conf/default.yaml",
-                            *tiny(builtin_data, runs, "train.epochs=2", "train.cpus_per_worker=0.25", "run.name=job"),
+                            *tiny(builtin_data, runs, "train.epochs=1", "train.cpus_per_worker=0.25", "run.name=job"),
                             "--address", ray_head.dashboard, "--python", sys.executable, "--timeout", "300"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=450)
         assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.ray
 @pytest.mark.slow
 def test_short_rehearsal_writes_a_stage_report(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bench.rehearsal", "--videos", "12", "--out", str(tmp_path),
+    r = subprocess.run([sys.executable, "-m", "bench.rehearsal", "--videos", "8", "--out", str(tmp_path),
                         "data.num_frames=2", "train.batch_size=2", "ncl.queue_size=64", "train.num_workers=1",
                         "train.keep_best=false", "train.eval_every_epochs=5"],  # one ViT-B/32, no extra saves
                        cwd=ROOT, capture_output=True, text=True, timeout=900)

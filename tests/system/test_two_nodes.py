@@ -14,7 +14,7 @@ from raynodes import Head
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["train.epochs=2", "train.eval_every_epochs=1", "train.cpus_per_worker=0.25",
+SMALL = ["train.epochs=1", "train.eval_every_epochs=1", "train.cpus_per_worker=0.25",
          "train.placement_strategy=STRICT_SPREAD"]
 
 
