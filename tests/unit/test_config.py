@@ -95,9 +95,9 @@ def test_config_show_is_yaml_that_loads_back_to_the_same_values(conf, capsys, tm
 
     from ncl_ray.cli import main
 
-    assert main(["config", "show", conf, "eval.methods=[none,ncl]"]) == 0
+    assert main(["config", "show", conf, "eval.methods=[none,ncl]", "run.name=show"]) == 0  # a name not from the clock
     out = capsys.readouterr().out
-    cfg = load_config(conf, ["eval.methods=[none,ncl]"])
+    cfg = load_config(conf, ["eval.methods=[none,ncl]", "run.name=show"])
     assert yaml.safe_load(out) == OmegaConf.to_container(cfg, resolve=True)
     assert "  methods: [none, ncl]" in out and "# " in out  # flow lists, and the meanings as comments
     (tmp_path / "mine.yaml").write_text(out)  # and it is a config file of its own
