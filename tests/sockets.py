@@ -55,17 +55,19 @@ def listening(pids: Iterable[int]) -> List[Tuple[int, str, int]]:
     return out
 
 
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")  # the last: IPv4 loopback on an IPv6 socket
+
+
+def process_name(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/comm").read().strip()
+    except OSError:
+        return "?"
+
+
 def outside_loopback(pids: Iterable[int]) -> List[Tuple[str, str, int]]:
     """(process name, ip, port) of the listening sockets not bound to loopback."""
-    bad = []
-    for pid, ip, port in listening(pids):
-        if ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):  # the last: IPv4 loopback on an IPv6 socket
-            try:
-                name = open(f"/proc/{pid}/comm").read().strip()
-            except OSError:
-                name = "?"
-            bad.append((name, ip, port))
-    return bad
+    return [(process_name(pid), ip, port) for pid, ip, port in listening(pids) if ip not in LOOPBACK]
 
 
 class Watch:
@@ -79,17 +81,11 @@ class Watch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _name(self, pid):
-        try:
-            return open(f"/proc/{pid}/comm").read().strip()
-        except OSError:
-            return "?"
-
     def _run(self):
         while not self._stop.is_set():
-            pids = descendants(os.getpid())
-            self.seen |= {(self._name(pid), ip, port) for pid, ip, port in listening(pids)}
-            self.outside |= set(outside_loopback(pids))
+            now = {(process_name(pid), ip, port) for pid, ip, port in listening(descendants(os.getpid()))}
+            self.seen |= now
+            self.outside |= {s for s in now if s[1] not in LOOPBACK}
             self._stop.wait(self.every_s)
 
     def __enter__(self):

@@ -8,11 +8,7 @@ TINY = ["data.synthetic_videos=40", "data.num_frames=4", "data.frame_size=16", "
         "train.batch_size=4", "ncl.queue_size=24"]
 
 
-def data_args(root: Path) -> List[str]:
-    """Overrides that put the synthetic videos and their clip cache under `root` (shared by the session)."""
-    return [f"data.root={root}/syn", f"data.cache_dir={root}/cache"]
-
-
 def tiny(root: Path, runs: Path, *extra: str) -> List[str]:
-    """The tiny run's overrides, its data under `root`, its run folders under `runs`."""
-    return [*TINY, *data_args(root), f"run.storage_path={runs}", *extra]
+    """The tiny run's overrides: the synthetic videos and their clip cache under `root` (shared by the session),
+    its run folders under `runs`."""
+    return [*TINY, f"data.root={root}/syn", f"data.cache_dir={root}/cache", f"run.storage_path={runs}", *extra]

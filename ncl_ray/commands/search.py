@@ -1,6 +1,5 @@
 """`ncl-ray search --index EXPORT_OR_INDEX "query" [--top-k 5]`: NCL text search over an index folder, no Ray."""
 
-import json
 
 
 def register(sub) -> None:
@@ -13,13 +12,14 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ncl_ray.serve.index import resolve_version, search_texts
+    from ncl_ray.serve.index import GalleryIndex, search_texts
 
-    index, query = args.index, args.query
-    meta = json.loads((resolve_version(index) / "index.json").read_text())
+    index, query = GalleryIndex.load(args.index), args.query
+    meta = index.meta
     hits = search_texts(index, [query], args.top_k)[0]
-    print(f"query: {query!r}   gallery: the '{meta.get('split', 'test')}' split of {meta.get('checkpoint', index)} "
-          f"({meta.get('videos', '?')} videos), ranked by NCL (biases from the {meta.get('bank', '?')} bank)")
+    print(f"query: {query!r}   gallery: the '{meta.get('split', 'test')}' split of "
+          f"{meta.get('checkpoint', args.index)} ({meta.get('videos', '?')} videos), ranked by NCL (biases from "
+          f"the {meta.get('bank', '?')} bank)")
     print(f"{'rank':>4s}  {'score':>8s}  {'video':<14s} first caption / path")
     for rank, hit in enumerate(hits, start=1):
         caption = hit["captions"][0] if hit["captions"] else ""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ncl_ray.config.explain import expected
 from ncl_ray.config.rules import (CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, check_combinations,
@@ -172,7 +172,7 @@ def _merge(base: DictConfig, other, source: str) -> DictConfig:
     except OmegaConfBaseException as e:  # one line naming the key, never OmegaConf's internals
         key = getattr(e, "full_key", None) or "?"
         msg = str(getattr(e, "msg", e)).splitlines()[0]
-        if "Key '" in msg and "not in" in msg or "ConfigKeyError" in type(e).__name__:
+        if isinstance(e, ConfigKeyError):
             raise ConfigError(f"{source}: unknown key '{key}' (ncl-ray config show lists every key)") from None
         got = re.search(r"Value '(.*?)'", msg)
         raise ConfigError(f"{source}: '{key}' expects {expected(Config, key) or 'another type'}"

@@ -155,10 +155,12 @@ def copy_session_logs(dest: str, since: float = 0.0) -> Optional[str]:
     if not src or not os.path.isdir(src):
         return None
 
+    sockets = shutil.ignore_patterns("*.sock", "*.lock")
+
     def skip(folder, names):
         old = {n for n in names if os.path.isfile(os.path.join(folder, n))
                and os.path.getmtime(os.path.join(folder, n)) < since}
-        return old | set(shutil.ignore_patterns("*.sock", "*.lock")(folder, names))
+        return old | set(sockets(folder, names))
 
     try:
         shutil.copytree(src, dest, dirs_exist_ok=True, ignore=skip, ignore_dangling_symlinks=True)

@@ -96,15 +96,15 @@ class GalleryIndex:
         return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
 
 
-def search_texts(folder: str, queries: List[str], top_k: int = 5, method: str = "ncl") -> List[List[Dict]]:
-    """Top-k videos of an index folder for text queries, embedded with the folder's checkpoint: the search path
-    of `ncl-ray search` and of the server."""
+def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl") -> List[List[Dict]]:
+    """Top-k videos of an index (a folder, or a loaded GalleryIndex) for text queries, embedded with the index's
+    checkpoint; each hit: video_id, path, score, captions."""
     import torch
 
     from ncl_ray.data.transforms import tokenize
     from ncl_ray.runtime.checkpoint import load_model
 
-    index = GalleryIndex.load(folder)
+    index = folder if isinstance(folder, GalleryIndex) else GalleryIndex.load(folder)
     model, cfg, _ = load_model(index.meta["checkpoint"])
     with torch.no_grad():
         text = model.encode_text(torch.from_numpy(tokenize(queries, cfg.data.max_words))).numpy()  # (R, D)

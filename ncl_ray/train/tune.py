@@ -92,11 +92,14 @@ def _trial_lines_class():
         table is off). `total` counts every trial the sweep will run, not only those Tune has created yet."""
 
         def __init__(self, metric: str, total: int, mode: str = "max"):
-            from ncl_ray.ui.console import Progress
-
             self.metric, self.total, self.done, self.best, self.pick = metric, total, 0, None, \
                 (max if mode == "max" else min)
-            self.bar = Progress("trials", total, "trials")
+            self.bar = self._new_bar()  # from the sweep's start: its rate and ETA count the whole sweep
+
+        def _new_bar(self):
+            from ncl_ray.ui.console import Progress
+
+            return Progress("trials", self.total, "trials")
 
         def __getstate__(self):  # Tune saves its callbacks with the experiment: the console stream stays here
             return {**self.__dict__, "bar": None}
@@ -109,10 +112,7 @@ def _trial_lines_class():
             log.info("trial %s finished (%d/%d): %s = %s, %s epochs", trial.trial_id, self.done, self.total,
                      self.metric, f"{value:.2f}" if isinstance(value, float) else value,
                      (trial.last_result or {}).get("training_iteration", "?"))
-            if self.bar is None:  # restored from a saved experiment
-                from ncl_ray.ui.console import Progress
-
-                self.bar = Progress("trials", self.total, "trials")
+            self.bar = self.bar or self._new_bar()  # none when restored from a saved experiment
             self.bar.update(self.done, f"best {self.metric} {self.best:.2f}" if self.best is not None else "",
                             force=True)
 

@@ -70,11 +70,13 @@ def test_ray_stays_out_of_the_library_and_the_config():
     assert {m: v for m, v in bad.items() if v} == {}
 
 
-def _docstring(module: str) -> str:
+def _path(module: str) -> Path:
     path = PKG.parent / (module.replace(".", "/") + ".py")
-    if not path.exists():
-        path = PKG.parent / module.replace(".", "/") / "__init__.py"
-    return ast.get_docstring(ast.parse(path.read_text())) or ""
+    return path if path.exists() else PKG.parent / module.replace(".", "/") / "__init__.py"
+
+
+def _docstring(module: str) -> str:
+    return ast.get_docstring(ast.parse(_path(module).read_text())) or ""
 
 
 def test_the_library_does_not_read_the_config():
@@ -109,8 +111,6 @@ def test_no_import_cycles():
 
 def test_modules_are_small_and_say_what_they_are():
     for module in MODULES:
-        path = PKG.parent / (module.replace(".", "/") + ".py")
-        if not path.exists():
-            path = PKG.parent / module.replace(".", "/") / "__init__.py"
+        path = _path(module)
         assert len(path.read_text().splitlines()) < 300, f"{path.name} has 300 lines or more: split it"
         assert _docstring(module) or path.name == "__main__.py", f"{module} has no docstring"
