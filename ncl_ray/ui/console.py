@@ -86,6 +86,9 @@ def attach_run_log(run_dir: Path, name: str = "driver.log") -> Path:
             h.close()
     handler = logging.FileHandler(path)
     handler._ncl_file = True
+    handler.setLevel(logging.INFO)
+    if root.getEffectiveLevel() > logging.INFO:  # a caller that never set up the console (a library user)
+        root.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     for name_ in NOISY:
