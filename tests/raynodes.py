@@ -74,8 +74,9 @@ class Head:
         self.token = Path(self.temp_dir) / "auth_token"
         self.token.write_text(secrets.token_hex(32))
         self.token.chmod(0o600)
+        # the one-machine footer pool a private instance gets (ncl_ray.runtime.cluster.FOOTER_ACTORS)
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                        **self.client_env())
+                        RAY_DATA_PARQUET_FOOTER_NUM_ACTORS="1", **self.client_env())
         self.env.pop("RAY_ADDRESS", None)
         self.env.pop("RAY_AUTH_TOKEN", None)
         cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",

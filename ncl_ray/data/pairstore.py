@@ -22,7 +22,7 @@ import ray
 
 from ncl_ray.data.framecodec import decode_clip
 from ncl_ray.data.pairs import pair_order, pair_steps, rank_rows
-from ncl_ray.data.transforms import caption_tokens
+from ncl_ray.data.captions import caption_tokens
 
 
 @dataclass

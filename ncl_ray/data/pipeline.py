@@ -29,7 +29,7 @@ from ray.data.expressions import col
 from ncl_ray.data.decode import DECODER_VERSION, DecodeError, decode_batch, decode_video
 from ncl_ray.data.framecodec import decode_clip
 from ncl_ray.data.manifest import READERS, VideoEntry, read_manifest
-from ncl_ray.data.transforms import caption_tokens
+from ncl_ray.data.captions import caption_tokens
 
 log = logging.getLogger(__name__)
 

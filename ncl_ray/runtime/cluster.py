@@ -85,6 +85,9 @@ def secure_token_file(path: Optional[str] = None) -> bool:
     return True
 
 
+FOOTER_ENV, FOOTER_ACTORS = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1"
+
+
 def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool = True) -> None:
     """Join `address` (or $RAY_ADDRESS), else start a private local instance.
 
@@ -94,7 +97,9 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
     (RAY_API_SERVER_ADDRESS): Ray Train's helper actors look the cluster up by auto-detection, which fails
     with "Found multiple active Ray instances" when someone else's Ray runs on the same machine.
     Unless `verbose`, worker output is not forwarded to the console (it stays in Ray's log files) and Ray's
-    own INFO messages are kept off it.
+    own INFO messages are kept off it. Ray Data reads Parquet footers with a pool of 32 actors per read, one
+    process each: on one machine, where a clip cache has a few files, the pool is FOOTER_ACTORS (a value the
+    user set in $RAY_DATA_PARQUET_FOOTER_NUM_ACTORS wins).
     """
     import ray
 
@@ -107,11 +112,13 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
             log.info("Ray: starting a private local instance (loopback only)")
             port = _free_port()
             api = f"http://127.0.0.1:{port}"
+            os.environ.setdefault(FOOTER_ENV, FOOTER_ACTORS)  # the driver's reads, and the workers it starts
             with loopback_only():
                 ray.init(address="local", num_cpus=num_cpus, log_to_driver=verbose, include_dashboard=True,
                          logging_level=logging.INFO if verbose else logging.WARNING,
                          dashboard_host="127.0.0.1", dashboard_port=port,
-                         runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}},
+                         runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api,
+                                                      FOOTER_ENV: os.environ[FOOTER_ENV]}},
                          _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
             secure_token_file()

@@ -90,7 +90,7 @@ class TextEncoder:
     async def encode(self, texts: List[str]) -> List[np.ndarray]:
         import torch
 
-        from ncl_ray.data.transforms import tokenize
+        from ncl_ray.data.captions import tokenize
 
         with torch.no_grad():
             tokens = torch.from_numpy(tokenize(list(texts), self.cfg.data.max_words)).to(self.device)

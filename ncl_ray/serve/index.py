@@ -101,7 +101,7 @@ def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl"
     checkpoint; each hit: video_id, path, score, captions."""
     import torch
 
-    from ncl_ray.data.transforms import tokenize
+    from ncl_ray.data.captions import tokenize
     from ncl_ray.runtime.checkpoint import load_model
 
     index = folder if isinstance(folder, GalleryIndex) else GalleryIndex.load(folder)

@@ -38,6 +38,12 @@ def test_cache_skips_bad_videos_and_is_reused(ray_local, tmp_path):
     assert r["frames"].shape == (4, 16, 16, 3) and r["frames"].dtype == np.uint8 and r["frames"].max() > 0
     assert r["tokens"].shape == (4, 16) and r["n_captions"] == 3
     assert sorted(x["index"] for x in rows) == list(range(len(train)))
+    # each Parquet read of this private instance read its footers with one actor (Ray Data's default is 32
+    # processes per read), and the tasks that attached the tokens did not import torch
+    from ray.util.state import list_actors
+
+    footers = list_actors(filters=[("class_name", "=", "FooterReader")], limit=1000)
+    assert 1 <= len(footers) <= 2, [a.state for a in footers]  # this read and the cache check's
 
 
 def test_contiguous_splits_get_exactly_their_rows_as_tensor_columns(ray_local, tmp_path):

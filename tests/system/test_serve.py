@@ -107,7 +107,7 @@ def test_unknown_thumbnail_and_paths_are_refused(served):
 def test_served_ncl_ranking_equals_the_eval_scorer(served):
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.data.transforms import tokenize
+    from ncl_ray.data.captions import tokenize
     from ncl_ray.runtime.checkpoint import resolve_checkpoint
     from ncl_ray.model.clip import build_model_from_config
     from ncl_ray.ncl.normalize import Sims, make_scorer

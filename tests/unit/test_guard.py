@@ -69,7 +69,7 @@ def test_the_page_places_text_through_the_dom_and_allows_only_its_own_script():
 
 
 def test_captions_are_cut_to_what_the_tokenizer_uses_before_tokenising():
-    from ncl_ray.data.transforms import _tokenizer, clip_caption, tokenize
+    from ncl_ray.data.captions import _tokenizer, clip_caption, tokenize
 
     normal = ["a large red circle moving left on a black background", "Hello,   world! it's  <b>fine</b> &amp; ok",
               " ".join(f"w{i}" for i in range(100))]
