@@ -147,7 +147,7 @@ def arm_overrides(cfg, arms: List[str], custom: Dict[str, Dict[str, str]]) -> Di
     """Every arm's config overrides, typed and checked against the schema (before Ray starts)."""
     import yaml
 
-    from ncl_ray.config.schema import ConfigError, finalize, to_dict
+    from ncl_ray.config.schema import ConfigError, to_dict
     from ncl_ray.train.tune import apply_params
 
     unknown = [a for a in arms if a not in ARMS]
@@ -161,7 +161,7 @@ def arm_overrides(cfg, arms: List[str], custom: Dict[str, Dict[str, str]]) -> Di
         if data_keys:
             raise ConfigError(f"--arm {name}: {data_keys[0]} cannot differ between arms (they share one dataset)")
         out[name] = {k: yaml.safe_load(v) for k, v in pairs.items()}
-        finalize(apply_params(to_dict(cfg), out[name]))  # unknown keys, wrong types, out-of-range values
+        apply_params(to_dict(cfg), out[name])  # unknown keys, wrong types, out-of-range values
     return out
 
 

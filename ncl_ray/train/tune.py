@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Tuple
 import yaml
 from omegaconf import OmegaConf
 
-from ncl_ray.config.schema import ConfigError, from_dict, save_config, to_dict
+from ncl_ray.config.schema import ConfigError, finalize, from_dict, save_config, to_dict
 
 log = logging.getLogger("ncl_ray.train.tune")
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -48,6 +48,7 @@ def load_space(path: str, cfg) -> Dict[str, Any]:
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"{path}: '{key}' needs exactly one of {', '.join(SAMPLERS)}, got {spec!r}")
         kind, arg = next(iter(spec.items()))
+        _check_values(path, cfg, key, kind, arg)
         if kind == "grid":
             space[key] = tune.grid_search(list(arg))
         elif kind == "choice":
@@ -57,15 +58,33 @@ def load_space(path: str, cfg) -> Dict[str, Any]:
     return space
 
 
+def _check_values(path: str, cfg, key: str, kind: str, arg) -> None:
+    """Every value a grid or choice can give, and both ends of a range, pass the schema's checks (types, ranges,
+    choices) before Ray starts: a sweep does not fail at its fifth trial on a value the file allowed."""
+    if kind in ("grid", "choice"):
+        if not isinstance(arg, list) or not arg:
+            raise ConfigError(f"{path}: '{key}' {kind} needs a non-empty list, got {arg!r}")
+        values = arg
+    else:
+        if not isinstance(arg, list) or len(arg) != 2:
+            raise ConfigError(f"{path}: '{key}' {kind} needs [low, high], got {arg!r}")
+        values = [arg[0], arg[1] - 1] if kind == "randint" else arg
+    for value in values:
+        try:
+            apply_params(to_dict(cfg), {key: value})
+        except ConfigError as e:
+            raise ConfigError(f"{path}: '{key}' = {value!r}: {e}") from None
+
+
 def apply_params(base: Dict[str, Any], params: Dict[str, Any]):
-    """The base config with sampled values, type-checked by the schema."""
+    """The base config with sampled values, checked like a loaded config (types, ranges, choices)."""
     cfg = from_dict(base)
     for key, value in params.items():
         try:
             OmegaConf.update(cfg, key, value, merge=False)
         except Exception as e:
             raise ConfigError(f"tune: cannot set '{key}' = {value!r}: {e}") from None
-    return cfg
+    return finalize(cfg)
 
 
 def _trial(params: Dict[str, Any], base: Dict[str, Any], datasets, meta: Dict[str, Any]) -> None:

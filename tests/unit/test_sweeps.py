@@ -18,6 +18,23 @@ def test_space_file_errors_name_the_key(tmp_path):
         load_space(str(bad), cfg)
 
 
+@pytest.mark.parametrize("line, match", [
+    ("ncl.queue_size: {grid: [16, -4]}", r"'ncl.queue_size' = -4: 'ncl.queue_size' must be >= 0, got -4"),
+    ("model.init_temperature: {loguniform: [0.01, 2.0]}", r"= 2.0: 'model.init_temperature' must be in \(0, 1\]"),
+    ("model.pooling: {choice: [meanP, maxP]}", r"'model.pooling' = 'maxP': invalid value for 'model.pooling'"),
+    ("ncl.n_iters: {randint: [-1, 4]}", r"'ncl.n_iters' = -1: 'ncl.n_iters' must be >= 0"),
+    ("ncl.n_iters: {uniform: [1]}", r"'ncl.n_iters' uniform needs \[low, high\]"),
+])
+def test_every_value_a_space_can_sample_passes_the_schema_before_ray_starts(tmp_path, line, match):
+    """Grid and choice values, and both ends of a range, are checked like a loaded config."""
+    from ncl_ray.train.tune import load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=match):
+        load_space(str(space), load_config(None))
+
+
 def test_the_trial_count_is_every_grid_combination_times_the_samples(tmp_path):
     from ncl_ray.train.tune import count_trials, load_space
 
