@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    setup_console(verbose=any(a in ("run.verbose=true", "run.verbose=True") for a in (argv or sys.argv[1:])))
+    setup_console()  # quiet; switched to the config's run.verbose once it is loaded (runtime.cluster.init_ray)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after an option (`compare CONFIG --seeds 5 k=v`) belong to the overrides

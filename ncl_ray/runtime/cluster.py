@@ -103,8 +103,9 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
     """
     import ray
 
-    from ncl_ray.ui.console import mute_ray_handlers
+    from ncl_ray.ui.console import follow_config, mute_ray_handlers
 
+    follow_config(verbose)
     mute_ray_handlers()
     if not ray.is_initialized():
         target = resolve_address(address)

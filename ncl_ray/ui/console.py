@@ -58,7 +58,7 @@ def setup_console(verbose: bool = False, stream: Optional[TextIO] = None) -> Non
         if getattr(h, "_ncl_console", False):
             root.removeHandler(h)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler._ncl_console = True
+    handler._ncl_console, handler._ncl_verbose = True, verbose
     handler.setFormatter(logging.Formatter("%(message)s" if not verbose else
                                            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if not verbose:
@@ -73,6 +73,15 @@ def setup_console(verbose: bool = False, stream: Optional[TextIO] = None) -> Non
         for h in lg.handlers:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and not verbose:
                 h.setLevel(logging.WARNING)
+
+
+def follow_config(verbose: bool) -> None:
+    """The console a command set up, switched to the loaded config's `run.verbose` (from its file or the
+    command line, in any spelling YAML reads as true); a library caller without our console keeps its own."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, "_ncl_console", False)]
+    if ours and getattr(ours[0], "_ncl_verbose", False) != bool(verbose):
+        setup_console(verbose=bool(verbose), stream=ours[0].stream)
 
 
 def attach_run_log(run_dir: Path, name: str = "driver.log") -> Path:

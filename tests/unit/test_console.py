@@ -52,3 +52,31 @@ def test_console_keeps_ray_info_out_and_our_info_in():
 
 def test_durations():
     assert format_duration(5) == "0:05" and format_duration(3725) == "1:02:05"
+
+
+def test_the_console_follows_run_verbose_from_the_loaded_config():
+    """`run.verbose` may come from a config file or any YAML spelling of true: the console follows the loaded
+    value, not the raw command line; a caller without our console is left alone."""
+    from ncl_ray.ui.console import follow_config
+
+    root = logging.getLogger()
+    kept = [h for h in root.handlers if getattr(h, "_ncl_console", False)]
+    for h in kept:
+        root.removeHandler(h)
+    try:
+        before = list(root.handlers)
+        follow_config(True)  # nobody set up the console: nothing is added
+        assert root.handlers == before
+        out = io.StringIO()
+        setup_console(stream=out)
+        logging.getLogger("other.lib").info("quiet run")
+        follow_config(True)
+        logging.getLogger("other.lib").info("verbose run")
+        follow_config(False)
+        logging.getLogger("other.lib").info("quiet again")
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 1 and "INFO other.lib: verbose run" in lines[0]
+    finally:
+        for h in [h for h in root.handlers if getattr(h, "_ncl_console", False)]:
+            root.removeHandler(h)
+        root.handlers.extend(kept)
