@@ -1,108 +1,287 @@
-"""GPU figures for the CLIP4Clip recipe, side by side in one run on one CUDA device:
-1. the training step (ViT-B/32, 12 frames x 224 px, 32 words, meanP, bf16 autocast, AdamW with the recipe's two
-   learning rates) at per-GPU batch 16 / 32 / 64: plain contrastive (NCL at 0 iterations, no queue = CLIP's loss)
-   vs NCL (queue 4096 with 3 iterations = conf/msrvtt.yaml, and queue 16384 with 5): time per phase, clips/s,
-   peak GPU memory, and NCL's overhead over plain (interleaved rounds, median);
-2. evaluation embedding (forward only, fp16 autocast, as the evaluator runs it): clips/s;
-3. the loss alone (forward + backward) at B=128..1024, D=512, queue 16k: CLIP's formula vs NCL at 0 / 5 iterations
-   (bench/loss.py's measurement, on the GPU).
-One GPU worker: the gathers are identities; on N GPUs the global batch and the Sinkhorn matrix grow N-fold
-(part 3 gives the loss at those sizes).
+"""The recipe's GPU step with each optimisation switchable, side by side in one run on one CUDA device.
 
-    python -m bench.gpu [--batches 16,32,64] [--rounds 8]
+    python -m bench.gpu [--batches 128,16,64] [--rounds 5] [--window 3] [--out bench/out]
+
+ViT-B/32, 12 frames x 224 px, 32-token captions, meanP, bf16 autocast, AdamW with the recipe's two learning
+rates, NCL with a full 4096 queue and 3 iterations (conf/msrvtt.yaml), one worker (the gathers are identities).
+Switches, all off in the `baseline` row (the step before these changes) and all on in `all + compile`:
+
+    sliced_text   the text tower at 32 positions instead of 77 (VideoCLIP.slice_text)
+    fused_adamw   AdamW(fused=True)
+    amp_frames    uint8 -> bf16 normalisation (one multiply-add) instead of fp32
+    copy_ahead    pinned batches copied on a side stream by a producer thread (train/transfer.py) instead of a
+                  pageable copy on the compute stream
+    sync_free     no host read per step: scalars stay on the GPU, the queue's counters live on the host
+    compile       torch.compile of both towers (inductor, static shapes; compiled before the timed region)
+
+Rows: baseline, baseline + each eager switch alone, all eager switches, all + compile. A sample is `window`
+consecutive steps between two synchronisations (so the host may run ahead, as in training); rows are
+interleaved per round and the median is reported. Also: evaluation embedding (baseline vs sliced vs compiled),
+the FLOPs of one clip counted by torch's FlopCounterMode (2 per multiply-add) and the MFU they give against the
+card's dense bf16 peak, peak memory per row, 50 training steps compiled vs eager from one seed (loss agreement),
+and JPEG clip decoding on the GPU (nvJPEG through torchvision) vs one CPU core (the clip cache's PIL path).
 """
 
 import argparse
+import copy
+import json
+import queue
 import statistics
+import threading
+import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from bench.loss import filled_loss, loss_alone, seconds, synthetic_batch
-from bench.report import write
+from bench.loss import filled_loss
+from ncl_ray.data.framecodec import decode_clip, encode_clip
+from ncl_ray.data.gpujpeg import decode_clips
 from ncl_ray.evaluation.evaluate import embed_rows
-from ncl_ray.model.clip import build_model
-from ncl_ray.train.builders import build_optimizer, build_scheduler
+from ncl_ray.model.clip import VideoCLIP, build_model
+from ncl_ray.ncl.queue import FeatureQueue
+from ncl_ray.train.builders import build_optimizer, build_scheduler, compile_model
 from ncl_ray.train.loop import train_step
+from ncl_ray.train.transfer import Ahead
 
 T, S, L = 12, 224, 32
-LOSSES = {"plain (CLIP loss)": (0, 0), "NCL q4096 3 it (recipe)": (4096, 3), "NCL q16384 5 it": (16384, 5)}
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s (spec sheets)
+EAGER = ("sliced_text", "fused_adamw", "amp_frames", "copy_ahead", "sync_free")
+ROWS = {"baseline": set(), **{f"+{s}": {s} for s in EAGER}, "all eager": set(EAGER),
+        "all + compile": set(EAGER) | {"compile"}}
 
 
-def step_rows(model, device, batch_size: int, rounds: int) -> list:
-    """Training steps per loss variant at one batch size, interleaved; median step and phases."""
-    opt = build_optimizer(model, 1e-4, 1e-7, 0.2)
-    sched = build_scheduler(opt, 10 ** 6, 0.0)
-    batch = synthetic_batch(batch_size, T, S)  # captions of L = 32 tokens
-    losses = {name: filled_loss(model.embed_dim, q, it).to(device) for name, (q, it) in LOSSES.items()}
-    samples = {name: [] for name in losses}
-    phases = {name: {} for name in losses}
-    peak = {}
-    for name, loss in losses.items():  # warm-up (cuDNN/cuBLAS heuristics, allocator) and peak memory
-        torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(2):
-            train_step(model, loss, batch, opt, sched, torch.Generator(), device, torch.bfloat16, diagnostics=False)
-        torch.cuda.synchronize(device)
-        peak[name] = torch.cuda.max_memory_allocated(device)
+def host_batch(B: int, seed: int, pinned: bool) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    b = {"frames": torch.randint(0, 255, (B, T, S, S, 3), dtype=torch.uint8, generator=g),
+         "tokens": torch.randint(1, 49000, (B, 1, L), dtype=torch.int32, generator=g),
+         "n_captions": torch.ones(B, dtype=torch.long)}
+    b["tokens"][:, 0, L - 1] = 49407  # an end token: pooling reads the same position either way
+    return {k: v.pin_memory() for k, v in b.items()} if pinned else b
+
+
+class Feeder:
+    """A producer thread that sends pinned batches ahead (copy_ahead), as the epoch feeder does in training."""
+
+    def __init__(self, batch: dict, device: torch.device):
+        self.ahead, self.q = Ahead(device), queue.Queue(maxsize=2)
+        self.batch, self.stop = batch, threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            item = self.ahead.send(dict(self.batch))
+            while not self.stop.is_set():
+                try:
+                    self.q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def next(self) -> dict:
+        return self.ahead.receive(self.q.get())
+
+    def close(self):
+        self.stop.set()
+        self.t.join(timeout=5)
+
+
+class Row:
+    """One configuration: its model (shared eager model, or the compiled copy), optimizer, loss and input."""
+
+    def __init__(self, name, switches, eager_model, compiled_model, B, device):
+        self.name, self.sw, self.device = name, switches, device
+        self.model = compiled_model if "compile" in switches else eager_model
+        self.opt = build_optimizer(self.model, 1e-4, 1e-7, 0.2, fused="fused_adamw" in switches)
+        self.sched = build_scheduler(self.opt, 10 ** 6, 0.0)
+        self.loss = filled_loss(self.model.embed_dim, 4096, 3).to(device).train()
+        self.feeder = Feeder(host_batch(B, 0, True), device) if "copy_ahead" in switches else None
+        self.pageable = host_batch(B, 0, False)
+
+    def step(self):
+        VideoCLIP.slice_text = "sliced_text" in self.sw
+        FeatureQueue.host_counters = "sync_free" in self.sw
+        batch = self.feeder.next() if self.feeder else self.pageable
+        return train_step(self.model, self.loss, batch, self.opt, self.sched, torch.Generator(), self.device,
+                          torch.bfloat16, diagnostics=False, as_floats="sync_free" not in self.sw,
+                          amp_frames="amp_frames" in self.sw)
+
+
+def window_seconds(row: Row, window: int) -> float:
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(window):
+        row.step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / window
+
+
+def flops_per_clip(model, device, sliced: bool) -> dict:
+    """Forward FLOPs of one clip (12 frames + one caption), counted by torch (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    VideoCLIP.slice_text = sliced
+    b = host_batch(1, 0, False)
+    frames = b["frames"].to(device).permute(0, 1, 4, 2, 3).float() / 255
+    counts = {}
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for part, fn in (("video", lambda: model.encode_video(frames)),
+                         ("text", lambda: model.encode_text(b["tokens"][:, 0].to(device)))):
+            with FlopCounterMode(display=False) as fc:
+                fn()
+            counts[part] = fc.get_total_flops()
+    VideoCLIP.slice_text = True
+    return {"video_gflop": counts["video"] / 1e9, "text_gflop": counts["text"] / 1e9,
+            "clip_forward_gflop": sum(counts.values()) / 1e9, "clip_train_gflop": 3 * sum(counts.values()) / 1e9}
+
+
+def train_rows(eager, compiled, B, device, rounds, window, peak, flops):
+    rows = {n: Row(n, sw, eager, compiled, B, device) for n, sw in ROWS.items() if compiled or "compile" not in sw}
+    peaks, samples = {}, {n: [] for n in rows}
+    for n, row in rows.items():  # warm-up (compilation, allocator, cuBLAS heuristics) and peak memory
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        for _ in range(3):
+            row.step()
+        torch.cuda.synchronize()
+        peaks[n] = (torch.cuda.max_memory_allocated() / 2 ** 30, time.perf_counter() - t)
     for _ in range(rounds):
-        for name, loss in losses.items():
-            timings = {}
-            samples[name].append(seconds(lambda loss=loss, timings=timings: train_step(
-                model, loss, batch, opt, sched, torch.Generator(), device, torch.bfloat16, timings=timings,
-                diagnostics=False), device))
-            for k, v in timings.items():
-                phases[name].setdefault(k, []).append(v)
-    plain = statistics.median(samples["plain (CLIP loss)"])
-    rows = []
-    for name, (q, it) in LOSSES.items():
-        med = statistics.median(samples[name])
-        rows.append({"batch": batch_size, "loss": name, "queue": q, "iters": it, "step_ms": 1e3 * med,
-                     "clips_per_s": batch_size / med, "ratio_to_plain": med / plain,
-                     "peak_gpu_gib": peak[name] / 2 ** 30,
-                     **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in phases[name].items()}})
-    return rows
+        for n, row in rows.items():
+            samples[n].append(window_seconds(row, window))
+    base = statistics.median(samples["baseline"])
+    out = []
+    for n, row in rows.items():
+        med = statistics.median(samples[n])
+        per_clip = flops["sliced" if "sliced_text" in row.sw else "padded"]["clip_train_gflop"] * 1e9
+        out.append({"batch": B, "row": n, "step_ms": round(1e3 * med, 2), "clips_per_s": round(B / med, 1),
+                    "speedup": round(base / med, 3), "mfu_pct": round(100 * B / med * per_clip / peak, 1),
+                    "peak_gib": round(peaks[n][0], 2), "warmup_s": round(peaks[n][1], 1)})
+        if row.feeder:
+            row.feeder.close()
+    return out
 
 
-def embed_row(model, device, batch_size: int, rounds: int) -> dict:
-    """Evaluation embedding: one video and its captions per row, fp16 autocast, no gradients."""
-    batch = synthetic_batch(batch_size, T, S)
-    batch["index"] = torch.arange(batch_size)
-    model.eval()
-    with torch.no_grad():
-        for _ in range(2):
-            embed_rows(model, batch, device, torch.float16)
-        times = [seconds(lambda: embed_rows(model, batch, device, torch.float16), device) for _ in range(rounds)]
-    model.train()
-    med = statistics.median(times)
-    return {"batch": batch_size, "embed_ms": 1e3 * med, "clips_per_s": batch_size / med}
+def embed_rows_bench(eager, compiled, device, B, rounds):
+    batch = host_batch(B, 1, True)
+    batch["index"] = torch.arange(B)
+    out = []
+    for name, model, sliced in (("baseline", eager, False), ("sliced text", eager, True),
+                                ("sliced + compile", compiled, True)):
+        if model is None:
+            continue
+        VideoCLIP.slice_text = sliced
+        model.eval()
+        with torch.no_grad():
+            t = time.perf_counter()
+            for _ in range(2):
+                embed_rows(model, batch, device, torch.bfloat16)
+            warm = time.perf_counter() - t
+            times = []
+            for _ in range(rounds):
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                embed_rows(model, batch, device, torch.bfloat16)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+        model.train()
+        med = statistics.median(times)
+        out.append({"batch": B, "row": name, "embed_ms": round(1e3 * med, 2), "clips_per_s": round(B / med, 1),
+                    "warmup_s": round(warm, 1)})
+    VideoCLIP.slice_text = True
+    return out
+
+
+def equivalence(device, steps: int = 50, B: int = 16) -> dict:
+    """The same 50 steps (same seed, same batches) eager vs compiled: their losses step by step."""
+    torch.manual_seed(0)
+    a = build_model("ViT-B-32", "", "meanP", S, L).to(device)
+    b = compile_model(copy.deepcopy(a))
+    losses = {}
+    for name, model in (("eager", a), ("compiled", b)):
+        opt = build_optimizer(model, 1e-5, 1e-6, 0.2)
+        sched = build_scheduler(opt, steps, 0.1)
+        loss = filled_loss(model.embed_dim, 4096, 3).to(device).train()
+        torch.manual_seed(1)
+        loss.text_queue.queue.copy_(torch.nn.functional.normalize(torch.randn_like(loss.text_queue.queue), dim=1))
+        loss.video_queue.queue.copy_(torch.nn.functional.normalize(torch.randn_like(loss.video_queue.queue), dim=1))
+        losses[name] = [train_step(model, loss, host_batch(B, 100 + i % 4, False), opt, sched,
+                                   torch.Generator().manual_seed(i), device, torch.bfloat16,
+                                   diagnostics=False)["train/contrastive_loss"] for i in range(steps)]
+    diff = [abs(x - y) / abs(x) for x, y in zip(losses["eager"], losses["compiled"])]
+    return {"steps": steps, "batch": B, "first_loss": losses["eager"][0], "last_loss_eager": losses["eager"][-1],
+            "last_loss_compiled": losses["compiled"][-1], "max_rel_diff": max(diff),
+            "mean_rel_diff": sum(diff) / len(diff)}
+
+
+def jpeg_rates(device, n_clips: int = 64) -> dict:
+    """Clip-cache blobs (12 JPEG frames at 224 px, quality 90) decoded by one CPU core vs on the GPU."""
+    yy, xx = np.mgrid[0:S, 0:S]
+    clips = []
+    for i in range(n_clips):
+        frames = np.stack([np.stack([(xx * (i + 1) + t * 7) % 256, (yy * 3 + i) % 256, (xx + yy + t) % 256], -1)
+                           for t in range(T)]).astype(np.uint8)
+        clips.append(encode_clip(frames, "jpeg", 90))
+    shape = (T, S, S, 3)
+    t = time.perf_counter()
+    cpu = [decode_clip(c, "jpeg", shape) for c in clips]
+    cpu_s = time.perf_counter() - t
+    decode_clips(clips[:4], shape, device)  # warm-up (nvJPEG handles)
+    times = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        gpu = decode_clips(clips, shape, device)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    err = (gpu.cpu().float() - torch.from_numpy(np.stack(cpu)).float()).abs()
+    return {"clips": n_clips, "cpu_clips_per_s_per_core": n_clips / cpu_s,
+            "gpu_clips_per_s": n_clips / statistics.median(times), "max_abs_diff_vs_pil": float(err.max()),
+            "mean_abs_diff_vs_pil": float(err.mean())}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batches", default="16,32,64")
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--batches", default="128,16,64")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--window", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"))
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench.gpu needs a CUDA device (torch.cuda.is_available() is False)")
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(0)
-    model = build_model("ViT-B-32", "", "meanP", S, L).to(device)
-    steps = []
-    for b in (int(x) for x in args.batches.split(",")):
-        steps += step_rows(model, device, b, args.rounds)
-        print(f"step rows at batch {b} done", flush=True)
-    embeds = [embed_row(model, device, b, args.rounds) for b in (64, 256)]
-    losses = [dict(r, batch=B) for B in (128, 256, 512, 1024)
-              for r in loss_alone(B, variants=((0, False), (5, False)), rounds=4 * args.rounds, device=device)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     props = torch.cuda.get_device_properties(device)
-    meta = {"device": props.name, "gpu_memory_gib": props.total_memory / 2 ** 30, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "model": "ViT-B/32 (random init), 12 x 224 px, 32 words, meanP, bf16 autocast",
-            "embed": embeds}
-    write("gpu", steps, meta)
-    write("gpu_loss", losses, {"device": props.name})
-    for e in embeds:
-        print(f"embed batch {e['batch']}: {e['embed_ms']:.1f} ms, {e['clips_per_s']:.0f} clips/s")
+    peak = next((v for k, v in PEAK_BF16.items() if k in props.name), 989e12)
+    report = {"device": props.name, "torch": torch.__version__, "cuda": torch.version.cuda, "peak_bf16": peak,
+              "model": "ViT-B/32 random init, 12 x 224 px, 32 tokens, meanP, bf16, NCL q4096 3 it"}
+
+    def save(key, value):
+        report[key] = value
+        (out / "gpu.json").write_text(json.dumps(report, indent=2))
+        print(key, json.dumps(value, indent=1), flush=True)
+
+    save("jpeg", jpeg_rates(device))
+    torch.manual_seed(0)
+    eager = build_model("ViT-B-32", "", "meanP", S, L).to(device)
+    save("flops", {"padded": flops_per_clip(eager, device, False), "sliced": flops_per_clip(eager, device, True)})
+    compiled = None if args.no_compile else compile_model(copy.deepcopy(eager))
+    rows = []
+    for i, B in enumerate(int(x) for x in args.batches.split(",")):
+        rows += train_rows(eager, compiled, B, device, args.rounds, args.window, peak, report["flops"])
+        save("train", rows)
+        if i == 1:  # the acceptance's two batch sizes first, then evaluation, then the rest
+            save("embed", embed_rows_bench(eager, compiled, device, 256, args.rounds))
+    if "embed" not in report:
+        save("embed", embed_rows_bench(eager, compiled, device, 256, args.rounds))
+    del eager, compiled
+    torch.cuda.empty_cache()
+    if not args.no_compile:
+        save("equivalence", equivalence(device))
     return 0
 
 

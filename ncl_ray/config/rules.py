@@ -13,9 +13,11 @@ class ConfigError(ValueError):
 CHOICES = {
     "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
     "data.cache_encoding": ("jpeg", "raw"),
+    "data.decode_on": ("auto", "tasks", "worker"),
     "data.synthetic_profile": ("uniform", "longtail"),
     "data.in_memory": ("auto", "true", "encoded", "false"),
     "train.protocol": ("held-out", "published"),
+    "train.compile": ("auto", "true", "false"),
     "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     "model.pooling": ("meanP", "seqTransf"),
     "model.activation": ("auto", "quickgelu", "gelu"),
@@ -51,6 +53,16 @@ def refuse_interpolation(node, source: str, prefix: str = "") -> None:
                               f"values only")
 
 
+def decode_site(cfg) -> str:
+    """Where training clips are decoded: `data.decode_on`, with auto = the worker when it trains on a GPU from
+    a JPEG clip cache with whole-video batches (nvJPEG there), else Ray Data's CPU tasks."""
+    d = cfg.data
+    if d.decode_on != "auto":
+        return d.decode_on
+    fits = d.cache_encoding == "jpeg" and not d.streaming and d.samples == "videos"
+    return "worker" if (cfg.train.use_gpu and fits) else "tasks"
+
+
 def check_combinations(cfg) -> None:
     """ConfigError naming the keys when settings contradict each other (cfg: the merged config)."""
     if cfg.data.dataset == "manifest" and not cfg.data.manifest:
@@ -65,6 +77,13 @@ def check_combinations(cfg) -> None:
     if cfg.data.samples == "pairs" and cfg.data.streaming:
         raise ConfigError("'data.samples=pairs' reads clips from the clip cache; it cannot be combined with "
                           "'data.streaming=true' (use data.samples=videos to decode every epoch)")
+    if cfg.data.decode_on == "worker":
+        clash = ("data.cache_encoding=raw" if cfg.data.cache_encoding != "jpeg" else
+                 "data.streaming=true" if cfg.data.streaming else
+                 "data.samples=pairs" if cfg.data.samples == "pairs" else "")
+        if clash:
+            raise ConfigError(f"'data.decode_on=worker' decodes the clip cache's JPEG frames in the trainer; it "
+                              f"cannot be combined with '{clash}'")
     if cfg.optim.name == "bertadam" and not 0 <= cfg.optim.warmup_ratio < 1:
         raise ConfigError(f"'optim.warmup_ratio' must be in [0, 1) for bertadam, got {cfg.optim.warmup_ratio}")
     if not 0 <= cfg.optim.warmup_ratio <= 1:

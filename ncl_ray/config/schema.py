@@ -44,6 +44,8 @@ class DataConfig:
     cache_dir: str = "data/cache"  # decoded-clip cache, keyed by manifest and decode settings
     cache_encoding: str = "jpeg"  # jpeg (about 10x smaller, decoded in Ray Data CPU tasks) | raw uint8 frames
     jpeg_quality: int = 90  # cache_encoding=jpeg
+    decode_on: str = "auto"  # tasks (Ray Data CPU tasks) | worker (the trainer: nvJPEG on its GPU, else its CPU);
+    # auto = worker for a JPEG cache with train.use_gpu (training batches; evaluation decodes in tasks)
     decode_threads: int = 1  # FFmpeg threads per decode call; 0 = FFmpeg's choice
     decode_concurrency: int = 0  # parallel decode tasks; 0 = all CPUs of the cluster
     # where epochs read the clips from: true = decoded frames in the object store; encoded = the cache's compact
@@ -100,6 +102,7 @@ class TrainConfig:
     threads_per_worker: int = 0  # torch threads per worker; 0 = auto (train/threads.py: the node's cores on CPU)
     placement_strategy: str = "PACK"  # PACK (fill nodes) | SPREAD | STRICT_SPREAD (one worker per node)
     amp: bool = True  # bf16/fp16 autocast, GPU only
+    compile: str = "auto"  # torch.compile the model: auto = on GPUs, true, false (train/builders.py)
     seed: int = 0
     log_every_steps: int = 5
     eval_every_epochs: int = 4  # 0 = only at the end

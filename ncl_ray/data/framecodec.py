@@ -10,7 +10,7 @@ T JPEG files. No torch, no Ray (decode tasks import this).
 
 import io
 import struct
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -46,17 +46,27 @@ def decode_clip(blob: bytes, encoding: str, shape: Tuple[int, int, int, int]) ->
         raise ValueError(f"unknown clip encoding {encoding!r}")
     from PIL import Image
 
+    out = np.empty(shape, np.uint8)
+    for i, part in enumerate(jpeg_parts(blob, shape[0])):
+        img = Image.open(io.BytesIO(part))
+        img.draft("RGB", (shape[2], shape[1]))
+        out[i] = np.asarray(img.convert("RGB"))
+    return out
+
+
+def jpeg_parts(blob: bytes, n_frames: int) -> List[memoryview]:
+    """The T JPEG files of a JPEG clip blob (views, no copies); a blob of the wrong format or frame count
+    raises ValueError. Shared by the CPU decoder above and the GPU one (gpujpeg.py)."""
     if blob[:4] != MAGIC:
         raise ValueError("not a JPEG clip blob")
     (n,) = struct.unpack_from("<I", blob, 4)
+    if n != n_frames:
+        raise ValueError(f"JPEG clip holds {n} frames, expected {n_frames}")
     lengths = struct.unpack_from(f"<{n}I", blob, 8)
-    if n != shape[0]:
-        raise ValueError(f"JPEG clip holds {n} frames, expected {shape[0]}")
-    out = np.empty(shape, np.uint8)
-    pos = 8 + 4 * n
-    for i, length in enumerate(lengths):
-        img = Image.open(io.BytesIO(blob[pos: pos + length]))
-        img.draft("RGB", (shape[2], shape[1]))
-        out[i] = np.asarray(img.convert("RGB"))
+    view, pos, parts = memoryview(blob), 8 + 4 * n, []
+    for length in lengths:
+        if pos + length > len(blob):
+            raise ValueError("JPEG clip blob is truncated")
+        parts.append(view[pos: pos + length])
         pos += length
-    return out
+    return parts

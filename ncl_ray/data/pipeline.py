@@ -189,12 +189,15 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
 
 
 def _attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray, int]],
-            shape: Tuple[int, ...], encoding: str = "raw") -> Dict[str, np.ndarray]:
+            shape: Tuple[int, ...], encoding: str = "raw", decode: bool = True) -> Dict[str, np.ndarray]:
     """Frames as uint8 tensors (decoded from the cache's encoding, in this CPU task) plus the caption tokens of
-    rows already filtered to the split (see split_dataset)."""
+    rows already filtered to the split (see split_dataset). Without `decode`, the JPEG blobs travel as they are
+    (column `jpeg`), for the training worker to decode (on its GPU: data/gpujpeg.py)."""
     rows = [table[vid] for vid in batch["video_id"]]
+    frames = ({"frames": np.stack([decode_clip(f, encoding, shape) for f in batch["frames"]])}  # (b, T, S, S, 3)
+              if decode else {"jpeg": np.asarray(batch["frames"], dtype=object)})  # (b,) bytes
     out = {
-        "frames": np.stack([decode_clip(f, encoding, shape) for f in batch["frames"]]),  # (b, T, S, S, 3)
+        **frames,
         "tokens": np.stack([r[1] for r in rows]),  # (b, K, L)
         "n_captions": np.array([r[2] for r in rows], np.int64),  # (b,)
         "index": np.array([r[0] for r in rows], np.int64),  # (b,) position in the split's video list
@@ -211,9 +214,12 @@ def split_videos(cache: ClipCache, entries: List[VideoEntry], split: str) -> Lis
 
 
 def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_captions: int,
-                  max_words: int, keep_encoded: bool = False) -> "ray.data.Dataset":
+                  max_words: int, keep_encoded: bool = False, decode: bool = True) -> "ray.data.Dataset":
     """Rows of one split: frames uint8 (T,S,S,3), tokens int32 (K,L), n_captions, index. With `keep_encoded`
-    the split's cache rows (compact bytes) are read once into the object store and only decoded per iteration."""
+    the split's cache rows (compact bytes) are read once into the object store and only decoded per iteration.
+    Without `decode` (a JPEG cache only), rows carry the JPEG blob (`jpeg`) instead of `frames`."""
+    if not decode and cache.encoding != "jpeg":
+        raise ValueError(f"only a JPEG clip cache can be decoded by the worker, this one is {cache.encoding}")
     videos = split_videos(cache, entries, split)
     if not videos:
         raise ValueError(f"split '{split}' has no decodable video")
@@ -227,7 +233,8 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
     ds = ds.filter(expr=col("video_id").is_in(list(table)))
     if keep_encoded:
         ds = ds.materialize()
-    return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape, encoding=cache.encoding), batch_size=32)
+    return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape, encoding=cache.encoding, decode=decode),
+                          batch_size=32)
 
 
 def _decode_attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.ndarray, int]], num_frames: int,

@@ -35,7 +35,7 @@ class Embeddings:
 def embed_rows(model, batch: Dict[str, torch.Tensor], device: torch.device,
                amp_dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
     """One batch of split rows -> video (b, D), text (b, K, D) (zero rows past n_captions), n_captions, index."""
-    frames = normalize_frames(batch["frames"].to(device))  # (b, T, 3, H, W)
+    frames = normalize_frames(batch["frames"].to(device, non_blocking=True), amp_dtype)  # (b, T, 3, H, W)
     tokens, n = batch["tokens"].to(device), batch["n_captions"].to(device)  # (b, K, L), (b,)
     b, K = tokens.shape[:2]
     valid = torch.arange(K, device=device)[None, :] < n[:, None]  # (b, K)

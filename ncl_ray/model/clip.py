@@ -54,6 +54,12 @@ def uses_quick_gelu(arch: str, pretrained: str, activation: str) -> bool:
     return activation == "auto" and openai
 
 
+def _sliceable(clip: nn.Module) -> bool:
+    """An open_clip CLIP text tower with a causal mask and pooling at the end token (the highest token id)."""
+    return (getattr(clip, "attn_mask", None) is not None and getattr(clip, "text_pool_type", "") == "argmax"
+            and getattr(clip, "text_projection", None) is not None and hasattr(clip, "token_embedding"))
+
+
 class VideoCLIP(nn.Module):
     """CLIP4Clip-style retrieval model.
 
@@ -64,6 +70,8 @@ class VideoCLIP(nn.Module):
         init_temperature: tau at initialisation.
         learn_temperature: learn tau or keep it fixed.
     """
+
+    slice_text = True  # False: the text tower at the full context length (bench/gpu.py's baseline)
 
     def __init__(self, clip: nn.Module, pooling: str = "meanP", temporal_layers: int = 4,
                  init_temperature: float = 0.07, learn_temperature: bool = True):
@@ -99,13 +107,28 @@ class VideoCLIP(nn.Module):
         return self.pool(self.encode_frames(video), frame_mask)  # (B, D)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, L) with L <= the model's context length -> (B, D) unit-norm features."""
+        """tokens (B, L) with L <= the model's context length -> (B, D) unit-norm features.
+
+        The text tower runs at L positions, not the context length (77 for OpenAI's models): the positional
+        embedding is sliced and the causal mask cut to L x L, as CLIP4Clip does for its 32 words. With a causal
+        mask and end-of-text pooling the outputs equal the padded run's (zero tokens after the end cannot be
+        attended to), for 77/L of the text tower's cost. Text towers without that layout are padded instead."""
         L = tokens.shape[1]
-        if L < self.context_length:  # causal mask + EOT pooling: zero padding changes nothing
-            tokens = F.pad(tokens, (0, self.context_length - L))
-        elif L > self.context_length:
+        if L > self.context_length:
             raise ValueError(f"{L} tokens exceed the model's context length {self.context_length}")
-        return F.normalize(self.clip.encode_text(tokens.long()).float(), dim=-1)  # (B, D)
+        clip = self.clip
+        if not (self.slice_text and _sliceable(clip)):
+            if L < self.context_length:
+                tokens = F.pad(tokens, (0, self.context_length - L))
+            return F.normalize(clip.encode_text(tokens.long()).float(), dim=-1)  # (B, D)
+        cast = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens.long()).to(cast)  # (B, L, W)
+        x = x + clip.positional_embedding[:L].to(cast)  # (B, L, W)
+        x = clip.transformer(x, attn_mask=clip.attn_mask[:L, :L])  # (B, L, W)
+        x = clip.ln_final(x)  # (B, L, W)
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # (B, W) at the end token
+        x = x @ clip.text_projection if not isinstance(clip.text_projection, nn.Linear) else clip.text_projection(x)
+        return F.normalize(x.float(), dim=-1)  # (B, D)
 
     def forward(self, video: torch.Tensor, tokens: torch.Tensor,
                 frame_mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:

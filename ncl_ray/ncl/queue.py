@@ -11,8 +11,13 @@ from torch import nn
 class FeatureQueue(nn.Module):
     """A ring buffer of `size` detached embeddings of dimension `dim`.
 
-    Buffers: `queue` (Q, D), `ptr` () next write position, `filled` () number of valid rows.
+    Buffers: `queue` (Q, D), `ptr` () next write position, `filled` () number of valid rows. The two counters
+    are also kept on the host (`_ptr`, `_filled`): reading a GPU buffer with `int()` would make every training
+    step wait for the GPU. The buffers are written (asynchronously) so that checkpoints carry them; loading a
+    state dict reads them back once.
     """
+
+    host_counters = True  # False: read the buffers at every step instead (bench/gpu.py's baseline)
 
     def __init__(self, size: int, dim: int):
         super().__init__()
@@ -22,11 +27,16 @@ class FeatureQueue(nn.Module):
         self.register_buffer("queue", torch.zeros(size, dim))  # (Q, D)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self._ptr = self._filled = 0
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ptr, self._filled = int(self.ptr), int(self.filled)  # one read per load, not per step
 
     @property
     def embeddings(self) -> torch.Tensor:
         """The valid rows (filled, D); order is irrelevant to Sinkhorn."""
-        return self.queue[: int(self.filled)]
+        return self.queue[: self._filled if self.host_counters else int(self.filled)]
 
     @torch.no_grad()
     def enqueue(self, x: torch.Tensor) -> None:
@@ -34,9 +44,12 @@ class FeatureQueue(nn.Module):
         if self.size == 0:
             return
         x = x.detach().to(self.queue.dtype)[-self.size:]  # (n, D), n <= Q
-        n, ptr = x.shape[0], int(self.ptr)
+        if not self.host_counters:
+            self._ptr, self._filled = int(self.ptr), int(self.filled)
+        n, ptr = x.shape[0], self._ptr
         first = min(n, self.size - ptr)
         self.queue[ptr: ptr + first] = x[:first]
         self.queue[: n - first] = x[first:]  # wrap-around
-        self.ptr.fill_((ptr + n) % self.size)
-        self.filled.fill_(min(self.size, int(self.filled) + n))
+        self._ptr, self._filled = (ptr + n) % self.size, min(self.size, self._filled + n)
+        self.ptr.fill_(self._ptr)
+        self.filled.fill_(self._filled)

@@ -1,7 +1,8 @@
-"""Builders for the NCL loss, the optimizer (AdamW with two learning rates, or CLIP4Clip's BertAdam) and the
-warm-up + cosine schedule (BertAdam carries its own: its LambdaLR here is constant)."""
+"""Builders for the NCL loss, the optimizer (AdamW with two learning rates, or CLIP4Clip's BertAdam), the
+warm-up + cosine schedule (BertAdam carries its own: its LambdaLR here is constant) and the compiled model."""
 
 import math
+from typing import Optional
 
 import torch
 
@@ -17,9 +18,10 @@ def build_loss(cfg, dim: int) -> NCLLoss:
 
 def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float, name: str = "adamw",
                     total_steps: int = -1, warmup_ratio: float = 0.1,
-                    max_grad_norm: float = 1.0) -> torch.optim.Optimizer:
+                    max_grad_norm: float = 1.0, fused: Optional[bool] = None) -> torch.optim.Optimizer:
     """adamw: AdamW with two learning rates (backbone, new layers); no decay on gains, biases and the
-    temperature. bertadam: CLIP4Clip's optimizer and groups (model/bertadam.py) over `total_steps`."""
+    temperature; fused (one kernel for every tensor) when the parameters are on a GPU, unless `fused` says.
+    bertadam: CLIP4Clip's optimizer and groups (model/bertadam.py) over `total_steps`."""
     if name == "bertadam":
         return BertAdam(clip4clip_groups(model, lr, backbone_lr, weight_decay), lr=lr, warmup=warmup_ratio,
                         t_total=total_steps, b1=0.9, b2=0.98, e=1e-6, weight_decay=weight_decay,
@@ -33,7 +35,9 @@ def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_deca
         no_decay = [p for p in params if p.ndim < 2]
         groups += [{"params": decay, "lr": group_lr, "weight_decay": weight_decay},
                    {"params": no_decay, "lr": group_lr, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6)
+    if fused is None:
+        fused = all(p.is_cuda for p in backbone + new)
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98), eps=1e-6, fused=fused)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
@@ -49,3 +53,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def compiles(setting: str, device: torch.device) -> bool:
+    """`train.compile`: auto compiles on GPUs (on CPU the first step would wait a minute for the compiler)."""
+    if setting not in ("auto", "true", "false"):
+        raise ValueError(f"train.compile={setting!r}: expected auto, true or false")
+    return setting == "true" or (setting == "auto" and device.type == "cuda")
+
+
+def compile_model(model: VideoCLIP, backend: str = "inductor") -> VideoCLIP:
+    """The model with its two towers compiled in place (`nn.Module.compile`: parameter names, state dicts and
+    checkpoints are unchanged; training's forward and evaluation's encoders both run through them). Shapes are
+    static: a new batch size (the last, short evaluation batch) is one more compilation, bounded by dynamo's
+    recompile limit, never a dynamic-shape graph."""
+    for tower in (model.clip.visual, model.clip.transformer):
+        tower.compile(backend=backend, dynamic=False)
+    return model

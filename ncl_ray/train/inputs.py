@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Dict
 
+from ncl_ray.config.rules import decode_site
 from ncl_ray.config.schema import ConfigError, to_dict
 
 log = logging.getLogger("ncl_ray.train.inputs")
@@ -123,12 +124,15 @@ def prepare_data(cfg, run_dir: Path, entries=None):
                           f"(train.batch_size x train.num_workers = {global_batch})")
     mode = data_mode(cfg, cache)
     splits = (("train", d.train_split), ("val", val_split), ("test", d.test_split))
-    datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words, mode == "encoded")
+    site = decode_site(cfg)  # training clips decoded in Ray Data's tasks, or by the worker (nvJPEG on its GPU)
+    datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words, mode == "encoded",
+                                    decode=not (name == "train" and site == "worker"))
                 for name, split in splits if not (name == "train" and store is not None)}
     if mode == "true":  # decoded splits stay in the object store: later epochs skip the Parquet read
         datasets = {k: v.materialize() for k, v in datasets.items()}
     meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
-            "skipped_videos": len(cache.skipped), "in_memory": mode}
+            "skipped_videos": len(cache.skipped), "in_memory": mode, "decode_on": site,
+            "frame_shape": [cache.num_frames, cache.size, cache.size, 3]}
     if store is not None:
         meta["pair_store"] = store
         meta["train_pairs"] = int(store.n_captions.sum())

@@ -22,10 +22,12 @@ from ncl_ray.train.epochs import EpochFeeder
 from ncl_ray.evaluation.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.train.builders import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
+from ncl_ray.train.builders import (build_loss, build_optimizer, build_scheduler,  # noqa: F401  (re-exported)
+                                    compile_model, compiles)
 from ncl_ray.train.profiling import Clock, allreduce_seconds
 from ncl_ray.runtime.runs import BEST, best_info, restore_source, save_best
 from ncl_ray.train.threads import set_worker_threads
+from ncl_ray.train.transfer import Ahead, worker_decoder
 from ncl_ray.ui.tracking import MetricLogger
 
 log = logging.getLogger("ncl_ray.train.loop")
@@ -39,13 +41,19 @@ def unwrap(model: torch.nn.Module) -> VideoCLIP:
 def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
                device: torch.device, amp_dtype: Optional[torch.dtype] = None, grad_clip: float = 0.0,
-               timings: Optional[Dict[str, float]] = None, diagnostics: bool = True) -> Dict[str, float]:
+               timings: Optional[Dict[str, float]] = None, diagnostics: bool = True,
+               as_floats: bool = True, amp_frames: bool = True) -> Dict[str, Any]:
     """One optimisation step on a batch of split rows; returns `train/...` scalars (the loss's diagnostics only
     with `diagnostics`: they cost about as much as the queue logits). With `timings`, adds the seconds spent in
-    forward, loss (gather + Sinkhorn + CE), backward (with DDP's overlapped all-reduce) and optimizer to it."""
+    forward, loss (gather + Sinkhorn + CE), backward (with DDP's overlapped all-reduce) and optimizer to it
+    (each lap waits for the GPU). Without `as_floats` the scalars stay 0-d device tensors: the step then never
+    waits for the GPU, and the caller reads them only on the steps it logs. Frames are normalised in the
+    autocast dtype (`amp_frames`), where the first layer would cast them anyway."""
     clock = Clock(device, timings)
-    frames = normalize_frames(batch["frames"].to(device))  # (B, T, 3, H, W)
-    tokens = sample_captions(batch["tokens"], batch["n_captions"], generator).to(device)  # (B, L)
+    frames = batch["frames"].to(device, non_blocking=True)
+    frames = normalize_frames(frames, amp_dtype if amp_frames else None)  # (B, T, 3, H, W)
+    n_captions = batch.get("host_n_captions", batch["n_captions"])  # (B,) on the host
+    tokens = sample_captions(batch["tokens"], n_captions, generator).to(device, non_blocking=True)  # (B, L)
     mask = frame_mask(batch, device)  # (B, T) or None
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         out = model(frames, tokens, mask)
@@ -62,10 +70,12 @@ def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.
     scheduler.step()
     unwrap(model).clamp_temperature()
     clock.lap("optimizer")
-    metrics = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
+    metrics: Dict[str, Any] = {f"train/{k}": v.detach() for k, v in terms.items()}
+    metrics["train/temperature"] = 1.0 / out["logit_scale"].detach()
+    if as_floats:
+        metrics = {k: float(v) for k, v in metrics.items()}
     lrs = optimizer.current_lrs() if hasattr(optimizer, "current_lrs") else [optimizer.param_groups[-1]["lr"]]
-    metrics["train/lr"] = max(lrs)
-    metrics["train/temperature"] = 1.0 / float(out["logit_scale"].detach())
+    metrics["train/lr"] = float(max(lrs))
     return metrics
 
 
@@ -127,6 +137,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp and not cfg.model.clip_fp16) else None
 
     model = build_model_from_config(cfg)
+    compiled = compiles(cfg.train.compile, device)
+    if compiled:
+        compile_model(model)
     loss_fn = build_loss(cfg, model.embed_dim).to(device)
     model = ray.train.torch.prepare_model(model)
     o = cfg.optim
@@ -164,7 +177,10 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     board = meta.get("board") if rank == 0 else None
     if meta.get("board") is not None:  # every rank says where it runs (results.json records it)
         meta["board"].set.remote({f"worker/{rank}/node_id": ray.get_runtime_context().get_node_id(),
-                                  f"worker/{rank}/torch_threads": threads})
+                                  f"worker/{rank}/torch_threads": threads, f"worker/{rank}/compiled": compiled,
+                                  f"worker/{rank}/device": str(device),
+                                  f"worker/{rank}/frame_decode": (worker_decoder(device) if meta.get("decode_on")
+                                                                  == "worker" else "Ray Data tasks, CPU")})
 
     def post(**values) -> None:  # progress for the driver's console (fire and forget)
         if board is not None:
@@ -178,41 +194,53 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     best = best_info(run_dir) if rank == 0 else None
     post(phase="train", step=step, total=steps_per_epoch * E, epoch=start_epoch + 1, epochs=E)
     pairs = meta.get("pair_store")
+    # on a GPU, batches are copied (and JPEG blobs decoded) in the feeder's thread, on a side stream (transfer.py)
+    ahead = Ahead(device, frame_shape=meta.get("frame_shape"))
+    shuffle = dict(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B)
     if pairs is not None:  # data.samples=pairs: a global permutation of all pairs per epoch (data/pairstore.py)
         def make_iter(e):
-            return ({k: torch.from_numpy(v) for k, v in b.items()} for b in pairs.batches(seed, e, rank, B, world))
+            return (ahead.send({k: torch.from_numpy(v) for k, v in b.items()})
+                    for b in pairs.batches(seed, e, rank, B, world))
+    elif meta.get("decode_on") == "worker":  # rows carry JPEG blobs: numpy batches, decoded by `ahead`
+        def make_iter(e):
+            return (ahead.send({k: list(v) if k == "jpeg" else torch.from_numpy(v) for k, v in b.items()})
+                    for b in shard.iter_batches(**shuffle, local_shuffle_seed=seed * 1000 + e, batch_format="numpy"))
     else:
         def make_iter(e):
-            return shard.iter_torch_batches(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B,
-                                            local_shuffle_seed=seed * 1000 + e)
+            return (ahead.send(b) for b in shard.iter_torch_batches(
+                **shuffle, local_shuffle_seed=seed * 1000 + e, device="cpu", pin_memory=ahead.pins))
     feeder = EpochFeeder(make_iter, start_epoch, E, buffered=4)  # the next epoch starts while this one ends
     for epoch in range(start_epoch, E):
         model.train()
         loss_fn.train()
         generator = torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + rank)
-        t0, clips, losses = time.time(), 0, []
+        t0, clips, loss_sum, n_steps = time.time(), 0, 0.0, 0
         waited = time.perf_counter()
         for batch in feeder.epoch(epoch):
+            batch = ahead.receive(batch)
             _maybe_fail(fail_at, step, rank, run_dir)
-            steady = step - start_step >= warmup  # the first steps warm up allocators and the data pipeline
-            timings = prof if steady else None
-            if steady:
-                prof["input"] = prof.get("input", 0.0) + time.perf_counter() - waited
             logged = rank == 0 and (step + 1) % cfg.train.log_every_steps == 0
+            # the profile samples the logged steps past warm-up: its clock waits for the GPU at every phase
+            timed = logged and step - start_step >= warmup
+            if timed:
+                prof["input"] = prof.get("input", 0.0) + time.perf_counter() - waited
+            # on a GPU, scalars are read on logged steps only: reading one waits for the whole step
             m = train_step(model, loss_fn, batch, optimizer, scheduler, generator, device, amp_dtype,
-                           cfg.optim.grad_clip, timings, diagnostics=logged)
-            prof["steps"] = prof.get("steps", 0) + (1 if steady else 0)
+                           cfg.optim.grad_clip, prof if timed else None, diagnostics=logged,
+                           as_floats=logged or device.type != "cuda")
+            prof["steps"] = prof.get("steps", 0) + (1 if timed else 0)
             waited = time.perf_counter()
             step += 1
+            n_steps += 1
             clips += B * world
-            losses.append(m["train/contrastive_loss"])
+            loss_sum = loss_sum + m["train/contrastive_loss"]  # a device tensor on GPUs
             if logged:
                 tb.log_dict(m, step)
-            post(phase="train", step=step, epoch=epoch + 1, loss=m["train/contrastive_loss"],
-                 clips_per_s=clips / max(time.time() - t0, 1e-9))
+            shown = {"loss": m["train/contrastive_loss"]} if isinstance(m["train/contrastive_loss"], float) else {}
+            post(phase="train", step=step, epoch=epoch + 1, clips_per_s=clips / max(time.time() - t0, 1e-9), **shown)
         elapsed = time.time() - t0
         metrics: Dict[str, float] = {"epoch": epoch, "step": step, "train/clips_per_s": clips / max(elapsed, 1e-9),
-                                     "train/epoch_loss": sum(losses) / max(1, len(losses))}
+                                     "train/epoch_loss": float(loss_sum) / max(1, n_steps)}
         last = epoch == cfg.train.epochs - 1
         every = cfg.train.eval_every_epochs
         if rank == 0:

@@ -193,11 +193,13 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
     with pytest.raises(ConfigError, match="already exists"):
         main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2"))
     # resumed for one more epoch, with settings that do not change the model: threads and in-memory rows
+    # ... and with the training clips' JPEG frames decoded by the workers instead of Ray Data's tasks
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2", "train.resume=true",
-                             "train.threads_per_worker=3", "data.in_memory=encoded")) == 0
+                             "train.threads_per_worker=3", "data.in_memory=encoded", "data.decode_on=worker")) == 0
     results = json.loads((Path(tmp_path) / "runs" / "r" / "results.json").read_text())
     assert results["metrics"]["epoch"] == 1 and results["metrics"]["step"] == 6  # 3 steps per epoch, none redone
     assert [w["torch_threads"] for w in results["workers"]] == [3, 3]  # set explicitly, read back in the workers
+    assert [w["frame_decode"] for w in results["workers"]] == ["worker, CPU"] * 2  # no GPU here: PIL in the worker
     # the cache's encoded rows kept in the object store, decoded each epoch; the epoch's waits recorded
     assert results["cache"]["in_memory"] == "encoded"
     assert len(results["profile"]["epoch_start_s"]) == 1 == len(results["profile"]["epoch_pipeline_start_s"])

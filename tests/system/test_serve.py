@@ -129,14 +129,20 @@ def test_served_ncl_ranking_equals_the_eval_scorer(served):
     tau = index.temperature
     scorer = make_scorer("ncl", Sims.embeddings(text, gallery), tau, Sims.embeddings(bank, gallery),
                          n_iters=cfg.eval.n_iters)
-    expected = scorer(slice(0, len(queries)), text @ gallery.T).argsort(dim=1, descending=True)[:, :10]
+    scores = scorer(slice(0, len(queries)), text @ gallery.T)  # (3, V)
+    position = {v: j for j, v in enumerate(index.video_ids)}
     for i, q in enumerate(queries):
         status, body, _ = get(f"{served['base']}/search?q={urllib.parse.quote(q)}&k=10&method=ncl")
-        got = [h["video_id"] for h in json.loads(body)]
-        assert got == [index.video_ids[j] for j in expected[i].tolist()]
+        got = [position[h["video_id"]] for h in json.loads(body)]
+        # the served top 10 is the scorer's top 10: equal ids, except that two videos whose scores differ by
+        # float rounding (the folded inner product vs the scorer's sum) may come in either order
+        best = scores[i].sort(descending=True).values[:len(got)]
+        assert torch.allclose(scores[i, got], best, atol=1e-5), (scores[i, got], best)
+        assert len(set(got)) == len(got) == min(10, len(index.video_ids))
     status, body, _ = get(f"{served['base']}/search?q={urllib.parse.quote(queries[0])}&k=10&method=none")
-    plain = (text[:1] @ gallery.T).argsort(dim=1, descending=True)[0, :10].tolist()
-    assert [h["video_id"] for h in json.loads(body)] == [index.video_ids[j] for j in plain]
+    plain = (text[0] @ gallery.T)  # (V,)
+    got = [position[h["video_id"]] for h in json.loads(body)]
+    assert torch.allclose(plain[got], plain.sort(descending=True).values[:len(got)], atol=1e-5)
 
 
 def raw(url, method="GET", body=b"", **headers):

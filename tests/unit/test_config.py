@@ -124,3 +124,15 @@ def test_value_errors_name_the_key_the_type_and_an_example(override, message, ca
 def test_a_manifest_dataset_without_a_manifest_names_the_key():
     with pytest.raises(ConfigError, match=r"'data.manifest' is required with data.dataset=manifest"):
         load_config("conf/default.yaml", ["data.dataset=manifest"])
+
+
+def test_decode_on_worker_refuses_what_it_cannot_decode_and_auto_follows_the_gpu():
+    from ncl_ray.config.rules import decode_site
+    from ncl_ray.config.schema import ConfigError, load_config
+
+    for clash in ("data.cache_encoding=raw", "data.streaming=true", "data.samples=pairs"):
+        with pytest.raises(ConfigError, match=f"'data.decode_on=worker'.*'{clash}'"):
+            load_config(None, ["data.decode_on=worker", clash])
+    assert decode_site(load_config(None, [])) == "tasks"
+    assert decode_site(load_config(None, ["train.use_gpu=true"])) == "worker"
+    assert decode_site(load_config(None, ["train.use_gpu=true", "data.cache_encoding=raw"])) == "tasks"

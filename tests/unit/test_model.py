@@ -102,3 +102,26 @@ def test_clip_fp16_parity_keeps_backbone_weights_and_adam_states_in_fp16():
     fp32.load_state_dict(model.state_dict())  # an fp16 checkpoint loads into an fp32 model and back
     assert fp32.clip.visual.conv1.weight.dtype == torch.float32
     assert torch.equal(fp32.clip.visual.conv1.weight.half(), model.clip.visual.conv1.weight)
+
+
+@pytest.mark.parametrize("arch", ["tiny", "ViT-B-32"])
+def test_text_tower_at_the_caption_length_equals_the_padded_run(arch):
+    """32 tokens through a 77-position text tower: the sliced positions and causal mask give the padded run's
+    features (and its gradients), as CLIP4Clip's 32-word text tower does."""
+    torch.manual_seed(0)
+    model = build_model(arch, "", "meanP", 32, 77)
+    assert model.context_length == 77
+    tokens = torch.randint(1, 49000, (3, 32))
+    tokens[:, 0], tokens[0, 31], tokens[1, 9], tokens[2, 20] = 49406, 49407, 49407, 49407  # start, end tokens
+    tokens[1, 10:] = 0
+    tokens[2, 21:] = 0
+    padded = torch.nn.functional.pad(tokens, (0, 77 - 32))
+    reference = torch.nn.functional.normalize(model.clip.encode_text(padded).float(), dim=-1)  # open_clip's path
+    sliced = model.encode_text(tokens)
+    assert sliced.shape == (3, model.embed_dim)
+    assert torch.allclose(sliced, reference, atol=1e-5), (sliced - reference).abs().max()
+    weight = model.clip.token_embedding.weight
+    g_sliced, g_ref = (torch.autograd.grad(f[:, :4].sum(), weight)[0] for f in (sliced, reference))
+    assert torch.allclose(g_sliced, g_ref, atol=1e-5)
+    with pytest.raises(ValueError, match="78 tokens exceed"):
+        model.encode_text(torch.ones(1, 78, dtype=torch.long))

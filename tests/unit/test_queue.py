@@ -35,3 +35,15 @@ def test_state_dict_round_trip_and_detached():
     r.load_state_dict(q.state_dict())
     assert torch.equal(r.embeddings, q.embeddings) and int(r.ptr) == 3 and int(r.filled) == 3
     assert set(q.state_dict()) == {"queue", "ptr", "filled"}
+
+
+def test_a_loaded_queue_goes_on_writing_where_the_saved_one_stopped():
+    """The write position and fill count live on the host too (no GPU read per step); a load restores them."""
+    q = FeatureQueue(4, 2)
+    q.enqueue(torch.arange(6.0).view(3, 2))
+    r = FeatureQueue(4, 2)
+    r.load_state_dict(q.state_dict())
+    for queue in (q, r):
+        queue.enqueue(torch.full((2, 2), 9.0))
+    assert torch.equal(q.queue, r.queue) and int(r.ptr) == 1 and int(r.filled) == 4
+    assert r.embeddings.shape == (4, 2)
