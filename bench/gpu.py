@@ -240,6 +240,24 @@ def jpeg_rates(device, n_clips: int = 64) -> dict:
             "mean_abs_diff_vs_pil": float(err.mean())}
 
 
+def model_sections(args, device, peak, report, section) -> None:
+    """FLOPs, the training rows at each batch size and evaluation embedding, on one eager model and its
+    compiled copy."""
+    torch.manual_seed(0)
+    eager = build_model("ViT-B-32", "", "meanP", S, L).to(device)
+    section("flops", lambda: {"padded": flops_per_clip(eager, device, False),
+                              "sliced": flops_per_clip(eager, device, True)})
+    compiled = None if args.no_compile else compile_model(copy.deepcopy(eager))
+    for i, B in enumerate(int(x) for x in args.batches.split(",")):
+        done = list(report.get("train", []))
+        section("train", lambda B=B, done=done: done + train_rows(eager, compiled, B, device, args.rounds,
+                                                                  args.window, peak, report["flops"]))
+        if i == 1:  # the acceptance's two batch sizes first, then evaluation, then the rest
+            section("embed", lambda: embed_rows_bench(eager, compiled, device, 256, args.rounds))
+    if "embed" not in report:
+        section("embed", lambda: embed_rows_bench(eager, compiled, device, 256, args.rounds))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", default="128,16,64")
@@ -265,23 +283,17 @@ def main(argv=None) -> int:
         (out / "gpu.json").write_text(json.dumps(report, indent=2))
         print(key, json.dumps(value, indent=1), flush=True)
 
-    save("jpeg", jpeg_rates(device))
-    torch.manual_seed(0)
-    eager = build_model("ViT-B-32", "", "meanP", S, L).to(device)
-    save("flops", {"padded": flops_per_clip(eager, device, False), "sliced": flops_per_clip(eager, device, True)})
-    compiled = None if args.no_compile else compile_model(copy.deepcopy(eager))
-    rows = []
-    for i, B in enumerate(int(x) for x in args.batches.split(",")):
-        rows += train_rows(eager, compiled, B, device, args.rounds, args.window, peak, report["flops"])
-        save("train", rows)
-        if i == 1:  # the acceptance's two batch sizes first, then evaluation, then the rest
-            save("embed", embed_rows_bench(eager, compiled, device, 256, args.rounds))
-    if "embed" not in report:
-        save("embed", embed_rows_bench(eager, compiled, device, 256, args.rounds))
-    del eager, compiled
+    def section(key, fn):  # one failing part is recorded and the others still run
+        try:
+            save(key, fn())
+        except Exception as e:  # noqa: BLE001
+            save(key + "_error", f"{type(e).__name__}: {e}")
+
+    section("jpeg", lambda: jpeg_rates(device))
+    model_sections(args, device, peak, report, section)  # its models are freed when it returns
     torch.cuda.empty_cache()
     if not args.no_compile:
-        save("equivalence", equivalence(device))
+        section("equivalence", lambda: equivalence(device))
     return 0
 
 
