@@ -48,7 +48,21 @@ T, S, L = 12, 224, 32
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s (spec sheets)
 EAGER = ("sliced_text", "fused_adamw", "amp_frames", "copy_ahead", "sync_free")
 ROWS = {"baseline": set(), **{f"+{s}": {s} for s in EAGER}, "all eager": set(EAGER),
-        "all + compile": set(EAGER) | {"compile"}}
+        "all + compile": set(EAGER) | {"compile"},
+        # the same, fed JPEG clip blobs that the feeder thread decodes with nvJPEG on the side stream
+        "all + compile + nvJPEG input": set(EAGER) | {"compile", "jpeg"},
+        # the towers as CUDA graphs (torch.compile mode="reduce-overhead"): no per-kernel launch cost
+        "all + compile (CUDA graphs)": set(EAGER) | {"graphs"}}
+
+
+def jpeg_batch(B: int, seed: int) -> dict:
+    """A batch as data.decode_on=worker delivers it: B clip-cache blobs (12 JPEG frames each) and captions."""
+    b = host_batch(B, seed, False)
+    yy, xx = np.mgrid[0:S, 0:S]
+    blobs = [encode_clip(np.stack([np.stack([(xx * (i % 7 + 1) + t * 9) % 256, (yy * 3 + i) % 256,
+                                             (xx + yy + 5 * t) % 256], -1) for t in range(T)]).astype(np.uint8),
+                         "jpeg", 90) for i in range(B)]
+    return {"jpeg": blobs, "tokens": b["tokens"].pin_memory(), "n_captions": b["n_captions"].pin_memory()}
 
 
 def host_batch(B: int, seed: int, pinned: bool) -> dict:
@@ -64,7 +78,7 @@ class Feeder:
     """A producer thread that sends pinned batches ahead (copy_ahead), as the epoch feeder does in training."""
 
     def __init__(self, batch: dict, device: torch.device):
-        self.ahead, self.q = Ahead(device), queue.Queue(maxsize=2)
+        self.ahead, self.q = Ahead(device, frame_shape=(T, S, S, 3)), queue.Queue(maxsize=2)
         self.batch, self.stop = batch, threading.Event()
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
@@ -90,13 +104,14 @@ class Feeder:
 class Row:
     """One configuration: its model (shared eager model, or the compiled copy), optimizer, loss and input."""
 
-    def __init__(self, name, switches, eager_model, compiled_model, B, device):
+    def __init__(self, name, switches, models, B, device):
         self.name, self.sw, self.device = name, switches, device
-        self.model = compiled_model if "compile" in switches else eager_model
+        self.model = models["graphs" if "graphs" in switches else "compile" if "compile" in switches else "eager"]
         self.opt = build_optimizer(self.model, 1e-4, 1e-7, 0.2, fused="fused_adamw" in switches)
         self.sched = build_scheduler(self.opt, 10 ** 6, 0.0)
         self.loss = filled_loss(self.model.embed_dim, 4096, 3).to(device).train()
-        self.feeder = Feeder(host_batch(B, 0, True), device) if "copy_ahead" in switches else None
+        source = jpeg_batch(B, 0) if "jpeg" in switches else host_batch(B, 0, True)
+        self.feeder = Feeder(source, device) if "copy_ahead" in switches else None
         self.pageable = host_batch(B, 0, False)
 
     def step(self):
@@ -108,13 +123,15 @@ class Row:
                           amp_frames="amp_frames" in self.sw)
 
 
-def window_seconds(row: Row, window: int) -> float:
+def window_seconds(row: Row, window: int) -> tuple:
+    """(seconds per step, CPU cores the process used meanwhile: training thread plus feeder thread)."""
     torch.cuda.synchronize()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for _ in range(window):
         row.step()
     torch.cuda.synchronize()
-    return (time.perf_counter() - t) / window
+    wall = time.perf_counter() - t
+    return wall / window, (time.process_time() - cpu) / wall
 
 
 def flops_per_clip(model, device, sliced: bool) -> dict:
@@ -136,60 +153,103 @@ def flops_per_clip(model, device, sliced: bool) -> dict:
             "clip_forward_gflop": sum(counts.values()) / 1e9, "clip_train_gflop": 3 * sum(counts.values()) / 1e9}
 
 
-def train_rows(eager, compiled, B, device, rounds, window, peak, flops):
-    rows = {n: Row(n, sw, eager, compiled, B, device) for n, sw in ROWS.items() if compiled or "compile" not in sw}
-    peaks, samples = {}, {n: [] for n in rows}
-    for n, row in rows.items():  # warm-up (compilation, allocator, cuBLAS heuristics) and peak memory
+def train_rows(models, B, device, rounds, window, peak, flops, names):
+    rows = {n: Row(n, sw, models, B, device) for n, sw in ROWS.items() if n in names
+            and all(models.get(k) is not None for k in ("compile", "graphs") if k in sw)}
+    peaks, samples, cores = {}, {n: [] for n in rows}, {n: [] for n in rows}
+    failed = []
+    for n, row in list(rows.items()):  # warm-up (compilation, allocator, cuBLAS heuristics) and peak memory
         torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        for _ in range(3):
-            row.step()
-        torch.cuda.synchronize()
+        try:
+            for _ in range(3):
+                row.step()
+            torch.cuda.synchronize()
+        except Exception as e:  # noqa: BLE001  (a row that cannot run is reported, the others still run)
+            failed.append({"batch": B, "row": n, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+            if row.feeder:
+                row.feeder.close()
+            del rows[n]
+            continue
         peaks[n] = (torch.cuda.max_memory_allocated() / 2 ** 30, time.perf_counter() - t)
     for _ in range(rounds):
         for n, row in rows.items():
-            samples[n].append(window_seconds(row, window))
-    base = statistics.median(samples["baseline"])
+            sec, used = window_seconds(row, window)
+            samples[n].append(sec)
+            cores[n].append(used)
+    base = statistics.median(samples[next(iter(rows))])
     out = []
     for n, row in rows.items():
         med = statistics.median(samples[n])
         per_clip = flops["sliced" if "sliced_text" in row.sw else "padded"]["clip_train_gflop"] * 1e9
         out.append({"batch": B, "row": n, "step_ms": round(1e3 * med, 2), "clips_per_s": round(B / med, 1),
                     "speedup": round(base / med, 3), "mfu_pct": round(100 * B / med * per_clip / peak, 1),
-                    "peak_gib": round(peaks[n][0], 2), "warmup_s": round(peaks[n][1], 1)})
+                    "peak_gib": round(peaks[n][0], 2), "warmup_s": round(peaks[n][1], 1),
+                    "process_cores": round(statistics.median(cores[n]), 2)})
         if row.feeder:
             row.feeder.close()
-    return out
+    return out + failed
 
 
-def embed_rows_bench(eager, compiled, device, B, rounds):
+def embed_rows_bench(models, device, B, rounds):
     batch = host_batch(B, 1, True)
     batch["index"] = torch.arange(B)
     out = []
-    for name, model, sliced in (("baseline", eager, False), ("sliced text", eager, True),
-                                ("sliced + compile", compiled, True)):
+    for name, model, sliced in (("baseline", models["eager"], False), ("sliced text", models["eager"], True),
+                                ("sliced + compile", models.get("compile"), True),
+                                ("sliced + CUDA graphs", models.get("graphs"), True)):
         if model is None:
             continue
         VideoCLIP.slice_text = sliced
         model.eval()
-        with torch.no_grad():
-            t = time.perf_counter()
-            for _ in range(2):
-                embed_rows(model, batch, device, torch.bfloat16)
-            warm = time.perf_counter() - t
-            times = []
-            for _ in range(rounds):
-                torch.cuda.synchronize()
+        try:
+            with torch.no_grad():
                 t = time.perf_counter()
-                embed_rows(model, batch, device, torch.bfloat16)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-        model.train()
+                for _ in range(2):
+                    embed_rows(model, batch, device, torch.bfloat16)
+                warm = time.perf_counter() - t
+                times = []
+                for _ in range(rounds):
+                    torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    embed_rows(model, batch, device, torch.bfloat16)
+                    torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t)
+        except Exception as e:  # noqa: BLE001
+            out.append({"batch": B, "row": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+            continue
+        finally:
+            model.train()
         med = statistics.median(times)
         out.append({"batch": B, "row": name, "embed_ms": round(1e3 * med, 2), "clips_per_s": round(B / med, 1),
                     "warmup_s": round(warm, 1)})
     VideoCLIP.slice_text = True
     return out
+
+
+def profile_row(models, B, device, steps: int, name: str = "all + compile") -> dict:
+    """Where a step's time goes: torch.profiler over `steps` steps of one row; the GPU's busy fraction (kernel
+    time over wall time) and the top operators by GPU and by CPU time, per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    row = Row(name, ROWS[name], models, B, device)
+    for _ in range(3):
+        row.step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            row.step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    if row.feeder:
+        row.feeder.close()
+    ev = prof.key_averages()
+    kernels = sum(e.self_device_time_total for e in ev) / 1e6  # seconds, kernels and copies
+    top = lambda key: [{"op": e.key[:70], "ms_per_step": round(getattr(e, key) / 1e3 / steps, 2),  # noqa: E731
+                        "calls_per_step": e.count // steps} for e in sorted(ev, key=lambda e: -getattr(e, key))[:12]]
+    return {"row": name, "batch": B, "step_ms": 1e3 * wall / steps, "gpu_busy": kernels / wall,
+            "top_gpu": top("self_device_time_total"), "top_cpu": top("self_cpu_time_total")}
 
 
 def equivalence(device, steps: int = 50, B: int = 16) -> dict:
@@ -242,20 +302,26 @@ def jpeg_rates(device, n_clips: int = 64) -> dict:
 
 def model_sections(args, device, peak, report, section) -> None:
     """FLOPs, the training rows at each batch size and evaluation embedding, on one eager model and its
-    compiled copy."""
+    compiled copies."""
     torch.manual_seed(0)
     eager = build_model("ViT-B-32", "", "meanP", S, L).to(device)
     section("flops", lambda: {"padded": flops_per_clip(eager, device, False),
                               "sliced": flops_per_clip(eager, device, True)})
-    compiled = None if args.no_compile else compile_model(copy.deepcopy(eager))
+    names = args.rows.split(",") if args.rows else list(ROWS)
+    models = {"eager": eager,
+              "compile": None if args.no_compile else compile_model(copy.deepcopy(eager)),
+              "graphs": compile_model(copy.deepcopy(eager), mode="reduce-overhead")
+              if any("graphs" in ROWS[n] for n in names) else None}
     for i, B in enumerate(int(x) for x in args.batches.split(",")):
         done = list(report.get("train", []))
-        section("train", lambda B=B, done=done: done + train_rows(eager, compiled, B, device, args.rounds,
-                                                                  args.window, peak, report["flops"]))
-        if i == 1:  # the acceptance's two batch sizes first, then evaluation, then the rest
-            section("embed", lambda: embed_rows_bench(eager, compiled, device, 256, args.rounds))
-    if "embed" not in report:
-        section("embed", lambda: embed_rows_bench(eager, compiled, device, 256, args.rounds))
+        section("train", lambda B=B, done=done: done + train_rows(models, B, device, args.rounds, args.window,
+                                                                  peak, report["flops"], names))
+        if i == 0 and args.profile and models["compile"] is not None:
+            section("profile", lambda B=B: profile_row(models, B, device, args.profile))
+        if i == 1 and args.embed:  # the acceptance's two batch sizes first, then evaluation, then the rest
+            section("embed", lambda: embed_rows_bench(models, device, 256, args.rounds))
+    if "embed" not in report and args.embed:
+        section("embed", lambda: embed_rows_bench(models, device, 256, args.rounds))
 
 
 def main(argv=None) -> int:
@@ -264,6 +330,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--window", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--rows", default="", help="comma-separated row names (default: all); the first is the 1.0")
+    ap.add_argument("--no-embed", dest="embed", action="store_false")
+    ap.add_argument("--no-jpeg", dest="jpeg", action="store_false")
+    ap.add_argument("--no-equivalence", dest="equivalence", action="store_false")
+    ap.add_argument("--profile", type=int, default=0, help="profile N steps of the compiled row at the first batch")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"))
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -289,10 +360,11 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001
             save(key + "_error", f"{type(e).__name__}: {e}")
 
-    section("jpeg", lambda: jpeg_rates(device))
+    if args.jpeg:
+        section("jpeg", lambda: jpeg_rates(device))
     model_sections(args, device, peak, report, section)  # its models are freed when it returns
     torch.cuda.empty_cache()
-    if not args.no_compile:
+    if not args.no_compile and args.equivalence:
         section("equivalence", lambda: equivalence(device))
     return 0
 

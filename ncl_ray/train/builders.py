@@ -62,11 +62,11 @@ def compiles(setting: str, device: torch.device) -> bool:
     return setting == "true" or (setting == "auto" and device.type == "cuda")
 
 
-def compile_model(model: VideoCLIP, backend: str = "inductor") -> VideoCLIP:
+def compile_model(model: VideoCLIP, backend: str = "inductor", mode: Optional[str] = None) -> VideoCLIP:
     """The model with its two towers compiled in place (`nn.Module.compile`: parameter names, state dicts and
     checkpoints are unchanged; training's forward and evaluation's encoders both run through them). Shapes are
     static: a new batch size (the last, short evaluation batch) is one more compilation, bounded by dynamo's
     recompile limit, never a dynamic-shape graph."""
     for tower in (model.clip.visual, model.clip.transformer):
-        tower.compile(backend=backend, dynamic=False)
+        tower.compile(backend=backend, dynamic=False, mode=mode)
     return model
