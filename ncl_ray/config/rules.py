@@ -17,7 +17,7 @@ CHOICES = {
     "data.synthetic_profile": ("uniform", "longtail"),
     "data.in_memory": ("auto", "true", "encoded", "false"),
     "train.protocol": ("held-out", "published"),
-    "train.compile": ("auto", "true", "false"),
+    "train.compile": ("auto", "true", "false", "graphs"),
     "train.placement_strategy": ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     "model.pooling": ("meanP", "seqTransf"),
     "model.activation": ("auto", "quickgelu", "gelu"),

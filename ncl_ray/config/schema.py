@@ -102,7 +102,7 @@ class TrainConfig:
     threads_per_worker: int = 0  # torch threads per worker; 0 = auto (train/threads.py: the node's cores on CPU)
     placement_strategy: str = "PACK"  # PACK (fill nodes) | SPREAD | STRICT_SPREAD (one worker per node)
     amp: bool = True  # bf16/fp16 autocast, GPU only
-    compile: str = "auto"  # torch.compile the model: auto = on GPUs, true, false (train/builders.py)
+    compile: str = "auto"  # torch.compile both towers: auto = on GPUs | true | false | graphs (+ CUDA graphs)
     seed: int = 0
     log_every_steps: int = 5
     eval_every_epochs: int = 4  # 0 = only at the end

@@ -23,7 +23,7 @@ from ncl_ray.evaluation.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.train.builders import (build_loss, build_optimizer, build_scheduler,  # noqa: F401  (re-exported)
-                                    compile_model, compiles)
+                                    compile_model, compile_mode)
 from ncl_ray.train.profiling import Clock, allreduce_seconds
 from ncl_ray.runtime.runs import BEST, best_info, restore_source, save_best
 from ncl_ray.train.threads import set_worker_threads
@@ -137,9 +137,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp and not cfg.model.clip_fp16) else None
 
     model = build_model_from_config(cfg)
-    compiled = compiles(cfg.train.compile, device)
+    compiled = compile_mode(cfg.train.compile, device)  # None = eager
     if compiled:
-        compile_model(model)
+        compile_model(model, mode=compiled)
     loss_fn = build_loss(cfg, model.embed_dim).to(device)
     model = ray.train.torch.prepare_model(model)
     o = cfg.optim

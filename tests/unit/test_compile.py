@@ -8,7 +8,7 @@ import torch
 
 from ncl_ray.model.clip import build_model
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.train.builders import build_optimizer, build_scheduler, compile_model, compiles
+from ncl_ray.train.builders import build_optimizer, build_scheduler, compile_model, compile_mode
 from ncl_ray.train.loop import train_step
 
 
@@ -60,8 +60,9 @@ def test_a_batch_with_host_side_counts_trains_like_a_plain_one():
 
 def test_compile_is_on_for_gpus_by_default_and_settable():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert not compiles("auto", cpu) and compiles("auto", gpu) and compiles("true", cpu)
-    assert not compiles("false", gpu)
+    assert compile_mode("auto", cpu) is None and compile_mode("auto", gpu) == "default"
+    assert compile_mode("true", cpu) == "default" and compile_mode("false", gpu) is None
+    assert compile_mode("graphs", gpu) == "reduce-overhead" and compile_mode("graphs", cpu) == "default"
 
 
 def test_sync_free_scalars_stay_tensors_until_read():
