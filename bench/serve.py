@@ -77,7 +77,7 @@ def main():
     ids = [f"v{i:06d}" for i in range(args.videos)]
     home = work / "ckpt" / "index"
     write_version(home, ids, [str(work / f"{v}.mp4") for v in ids], emb, g.normal(0, 1, args.videos), 0.01, {},
-                  {"bank": "train", "split": "synthetic"})
+                  {"bank": "train", "split": "synthetic"}, f"{args.videos} synthetic embeddings")
     t = time.perf_counter()
     recall = GalleryIndex.load(str(home), "hnsw").recall_at_k
     hnsw_build = time.perf_counter() - t

@@ -1,16 +1,41 @@
-"""`ncl-ray index add RUN_OR_CHECKPOINT VIDEOS [key=value ...]`: embed new videos into the served gallery."""
+"""`ncl-ray index add | list | remove | rollback RUN ...`: manage the served gallery (serve/add.py, serve/manage.py)."""
 
 
 def register(sub) -> None:
-    sp = sub.add_parser("index", help="manage the served gallery: index add RUN VIDEOS")
-    sp.add_argument("action", choices=["add"], help="add: embed new videos and add them to the gallery")
-    sp.add_argument("target", help="run folder or checkpoint folder")
-    sp.add_argument("videos", help="a video file, a folder of videos, or a manifest (CSV/JSONL)")
-    sp.add_argument("overrides", nargs="*", help="key=value")
+    sp = sub.add_parser("index", help="manage the served gallery: add, list, remove, rollback")
+    verbs = sp.add_subparsers(dest="action", required=True)
+    add = verbs.add_parser("add", help="embed videos and add them (a new index version)")
+    add.add_argument("target", help="run folder or checkpoint folder")
+    add.add_argument("videos", help="a video file, a folder of videos (captions from a <name>.txt beside each), or "
+                                    "a manifest (CSV/JSONL with captions); ids are the file names or the manifest's")
+    add.add_argument("--replace", action="store_true", help="re-embed videos whose id is already indexed")
+    add.add_argument("overrides", nargs="*", help="key=value")
+    ls = verbs.add_parser("list", help="versions (* = current) with their changelog lines")
+    ls.add_argument("target", help="run folder or checkpoint folder")
+    ls.add_argument("--videos", action="store_true", help="also list the current version's videos")
+    rm = verbs.add_parser("remove", help="a new version without these videos")
+    rm.add_argument("target", help="run folder or checkpoint folder")
+    rm.add_argument("ids", nargs="+", help="video ids")
+    rb = verbs.add_parser("rollback", help="a new version equal to an earlier one")
+    rb.add_argument("target", help="run folder or checkpoint folder")
+    rb.add_argument("version", nargs="?", help="e.g. v0002 (default: the version before the current one)")
     sp.set_defaults(fn=main)
 
 
 def main(args) -> int:
-    from ncl_ray.serve.add import add_videos
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
 
-    return add_videos(args.target, args.videos, args.overrides) or 0
+    if args.action == "add":
+        from ncl_ray.serve.add import add_videos
+
+        return add_videos(args.target, args.videos, args.overrides, args.replace) or 0
+    from ncl_ray.serve import manage
+
+    checkpoint = resolve_checkpoint(args.target)
+    if args.action == "list":
+        print("\n".join(manage.list_index(checkpoint, args.videos)))
+    elif args.action == "remove":
+        print(f"{manage.remove_videos(checkpoint, args.ids)} is current; a running server loads it on POST /reload")
+    else:
+        print(f"{manage.rollback(checkpoint, args.version)} is current; a running server loads it on POST /reload")
+    return 0

@@ -1,7 +1,8 @@
 """The one index format, written by `ncl-ray eval` (its export) and by every served version, read by `ncl-ray
 search` and `ncl-ray serve`. No Ray.
 
-A folder holds videos.parquet (video_id, path, embedding, ncl_bias, folded), texts.parquet (video_id, caption and,
+A folder holds videos.parquet (video_id, path, embedding, ncl_bias, folded, and for served versions the
+file's content_hash), texts.parquet (video_id, caption and,
 for an evaluation export, the caption's embedding) and index.json (checkpoint, temperature, dim, videos, and how
 the biases were made). `folded` = [embedding, tau * ncl_bias] (ncl/fold.py): NCL's ranking from an inner product.
 """
@@ -26,6 +27,7 @@ class IndexFiles:
     embeddings: np.ndarray  # (C, D) float32, unit rows
     bias: np.ndarray  # (C,) float32 NCL gallery biases
     captions: Dict[str, List[str]]  # video_id -> its captions
+    hashes: List[str]  # SHA-256 of each video file ("" where unknown: evaluation exports)
 
     @property
     def temperature(self) -> float:
@@ -34,13 +36,14 @@ class IndexFiles:
 
 def write_index(out, video_ids: Sequence[str], paths: Sequence[str], embeddings, bias, temperature: float,
                 captions: Sequence[str], caption_video: Sequence[str], meta: Dict,
-                text_embeddings: Optional[np.ndarray] = None) -> Path:
+                text_embeddings: Optional[np.ndarray] = None, hashes: Optional[Sequence[str]] = None) -> Path:
     """Write the three files into `out` (created); `captions[i]` belongs to the video `caption_video[i]`."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     emb, b = np.asarray(embeddings, np.float32), np.asarray(bias, np.float32)
     pq.write_table(pa.table({"video_id": list(video_ids), "path": list(paths), "embedding": list(emb),
-                             "ncl_bias": b, "folded": list(fold_gallery(emb, b, temperature))}),
+                             "ncl_bias": b, "folded": list(fold_gallery(emb, b, temperature)),
+                             "content_hash": list(hashes) if hashes is not None else [""] * len(video_ids)}),
                    d / "videos.parquet")
     texts = {"video_id": list(caption_video), "caption": list(captions)}
     if text_embeddings is not None:
@@ -57,7 +60,10 @@ def read_index(folder) -> IndexFiles:
     if not (d / "index.json").is_file():
         raise FileNotFoundError(f"not an ncl-ray index (no index.json): {folder}")
     meta = json.loads((d / "index.json").read_text())
-    videos = pq.read_table(d / "videos.parquet", columns=["video_id", "path", "embedding", "ncl_bias"]).to_pydict()
+    table = pq.read_table(d / "videos.parquet")
+    videos = table.select(["video_id", "path", "embedding", "ncl_bias"]).to_pydict()
+    hashes = table.column("content_hash").to_pylist() if "content_hash" in table.column_names else \
+        [""] * len(videos["video_id"])
     captions: Dict[str, List[str]] = {}
     if (d / "texts.parquet").is_file():
         texts = pq.read_table(d / "texts.parquet", columns=["video_id", "caption"]).to_pydict()
@@ -66,4 +72,4 @@ def read_index(folder) -> IndexFiles:
     emb = np.stack(videos["embedding"]).astype(np.float32) if videos["embedding"] else \
         np.zeros((0, int(meta.get("dim", 0))), np.float32)
     return IndexFiles(meta, videos["video_id"], videos["path"], emb, np.asarray(videos["ncl_bias"], np.float32),
-                      captions)
+                      captions, hashes)

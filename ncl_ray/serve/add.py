@@ -1,11 +1,14 @@
-"""`ncl-ray index add RUN_OR_CHECKPOINT PATH_OR_MANIFEST`: embed new videos with the trained model and add them
-to the served gallery.
+"""`ncl-ray index add RUN_OR_CHECKPOINT PATH_OR_MANIFEST [--replace]`: embed new videos with the trained model
+and add them to the served gallery.
 
-PATH_OR_MANIFEST is a video file, a folder of videos (ids = file names) or a manifest (CSV/JSONL: captions are
-kept for display). Videos are decoded with the training decoder and embedded by a pool of model actors (Ray Data
-batch inference); missing or corrupt ones are reported and skipped. The NCL gallery biases depend on the whole
-gallery, so they are recomputed over old + new videos from the checkpoint's training-query bank; the result is
-written as a new index version (atomically); a running server picks it up with POST /reload.
+PATH_OR_MANIFEST is a video file, a folder of videos (ids = file names without extension) or a manifest
+(CSV/JSONL). Captions, kept for display, come from the manifest, or for files from a sidecar `<name>.txt`
+beside the video (one caption per line). An id already in the index is left as it is unless `--replace`; a file
+whose bytes (SHA-256) equal a video already indexed, or another input's, is skipped and named. Videos are
+decoded with the training decoder and embedded by a pool of model actors (Ray Data batch inference); missing or
+corrupt ones are reported and skipped. The NCL gallery biases depend on the whole gallery, so they are
+recomputed over the new gallery from the checkpoint's training-query bank; the result is written as a new index
+version (atomically, with a changelog line); a running server picks it up with POST /reload.
 """
 
 import logging
@@ -16,8 +19,21 @@ import numpy as np
 
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
 from ncl_ray.serve.guard import valid_video_id
+from ncl_ray.serve.manage import bank_biases, file_hash
 
 log = logging.getLogger("ncl_ray.index")
+MAX_SIDECAR_CAPTIONS, MAX_CAPTION_CHARS = 20, 500  # shown on the page: a sidecar is not a document
+
+
+def sidecar_captions(video: Path) -> List[str]:
+    """Captions from `<name>.txt` beside a video file: one per non-empty line (none when there is no file)."""
+    txt = video.with_suffix(".txt")
+    if not txt.is_file():
+        return []
+    lines = [x.strip()[:MAX_CAPTION_CHARS] for x in txt.read_text(errors="replace").splitlines() if x.strip()]
+    if len(lines) > MAX_SIDECAR_CAPTIONS:
+        log.warning("%s: %d captions, keeping the first %d", txt, len(lines), MAX_SIDECAR_CAPTIONS)
+    return lines[:MAX_SIDECAR_CAPTIONS]
 
 
 def read_inputs(path: str) -> List[VideoEntry]:
@@ -30,9 +46,9 @@ def read_inputs(path: str) -> List[VideoEntry]:
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTENSIONS)
         if not files:
             raise FileNotFoundError(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
-        entries = [VideoEntry(f.stem, str(f.absolute()), "added", []) for f in files]
+        entries = [VideoEntry(f.stem, str(f.absolute()), "added", sidecar_captions(f)) for f in files]
     elif p.is_file():
-        entries = [VideoEntry(p.stem, str(p.absolute()), "added", [])]
+        entries = [VideoEntry(p.stem, str(p.absolute()), "added", sidecar_captions(p))]
     else:
         raise FileNotFoundError(f"no such video, folder or manifest: {path}")
     bad = [e for e in entries if not valid_video_id(e.video_id)]
@@ -75,37 +91,57 @@ class VideoEmbedder:
                 "error": np.array(errors, dtype=object)}
 
 
-def add_videos(target: str, inputs: str, overrides: List[str]) -> int:
-    import ray.data
-    import torch
+def _plan(entries: List[VideoEntry], old, replace: bool):
+    """(entries to embed, their hashes, notes): ids already indexed are kept unless `replace`; a file whose bytes
+    equal an indexed video's (under another id) or an earlier input's is skipped."""
+    known = {h: v for v, h in zip(old.video_ids, old.hashes) if h}
+    todo, hashes, notes, seen = [], [], [], {}
+    for e in entries:
+        if e.video_id in old.row_of and not replace:
+            notes.append(f"{e.video_id}: already in the index (--replace re-embeds it)")
+            continue
+        try:
+            h = file_hash(e.path)
+        except OSError:
+            h = ""  # missing or unreadable: the decoder reports it
+        twin = seen.get(h) or (known.get(h) if known.get(h) != e.video_id else None) if h else None
+        if twin:
+            notes.append(f"{e.video_id}: same file as {twin} ({e.path})")
+            continue
+        seen[h] = e.video_id
+        todo.append(e)
+        hashes.append(h)
+    return todo, hashes, notes
 
-    from ncl_ray.runtime.checkpoint import load_checkpoint
+
+def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = False) -> int:
+    import ray.data
+
+    from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
     from ncl_ray.runtime.cluster import actor_pool, init_ray
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.runtime.checkpoint import resolve_checkpoint
-    from ncl_ray.ncl.normalize import Sims, ncl_gallery_bias
     from ncl_ray.serve.launch import ensure_index
     from ncl_ray.serve.index import GalleryIndex
     from ncl_ray.serve.versions import write_version
 
     checkpoint = resolve_checkpoint(target)
     entries = read_inputs(inputs)  # before Ray starts
-    state = load_checkpoint(checkpoint)
-    cfg = from_dict(state["config"])
+    cfg = from_dict(load_checkpoint(checkpoint)["config"])
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     home = ensure_index(checkpoint, overrides)
     old = GalleryIndex.load(str(home))
-    fresh = [e for e in entries if e.video_id not in old.row_of]
-    if len(fresh) < len(entries):
-        log.warning("%d video(s) already in the index, left as they are", len(entries) - len(fresh))
+    fresh, hashes, notes = _plan(entries, old, replace)
+    for note in notes:
+        log.warning("skipped %s", note)
     if not fresh:
-        print(f"nothing to add: every video is already in {home}")
+        print(f"nothing to add to {home}: {len(notes)} video(s) skipped")
         return 0
     actors, cpus = actor_pool(False)
     ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in fresh])
     out = ds.map_batches(VideoEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint}, batch_size=4,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1),
                          num_cpus=cpus).take_all()
+    by_id = {e.video_id: (e, h) for e, h in zip(fresh, hashes)}
     good = [r for r in out if not r["error"]]
     for r in out:
         if r["error"]:
@@ -113,26 +149,23 @@ def add_videos(target: str, inputs: str, overrides: List[str]) -> int:
     if not good:
         print(f"error: none of the {len(out)} videos could be decoded", flush=True)
         return 2
-    ids = old.video_ids + [r["video_id"] for r in good]
-    paths = old.paths + [r["path"] for r in good]
-    gallery = np.concatenate([old.plain, np.stack([r["embedding"] for r in good])]).astype(np.float32)
-    loss = state["loss"]
-    bank = loss["text_queue.queue"][: int(loss["text_queue.filled"])].float()
-    tau = old.temperature
-    if len(bank):
-        bias = ncl_gallery_bias(Sims.embeddings(bank, torch.from_numpy(gallery), cfg.eval.chunk_size,
-                                                cfg.eval.memory_mb, cfg.eval.workers), tau, cfg.eval.n_iters).numpy()
-    else:
-        log.warning("the checkpoint holds no training-query bank: NCL biases are zero")
-        bias = np.zeros(len(ids), np.float32)
-    captions = dict(old.captions)
-    for e in fresh:
-        if e.captions:
-            captions[e.video_id] = e.captions
-    version = write_version(home, ids, paths, gallery, bias, tau, captions,
+    new_ids = {r["video_id"] for r in good}
+    keep = [i for i, v in enumerate(old.video_ids) if v not in new_ids]  # replaced rows leave their old place
+    ids = [old.video_ids[i] for i in keep] + [r["video_id"] for r in good]
+    paths = [old.paths[i] for i in keep] + [r["path"] for r in good]
+    gallery = np.concatenate([old.plain[keep], np.stack([r["embedding"] for r in good])]).astype(np.float32)
+    captions = {v: c for v, c in old.captions.items() if v not in new_ids}
+    captions.update({v: by_id[v][0].captions for v in new_ids if by_id[v][0].captions})
+    replaced = sorted(new_ids & set(old.row_of))
+    change = (f"add {len(good) - len(replaced)}, replace {len(replaced)}"
+              f"{' (' + ', '.join(replaced[:5]) + ')' if replaced else ''}, skip {len(out) - len(good) + len(notes)}")
+    version = write_version(home, ids, paths, gallery, bank_biases(checkpoint, gallery, old.temperature),
+                            old.temperature, captions,
                             {**{k: v for k, v in old.meta.items() if k not in ("temperature", "dim", "videos",
                                                                             "version")},
-                             "bank": "train", "added": len(good)})
-    print(f"added {len(good)} video(s), skipped {len(out) - len(good)}; {len(ids)} videos in {version} "
-          f"(NCL biases recomputed over the whole gallery); a running server loads it on POST /reload")
+                             "bank": "train", "added": len(good)}, change,
+                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1] for r in good])
+    print(f"added {len(good) - len(replaced)} video(s), replaced {len(replaced)}, skipped "
+          f"{len(out) - len(good) + len(notes)}; {len(ids)} videos in {version} (NCL biases recomputed over the "
+          f"whole gallery); a running server loads it on POST /reload")
     return 0

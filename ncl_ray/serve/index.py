@@ -49,10 +49,12 @@ def _faiss_index(vectors: np.ndarray, kind: str):
 
 class GalleryIndex:
     def __init__(self, video_ids: List[str], paths: List[str], embeddings: np.ndarray, bias: np.ndarray,
-                 temperature: float, captions: Dict[str, List[str]], meta: dict, kind: str = "exact"):
+                 temperature: float, captions: Dict[str, List[str]], meta: dict, kind: str = "exact",
+                 hashes: Optional[List[str]] = None):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
         self.video_ids, self.paths, self.meta, self.kind = list(video_ids), list(paths), meta, kind
+        self.hashes = list(hashes) if hashes is not None else [""] * len(self.video_ids)  # file SHA-256s
         self.row_of = {v: i for i, v in enumerate(self.video_ids)}
         self.captions, self.temperature = captions, float(temperature)
         self.plain = np.asarray(embeddings, np.float32)  # (C, D)
@@ -65,7 +67,7 @@ class GalleryIndex:
         d = resolve_version(folder)
         f = read_index(d)
         index = GalleryIndex(f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
-                             {**f.meta, "version": d.name}, kind)
+                             {**f.meta, "version": d.name}, kind, f.hashes)
         if kind != "exact":
             index.recall_at_k = index.measure_recall()
         return index

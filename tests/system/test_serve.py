@@ -191,17 +191,22 @@ def test_index_add_makes_unseen_videos_searchable(served):
                        cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "is not allowed" in r.stderr and "onerror" in r.stderr
     (folder / "broken.mp4").write_bytes(b"\0" * 500)
+    (folder / "mymagenta.txt").write_text("my magenta ball rolling right\n")  # the sidecar's captions
+    (folder / "yellow again.mp4").write_bytes((folder / "myyellow.mp4").read_bytes())  # the same file twice
     before = json.loads(get(served["base"] + "/healthz")[1])["videos"]
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder)],
                        cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "added 2 video(s), skipped 1" in r.stdout and "broken" in r.stderr
+    assert "added 2 video(s), replaced 0, skipped 2" in r.stdout and "broken" in r.stderr
+    assert "yellow again: same file as myyellow" in r.stderr
     status, body, _ = get(served["base"] + "/reload", {})
     info = json.loads(body)
     assert status == 200 and info["version"] == "v0002" and info["videos"] == before + 2
     q = urllib.parse.quote("a large magenta circle moving right on a navy background")
     status, body, _ = get(f"{served['base']}/search?q={q}&k={info['videos']}")
-    assert {"mymagenta", "myyellow"} <= {h["video_id"] for h in json.loads(body)}
+    hits = {h["video_id"]: h for h in json.loads(body)}
+    assert {"mymagenta", "myyellow"} <= set(hits) and "yellow again" not in hits
+    assert hits["mymagenta"]["captions"] == ["my magenta ball rolling right"]
     # the NCL biases depend on the whole gallery: recomputed for the old videos too
     import pyarrow.parquet as pq
 

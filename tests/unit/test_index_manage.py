@@ -1,0 +1,107 @@
+"""`ncl-ray index list | remove | rollback` and the add plan (--replace, content hashes, sidecar captions) on a
+real checkpoint and real index versions, without Ray."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ncl_ray.cli import main as cli
+from ncl_ray.config.schema import load_config, to_dict
+from ncl_ray.evaluation.export import read_index
+from ncl_ray.model.clip import build_model
+from ncl_ray.ncl.loss import NCLLoss
+from ncl_ray.ncl.sinkhorn import sinkhorn_biases
+from ncl_ray.runtime.checkpoint import save_checkpoint
+from ncl_ray.serve.index import GalleryIndex
+from ncl_ray.serve.versions import changelog, current, home_of, write_version
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A checkpoint with a 16-query bank and a served index of 6 videos (v0001)."""
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.embed_dim=8", "data.frame_size=16", "data.max_words=16", "eval.n_iters=4"])
+    model = build_model("tiny", "", "meanP", 16, 16, embed_dim=8)
+    loss = NCLLoss(8, 16, 3)
+    loss.text_queue.enqueue(F.normalize(torch.randn(16, 8), dim=1))
+    ckpt = Path(save_checkpoint(str(tmp_path / "ckpt"), model, loss, 0, 1, to_dict(cfg)))
+    g = np.random.default_rng(1)
+    emb = g.normal(size=(6, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"v{i}" for i in range(6)]
+    write_version(home_of(str(ckpt)), ids, [f"/videos/{v}.mp4" for v in ids], emb, np.zeros(6, np.float32), 0.05,
+                  {"v1": ["a caption"]}, {"checkpoint": str(ckpt)}, "from a test gallery", [f"h{i}" for i in range(6)])
+    return ckpt, loss.text_queue.embeddings.clone(), emb
+
+
+def test_remove_recomputes_the_biases_over_the_videos_that_stay(served, capsys):
+    ckpt, bank, emb = served
+    assert cli(["index", "remove", str(ckpt), "v1", "v4"]) == 0
+    home = home_of(str(ckpt))
+    assert current(home).name == "v0002"
+    f = read_index(current(home))
+    assert f.video_ids == ["v0", "v2", "v3", "v5"] and f.hashes == ["h0", "h2", "h3", "h5"]
+    assert "v1" not in f.captions
+    # Sinkhorn over the bank's logits against the remaining gallery, 4 iterations (eval.n_iters), tau 0.05
+    logits = bank @ torch.from_numpy(emb[[0, 2, 3, 5]]).T / 0.05  # (16, 4)
+    _, expected = sinkhorn_biases(logits, 4)
+    assert np.allclose(f.bias, expected.numpy(), atol=1e-5)
+    assert cli(["index", "remove", str(ckpt), "v9"]) == 2
+    assert "not in the current index (v0002): v9" in capsys.readouterr().err
+
+
+def test_rollback_is_a_new_version_and_list_shows_the_changelog(served, capsys):
+    ckpt, _, _ = served
+    assert cli(["index", "remove", str(ckpt), "v0"]) == 0
+    assert cli(["index", "rollback", str(ckpt)]) == 0  # to v0001, as v0003
+    home = home_of(str(ckpt))
+    assert current(home).name == "v0003"
+    assert GalleryIndex.load(str(home)).video_ids == [f"v{i}" for i in range(6)]
+    assert cli(["index", "rollback", str(ckpt), "v0002"]) == 0  # a rollback can be undone by another
+    assert len(GalleryIndex.load(str(home))) == 5
+    log = changelog(home)
+    assert [line.split()[0] for line in log] == ["v0001", "v0002", "v0003", "v0004"]
+    assert "remove 1: v0" in log[1] and "rollback to v0001" in log[2] and log[3].split()[3:5] == ["5", "videos"]
+    capsys.readouterr()
+    assert cli(["index", "list", str(ckpt), "--videos"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[3].startswith("* v0004") and out[0].startswith("  v0001") and "from a test gallery" in out[0]
+    assert any(line.strip().startswith("v1\t/videos/v1.mp4\t1 captions") for line in out)
+    assert cli(["index", "rollback", str(ckpt), "v0042"]) == 2
+    assert "no version 'v0042'" in capsys.readouterr().err
+
+
+def test_list_of_a_run_without_an_index_is_one_line(tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.embed_dim=8"])
+    ckpt = save_checkpoint(str(tmp_path / "c"), build_model("tiny", "", "meanP", 16, 16, embed_dim=8),
+                           NCLLoss(8, 4, 1), 0, 1, to_dict(cfg))
+    assert cli(["index", "list", ckpt]) == 2
+    assert "no served index yet" in capsys.readouterr().err
+
+
+def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp_path):
+    from ncl_ray.serve.add import _plan, read_inputs
+    from ncl_ray.serve.manage import file_hash
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, data in (("a", b"AAAA"), ("b", b"BBBB"), ("b_copy", b"BBBB"), ("c", b"CCCC"), ("old", b"OLD!")):
+        (folder / f"{name}.mp4").write_bytes(data)
+    (folder / "a.txt").write_text("a dog runs\n\n  a brown dog  \n")
+    entries = read_inputs(str(folder))
+    assert [e.video_id for e in entries] == ["a", "b", "b_copy", "c", "old"]
+    assert entries[0].captions == ["a dog runs", "a brown dog"] and entries[1].captions == []
+    index = GalleryIndex(["c_indexed", "old"], ["/x/c.mp4", "/x/old.mp4"], np.eye(2, 4, dtype=np.float32),
+                         np.zeros(2), 0.05, {}, {}, hashes=[file_hash(str(folder / "c.mp4")), "elsewhere"])
+    todo, hashes, notes = _plan(entries, index, replace=False)
+    assert [e.video_id for e in todo] == ["a", "b"] and hashes == [file_hash(str(folder / "a.mp4")),
+                                                                  file_hash(str(folder / "b.mp4"))]
+    assert notes == ["b_copy: same file as b (" + str(folder / "b_copy.mp4") + ")",
+                     "c: same file as c_indexed (" + str(folder / "c.mp4") + ")",
+                     "old: already in the index (--replace re-embeds it)"]
+    todo, _, _ = _plan(entries, index, replace=True)
+    assert [e.video_id for e in todo] == ["a", "b", "old"]
