@@ -1,5 +1,5 @@
-"""`ncl-ray rerank --sims S.npy [--bank-sims B.npy] [--method ncl|dsl|qbnorm|none|all]`: a saved similarity
-matrix, normalised and scored; no model, no Ray."""
+"""`ncl-ray rerank --sims S.npy [--bank-sims B.npy] [--method ncl|dsl|qbnorm|nnn|is|csls|none|all]`: a saved
+similarity matrix, normalised and scored; no model, no Ray."""
 
 import sys
 
@@ -13,8 +13,8 @@ def register(sub) -> None:
     sp.add_argument("--query-to-item", help="(queries,) int array: the correct gallery column of each row")
     sp.add_argument("--method", choices=[*METHODS, "all"], default="ncl",
                     help="normalisation: none, ncl (Sinkhorn biases from the bank), dsl (dual softmax over the "
-                         "test queries), qbnorm (QB-Norm), nnn (Nearest Neighbor Normalization), or all of them "
-                         "(default: ncl)")
+                         "test queries), qbnorm (QB-Norm), nnn (Nearest Neighbor Normalization), is (inverted "
+                         "softmax), csls (CSLS), or all of them (default: ncl)")
     sp.add_argument("--bank", choices=["train", "test", "train+test"], default="train",
                     help="which queries the biases come from (test = transductive)")
     sp.add_argument("--iters", type=int, default=10, help="Sinkhorn iterations (default: 10)")
@@ -24,6 +24,8 @@ def register(sub) -> None:
                     "NNN's code; its README suggests 128)")
     sp.add_argument("--nnn-alpha", type=float, default=0.5, help="nnn: bias weight (default: 0.5, NNN's code; its "
                     "README suggests 0.75)")
+    sp.add_argument("--is-beta", type=float, default=20.0, help="is: inverse temperature (default: 20, QB-Norm's)")
+    sp.add_argument("--csls-k", type=int, default=10, help="csls: nearest neighbours (default: 10, MUSE's)")
     sp.add_argument("--transpose", action="store_true", help="score the other direction (v2t)")
     sp.add_argument("--json", help="write the metrics to this JSON file")
     sp.set_defaults(fn=main)
@@ -46,7 +48,7 @@ def main(args) -> int:
             print(f"no --bank-sims: scoring {' and '.join(methods)} only (pass --bank-sims, or --bank test)",
                   file=sys.stderr)
         results = [rerank(sims, m, bank, q2i, args.transpose, args.iters, args.temperature, args.bank, args.nnn_k,
-                          args.nnn_alpha) for m in methods]
+                          args.nnn_alpha, args.is_beta, args.csls_k) for m in methods]
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

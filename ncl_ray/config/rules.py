@@ -33,7 +33,7 @@ POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_ca
             "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
             "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",
             "eval.memory_mb", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "eval.nnn_k", "tune.num_samples",
-            "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality"]
+            "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality", "eval.is_beta", "eval.csls_k"]
 NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
                 "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs",
                 "ncl.plain_loss_weight", "train.threads_per_worker", "eval.chunk_size",
@@ -69,9 +69,12 @@ def check_combinations(cfg) -> None:
         raise ConfigError("'data.manifest' is required with data.dataset=manifest: a CSV or JSONL file, e.g. "
                           "data.manifest=my_videos.csv (README: \"Data preparation\")")
     rows = cfg.ncl.queue_size if cfg.eval.bank_source == "queue" else cfg.eval.bank_size
-    if "nnn" in cfg.eval.methods and cfg.eval.bank != "test" and cfg.eval.nnn_k > rows:
-        raise ConfigError(f"'eval.nnn_k={cfg.eval.nnn_k}' exceeds the {rows} queries of the bank "
-                          f"({'ncl.queue_size' if cfg.eval.bank_source == 'queue' else 'eval.bank_size'}); lower it")
+    for method, key in (("nnn", "nnn_k"), ("csls", "csls_k")):
+        k = cfg.eval[key]
+        if method in cfg.eval.methods and cfg.eval.bank != "test" and k > rows:
+            raise ConfigError(f"'eval.{key}={k}' exceeds the {rows} queries of the bank "
+                              f"({'ncl.queue_size' if cfg.eval.bank_source == 'queue' else 'eval.bank_size'}); "
+                              f"lower it")
     if cfg.data.jitter and cfg.data.sampler != "uniform":
         raise ConfigError("'data.jitter=true' draws times inside uniform slices; it needs data.sampler=uniform")
     if cfg.data.samples == "pairs" and cfg.data.streaming:

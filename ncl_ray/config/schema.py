@@ -134,6 +134,8 @@ class EvalConfig:
     qbnorm_k: int = 1
     nnn_k: int = 256  # nnn: nearest bank queries per gallery item (NNN's code default; its README: 128)
     nnn_alpha: float = 0.5  # nnn: weight of the bias (NNN's code default; its README: 0.75)
+    is_beta: float = 20.0  # is: inverse temperature of the inverted softmax (QB-Norm's 20)
+    csls_k: int = 10  # csls: nearest neighbours on each side (MUSE's csls_knn_10)
 
 
 @dataclass

@@ -58,7 +58,8 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     diag: Dict[str, torch.Tensor] = {}
     log.info("scoring %d captions x %d videos with %s", len(test.text), len(test.video), ", ".join(methods))
     metrics = evaluate_embeddings(test, tau, methods, bank_text, bank_video, e.bank, e.n_iters,
-                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, store=diag,
+                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k,
+                                  store=diag,
                                   memory_mb=e.memory_mb, workers=e.workers)
     metrics["skipped_videos"] = float(len(cache.skipped))
 

@@ -82,6 +82,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
                         bank_text: Optional[torch.Tensor] = None, bank_video: Optional[torch.Tensor] = None,
                         bank: str = "train", n_iters: int = 10, chunk_size: int = 0,
                         qbnorm_beta: float = 20.0, qbnorm_k: int = 1, nnn_k: int = 256, nnn_alpha: float = 0.5,
+                        is_beta: float = 20.0, csls_k: int = 10,
                         store: Optional[Dict[str, torch.Tensor]] = None, memory_mb: float = MEMORY_MB,
                         workers: int = 0) -> Dict[str, float]:
     """Flat metric dict for t2v and v2t under each method.
@@ -93,7 +94,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
         chunk_size: rows per similarity block; 0 = derived from memory_mb for each gallery (normalize.py).
         memory_mb, workers: byte budget of the blocks in flight, and threads for the bank's Sinkhorn pass.
         store: if given, receives t2v diagnostics: `t2v_mass_before`, `<method>/t2v_mass` (C,) and
-            `t2v_ncl_bias` (C,), for plots and the export.
+            `t2v_<method>_bias` (C,) of each per-item method (logit scale), for plots and the export.
     """
     if bank != "test" and any(m in BANK_METHODS for m in methods):
         if bank_text is None or len(bank_text) == 0 or bank_video is None or len(bank_video) == 0:
@@ -109,7 +110,8 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
         bank_sims = bank_similarities(bank, train_queries, queries, gallery, chunk_size, memory_mb, workers) \
             if any(m in BANK_METHODS for m in methods) else None
         for method in methods:
-            scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k, nnn_k, nnn_alpha)
+            scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k, nnn_k, nnn_alpha,
+                                 is_beta, csls_k)
             result = direction_metrics(test, scorer, **truth)
             for protocol, metrics in result.items():
                 tag = name if protocol == "strict" else f"{name}_{protocol}"
@@ -121,8 +123,8 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
                 out[f"{method}/t2v_norm_error"] = errors["after"]
                 if store is not None:
                     store["t2v_mass_before"], store[f"{method}/t2v_mass"] = masses["before"], masses["after"]
-                    if method == "ncl":
-                        store["t2v_ncl_bias"] = scorer.bias
+                    if hasattr(scorer, "fold_bias"):  # per-item methods: what a served index folds in
+                        store[f"t2v_{method}_bias"] = scorer.fold_bias
     out["bank_is_test"] = float(bank != "train")
     out["t2v_hub_share"] = hub_share(emb.text, emb.video, chunk_size or rows_per_block(len(emb.video), memory_mb))
     return out

@@ -23,6 +23,14 @@ softmax over a row is a retrieval distribution), so the normalisation error is c
           b_j = -alpha * the mean of gallery item j's k largest similarities to the bank's queries; its code's
           defaults k = 256, alpha = 0.5 (its README suggests 128 and 0.75). A per-item bias: it folds into an
           inner-product index like ncl's and a new item's bias needs only that item's column.
+- is:     inverted softmax (Smith et al. ICLR 2017; the rule QB-Norm's `dynamic_inverted_softmax.py` applies, here
+          to every query: its gate is qbnorm): beta * s_ij - logsumexp_bank(beta * s_bank,j), i.e. the log of
+          exp(beta s_ij) / sum_bank exp(beta s_bank,j); beta = eval.is_beta (QB-Norm's 20). A per-item bias.
+- csls:   CSLS (Conneau et al. ICLR 2018, MUSE): 2 s_ij - r_T(i) - r_S(j) with r_T(i) the mean of query i's k
+          largest similarities to the gallery and r_S(j) the mean of item j's k largest to the bank's queries,
+          k = eval.csls_k (MUSE's 10); scored as that / (2 tau). r_T(i) shifts a whole row: the ranking is s_ij -
+          r_S(j) / 2, a per-item bias.
+Every scorer of a per-item method carries `fold_bias` (C,): its ranking equals that of s_ij / tau + fold_bias_j.
 """
 
 import math
@@ -156,16 +164,43 @@ def ncl_gallery_bias(bank: Sims, temperature: float, n_iters: int) -> torch.Tens
 
 
 @torch.no_grad()
-def nnn_gallery_bias(bank: Sims, k: int = 256, alpha: float = 0.5) -> torch.Tensor:
-    """NNN's bias (C,): -alpha * the mean of each column's k largest bank similarities, the top k kept across row
-    blocks. NNN's own code fails when k exceeds the bank's queries; so does this, naming both."""
+def top_mean(bank: Sims, k: int, name: str = "nnn", keys: str = "eval.nnn_k, --nnn-k") -> torch.Tensor:
+    """The mean of each column's k largest bank similarities (C,), the top k kept across row blocks. NNN's own
+    code fails when k exceeds the bank's queries; so does this, naming the method and its settings."""
     if not 1 <= k <= bank.n_rows:
-        raise ValueError(f"nnn: k={k} needs 1 <= k <= the bank's {bank.n_rows} queries (eval.nnn_k, --nnn-k)")
+        raise ValueError(f"{name}: k={k} needs 1 <= k <= the bank's {bank.n_rows} queries ({keys})")
     top: Optional[torch.Tensor] = None  # (<= k, C) the largest similarities seen so far, per column
     for _, s in bank.blocks():
         both = s.float() if top is None else torch.cat([top, s.float()], dim=0)  # (r', C)
         top = both.topk(min(k, len(both)), dim=0).values
-    return -alpha * top.mean(dim=0)
+    return top.mean(dim=0)
+
+
+def nnn_gallery_bias(bank: Sims, k: int = 256, alpha: float = 0.5) -> torch.Tensor:
+    """NNN's bias (C,): -alpha * the mean of each column's k largest bank similarities."""
+    return -alpha * top_mean(bank, k)
+
+
+def is_gallery_bias(bank: Sims, beta: float = 20.0) -> torch.Tensor:
+    """Inverted softmax's bias (C,) on the similarity scale: -logsumexp_bank(beta s_bank,j) / beta."""
+    return -column_logsumexp(bank, beta) / beta
+
+
+def csls_gallery_bias(bank: Sims, k: int = 10) -> torch.Tensor:
+    """CSLS's per-item term on the similarity scale (C,): -r_S(j) / 2 (the ranking is s - r_S / 2)."""
+    return -0.5 * top_mean(bank, k, "csls", "eval.csls_k, --csls-k")
+
+
+def item_bias(method: str, bank: Sims, temperature: float, n_iters: int = 10, nnn_k: int = 256,
+              nnn_alpha: float = 0.5, is_beta: float = 20.0, csls_k: int = 10) -> torch.Tensor:
+    """The bias (C,) on the logit scale that a per-item method adds to s / tau (what the index folds in)."""
+    if method == "ncl":
+        return ncl_gallery_bias(bank, temperature, n_iters)
+    sim_scale = {"nnn": lambda: nnn_gallery_bias(bank, nnn_k, nnn_alpha), "is": lambda: is_gallery_bias(bank, is_beta),
+                 "csls": lambda: csls_gallery_bias(bank, csls_k)}
+    if method not in sim_scale:
+        raise ValueError(f"{method!r} is not a per-item bias method")
+    return sim_scale[method]() / temperature
 
 
 @torch.no_grad()
@@ -191,9 +226,10 @@ def _activated(bank: Sims, k: int) -> torch.Tensor:
 
 
 def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims] = None, n_iters: int = 10,
-                qbnorm_beta: float = 20.0, qbnorm_k: int = 1, nnn_k: int = 256, nnn_alpha: float = 0.5) -> Scorer:
+                qbnorm_beta: float = 20.0, qbnorm_k: int = 1, nnn_k: int = 256, nnn_alpha: float = 0.5,
+                is_beta: float = 20.0, csls_k: int = 10) -> Scorer:
     """A function (rows, block of test sims) -> ranking scores, after the method's gallery statistics are
-    computed once (ncl and nnn biases, dsl column sums, qbnorm bank sums)."""
+    computed once (per-item biases, dsl column sums, qbnorm bank sums)."""
     if method not in METHODS:
         raise ValueError(f"unknown normalisation method {method!r} (choose from {', '.join(METHODS)})")
     if method in BANK_METHODS:
@@ -203,22 +239,25 @@ def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims
             raise ValueError(f"bank has {bank.n_cols} gallery columns, similarities have {test.n_cols}")
     if method == "none":
         return lambda rows, s: s / temperature
-    if method == "ncl":
-        b = ncl_gallery_bias(bank, temperature, n_iters)
+    if method in ("ncl", "nnn", "is"):
+        b = item_bias(method, bank, temperature, n_iters, nnn_k, nnn_alpha, is_beta)  # (C,) logit scale
+        scale = is_beta * temperature if method == "is" else 1.0  # is: beta s - lse, the log of its ratio
 
-        def ncl(rows: slice, s: torch.Tensor) -> torch.Tensor:
-            return s / temperature + b[None, :]
+        def per_item(rows: slice, s: torch.Tensor) -> torch.Tensor:
+            return scale * (s / temperature + b[None, :])
 
-        ncl.bias = b  # (C,) for export: folded into the gallery embeddings
-        return ncl
-    if method == "nnn":
-        nb = nnn_gallery_bias(bank, nnn_k, nnn_alpha)  # (C,) on the similarity scale
+        per_item.fold_bias = b
+        return per_item
+    if method == "csls":
+        b = item_bias("csls", bank, temperature, csls_k=csls_k)  # -r_S / (2 tau)
+        k = min(csls_k, test.n_cols)
 
-        def nnn(rows: slice, s: torch.Tensor) -> torch.Tensor:
-            return (s + nb[None, :]) / temperature
+        def csls(rows: slice, s: torch.Tensor) -> torch.Tensor:
+            r_t = s.float().topk(k, dim=1).values.mean(dim=1)  # (r,) the query's own neighbourhood
+            return s / temperature - r_t[:, None] / (2 * temperature) + b[None, :]
 
-        nnn.bias = nb
-        return nnn
+        csls.fold_bias = b
+        return csls
     if method == "dsl":
         lse = column_logsumexp(test, 1.0 / temperature)  # softmax over all test queries, per gallery item
         return lambda rows, s: s * torch.exp(s / temperature - lse[None, :]) / temperature

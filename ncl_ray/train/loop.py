@@ -96,7 +96,7 @@ def _evaluate(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefix: st
     tau = 1.0 / float(unwrap(model).logit_scale.detach().exp().clamp(max=100))
     m = evaluate_embeddings(emb, tau, methods, loss_fn.text_queue.embeddings.cpu(),
                             loss_fn.video_queue.embeddings.cpu(), e.bank, e.n_iters, e.chunk_size,
-                            e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, memory_mb=e.memory_mb,
+                            e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k, memory_mb=e.memory_mb,
                             workers=e.workers)
     m.update({"time/embed_s": embed_s, "time/score_s": time.perf_counter() - t, "time/videos": len(emb.video)})
     return {f"{prefix}/{k}": v for k, v in m.items()}

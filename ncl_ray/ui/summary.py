@@ -10,6 +10,8 @@ METHOD_WORDS = {
     "dsl": "dsl = dual softmax over the test queries (transductive)",
     "qbnorm": "qbnorm = QB-Norm inverted softmax over the {bank}",
     "nnn": "nnn = Nearest Neighbor Normalization biases from the {bank}",
+    "is": "is = inverted softmax biases (logsumexp per item) over the {bank}",
+    "csls": "csls = CSLS (each item's and each query's nearest-neighbour similarity) with the {bank}",
 }
 
 
