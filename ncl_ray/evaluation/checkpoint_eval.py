@@ -27,6 +27,7 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     from ncl_ray.config.schema import load_config, save_config
     from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
     from ncl_ray.evaluation.export import write_index
+    from ncl_ray.ncl.methods import PER_ITEM_METHODS
     from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.ui.plots import mass_histogram, recall_bars
     from ncl_ray.ui.tracking import MetricLogger
@@ -86,7 +87,8 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     write_index(out / "export", [v.video_id for v in videos], [v.path for v in videos], test.video.float().numpy(),
                 bias.float().numpy(), tau, captions, [videos[int(i)].video_id for i in test.caption_to_video],
                 {"checkpoint": checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters,
-                 "split": d.test_split}, text_embeddings=test.text.float().numpy())
+                 "split": d.test_split}, text_embeddings=test.text.float().numpy(),
+                extra={m: diag[f"t2v_{m}_bias"].float().numpy() for m in PER_ITEM_METHODS if f"t2v_{m}_bias" in diag})
     from ncl_ray.ui.summary import report
 
     bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"

@@ -7,8 +7,9 @@ beside the video (one caption per line). An id already in the index is left as i
 whose bytes (SHA-256) equal a video already indexed, or another input's, is skipped and named. Videos are
 decoded with the training decoder and embedded by a pool of model actors (Ray Data batch inference); missing or
 corrupt ones are reported and skipped. The NCL gallery biases depend on the whole gallery, so they are
-recomputed over the new gallery from the checkpoint's training-query bank; the result is written as a new index
-version (atomically, with a changelog line); a running server picks it up with POST /reload.
+recomputed over the new gallery from the checkpoint's training-query bank; the other served methods' biases
+(nnn, is, csls) depend on one video each and are computed for the new videos only. The result is written as a
+new index version (atomically, with a changelog line); a running server picks it up with POST /reload.
 """
 
 import logging
@@ -19,7 +20,7 @@ import numpy as np
 
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
 from ncl_ray.serve.guard import valid_video_id
-from ncl_ray.serve.manage import bank_biases, file_hash
+from ncl_ray.serve.manage import file_hash, new_biases
 
 log = logging.getLogger("ncl_ray.index")
 MAX_SIDECAR_CAPTIONS, MAX_CAPTION_CHARS = 20, 500  # shown on the page: a sidecar is not a document
@@ -153,19 +154,22 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     keep = [i for i, v in enumerate(old.video_ids) if v not in new_ids]  # replaced rows leave their old place
     ids = [old.video_ids[i] for i in keep] + [r["video_id"] for r in good]
     paths = [old.paths[i] for i in keep] + [r["path"] for r in good]
-    gallery = np.concatenate([old.plain[keep], np.stack([r["embedding"] for r in good])]).astype(np.float32)
+    added = np.stack([r["embedding"] for r in good]).astype(np.float32)  # (A, D)
+    ncl, extra = new_biases(checkpoint, old.plain, {m: b for m, b in old.biases.items() if m != "ncl"}, keep, added,
+                            old.temperature)  # ncl over the whole gallery; nnn, is, csls for the new rows only
     captions = {v: c for v, c in old.captions.items() if v not in new_ids}
     captions.update({v: by_id[v][0].captions for v in new_ids if by_id[v][0].captions})
     replaced = sorted(new_ids & set(old.row_of))
     change = (f"add {len(good) - len(replaced)}, replace {len(replaced)}"
               f"{' (' + ', '.join(replaced[:5]) + ')' if replaced else ''}, skip {len(out) - len(good) + len(notes)}")
-    version = write_version(home, ids, paths, gallery, bank_biases(checkpoint, gallery, old.temperature),
-                            old.temperature, captions,
+    version = write_version(home, ids, paths, np.concatenate([old.plain[keep], added]), ncl, old.temperature,
+                            captions,
                             {**{k: v for k, v in old.meta.items() if k not in ("temperature", "dim", "videos",
                                                                             "version")},
                              "bank": "train", "added": len(good)}, change,
-                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1] for r in good])
+                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1] for r in good], extra)
     print(f"added {len(good) - len(replaced)} video(s), replaced {len(replaced)}, skipped "
           f"{len(out) - len(good) + len(notes)}; {len(ids)} videos in {version} (NCL biases recomputed over the "
-          f"whole gallery); a running server loads it on POST /reload")
+          f"whole gallery{', ' + '/'.join(extra) + ' for the new videos only' if extra else ''}); a running server "
+          f"loads it on POST /reload")
     return 0

@@ -3,7 +3,8 @@ Ray Serve.
 
 Deployments: `TextEncoder` (the checkpoint's text tower, requests batched with `serve.batch`), `Gallery` (the
 faiss index of `index.GalleryIndex`, NCL folded in) and `Api` (FastAPI ingress):
-    GET  /search?q=...&k=10&method=ncl|none  -> [{video_id, score, captions, thumbnail_url}]
+    GET  /search?q=...&k=10&method=ncl|none|nnn|is|csls  -> [{video_id, score, captions, thumbnail_url}]
+         (nnn, is and csls when the index holds their biases: GET /healthz lists the index's methods)
     POST /search {"queries": [...], "k": 10, "method": "ncl"} -> [[...], ...]
     GET  /healthz, GET /thumbnails/<video_id>.jpg (a strip of frames), POST /reload (pick up a new index
     version written by `ncl-ray index add`), GET / (the search page).
@@ -115,9 +116,12 @@ class Gallery:
     def info(self) -> dict:
         return {"videos": len(self.index), "version": self.index.meta.get("version"), "kind": self.kind,
                 "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
-                "bank": self.index.meta.get("bank")}
+                "bank": self.index.meta.get("bank"), "methods": self.index.methods}
 
-    def search(self, queries: List[np.ndarray], k: int, method: str) -> List[List[dict]]:
+    def search(self, queries: List[np.ndarray], k: int, method: str):
+        """Hits per query, or {"error": ...} for a method this index does not hold."""
+        if method not in self.index.methods:
+            return {"error": f"this index serves {', '.join(self.index.methods)}; {method} was not evaluated for it"}
         scores, rows = self.index.search(np.stack(queries), k, method)
         out = []
         for srow, rrow in zip(scores, rows):
@@ -173,9 +177,10 @@ class Api:
     async def healthz(self):
         return {"status": "ok", **(await self.gallery.info.remote())}
 
-    async def _search(self, queries: List[str], k, method) -> List[List[dict]]:
+    async def _search(self, queries: List[str], k, method):
         vectors = [await self.encoder.encode.remote(q) for q in queries]
-        return await self.gallery.search.remote(vectors, k, method)
+        hits = await self.gallery.search.remote(vectors, k, method)
+        return _error(400, "method", hits["error"]) if isinstance(hits, dict) else hits
 
     @api.get("/search")
     async def search_get(self, request: Request):
@@ -188,7 +193,8 @@ class Api:
         bad = validate(q, k, method)
         if bad is not None:
             return bad
-        return (await self._search([q], k, method))[0]
+        hits = await self._search([q], k, method)
+        return hits if isinstance(hits, JSONResponse) else hits[0]
 
     @api.post("/search")
     async def search_post(self, request: Request):

@@ -4,7 +4,8 @@
     scores, rows = index.search(text_embeddings, k=10, method="ncl")   # (R, k), (R, k)
 
 `ncl` searches the folded gallery [v_j, tau * b_j] with queries [t_i, 1]: t.v + tau b_j = tau (s/tau + b_j), the
-ranking of `ncl-ray eval`'s ncl scorer. `none` searches the plain embeddings. `kind="hnsw"` builds an approximate
+ranking of `ncl-ray eval`'s ncl scorer; nnn, is and csls, when the index holds their biases, fold the same way.
+`none` searches the plain embeddings. `kind="hnsw"` builds an approximate
 HNSW index for large galleries; its recall@k against the exact index is measured on build (`recall_at_k`).
 A versioned index folder holds `CURRENT` (the name of the live version) and `v0001/`, `v0002/`, ...; an export
 folder (videos.parquet, texts.parquet, index.json) is one version by itself.
@@ -50,7 +51,7 @@ def _faiss_index(vectors: np.ndarray, kind: str):
 class GalleryIndex:
     def __init__(self, video_ids: List[str], paths: List[str], embeddings: np.ndarray, bias: np.ndarray,
                  temperature: float, captions: Dict[str, List[str]], meta: dict, kind: str = "exact",
-                 hashes: Optional[List[str]] = None):
+                 hashes: Optional[List[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
         self.video_ids, self.paths, self.meta, self.kind = list(video_ids), list(paths), meta, kind
@@ -58,8 +59,14 @@ class GalleryIndex:
         self.row_of = {v: i for i, v in enumerate(self.video_ids)}
         self.captions, self.temperature = captions, float(temperature)
         self.plain = np.asarray(embeddings, np.float32)  # (C, D)
+        self.biases = {"ncl": np.asarray(bias, np.float32),
+                       **{m: np.asarray(b, np.float32) for m, b in (extra or {}).items()}}  # method -> (C,)
         self.folded = fold_gallery(self.plain, bias, self.temperature)  # (C, D+1)
         self.indexes = {"ncl": _faiss_index(self.folded, kind), "none": _faiss_index(self.plain, kind)}
+        for m, b in self.biases.items():
+            if m != "ncl":
+                self.indexes[m] = _faiss_index(fold_gallery(self.plain, b, self.temperature), kind)
+        self.methods = [m for m in METHODS if m in self.indexes]  # what this index can serve
         self.recall_at_k: Optional[float] = None
 
     @staticmethod
@@ -67,7 +74,7 @@ class GalleryIndex:
         d = resolve_version(folder)
         f = read_index(d)
         index = GalleryIndex(f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
-                             {**f.meta, "version": d.name}, kind, f.hashes)
+                             {**f.meta, "version": d.name}, kind, f.hashes, f.extra)
         if kind != "exact":
             index.recall_at_k = index.measure_recall()
         return index
@@ -78,11 +85,12 @@ class GalleryIndex:
     def search(self, queries: np.ndarray, k: int, method: str = "ncl") -> Tuple[np.ndarray, np.ndarray]:
         """queries (R, D) unit text embeddings -> scores (R, k), gallery rows (R, k), best first.
 
-        Scores: ncl = tau * (s / tau + b_j) (the folded inner product), none = cosine similarity."""
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+        Scores: a per-item method's = tau * (s / tau + b_j) (the folded inner product), none = cosine similarity."""
+        if method not in self.methods:
+            raise ValueError(f"method {method!r} is not in this index (it serves {', '.join(self.methods)}; "
+                             f"evaluate with eval.methods listing it to serve it)")
         q = np.asarray(queries, np.float32)
-        if method == "ncl":
+        if method != "none":
             q = fold_queries(q)  # (R, D+1)
         return self.indexes[method].search(np.ascontiguousarray(q), min(k, len(self)))
 

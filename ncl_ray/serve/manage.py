@@ -6,13 +6,14 @@
 
 Every change is a new version (versions.py), so a rollback can itself be rolled back and a running server picks
 any of them up with POST /reload. Removing videos changes the gallery, so its NCL biases are recomputed from the
-checkpoint's training-query bank over the videos that stay (Sinkhorn's biases depend on the whole gallery).
+checkpoint's training-query bank over the videos that stay (Sinkhorn's biases depend on the whole gallery);
+the other per-item methods' biases (nnn, is, csls) depend on each video alone and are kept as they were.
 """
 
 import hashlib
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,13 +32,14 @@ def file_hash(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def bank_biases(checkpoint: str, gallery: np.ndarray, temperature: float) -> np.ndarray:
-    """NCL gallery biases (C,) of `gallery` (C, D) from the checkpoint's training-query bank (zeros, with a
-    warning, when the checkpoint holds none)."""
+def bank_biases(checkpoint: str, gallery: np.ndarray, temperature: float,
+                methods: Sequence[str] = ("ncl",)) -> Dict[str, np.ndarray]:
+    """Per-item biases (C,) on the logit scale of `gallery` (C, D) for each method, from the checkpoint's
+    training-query bank and its eval settings (zeros, with a warning, when the checkpoint holds no bank)."""
     import torch
 
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.ncl.normalize import Sims, ncl_gallery_bias
+    from ncl_ray.ncl.normalize import Sims, item_bias
     from ncl_ray.runtime.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
@@ -46,11 +48,24 @@ def bank_biases(checkpoint: str, gallery: np.ndarray, temperature: float) -> np.
     bank = loss["text_queue.queue"][: int(loss["text_queue.filled"])].float()  # (Q, D)
     if not len(bank) or not len(gallery):
         if not len(bank):
-            log.warning("the checkpoint holds no training-query bank: NCL biases are zero")
-        return np.zeros(len(gallery), np.float32)
+            log.warning("the checkpoint holds no training-query bank: the served biases are zero")
+        return {m: np.zeros(len(gallery), np.float32) for m in methods}
     sims = Sims.embeddings(bank, torch.from_numpy(np.asarray(gallery, np.float32)), e.chunk_size, e.memory_mb,
                            e.workers)
-    return ncl_gallery_bias(sims, temperature, e.n_iters).numpy()
+    return {m: item_bias(m, sims, temperature, e.n_iters, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k).numpy()
+            for m in methods}
+
+
+def new_biases(checkpoint: str, old_gallery: np.ndarray, old_extra: Dict[str, np.ndarray], keep: List[int],
+               added: np.ndarray, temperature: float) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """Biases of a changed gallery (the `keep` rows of the old one, then `added` (A, D)): ncl's recomputed over
+    all of it (Sinkhorn depends on the whole gallery); the per-item methods' kept for the old rows and computed
+    for the added rows alone."""
+    gallery = np.concatenate([old_gallery[keep], added]) if len(added) else old_gallery[keep]
+    ncl = bank_biases(checkpoint, gallery, temperature)["ncl"]
+    fresh = bank_biases(checkpoint, added, temperature, list(old_extra)) if len(added) and old_extra else {}
+    extra = {m: np.concatenate([b[keep], fresh[m]]) if len(added) else b[keep] for m, b in old_extra.items()}
+    return ncl, extra
 
 
 def _home(checkpoint: str) -> Path:
@@ -80,13 +95,13 @@ def remove_videos(checkpoint: str, ids: Sequence[str]) -> Path:
     if missing:
         raise ValueError(f"not in the current index ({current(home).name}): {', '.join(missing[:5])}")
     keep = [i for i, v in enumerate(f.video_ids) if v not in set(ids)]
-    gallery = f.embeddings[keep]  # (C', D)
+    ncl, extra = new_biases(checkpoint, f.embeddings, f.extra, keep, np.zeros((0, f.embeddings.shape[1])),
+                            f.temperature)
     meta = {k: v for k, v in f.meta.items() if k not in ("temperature", "dim", "videos", "version")}
-    return write_version(home, [f.video_ids[i] for i in keep], [f.paths[i] for i in keep], gallery,
-                         bank_biases(checkpoint, gallery, f.temperature), f.temperature,
-                         {v: c for v, c in f.captions.items() if v not in set(ids)}, meta,
+    return write_version(home, [f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
+                         ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in set(ids)}, meta,
                          f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}",
-                         [f.hashes[i] for i in keep])
+                         [f.hashes[i] for i in keep], extra)
 
 
 def rollback(checkpoint: str, version: Optional[str] = None) -> Path:

@@ -38,8 +38,9 @@ def changelog(home: Path) -> List[str]:
 
 def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], embeddings: np.ndarray,
                   bias: np.ndarray, temperature: float, texts: Dict[str, List[str]], meta: dict, change: str,
-                  hashes: Optional[Sequence[str]] = None) -> Path:
-    """Write the next version (embeddings (C, D), NCL biases (C,)), make it CURRENT, and log `change`."""
+                  hashes: Optional[Sequence[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None) -> Path:
+    """Write the next version (embeddings (C, D), NCL biases (C,), other per-item methods' biases `extra`),
+    make it CURRENT, and log `change`."""
     home.mkdir(parents=True, exist_ok=True)
     existing = versions(home)
     name = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
@@ -48,7 +49,7 @@ def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], em
     tmp.mkdir()
     write_index(tmp, video_ids, paths, embeddings, bias, temperature,
                 [c for v in video_ids for c in texts.get(v, [])], [v for v in video_ids for _ in texts.get(v, [])],
-                meta, hashes=hashes)
+                meta, hashes=hashes, extra=extra)
     tmp.rename(home / name)
     pointer = home / f".CURRENT.tmp-{os.getpid()}"
     pointer.write_text(name)
@@ -62,7 +63,7 @@ def write_files(home: Path, f: IndexFiles, change: str) -> Path:
     """A new version holding exactly `f` (a rollback, or a first version from an evaluation export)."""
     meta = {k: v for k, v in f.meta.items() if k not in ("temperature", "dim", "videos", "version")}
     return write_version(home, f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions, meta, change,
-                         f.hashes)
+                         f.hashes, f.extra)
 
 
 def seed_from_export(home: Path, export: Path) -> Path:

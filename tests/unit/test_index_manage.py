@@ -23,7 +23,8 @@ from ncl_ray.serve.versions import changelog, current, home_of, write_version
 def served(tmp_path):
     """A checkpoint with a 16-query bank and a served index of 6 videos (v0001)."""
     torch.manual_seed(0)
-    cfg = load_config(None, ["model.embed_dim=8", "data.frame_size=16", "data.max_words=16", "eval.n_iters=4"])
+    cfg = load_config(None, ["model.embed_dim=8", "data.frame_size=16", "data.max_words=16", "eval.n_iters=4",
+                                "eval.nnn_k=8", "eval.csls_k=4"])
     model = build_model("tiny", "", "meanP", 16, 16, embed_dim=8)
     loss = NCLLoss(8, 16, 3)
     loss.text_queue.enqueue(F.normalize(torch.randn(16, 8), dim=1))
@@ -105,3 +106,33 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
                      "old: already in the index (--replace re-embeds it)"]
     todo, _, _ = _plan(entries, index, replace=True)
     assert [e.video_id for e in todo] == ["a", "b", "old"]
+
+
+def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(served):
+    """The incremental rule of `index add`: per-item methods (nnn, is, csls) get the new row's bias alone; the
+    old rows keep theirs. NCL's Sinkhorn biases depend on the whole gallery: all recomputed."""
+    from ncl_ray.ncl.normalize import Sims, item_bias
+    from ncl_ray.serve.manage import bank_biases, new_biases
+
+    ckpt, bank, emb = served
+    old = bank_biases(str(ckpt), emb, 0.05, ["ncl", "nnn", "is", "csls"])
+    extra = {m: old[m] for m in ("nnn", "is", "csls")}
+    new = np.random.default_rng(3).normal(size=(1, 8)).astype(np.float32)
+    new /= np.linalg.norm(new)
+    ncl, got = new_biases(str(ckpt), emb, extra, list(range(6)), new, 0.05)
+    for m in ("nnn", "is", "csls"):
+        assert np.array_equal(got[m][:6], extra[m])  # untouched
+        alone = item_bias(m, Sims.embeddings(bank, torch.from_numpy(new)), 0.05, nnn_k=8, csls_k=4)
+        assert np.allclose(got[m][6], alone.numpy()[0], atol=1e-6)
+    assert len(ncl) == 7 and not np.allclose(ncl[:6], old["ncl"], atol=1e-4)
+    # and a removal keeps the per-item biases of the videos that stay
+    write_version(home_of(str(ckpt)), [f"v{i}" for i in range(6)], [f"/videos/v{i}.mp4" for i in range(6)], emb,
+                  old["ncl"], 0.05, {}, {"checkpoint": str(ckpt)}, "with nnn, is and csls", extra=extra)
+    assert cli(["index", "remove", str(ckpt), "v2"]) == 0
+    f = read_index(current(home_of(str(ckpt))))
+    assert set(f.extra) == {"nnn", "is", "csls"}
+    assert all(np.array_equal(f.extra[m], np.delete(extra[m], 2)) for m in f.extra)
+    served_index = GalleryIndex.load(str(home_of(str(ckpt))))
+    assert served_index.methods == ["ncl", "none", "nnn", "is", "csls"]
+    with pytest.raises(ValueError, match="not in this index"):
+        GalleryIndex(["a"], ["/a.mp4"], emb[:1], np.zeros(1), 0.05, {}, {}).search(emb[:1], 1, "nnn")
