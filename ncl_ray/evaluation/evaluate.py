@@ -10,6 +10,7 @@ Metric names: `<method>/t2v_R@1`, `<method>/v2t_R@1` (strict: each caption again
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Sequence
 
@@ -110,9 +111,12 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
         bank_sims = bank_similarities(bank, train_queries, queries, gallery, chunk_size, memory_mb, workers) \
             if any(m in BANK_METHODS for m in methods) else None
         for method in methods:
+            started = time.perf_counter()
             scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k, nnn_k, nnn_alpha,
                                  is_beta, csls_k)
             result = direction_metrics(test, scorer, **truth)
+            spent = time.perf_counter() - started  # the method's statistics, scoring and ranking, both directions
+            out[f"{method}/time_s"] = out.get(f"{method}/time_s", 0.0) + spent
             for protocol, metrics in result.items():
                 tag = name if protocol == "strict" else f"{name}_{protocol}"
                 out.update({f"{method}/{tag}_{k}": v for k, v in metrics.items()})

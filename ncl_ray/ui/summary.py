@@ -67,14 +67,18 @@ KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
 
 def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: str = "") -> str:
-    """A table: one row per method, t2v and v2t R@1/5/10, MdR, MnR."""
+    """A table: one row per method, t2v and v2t R@1/5/10, MdR, MnR, and what the method cost (its statistics,
+    scoring and ranking, both directions) when measured."""
+    timed = all(f"{prefix}{m}/time_s" in metrics for m in methods)
     head = f"{'method':8s} | " + " ".join(f"{'t2v ' + k:>9s}" for k in KEYS) + " | " + \
-        " ".join(f"{'v2t ' + k:>9s}" for k in KEYS)
+        " ".join(f"{'v2t ' + k:>9s}" for k in KEYS) + (" | cost s" if timed else "")
     lines = [head, "-" * len(head)]
     for m in methods:
         t = [metrics.get(f"{prefix}{m}/t2v_{k}", float("nan")) for k in KEYS]
         v = [metrics.get(f"{prefix}{m}/v2t_{k}", float("nan")) for k in KEYS]
-        lines.append(f"{m:8s} | " + " ".join(f"{x:9.2f}" for x in t) + " | " + " ".join(f"{x:9.2f}" for x in v))
+        cost = f" | {metrics[f'{prefix}{m}/time_s']:6.2f}" if timed else ""
+        lines.append(f"{m:8s} | " + " ".join(f"{x:9.2f}" for x in t) + " | " + " ".join(f"{x:9.2f}" for x in v)
+                     + cost)
     ne = metrics.get(f"{prefix}t2v_norm_error_before")
     if ne is not None:
         after = ", ".join(f"{m} {metrics.get(f'{prefix}{m}/t2v_norm_error', float('nan')):.3f}" for m in methods)

@@ -17,20 +17,23 @@ def random_embeddings(V=30, per=3, D=16, seed=0):
 def test_chunked_and_unchunked_evaluation_agree_exactly():
     emb = random_embeddings()
     bank_t, bank_v = F.normalize(torch.randn(50, 16), dim=1), F.normalize(torch.randn(40, 16), dim=1)
-    kwargs = dict(methods=["none", "ncl", "dsl", "qbnorm"], bank_text=bank_t, bank_video=bank_v, n_iters=5)
+    kwargs = dict(methods=["none", "ncl", "dsl", "qbnorm", "nnn", "is", "csls"], bank_text=bank_t,
+                  bank_video=bank_v, n_iters=5, nnn_k=8)
     whole = evaluate_embeddings(emb, 0.05, chunk_size=100000, **kwargs)
     for chunk in (1, 7):
         part = evaluate_embeddings(emb, 0.05, chunk_size=chunk, **kwargs)
-        assert {k: v for k, v in part.items() if "norm_error" not in k} == \
-            {k: v for k, v in whole.items() if "norm_error" not in k}
+        assert {k: v for k, v in part.items() if "norm_error" not in k and "time_s" not in k} == \
+            {k: v for k, v in whole.items() if "norm_error" not in k and "time_s" not in k}
         for k in whole:
             if "norm_error" in k:
                 assert abs(part[k] - whole[k]) < 1e-5
-    assert set(whole) >= {"ncl/t2v_R@1", "ncl/v2t_R@1", "ncl/v2t_lenient_R@1", "dsl/t2v_MnR", "t2v_norm_error_before"}
+    assert set(whole) >= {"ncl/t2v_R@1", "ncl/v2t_R@1", "ncl/v2t_lenient_R@1", "dsl/t2v_MnR", "t2v_norm_error_before",
+                          "csls/t2v_R@1", "is/v2t_R@5", "ncl/time_s"}
+    assert all(whole[f"{m}/time_s"] > 0 for m in kwargs["methods"])  # each method's cost, reported beside it
     # a byte budget instead of a row count: 30 videos x 4 bytes x 5 temporaries x 3 workers = 1800 bytes a row
     budget = evaluate_embeddings(emb, 0.05, memory_mb=2 * 4 * 1800 / 2 ** 20, workers=3, **kwargs)
-    assert {k: v for k, v in budget.items() if "norm_error" not in k} == \
-        {k: v for k, v in whole.items() if "norm_error" not in k}
+    assert {k: v for k, v in budget.items() if "norm_error" not in k and "time_s" not in k} == \
+        {k: v for k, v in whole.items() if "norm_error" not in k and "time_s" not in k}
 
 
 def test_block_height_follows_the_byte_budget_and_threads_do_not_change_the_biases():
@@ -73,3 +76,12 @@ def test_assemble_orders_videos_and_captions_by_split_index():
     assert emb.video[:, 0].tolist() == [0.0, 1.0, 2.0]
     assert emb.text[:, 0].tolist() == [0.0, 1.0, 10.0, 20.0]
     assert emb.caption_to_video.tolist() == [0, 0, 1, 2]
+
+
+def test_the_report_table_shows_each_methods_cost_beside_its_recall():
+    from ncl_ray.ui.summary import format_results
+
+    metrics = {"none/t2v_R@1": 10.0, "nnn/t2v_R@1": 12.5, "none/time_s": 0.01, "nnn/time_s": 0.25}
+    lines = format_results(metrics, ["none", "nnn"]).splitlines()
+    assert lines[0].endswith("| cost s") and lines[3].startswith("nnn") and lines[3].endswith("|   0.25")
+    assert "cost" not in format_results({"none/t2v_R@1": 1.0}, ["none"])
