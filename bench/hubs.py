@@ -42,7 +42,8 @@ def main():
         np.save(Path(d) / "s.npy", sims)
         np.save(Path(d) / "b.npy", bank)
         for method, extra in [("none", []), ("ncl", []), ("ncl", ["--bank", "test"]), ("dsl", []), ("qbnorm", []),
-                              ("nnn", []), ("nnn", ["--nnn-k", "128", "--nnn-alpha", "0.75"])]:
+                              ("nnn", []), ("nnn", ["--nnn-k", "128", "--nnn-alpha", "0.75"]), ("is", []),
+                              ("csls", [])]:
             out = Path(d) / "r.json"
             subprocess.run([sys.executable, "-m", "ncl_ray", "rerank", "--sims", f"{d}/s.npy", "--bank-sims",
                             f"{d}/b.npy", "--method", method, "--json", str(out), *extra],
@@ -52,6 +53,7 @@ def main():
                 ("training bank" if method != "none" else "-")
             if method == "nnn":
                 label += " (k 128, alpha 0.75)" if extra else " (k 256, alpha 0.5)"
+            label += {"is": " (beta 20)", "csls": " (k 10)"}.get(method, "")
             rows.append({"method": method, "statistics_from": label, "R@1": r["t2v"]["R@1"],
                          "R@5": r["t2v"]["R@5"], "MnR": r["t2v"]["MnR"],
                          "norm_error": r["normalization_error"]["after"]})
