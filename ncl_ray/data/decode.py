@@ -82,7 +82,7 @@ def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
                   stats: Optional[dict] = None, jitter: Optional[np.random.Generator] = None,
-                  resize: str = "area") -> np.ndarray:
+                  resize: str = "area", at: Optional[List[float]] = None) -> np.ndarray:
     """Decode `num_frames` uniformly spaced frames of `path` as uint8 (T, size, size, 3).
 
     Args:
@@ -94,6 +94,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         stats: if given, receives `decoded` (frames decoded), `seeks` and `corrupt_packets`.
         jitter: draw each sample time uniformly inside its slice (augmentation); None = slice centres.
         resize: area (FFmpeg's area filter) or clip4clip (CLIP's PIL bicubic resize and crop).
+        at: explicit sample times, seconds from the stream's start, ascending (windows.py); then T = len(at).
     Raises:
         DecodeError: missing, empty, truncated or non-video files, or no decodable frame.
     """
@@ -124,13 +125,17 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         else:
             duration = None
         counts = [0, 0]  # corrupt packets skipped, packets fed to the decoder
+        if at is not None:
+            num_frames = len(at)
+            if not duration or duration <= 0:
+                raise DecodeError(path, "no duration in the container: it cannot be cut into time windows")
         if not duration or duration <= 0:
             return _decode_all(container, stream, num_frames, size, counts, path, resize, deadline)
         clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)  # (T, size, size, 3)
         filled = 0
         index = packet_index(container, stream, KEEP_PACKET_BYTES)  # from the packets, nothing decoded
         keys, pts = index.keys, index.pts
-        times = sample_times(start, duration, num_frames, jitter)
+        times = sample_times(start, duration, num_frames, jitter) if at is None else [start + t for t in at]
         shown = target_pts(pts, times, tb)  # the frame each sample shows, when the packets say so
         wanted = set(shown) if pts else None
         # decoding stops on the known frame, except on the last one: a sample past it must reach the stream's

@@ -61,35 +61,57 @@ def read_inputs(path: str) -> List[VideoEntry]:
 
 
 class VideoEmbedder:
-    """Ray Data actor: decode each video like training did and embed it; failures come back as errors."""
+    """Ray Data actor: decode each video like training did and embed it, whole or as time windows (one row per
+    window, with start_s and end_s); failures come back as errors."""
 
-    def __init__(self, checkpoint: str):
+    def __init__(self, checkpoint: str, window_s: float = 0.0, stride_s: float = 0.0):
         import torch
 
         from ncl_ray.runtime.checkpoint import load_model
 
         self.model, self.cfg, _ = load_model(checkpoint)
-        self.torch = torch
+        self.torch, self.window_s, self.stride_s = torch, window_s, stride_s or window_s / 2
 
-    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        from ncl_ray.data.decode import DecodeError, decode_video
-        from ncl_ray.data.transforms import normalize_frames
+    def _clips(self, path: str):
+        """(clips uint8 (W, T, S, S, 3), real frames per clip, spans [(start_s, end_s)]); a video no longer than
+        one window is one whole-video row (span (0, 0)), decoded as training decodes it."""
+        from ncl_ray.data.decode import decode_video
+        from ncl_ray.data.windows import decode_windows, plan_windows, video_duration
 
         d = self.cfg.data
-        emb, errors = [], []
-        for path in batch["path"]:
-            try:  # the frames and resize the model was trained with (data.sampler, data.resize)
-                frames, n = decode_video(str(path), d.num_frames, d.frame_size, 1, d.sampler, d.resize)
-                with self.torch.no_grad():
-                    x = normalize_frames(self.torch.from_numpy(frames[None]))  # (1, T, 3, S, S)
-                    mask = self.torch.arange(d.num_frames)[None] < n  # (1, T)
-                    emb.append(self.model.encode_video(x, mask)[0].float().numpy())
-                errors.append("")
+        spans = plan_windows(video_duration(path), self.window_s, self.stride_s) if self.window_s > 0 else []
+        if len(spans) <= 1:  # the frames and resize the model was trained with (data.sampler, data.resize)
+            frames, n = decode_video(path, d.num_frames, d.frame_size, 1, d.sampler, d.resize)
+            return frames[None], [n], [(0.0, 0.0)]
+        clips = decode_windows(path, spans, d.num_frames, d.frame_size, resize=d.resize)  # uniform slices
+        return clips, [d.num_frames] * len(spans), spans
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        from ncl_ray.data.limits import DecodeError
+        from ncl_ray.data.transforms import normalize_frames
+
+        torch, T = self.torch, self.cfg.data.num_frames
+        rows: Dict[str, list] = {k: [] for k in ("video_id", "path", "embedding", "error", "start_s", "end_s")}
+        for vid, path in zip(batch["video_id"], batch["path"]):
+            try:
+                clips, counts, spans = self._clips(str(path))
+                emb = []
+                with torch.no_grad():
+                    for a in range(0, len(clips), 16):
+                        x = normalize_frames(torch.from_numpy(clips[a: a + 16]))  # (w, T, 3, S, S)
+                        mask = torch.arange(T)[None] < torch.tensor(counts[a: a + 16])[:, None]  # (w, T)
+                        emb.append(self.model.encode_video(x, mask).float().numpy())  # (w, D)
+                emb, errors = np.concatenate(emb), [""] * len(spans)
             except DecodeError as e:
-                emb.append(np.zeros(self.model.embed_dim, np.float32))
-                errors.append(e.reason)
-        return {"video_id": batch["video_id"], "path": batch["path"], "embedding": np.stack(emb),
-                "error": np.array(errors, dtype=object)}
+                emb, errors, spans = np.zeros((1, self.model.embed_dim), np.float32), [e.reason], [(0.0, 0.0)]
+            for e_, err, (a, b) in zip(emb, errors, spans):
+                for k, v in (("video_id", vid), ("path", path), ("embedding", e_), ("error", err), ("start_s", a),
+                             ("end_s", b)):
+                    rows[k].append(v)
+        return {"video_id": np.array(rows["video_id"], dtype=object), "path": np.array(rows["path"], dtype=object),
+                "embedding": np.stack(rows["embedding"]).astype(np.float32),
+                "error": np.array(rows["error"], dtype=object), "start_s": np.array(rows["start_s"], np.float32),
+                "end_s": np.array(rows["end_s"], np.float32)}
 
 
 def _plan(entries: List[VideoEntry], old, replace: bool):
@@ -115,7 +137,8 @@ def _plan(entries: List[VideoEntry], old, replace: bool):
     return todo, hashes, notes
 
 
-def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = False) -> int:
+def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = False, window_s: float = 10.0,
+               stride_s: float = 5.0) -> int:
     import ray.data
 
     from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
@@ -125,6 +148,8 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     from ncl_ray.serve.index import GalleryIndex
     from ncl_ray.serve.versions import write_version
 
+    if window_s < 0 or (window_s > 0 and stride_s <= 0):
+        raise ValueError(f"--window {window_s} --stride {stride_s}: windows need a positive stride (0 = whole)")
     checkpoint = resolve_checkpoint(target)
     entries = read_inputs(inputs)  # before Ray starts
     cfg = from_dict(load_checkpoint(checkpoint)["config"])
@@ -139,7 +164,8 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
         return 0
     actors, cpus = actor_pool(False)
     ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in fresh])
-    out = ds.map_batches(VideoEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint}, batch_size=4,
+    out = ds.map_batches(VideoEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint, "window_s": window_s,
+                                                                "stride_s": stride_s}, batch_size=4,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1),
                          num_cpus=cpus).take_all()
     by_id = {e.video_id: (e, h) for e, h in zip(fresh, hashes)}
@@ -160,16 +186,19 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     captions = {v: c for v, c in old.captions.items() if v not in new_ids}
     captions.update({v: by_id[v][0].captions for v in new_ids if by_id[v][0].captions})
     replaced = sorted(new_ids & set(old.row_of))
-    change = (f"add {len(good) - len(replaced)}, replace {len(replaced)}"
-              f"{' (' + ', '.join(replaced[:5]) + ')' if replaced else ''}, skip {len(out) - len(good) + len(notes)}")
+    failed = len({r["video_id"] for r in out if r["error"]})
+    windows = f" as {len(good)} windows" if len(good) > len(new_ids) else ""
+    change = (f"add {len(new_ids) - len(replaced)}, replace {len(replaced)}"
+              f"{' (' + ', '.join(replaced[:5]) + ')' if replaced else ''}{windows}, skip {failed + len(notes)}")
+    spans = np.concatenate([old.spans[keep], np.array([[r["start_s"], r["end_s"]] for r in good], np.float32)])
     version = write_version(home, ids, paths, np.concatenate([old.plain[keep], added]), ncl, old.temperature,
                             captions,
                             {**{k: v for k, v in old.meta.items() if k not in ("temperature", "dim", "videos",
                                                                             "version")},
                              "bank": "train", "added": len(good)}, change,
-                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1] for r in good], extra)
-    print(f"added {len(good) - len(replaced)} video(s), replaced {len(replaced)}, skipped "
-          f"{len(out) - len(good) + len(notes)}; {len(ids)} videos in {version} (NCL biases recomputed over the "
+                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1] for r in good], extra, spans)
+    print(f"added {len(new_ids) - len(replaced)} video(s), replaced {len(replaced)}{windows}, skipped "
+          f"{failed + len(notes)}; {len(ids)} rows in {version} (NCL biases recomputed over the "
           f"whole gallery{', ' + '/'.join(extra) + ' for the new videos only' if extra else ''}); a running server "
           f"loads it on POST /reload")
     return 0

@@ -6,7 +6,11 @@ faiss index of `index.GalleryIndex`, NCL folded in) and `Api` (FastAPI ingress):
     GET  /search?q=...&k=10&method=ncl|none|nnn|is|csls  -> [{video_id, score, captions, thumbnail_url}]
          (nnn, is and csls when the index holds their biases: GET /healthz lists the index's methods)
     POST /search {"queries": [...], "k": 10, "method": "ncl"} -> [[...], ...]
-    GET  /healthz, GET /thumbnails/<video_id>.jpg (a strip of frames), POST /reload (pick up a new index
+    Videos cut into time windows (`ncl-ray index add --window`) come back once each, with their best moment
+    (start_s, end_s) and up to MOMENTS moments; GET /videos/<video_id> streams the source file (by id, with byte
+    ranges, so the page's player starts at a moment).
+    GET  /healthz, GET /thumbnails/<video_id>.jpg[?start=&end=] (a strip of frames of the video or of one of
+    its indexed moments), POST /reload (pick up a new index
     version written by `ncl-ray index add`), GET / (the search page).
 Bad input gets a 4xx JSON error naming the field; only ids in the index are served, never paths from requests.
 Every request first passes guard.py (Host allow-list, JSON-only POSTs, body size, the token when one is set);
@@ -30,6 +34,7 @@ MAX_QUERY_CHARS = 500
 MAX_K = 100
 MAX_QUERIES = 64
 MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
+MOMENTS = 3  # best moments listed per video cut into windows
 api = FastAPI(title="ncl-ray search", docs_url=None, redoc_url=None, openapi_url=None)
 GUARD = {"hosts": set(LOOPBACK_HOSTS), "token": ""}  # set by Api.__init__ in the replica that serves `api`
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
@@ -119,46 +124,63 @@ class Gallery:
                 "bank": self.index.meta.get("bank"), "methods": self.index.methods}
 
     def search(self, queries: List[np.ndarray], k: int, method: str):
-        """Hits per query, or {"error": ...} for a method this index does not hold."""
+        """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
+        {"error": ...} for a method this index does not hold."""
         if method not in self.index.methods:
             return {"error": f"this index serves {', '.join(self.index.methods)}; {method} was not evaluated for it"}
-        scores, rows = self.index.search(np.stack(queries), k, method)
         out = []
-        for srow, rrow in zip(scores, rows):
+        for found in self.index.moments(np.stack(queries), k, method, per_video=MOMENTS):
             hits = []
-            for s, r in zip(srow.tolist(), rrow.tolist()):
-                if r < 0:
-                    continue
-                vid = self.index.video_ids[r]
-                hits.append({"video_id": vid, "score": round(float(s), 6),
-                             "captions": self.index.captions.get(vid, [])[:5],
-                             "thumbnail_url": f"/thumbnails/{vid}.jpg"})
+            for v in found:
+                hit = {"video_id": v["video_id"], "score": round(v["score"], 6),
+                       "captions": self.index.captions.get(v["video_id"], [])[:5],
+                       "thumbnail_url": f"/thumbnails/{v['video_id']}.jpg", "video_url": f"/videos/{v['video_id']}"}
+                spans = [(float(self.index.spans[r][0]), float(self.index.spans[r][1]), sc) for r, sc in v["rows"]]
+                if spans[0][1] > 0:  # a moment: the best window's time range, its thumbnail, the others
+                    a, b, _ = spans[0]
+                    hit.update(start_s=a, end_s=b, thumbnail_url=f"/thumbnails/{v['video_id']}.jpg?start={a}&end={b}",
+                               moments=[{"start_s": x, "end_s": y, "score": round(z, 6)} for x, y, z in spans])
+                hits.append(hit)
             out.append(hits)
         return out
 
-    def thumbnail(self, video_id: str) -> Optional[bytes]:
-        """A strip of 4 frames of an indexed video (decoded once, then kept); None for unknown ids."""
+    def _span_ok(self, video_id: str, start: float, end: float) -> bool:
+        """Only the time windows the index holds for this video are decoded (never times from a request)."""
+        rows = [i for i, v in enumerate(self.index.video_ids) if v == video_id]
+        return any(abs(self.index.spans[i][0] - start) < 1e-3 and abs(self.index.spans[i][1] - end) < 1e-3
+                   for i in rows)
+
+    def video_path(self, video_id: str) -> Optional[str]:
         row = self.index.row_of.get(video_id)
-        if row is None:
+        return None if row is None else self.index.paths[row]
+
+    def thumbnail(self, video_id: str, start: float = 0.0, end: float = 0.0) -> Optional[bytes]:
+        """A strip of 4 frames of an indexed video, or of one of its indexed moments (decoded once, then kept);
+        None for unknown ids or windows."""
+        row = self.index.row_of.get(video_id)
+        if row is None or (end > 0 and not self._span_ok(video_id, start, end)):
             return None
-        if video_id in self.thumbs:
-            self.thumbs.move_to_end(video_id)
+        key = f"{video_id}@{start:.3f}-{end:.3f}"
+        if key in self.thumbs:
+            self.thumbs.move_to_end(key)
         else:
             from PIL import Image
 
             from ncl_ray.data.decode import DecodeError, decode_frames
+            from ncl_ray.data.windows import decode_windows
 
             try:
-                frames = decode_frames(self.index.paths[row], 4, 96)  # (4, 96, 96, 3)
+                path = self.index.paths[row]
+                frames = decode_windows(path, [(start, end)], 4, 96)[0] if end > 0 else decode_frames(path, 4, 96)
                 strip = np.concatenate(list(frames), axis=1)  # (96, 384, 3)
             except DecodeError:
                 strip = np.full((96, 384, 3), 40, np.uint8)  # the video went away: a gray strip
             buf = io.BytesIO()
             Image.fromarray(strip).save(buf, format="JPEG", quality=85)
-            self.thumbs[video_id] = buf.getvalue()
+            self.thumbs[key] = buf.getvalue()
             while len(self.thumbs) > MAX_THUMBNAILS:
                 self.thumbs.popitem(last=False)
-        return self.thumbs[video_id]
+        return self.thumbs[key]
 
 
 @serve.deployment(max_ongoing_requests=256)
@@ -214,13 +236,30 @@ class Api:
         return await self._search(queries, k, method)
 
     @api.get("/thumbnails/{name}")
-    async def thumbnail(self, name: str):
+    async def thumbnail(self, name: str, request: Request):
         if not name.endswith(".jpg"):
             return _error(404, "video_id", "thumbnails are /thumbnails/<video_id>.jpg")
-        data = await self.gallery.thumbnail.remote(name[: -len(".jpg")])
+        try:
+            start, end = (float(request.query_params.get(k, "0")) for k in ("start", "end"))
+        except ValueError:
+            return _error(400, "start", "start and end are seconds, as the search results give them")
+        data = await self.gallery.thumbnail.remote(name[: -len(".jpg")], start, end)
         if data is None:
-            return _error(404, "video_id", "no such video in the index")
+            return _error(404, "video_id", "no such video or moment in the index")
         return Response(content=data, media_type="image/jpeg")
+
+    @api.get("/videos/{video_id}")
+    async def video(self, video_id: str):
+        """The source file of an indexed video, by id (never by path), with byte ranges so players can seek."""
+        import mimetypes
+        import os
+
+        from fastapi.responses import FileResponse
+
+        path = await self.gallery.video_path.remote(video_id)
+        if path is None or not os.path.isfile(path):
+            return _error(404, "video_id", "no such video in the index")
+        return FileResponse(path, media_type=mimetypes.guess_type(path)[0] or "application/octet-stream")
 
     @api.post("/reload")
     async def reload(self):

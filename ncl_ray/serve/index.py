@@ -51,12 +51,17 @@ def _faiss_index(vectors: np.ndarray, kind: str):
 class GalleryIndex:
     def __init__(self, video_ids: List[str], paths: List[str], embeddings: np.ndarray, bias: np.ndarray,
                  temperature: float, captions: Dict[str, List[str]], meta: dict, kind: str = "exact",
-                 hashes: Optional[List[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None):
+                 hashes: Optional[List[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None,
+                 spans: Optional[np.ndarray] = None):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
         self.video_ids, self.paths, self.meta, self.kind = list(video_ids), list(paths), meta, kind
         self.hashes = list(hashes) if hashes is not None else [""] * len(self.video_ids)  # file SHA-256s
-        self.row_of = {v: i for i, v in enumerate(self.video_ids)}
+        self.row_of = {}  # video_id -> its first row (a video cut into windows has one row per window)
+        for i, v in enumerate(self.video_ids):
+            self.row_of.setdefault(v, i)
+        self.spans = np.zeros((len(self.video_ids), 2), np.float32) if spans is None else \
+            np.asarray(spans, np.float32).reshape(-1, 2)  # (C, 2) [start_s, end_s]; end_s 0 = the whole video
         self.captions, self.temperature = captions, float(temperature)
         self.plain = np.asarray(embeddings, np.float32)  # (C, D)
         self.biases = {"ncl": np.asarray(bias, np.float32),
@@ -74,7 +79,7 @@ class GalleryIndex:
         d = resolve_version(folder)
         f = read_index(d)
         index = GalleryIndex(f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
-                             {**f.meta, "version": d.name}, kind, f.hashes, f.extra)
+                             {**f.meta, "version": d.name}, kind, f.hashes, f.extra, f.spans)
         if kind != "exact":
             index.recall_at_k = index.measure_recall()
         return index
@@ -94,6 +99,17 @@ class GalleryIndex:
             q = fold_queries(q)  # (R, D+1)
         return self.indexes[method].search(np.ascontiguousarray(q), min(k, len(self)))
 
+    def moments(self, queries: np.ndarray, k: int, method: str = "ncl", per_video: int = 1) -> List[List[Dict]]:
+        """Per query, the k best videos, best first, each with its `per_video` best rows (moments when the video
+        is cut into windows): [{video_id, score, rows: [(row, score), ...]}]."""
+        want = min(len(self), max(k * per_video * 4, k))
+        while True:
+            scores, rows = self.search(queries, want, method)
+            out = [_group(self.video_ids, srow, rrow, k, per_video) for srow, rrow in zip(scores, rows)]
+            if want >= len(self) or all(len(o) >= min(k, len(self.row_of)) for o in out):
+                return out
+            want = min(len(self), want * 4)  # windows of a few videos filled the first rows: look further
+
     def measure_recall(self, n_queries: int = 200, k: int = 10, seed: int = 0) -> float:
         """recall@k of this (approximate) index against an exact one, for random gallery-like queries."""
         g = np.random.default_rng(seed)
@@ -104,6 +120,22 @@ class GalleryIndex:
         exact = _faiss_index(self.folded, "exact").search(q1, k)[1]
         approx = self.indexes["ncl"].search(q1, k)[1]
         return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
+
+
+def _group(video_ids: List[str], scores: np.ndarray, rows: np.ndarray, k: int, per_video: int) -> List[Dict]:
+    """Ranked rows -> ranked videos with their best rows (the first row of a video is its best)."""
+    videos: Dict[str, Dict] = {}
+    for s, r in zip(scores.tolist(), rows.tolist()):
+        if r < 0:
+            continue
+        v = video_ids[r]
+        if v not in videos:
+            if len(videos) == k:
+                continue
+            videos[v] = {"video_id": v, "score": float(s), "rows": []}
+        if len(videos[v]["rows"]) < per_video:
+            videos[v]["rows"].append((r, float(s)))
+    return list(videos.values())
 
 
 def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl") -> List[List[Dict]]:

@@ -83,7 +83,12 @@ def list_index(checkpoint: str, show_videos: bool = False) -> List[str]:
     lines = [f"{'*' if v == live else ' '} {logged.get(v, v)}" for v in versions(home)]
     if show_videos:
         f = read_index(current(home))
-        lines += [f"  {v}\t{p}\t{len(f.captions.get(v, []))} captions" for v, p in zip(f.video_ids, f.paths)]
+        windows: Dict[str, int] = {}
+        for v in f.video_ids:
+            windows[v] = windows.get(v, 0) + 1
+        paths = dict(zip(f.video_ids, f.paths))
+        lines += [f"  {v}\t{paths[v]}\t{len(f.captions.get(v, []))} captions"
+                  + (f"\t{n} windows" if n > 1 else "") for v, n in windows.items()]
     return lines
 
 
@@ -94,14 +99,14 @@ def remove_videos(checkpoint: str, ids: Sequence[str]) -> Path:
     missing = [v for v in ids if v not in set(f.video_ids)]
     if missing:
         raise ValueError(f"not in the current index ({current(home).name}): {', '.join(missing[:5])}")
-    keep = [i for i, v in enumerate(f.video_ids) if v not in set(ids)]
+    keep = [i for i, v in enumerate(f.video_ids) if v not in set(ids)]  # every window of a removed video goes
     ncl, extra = new_biases(checkpoint, f.embeddings, f.extra, keep, np.zeros((0, f.embeddings.shape[1])),
                             f.temperature)
     meta = {k: v for k, v in f.meta.items() if k not in ("temperature", "dim", "videos", "version")}
     return write_version(home, [f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
                          ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in set(ids)}, meta,
                          f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}",
-                         [f.hashes[i] for i in keep], extra)
+                         [f.hashes[i] for i in keep], extra, f.spans[keep])
 
 
 def rollback(checkpoint: str, version: Optional[str] = None) -> Path:

@@ -38,7 +38,8 @@ def changelog(home: Path) -> List[str]:
 
 def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], embeddings: np.ndarray,
                   bias: np.ndarray, temperature: float, texts: Dict[str, List[str]], meta: dict, change: str,
-                  hashes: Optional[Sequence[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None) -> Path:
+                  hashes: Optional[Sequence[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None,
+                  spans: Optional[np.ndarray] = None) -> Path:
     """Write the next version (embeddings (C, D), NCL biases (C,), other per-item methods' biases `extra`),
     make it CURRENT, and log `change`."""
     home.mkdir(parents=True, exist_ok=True)
@@ -48,8 +49,9 @@ def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], em
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write_index(tmp, video_ids, paths, embeddings, bias, temperature,
-                [c for v in video_ids for c in texts.get(v, [])], [v for v in video_ids for _ in texts.get(v, [])],
-                meta, hashes=hashes, extra=extra)
+                [c for v in dict.fromkeys(video_ids) for c in texts.get(v, [])],
+                [v for v in dict.fromkeys(video_ids) for _ in texts.get(v, [])], meta, hashes=hashes, extra=extra,
+                spans=spans)
     tmp.rename(home / name)
     pointer = home / f".CURRENT.tmp-{os.getpid()}"
     pointer.write_text(name)
@@ -63,7 +65,7 @@ def write_files(home: Path, f: IndexFiles, change: str) -> Path:
     """A new version holding exactly `f` (a rollback, or a first version from an evaluation export)."""
     meta = {k: v for k, v in f.meta.items() if k not in ("temperature", "dim", "videos", "version")}
     return write_version(home, f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions, meta, change,
-                         f.hashes, f.extra)
+                         f.hashes, f.extra, f.spans)
 
 
 def seed_from_export(home: Path, export: Path) -> Path:
