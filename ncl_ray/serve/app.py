@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 
+from ncl_ray.serve.explain import Explainer
 from ncl_ray.serve.guard import LOOPBACK_HOSTS, check_request
 from ncl_ray.serve.index import METHODS, GalleryIndex
 from ncl_ray.serve.page import CSP, PAGE
@@ -104,17 +105,28 @@ class TextEncoder:
         return list(out)
 
 
+def training_captions(checkpoint: Optional[str]) -> Optional[np.ndarray]:
+    """The checkpoint's training-caption bank (Q, D), for the page's coverage numbers; None without one."""
+    if not checkpoint:
+        return None
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+
+    loss = load_checkpoint(checkpoint)["loss"]
+    return loss["text_queue.queue"][: int(loss["text_queue.filled"])].float().numpy()
+
+
 @serve.deployment(max_ongoing_requests=64)
 class Gallery:
     """The index, reloadable in place when a new version is written."""
 
     def __init__(self, folder: str, kind: str = "exact"):
         self.folder, self.kind = folder, kind
-        self.index = GalleryIndex.load(folder, kind)
         self.thumbs: "OrderedDict[str, bytes]" = OrderedDict()  # least recently used first
+        self.reload()
 
     def reload(self) -> dict:
-        self.index = GalleryIndex.load(self.folder, self.kind)
+        index = GalleryIndex.load(self.folder, self.kind)
+        self.index, self.explainer = index, Explainer(index, training_captions(index.meta.get("checkpoint")))
         self.thumbs.clear()
         return self.info()
 
@@ -129,12 +141,14 @@ class Gallery:
         if method not in self.index.methods:
             return {"error": f"this index serves {', '.join(self.index.methods)}; {method} was not evaluated for it"}
         out = []
-        for found in self.index.moments(np.stack(queries), k, method, per_video=MOMENTS):
-            hits = []
-            for v in found:
+        for q, found in zip(queries, self.index.moments(np.stack(queries), k, method, per_video=MOMENTS)):
+            hits, about = [], self.explainer.query(q)
+            why = self.explainer.hits(q, [v["rows"][0][0] for v in found], method)
+            for v, numbers in zip(found, why):
                 hit = {"video_id": v["video_id"], "score": round(v["score"], 6),
                        "captions": self.index.captions.get(v["video_id"], [])[:5],
-                       "thumbnail_url": f"/thumbnails/{v['video_id']}.jpg", "video_url": f"/videos/{v['video_id']}"}
+                       "thumbnail_url": f"/thumbnails/{v['video_id']}.jpg", "video_url": f"/videos/{v['video_id']}",
+                       **numbers, **about}
                 spans = [(float(self.index.spans[r][0]), float(self.index.spans[r][1]), sc) for r, sc in v["rows"]]
                 if spans[0][1] > 0:  # a moment: the best window's time range, its thumbnail, the others
                     a, b, _ = spans[0]

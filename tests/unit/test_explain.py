@@ -1,0 +1,51 @@
+"""The search page's numbers for one hit, hand-checked: plain score and rank, bias, confidence, coverage."""
+
+import numpy as np
+
+from ncl_ray.serve.explain import Explainer, confidence_label
+from ncl_ray.serve.index import GalleryIndex
+
+
+def _unit(x):
+    x = np.asarray(x, np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _index():
+    g = np.random.default_rng(0)
+    emb = _unit(g.normal(size=(50, 16)))
+    emb[49] = _unit(np.r_[np.zeros(15), 1.0])  # a video unlike everything else: only its own direction
+    bias = np.zeros(50, np.float32)
+    bias[3] = 2.0  # a big NCL bias on row 3 (logit scale; x tau = 0.1 in similarity units)
+    return GalleryIndex([f"v{i}" for i in range(50)], ["/x"] * 50, emb, bias, 0.05, {}, {}), emb
+
+
+def test_plain_rank_bias_and_confidence_of_a_hit():
+    index, emb = _index()
+    bank = _unit(emb[:40] + 0.05)  # training captions near the first 40 videos
+    ex = Explainer(index, bank)
+    q = _unit(emb[3] + 0.3 * emb[7])
+    plain = index.plain @ q
+    [hit] = ex.hits(q, [3], "ncl")
+    assert hit["plain_score"] == round(float(plain[3]), 6) and hit["bias"] == 0.1
+    assert hit["plain_rank"] == 1 + int((plain > plain[3]).sum())
+    scores = plain + 0.05 * index.biases["ncl"]
+    assert hit["confidence"] == round((scores[3] - scores.mean()) / scores.std(), 2)
+    assert hit["confidence_label"] == "strong" and not hit["outside_training"]
+    [none] = ex.hits(q, [3], "none")
+    assert none["bias"] == 0.0
+    # a query that matches nothing in particular: its best hit does not stand out
+    flat = _unit(np.ones(16))
+    best = int(np.argmax(index.plain @ flat))
+    assert ex.hits(flat, [best], "none")[0]["confidence_label"] != "strong"
+
+
+def test_videos_and_queries_unlike_the_training_captions_are_flagged():
+    index, emb = _index()
+    g = np.random.default_rng(1)
+    bank = _unit(np.repeat(emb[:49], 2, axis=0) + 0.02 * g.normal(size=(98, 16)))  # two captions per video
+    ex = Explainer(index, bank)
+    assert ex.hits(emb[49], [49], "none")[0]["outside_training"]  # row 49: nothing like it in the bank
+    assert ex.query(emb[49])["query_outside"] and not ex.query(emb[5])["query_outside"]
+    assert Explainer(index, None).query(emb[0]) == {}  # no bank: nothing claimed
+    assert [confidence_label(z) for z in (3.5, 2.5, 1.0)] == ["strong", "fair", "weak"]
