@@ -19,7 +19,8 @@ from ncl_ray.config.schema import ConfigError, save_config, to_dict
 log = logging.getLogger(__name__)
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of registered checkpoints
 # settings that change only how data is prepared, not what the model sees
-HARMLESS = ("data.decode_threads", "data.decode_concurrency", "data.in_memory", "data.cache_dir")
+HARMLESS = ("data.decode_threads", "data.decode_concurrency", "data.in_memory", "data.cache_dir", "data.decode_on",
+            "train.compile")
 
 
 def run_dir_of(cfg) -> Path:

@@ -1,4 +1,6 @@
-"""The search page served at `/`: a search box, a switch between plain and NCL ranking, a results grid.
+"""The search page served at `/`: a search box, the index's ranking methods with a one-line legend, a results
+grid where each hit says why it ranks there (plain score, bias, plain rank, a confidence) and plays from its
+moment; a single column on narrow screens.
 
 Served with a Content-Security-Policy that allows only this page's own inline script and same-origin requests
 (guard.py): no script from anywhere else runs, even if some text were ever placed as HTML."""
@@ -8,25 +10,32 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
  body{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}
- form{display:flex;gap:.5rem;align-items:center;margin-bottom:1rem}
- input[type=text]{flex:1;font-size:1.1rem;padding:.4rem}
- #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(400px,1fr));gap:1rem}
- .hit{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem}
- .hit img{width:100%;image-rendering:pixelated}
+ form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin-bottom:.5rem}
+ input[type=text]{flex:1 1 20rem;min-width:0;font-size:1.1rem;padding:.4rem}
+ #methods label{margin-right:.6rem;white-space:nowrap}
+ #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));gap:1rem}
+ .hit{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;min-width:0}
+ .hit img,.hit video{width:100%;display:block}
+ .hit img{image-rendering:pixelated}
  .meta{font-size:.85rem;color:#555} .err{color:#b00}
+ .badge{display:inline-block;font-size:.75rem;padding:0 .35rem;border-radius:3px;margin-left:.3rem}
+ .strong{background:#d7f5dd} .fair{background:#fff1c2} .weak{background:#f7d6d6} .ood{background:#e4e4f7}
+ .up{color:#176d2c} .down{color:#a33}
+ #warning{background:#fff1c2;border:1px solid #e5c65a;padding:.4rem;border-radius:4px;display:none}
+ button.play{margin-top:.3rem}
+ @media (max-width:600px){body{margin:.75rem} h1{font-size:1.4rem}}
 </style></head>
 <body>
 <h1>ncl-ray search</h1>
 <p class="meta" id="info"></p>
 <form id="form">
  <input type="text" id="q" placeholder="a large red circle moving left" autofocus>
- <label><input type="radio" name="method" value="ncl" checked> NCL ranking</label>
- <label><input type="radio" name="method" value="none"> plain ranking</label>
- <input type="number" id="k" value="10" min="1" max="100" style="width:4rem">
+ <input type="number" id="k" value="10" min="1" max="100" style="width:4rem" aria-label="results">
  <button type="submit" id="go">Search</button>
+ <span id="methods"></span>
 </form>
-<p class="meta">NCL ranking adds each video's normalisation bias, so videos that match every query (hubs) stop
-crowding the results; switch to plain ranking to see what it changes.</p>
+<p class="meta" id="legend"></p>
+<p id="warning"></p>
 <div id="status" class="meta"></div>
 <div id="grid"></div>
 <script>
@@ -37,48 +46,99 @@ const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.hash.slice(1)).get('token');
 const headers = token ? {'Authorization': 'Bearer ' + token} : {};
 const get = (url) => fetch(url, {headers});
+const WORDS = {
+  ncl: 'NCL: adds each video\'s Sinkhorn bias, so that every video is retrieved equally often by the training ' +
+       'captions: videos that match every query (hubs) drop, rarely matched ones rise.',
+  none: 'plain: the cosine similarity of the query and the video alone.',
+  nnn: 'NNN: subtracts part of each video\'s mean similarity to its nearest training captions.',
+  is: 'inverted softmax: divides by how strongly all training captions pick the video.',
+  csls: 'CSLS: subtracts half of each video\'s mean similarity to its nearest training captions.'};
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
   return e;
 }
+const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
+const method = () => (document.querySelector('input[name=method]:checked') || {value: 'ncl'}).value;
+function legend() { $('legend').textContent = WORDS[method()] || ''; }
 get('/healthz').then(r => r.json()).then(h => {
-  $('info').textContent = `${h.videos} videos, index ${h.version} (${h.kind}), biases from the ${h.bank} bank`;
+  $('info').textContent = `${h.videos} rows, index ${h.version} (${h.kind}), biases from the ${h.bank} bank`;
+  (h.methods || ['ncl', 'none']).forEach((m, i) => {
+    const label = el('label'), input = el('input');
+    input.type = 'radio'; input.name = 'method'; input.value = m; input.checked = i === 0;
+    input.addEventListener('change', () => { legend(); if ($('q').value.trim()) search(); });
+    label.append(input, ' ' + (m === 'none' ? 'plain' : m));
+    $('methods').append(label);
+  });
+  legend();
 });
-async function thumbnail(img, videoId) {  // fetched with the token, shown from a blob URL
-  const r = await get('/thumbnails/' + encodeURIComponent(videoId) + '.jpg');
+async function thumbnail(img, url) {  // fetched with the token, shown from a blob URL
+  const r = await get(url);
   if (r.ok) img.src = URL.createObjectURL(await r.blob());
+}
+async function play(box, h) {  // the source video, from the moment's start
+  const video = el('video');
+  video.controls = true;
+  const start = h.start_s || 0;
+  if (token) {  // a player cannot send the token: fetch the file with it
+    const r = await get(h.video_url);
+    if (!r.ok) return;
+    video.src = URL.createObjectURL(await r.blob());
+  } else {
+    video.src = h.video_url + (h.end_s ? `#t=${start},${h.end_s}` : '');
+  }
+  video.addEventListener('loadedmetadata', () => { video.currentTime = start; video.play().catch(() => {}); });
+  box.querySelector('img').replaceWith(video);
 }
 function hit(h, i) {
   const box = el('div', 'hit');
   box.dataset.video = h.video_id;
   const img = el('img');
   img.alt = h.video_id;
-  thumbnail(img, h.video_id);
+  thumbnail(img, h.thumbnail_url);
   const title = el('div');
-  title.append(el('b', '', `${i + 1}. ${h.video_id}`), ' ', el('span', 'meta', `score ${h.score.toFixed(4)}`));
+  title.append(el('b', '', `${i + 1}. ${h.video_id}`));
+  if (h.end_s) title.append(' ', el('span', 'meta moment', `${clock(h.start_s)}-${clock(h.end_s)}`));
+  title.append(el('span', 'badge ' + h.confidence_label, `${h.confidence_label} (z ${h.confidence})`));
+  if (h.outside_training) title.append(el('span', 'badge ood', 'unlike the training videos'));
+  const why = el('div', 'meta why');
+  const sign = h.bias >= 0 ? '+' : '-';
+  why.append(`score ${h.score.toFixed(4)} = plain ${h.plain_score.toFixed(4)} ${sign} bias ` +
+             `${Math.abs(h.bias).toFixed(4)}; plain rank ${h.plain_rank}`);
+  const moved = h.plain_rank - (i + 1);
+  if (moved) why.append(' ', el('span', moved > 0 ? 'up' : 'down', moved > 0 ? `up ${moved}` : `down ${-moved}`));
   const caps = el('div', 'meta');
   h.captions.forEach((c, j) => { if (j) caps.append(el('br')); caps.append(c); });
-  box.append(img, title, caps);
+  const button = el('button', 'play', h.end_s ? `play from ${clock(h.start_s)}` : 'play');
+  button.type = 'button';
+  button.addEventListener('click', () => { button.disabled = true; play(box, h); });
+  box.append(img, title, why, caps);
+  if (h.moments && h.moments.length > 1) {
+    box.append(el('div', 'meta', 'other moments: ' +
+      h.moments.slice(1).map(m => `${clock(m.start_s)}-${clock(m.end_s)}`).join(', ')));
+  }
+  box.append(button);
   return box;
 }
 async function search(ev) {
   if (ev) ev.preventDefault();
-  const method = document.querySelector('input[name=method]:checked').value;
+  const m = method();
   const url = `/search?q=${encodeURIComponent($('q').value)}&k=${encodeURIComponent($('k').value)}` +
-              `&method=${method}`;
+              `&method=${encodeURIComponent(m)}`;
   $('status').textContent = 'searching...';
   const r = await get(url);
   const body = await r.json();
   if (!r.ok) { $('status').replaceChildren(el('span', 'err', `${body.field}: ${body.error}`));
                $('grid').replaceChildren(); return; }
-  $('status').textContent = `${body.length} results, ${method === 'ncl' ? 'NCL' : 'plain'} ranking`;
+  const outside = body.length && body[0].query_outside;
+  $('warning').style.display = outside ? 'block' : 'none';
+  $('warning').textContent = outside ? 'This query is unlike the captions the model was trained on: its ' +
+    'scores say little. Try words from its domain.' : '';
+  $('status').textContent = `${body.length} results, ${m === 'none' ? 'plain' : m} ranking`;
   $('grid').replaceChildren(...body.map(hit));
 }
 $('form').addEventListener('submit', search);
-document.querySelectorAll('input[name=method]').forEach(e => e.addEventListener('change', () => {
-  if ($('q').value.trim()) search(); }));
 </script>
 </body></html>
 """
@@ -94,4 +154,4 @@ def _script_hash(page: str) -> str:
 
 # Only this page's own script (by hash), its inline style, same-origin requests and blob thumbnails
 CSP = (f"default-src 'none'; script-src '{_script_hash(PAGE)}'; style-src 'unsafe-inline'; connect-src 'self'; "
-       f"img-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+       f"img-src 'self' blob:; media-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
