@@ -3,7 +3,8 @@
 For one query and one method, each hit gets:
 - `plain_score`: the cosine similarity s of query and video (or moment);
 - `bias`: what the method adds to it, in the same units (tau * b_j for a folded bias; 0 for none);
-- `plain_rank`: the rank of that row among all rows by s alone, so the page can say how far the method moved it;
+- `plain_rank`: the rank of its video by s alone (a video cut into windows counts once, by its best window), so
+  the page can say how far the method moved it;
 - `confidence`: how far the hit's score stands above this query's scores over the whole gallery, in standard
   deviations (z = (score - mean) / std): a query that matches nothing in particular has no hit far above the
   rest, whatever its raw score, so "weak" reads as weak;
@@ -31,6 +32,8 @@ class Explainer:
 
     def __init__(self, index, bank: Optional[np.ndarray] = None, seed: int = 0):
         self.index = index
+        names = {v: i for i, v in enumerate(dict.fromkeys(index.video_ids))}
+        self.video_of = np.array([names[v] for v in index.video_ids], np.int64)  # (C,) row -> its video
         self.bank = None if bank is None or not len(bank) else np.asarray(bank, np.float32)
         self.gallery_p5 = self.bank_p5 = None
         if self.bank is not None:
@@ -60,11 +63,13 @@ class Explainer:
         scores = plain + bias  # the method's ranking scores (the folded inner product)
         mean, std = float(scores.mean()), float(scores.std()) or 1.0
         cover = self._coverage(self.index.plain[rows]) if self.bank is not None else None
+        best = np.full(self.video_of.max() + 1 if len(self.video_of) else 0, -np.inf, np.float32)
+        np.maximum.at(best, self.video_of, plain)  # (V,) each video's best plain score
         out = []
         for i, r in enumerate(rows):
             z = (float(scores[r]) - mean) / std
             item = {"plain_score": round(float(plain[r]), 6), "bias": round(float(bias[r]), 6),
-                    "plain_rank": int((plain > plain[r]).sum()) + 1, "confidence": round(z, 2),
+                    "plain_rank": int((best > plain[r]).sum()) + 1, "confidence": round(z, 2),
                     "confidence_label": confidence_label(z)}
             if cover is not None:
                 item.update(coverage=round(float(cover[i]), 4), outside_training=bool(cover[i] < self.gallery_p5))

@@ -47,12 +47,12 @@ const token = new URLSearchParams(location.hash.slice(1)).get('token');
 const headers = token ? {'Authorization': 'Bearer ' + token} : {};
 const get = (url) => fetch(url, {headers});
 const WORDS = {
-  ncl: 'NCL: adds each video\'s Sinkhorn bias, so that every video is retrieved equally often by the training ' +
+  ncl: 'NCL: adds a Sinkhorn bias to each video, so that every video is retrieved equally often by the training ' +
        'captions: videos that match every query (hubs) drop, rarely matched ones rise.',
   none: 'plain: the cosine similarity of the query and the video alone.',
-  nnn: 'NNN: subtracts part of each video\'s mean similarity to its nearest training captions.',
+  nnn: 'NNN: subtracts from each video a share of its mean similarity to its nearest training captions.',
   is: 'inverted softmax: divides by how strongly all training captions pick the video.',
-  csls: 'CSLS: subtracts half of each video\'s mean similarity to its nearest training captions.'};
+  csls: 'CSLS: subtracts from each video half its mean similarity to its nearest training captions.'};
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;

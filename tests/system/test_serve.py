@@ -191,22 +191,39 @@ def test_index_add_makes_unseen_videos_searchable(served):
                        cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "is not allowed" in r.stderr and "onerror" in r.stderr
     (folder / "broken.mp4").write_bytes(b"\0" * 500)
+    scenes = [render(c, "circle", "large", "right", "navy", num_frames=30, side=64, rng=np.random.default_rng(9))
+              for c in ("white", "green")]
+    write_video(str(folder / "mylong.mp4"), np.concatenate(scenes), fps=2)  # 30 s: five 10 s windows
     (folder / "mymagenta.txt").write_text("my magenta ball rolling right\n")  # the sidecar's captions
     (folder / "yellow again.mp4").write_bytes((folder / "myyellow.mp4").read_bytes())  # the same file twice
     before = json.loads(get(served["base"] + "/healthz")[1])["videos"]
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder)],
                        cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "added 2 video(s), replaced 0, skipped 2" in r.stdout and "broken" in r.stderr
+    assert "added 3 video(s), replaced 0 as 7 windows, skipped 2" in r.stdout and "broken" in r.stderr
     assert "yellow again: same file as myyellow" in r.stderr
     status, body, _ = get(served["base"] + "/reload", {})
     info = json.loads(body)
-    assert status == 200 and info["version"] == "v0002" and info["videos"] == before + 2
+    assert status == 200 and info["version"] == "v0002" and info["videos"] == before + 7  # rows
     q = urllib.parse.quote("a large magenta circle moving right on a navy background")
     status, body, _ = get(f"{served['base']}/search?q={q}&k={info['videos']}")
     hits = {h["video_id"]: h for h in json.loads(body)}
-    assert {"mymagenta", "myyellow"} <= set(hits) and "yellow again" not in hits
+    assert {"mymagenta", "myyellow", "mylong"} <= set(hits) and "yellow again" not in hits
     assert hits["mymagenta"]["captions"] == ["my magenta ball rolling right"]
+    assert len(hits) == len(set(hits))  # one hit per video, windows grouped
+    # the long video comes back as its best moment, with the others, a thumbnail of it and the file by id
+    long = hits["mylong"]
+    assert 0 <= long["start_s"] < long["end_s"] <= 30.5 and len(long["moments"]) == 3
+    assert long["moments"][0]["start_s"] == long["start_s"] and "start_s" not in hits["mymagenta"]
+    status, img, _ = get(served["base"] + long["thumbnail_url"])
+    assert status == 200 and img[:2] == b"\xff\xd8"
+    assert get(served["base"] + "/thumbnails/mylong.jpg?start=1&end=2")[0] == 404  # only indexed moments
+    status, part, headers = raw(served["base"] + long["video_url"], Range="bytes=0-99")
+    assert status == 206 and len(part) == 100 and "video/mp4" in {v for k, v in headers.items()}
+    assert raw(served["base"] + "/videos/nothing")[0] == 404
+    for h in hits.values():  # why each hit is there
+        assert h["score"] == pytest.approx(h["plain_score"] + h["bias"], abs=1e-4) and h["plain_rank"] >= 1
+        assert h["confidence_label"] in ("strong", "fair", "weak")
     # the NCL biases depend on the whole gallery: recomputed for the old videos too
     import pyarrow.parquet as pq
 
@@ -231,23 +248,54 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         browser = p.chromium.launch(executable_path=chromium, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(served["base"] + "/")
+        page.wait_for_selector("input[name=method]")
         page.fill("#q", "a large red circle moving left")
         page.click("#go")
         page.wait_for_selector(".hit")
-        n = min(10, json.loads(get(served["base"] + "/healthz")[1])["videos"])
+        n = min(10, len({h["video_id"] for h in json.loads(get(served["base"] + "/search?q=x&k=100")[1])}))
         ncl = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
-        assert len(ncl) == n and "NCL ranking" in page.inner_text("#status")
-        assert "videos" in page.inner_text("#info")
+        assert len(ncl) == n and "ncl ranking" in page.inner_text("#status")
+        assert "rows" in page.inner_text("#info") and "Sinkhorn" in page.inner_text("#legend")
+        # every hit says why it is there: its score as plain + bias, its plain rank, a confidence badge
+        why = page.eval_on_selector_all(".hit .why", "els => els.map(e => e.textContent)")
+        assert len(why) == n and all("= plain" in w and "plain rank" in w for w in why)
+        assert page.eval_on_selector_all(".badge.strong, .badge.fair, .badge.weak", "els => els.length") == n
         page.check("input[value=none]")
         # predicates as functions: the page's CSP forbids evaluating strings (Playwright would eval a bare one)
         page.wait_for_function("() => document.querySelector('#status').textContent.includes('plain')")
         plain = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
-        assert len(plain) == n
+        assert len(plain) == n and "cosine" in page.inner_text("#legend")
         page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         shot = tmp_path / "search.png"
         page.screenshot(path=str(shot), full_page=True)
+        # a moment of the long video added by the index test: its time range, and a player from its start
+        page.check("input[value=ncl]")
+        page.fill("#k", "100")
+        page.fill("#q", "a large white circle moving right on a navy background")
+        page.click("#go")
+        page.wait_for_selector(".hit[data-video=mylong] .moment")
+        moment = page.inner_text(".hit[data-video=mylong] .moment")
+        assert moment.count(":") == 2 and "-" in moment
+        page.click(".hit[data-video=mylong] button.play")
+        page.wait_for_selector(".hit[data-video=mylong] video")
+        src = page.get_attribute(".hit[data-video=mylong] video", "src")
+        assert src.startswith("/videos/mylong#t=")
+        # a phone's width: one column, nothing wider than the screen
+        phone = browser.new_page(viewport={"width": 375, "height": 800})
+        phone.goto(served["base"] + "/")
+        phone.wait_for_selector("input[name=method]")
+        phone.fill("#q", "a large red circle moving left")
+        phone.click("#go")
+        phone.wait_for_selector(".hit")
+        phone.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        assert phone.evaluate("() => document.documentElement.scrollWidth") <= 375
+        lefts = phone.eval_on_selector_all(".hit", "els => els.map(e => e.getBoundingClientRect().left)")
+        assert len(set(lefts)) == 1  # a single column
+        narrow = tmp_path / "search-375.png"
+        phone.screenshot(path=str(narrow), full_page=True)
+        phone.close()
         page.fill("#q", "")
         page.click("#go")
         page.wait_for_selector(".err")
@@ -277,5 +325,7 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         assert page.eval_on_selector_all(".hit img[src=x], .hit script", "els => els.length") == 0
         browser.close()
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert narrow.stat().st_size > 10_000
     if (ROOT / "bench" / "out").is_dir():
         shutil.copy(shot, ROOT / "bench" / "out" / "serve_page.png")
+        shutil.copy(narrow, ROOT / "bench" / "out" / "serve_page_375.png")

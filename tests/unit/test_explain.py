@@ -49,3 +49,12 @@ def test_videos_and_queries_unlike_the_training_captions_are_flagged():
     assert ex.query(emb[49])["query_outside"] and not ex.query(emb[5])["query_outside"]
     assert Explainer(index, None).query(emb[0]) == {}  # no bank: nothing claimed
     assert [confidence_label(z) for z in (3.5, 2.5, 1.0)] == ["strong", "fair", "weak"]
+
+
+def test_plain_rank_counts_a_video_cut_into_windows_once():
+    emb = _unit(np.eye(4, dtype=np.float32)[[0, 0, 0, 1, 2]] + 0.01)
+    index = GalleryIndex(["long", "long", "long", "b", "c"], ["/x"] * 5, emb, np.zeros(5), 0.05, {}, {},
+                         spans=np.array([[0, 10], [5, 15], [10, 20], [0, 0], [0, 0]], np.float32))
+    q = _unit(np.array([1.0, 0.5, 0.1, 0.0]))
+    [b] = Explainer(index).hits(q, [3], "none")
+    assert b["plain_rank"] == 2  # behind "long" (its three windows count as one video)
