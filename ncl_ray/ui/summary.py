@@ -76,7 +76,7 @@ def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: st
     for m in methods:
         t = [metrics.get(f"{prefix}{m}/t2v_{k}", float("nan")) for k in KEYS]
         v = [metrics.get(f"{prefix}{m}/v2t_{k}", float("nan")) for k in KEYS]
-        cost = f" | {metrics[f'{prefix}{m}/time_s']:6.2f}" if timed else ""
+        cost = f" | {metrics[f'{prefix}{m}/time_s']:6.3f}" if timed else ""
         lines.append(f"{m:8s} | " + " ".join(f"{x:9.2f}" for x in t) + " | " + " ".join(f"{x:9.2f}" for x in v)
                      + cost)
     ne = metrics.get(f"{prefix}t2v_norm_error_before")

@@ -83,5 +83,5 @@ def test_the_report_table_shows_each_methods_cost_beside_its_recall():
 
     metrics = {"none/t2v_R@1": 10.0, "nnn/t2v_R@1": 12.5, "none/time_s": 0.01, "nnn/time_s": 0.25}
     lines = format_results(metrics, ["none", "nnn"]).splitlines()
-    assert lines[0].endswith("| cost s") and lines[3].startswith("nnn") and lines[3].endswith("|   0.25")
+    assert lines[0].endswith("| cost s") and lines[3].startswith("nnn") and lines[3].endswith("|  0.250")
     assert "cost" not in format_results({"none/t2v_R@1": 1.0}, ["none"])
