@@ -238,6 +238,17 @@ def test_index_add_makes_unseen_videos_searchable(served):
     assert status == 200 and img[:2] == b"\xff\xd8"
 
 
+def _searched(browser, base: str, width: int, height: int, query: str):
+    """A page of that size, with the search done and its hits shown."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(base + "/")
+    page.wait_for_selector("input[name=method]")
+    page.fill("#q", query)
+    page.click("#go")
+    page.wait_for_selector(".hit")
+    return page
+
+
 def test_search_page_in_a_real_browser(served, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -248,12 +259,7 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         browser = p.chromium.launch(executable_path=chromium, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(served["base"] + "/")
-        page.wait_for_selector("input[name=method]")
-        page.fill("#q", "a large red circle moving left")
-        page.click("#go")
-        page.wait_for_selector(".hit")
+        page = _searched(browser, served["base"], 1280, 900, "a large red circle moving left")
         n = min(10, len({h["video_id"] for h in json.loads(get(served["base"] + "/search?q=x&k=100")[1])}))
         ncl = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
         assert len(ncl) == n and "ncl ranking" in page.inner_text("#status")
@@ -283,12 +289,7 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         src = page.get_attribute(".hit[data-video=mylong] video", "src")
         assert src.startswith("/videos/mylong#t=")
         # a phone's width: one column, nothing wider than the screen
-        phone = browser.new_page(viewport={"width": 375, "height": 800})
-        phone.goto(served["base"] + "/")
-        phone.wait_for_selector("input[name=method]")
-        phone.fill("#q", "a large red circle moving left")
-        phone.click("#go")
-        phone.wait_for_selector(".hit")
+        phone = _searched(browser, served["base"], 375, 800, "a large red circle moving left")
         phone.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         assert phone.evaluate("() => document.documentElement.scrollWidth") <= 375
         lefts = phone.eval_on_selector_all(".hit", "els => els.map(e => e.getBoundingClientRect().left)")
