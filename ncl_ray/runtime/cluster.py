@@ -103,10 +103,12 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
     """
     import ray
 
-    from ncl_ray.ui.console import follow_config, mute_ray_handlers
+    from ncl_ray.ui.console import follow_config, mute_ray_handlers, quiet_raylet_lines
 
     follow_config(verbose)
     mute_ray_handlers()
+    if not verbose:
+        quiet_raylet_lines()
     if not ray.is_initialized():
         target = resolve_address(address)
         if target == "local":

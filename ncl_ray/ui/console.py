@@ -41,6 +41,36 @@ class _Muted(logging.Filter):
         return not record.getMessage().startswith(MUTED)
 
 
+# Raylet messages the driver prints straight to stdout (not through logging): with fractional CPU requests on a
+# small machine the raylet starts more worker processes at once than it expects, which is how this project runs
+RAYLET_NOISE = ("PYTHON worker processes have been started",)
+raylet_log = logging.getLogger("raylet")  # where those lines go instead: driver.log (INFO), not the console
+
+
+def quiet_raylet_lines() -> None:
+    """Route RAYLET_NOISE lines that Ray's error listener would print to stdout into the log file instead
+    (idempotent). Ray prints them from a background thread through `ray._private.worker.print_to_stdstream`,
+    which it looks up at each call: that name is wrapped here, and every other line passes unchanged."""
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
+    if getattr(original, "_ncl_quiet", False):
+        return
+
+    def filtered(data, ignore_prefix: bool):
+        if data.get("pid") == "raylet":
+            noise = [x for x in data.get("lines", []) if any(n in x for n in RAYLET_NOISE)]
+            for line in noise:
+                raylet_log.info("%s", line.strip())
+            data = {**data, "lines": [x for x in data.get("lines", []) if x not in noise]}
+            if not data["lines"]:
+                return
+        original(data, ignore_prefix)
+
+    filtered._ncl_quiet = True
+    worker.print_to_stdstream = filtered
+
+
 def mute_ray_handlers() -> None:
     """Ray's logger prints through its own handler (it does not propagate): drop the MUTED lines there too."""
     for name in ("ray", "ray.data"):

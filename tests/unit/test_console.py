@@ -80,3 +80,28 @@ def test_the_console_follows_run_verbose_from_the_loaded_config():
         for h in [h for h in root.handlers if getattr(h, "_ncl_console", False)]:
             root.removeHandler(h)
         root.handlers.extend(kept)
+
+
+def test_raylet_worker_start_notices_go_to_the_log_not_the_console(capsys, caplog):
+    """Ray's error listener prints raylet messages straight to stdout; the start-up-concurrency notice (how
+    fractional CPU requests on a small machine look to the raylet) goes to the run log, others still print."""
+    from ray._private import worker
+
+    from ncl_ray.ui.console import quiet_raylet_lines
+
+    original = worker.print_to_stdstream
+    try:
+        quiet_raylet_lines()
+        wrapped = worker.print_to_stdstream
+        quiet_raylet_lines()  # idempotent: wrapped once
+        assert wrapped is not original and worker.print_to_stdstream is wrapped
+        notice = "WARNING: 8 PYTHON worker processes have been started on node: abc with address: 127.0.0.1"
+        with caplog.at_level(logging.INFO, logger="raylet"):
+            worker.print_to_stdstream({"lines": [notice], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+            worker.print_to_stdstream({"lines": ["WARNING: out of disk"], "pid": "raylet", "is_err": False},
+                                      ignore_prefix=False)
+        out = capsys.readouterr().out
+        assert "PYTHON worker processes" not in out and "out of disk" in out
+        assert any("PYTHON worker processes" in r.getMessage() for r in caplog.records)
+    finally:
+        worker.print_to_stdstream = original
