@@ -40,7 +40,8 @@ from ncl_ray.data.gpujpeg import decode_clips
 from ncl_ray.evaluation.evaluate import embed_rows
 from ncl_ray.model.clip import VideoCLIP, build_model
 from ncl_ray.ncl.queue import FeatureQueue
-from ncl_ray.train.builders import build_optimizer, build_scheduler, compile_model
+from ncl_ray.model.compile import compile_model
+from ncl_ray.train.builders import build_optimizer, build_scheduler
 from ncl_ray.train.loop import train_step
 from ncl_ray.train.transfer import Ahead
 

@@ -151,9 +151,14 @@ class Embedder:
     def __init__(self, checkpoint: str, use_gpu: bool = False):
         from ncl_ray.runtime.checkpoint import load_model
 
-        self.model, _, _ = load_model(checkpoint)
+        from ncl_ray.model.compile import compile_mode, compile_model
+
+        self.model, cfg, _ = load_model(checkpoint)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
+        mode = compile_mode(cfg.train.compile, self.device)  # as training runs it: compiled on GPUs by default
+        if mode:
+            compile_model(self.model, mode=mode)
         self.amp = torch.float16 if self.device.type == "cuda" else None
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

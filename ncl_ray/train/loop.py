@@ -22,8 +22,8 @@ from ncl_ray.train.epochs import EpochFeeder
 from ncl_ray.evaluation.evaluate import embed_batches, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP, build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.train.builders import (build_loss, build_optimizer, build_scheduler,  # noqa: F401  (re-exported)
-                                    compile_model, compile_mode)
+from ncl_ray.model.compile import compile_mode, compile_model
+from ncl_ray.train.builders import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
 from ncl_ray.train.profiling import Clock, allreduce_seconds
 from ncl_ray.runtime.runs import BEST, best_info, restore_source, save_best
 from ncl_ray.train.threads import set_worker_threads

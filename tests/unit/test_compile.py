@@ -8,7 +8,8 @@ import torch
 
 from ncl_ray.model.clip import build_model
 from ncl_ray.ncl.loss import NCLLoss
-from ncl_ray.train.builders import build_optimizer, build_scheduler, compile_model, compile_mode
+from ncl_ray.model.compile import compile_mode, compile_model
+from ncl_ray.train.builders import build_optimizer, build_scheduler
 from ncl_ray.train.loop import train_step
 
 

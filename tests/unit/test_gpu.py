@@ -96,7 +96,7 @@ def _step_losses(model, batches, steps=3, **kw):
 def test_inductor_compiled_towers_train_like_eager_ones():
     import copy
 
-    from ncl_ray.train.builders import compile_model
+    from ncl_ray.model.compile import compile_model
 
     torch.manual_seed(0)
     eager = build_model("tiny", "", "seqTransf", 32, 32).to(CUDA)
