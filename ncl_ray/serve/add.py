@@ -20,7 +20,7 @@ import numpy as np
 
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
 from ncl_ray.serve.guard import valid_video_id
-from ncl_ray.serve.manage import file_hash, new_biases
+from ncl_ray.serve.manage import file_hash, new_biases, training_bank
 
 log = logging.getLogger("ncl_ray.index")
 MAX_SIDECAR_CAPTIONS, MAX_CAPTION_CHARS = 20, 500  # shown on the page: a sidecar is not a document
@@ -127,7 +127,8 @@ def _plan(entries: List[VideoEntry], old, replace: bool):
             h = file_hash(e.path)
         except OSError:
             h = ""  # missing or unreadable: the decoder reports it
-        twin = seen.get(h) or (known.get(h) if known.get(h) != e.video_id else None) if h else None
+        indexed = known.get(h) if known.get(h) != e.video_id else None  # its own file: what --replace re-embeds
+        twin = (seen.get(h) or indexed) if h else None  # an earlier input's file, or another indexed video's
         if twin:
             notes.append(f"{e.video_id}: same file as {twin} ({e.path})")
             continue
@@ -146,13 +147,14 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     from ncl_ray.config.schema import from_dict
     from ncl_ray.serve.launch import ensure_index
     from ncl_ray.serve.index import GalleryIndex
-    from ncl_ray.serve.versions import write_version
+    from ncl_ray.serve.versions import carried_meta, write_version
 
     if window_s < 0 or (window_s > 0 and stride_s <= 0):
         raise ValueError(f"--window {window_s} --stride {stride_s}: windows need a positive stride (0 = whole)")
     checkpoint = resolve_checkpoint(target)
     entries = read_inputs(inputs)  # before Ray starts
-    cfg = from_dict(load_checkpoint(checkpoint)["config"])
+    state = load_checkpoint(checkpoint)  # once: its config now, its training-query bank for the biases
+    cfg = from_dict(state["config"])
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     home = ensure_index(checkpoint, overrides)
     old = GalleryIndex.load(str(home))
@@ -181,7 +183,8 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     ids = [old.video_ids[i] for i in keep] + [r["video_id"] for r in good]
     paths = [old.paths[i] for i in keep] + [r["path"] for r in good]
     added = np.stack([r["embedding"] for r in good]).astype(np.float32)  # (A, D)
-    ncl, extra = new_biases(checkpoint, old.plain, {m: b for m, b in old.biases.items() if m != "ncl"}, keep, added,
+    others = {m: b for m, b in old.biases.items() if m != "ncl"}
+    ncl, extra = new_biases(training_bank(state), old.plain, others, keep, added,
                             old.temperature)  # ncl over the whole gallery; nnn, is, csls for the new rows only
     captions = {v: c for v, c in old.captions.items() if v not in new_ids}
     captions.update({v: by_id[v][0].captions for v in new_ids if by_id[v][0].captions})
@@ -192,10 +195,7 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
               f"{' (' + ', '.join(replaced[:5]) + ')' if replaced else ''}{windows}, skip {failed + len(notes)}")
     spans = np.concatenate([old.spans[keep], np.array([[r["start_s"], r["end_s"]] for r in good], np.float32)])
     version = write_version(home, ids, paths, np.concatenate([old.plain[keep], added]), ncl, old.temperature,
-                            captions,
-                            {**{k: v for k, v in old.meta.items() if k not in ("temperature", "dim", "videos",
-                                                                            "version")},
-                             "bank": "train", "added": len(good)}, change,
+                            captions, {**carried_meta(old.meta), "bank": "train", "added": len(good)}, change,
                             [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1] for r in good], extra, spans)
     print(f"added {len(new_ids) - len(replaced)} video(s), replaced {len(replaced)}{windows}, skipped "
           f"{failed + len(notes)}; {len(ids)} rows in {version} (NCL biases recomputed over the "

@@ -110,9 +110,9 @@ def training_captions(checkpoint: Optional[str]) -> Optional[np.ndarray]:
     if not checkpoint:
         return None
     from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.serve.manage import training_bank
 
-    loss = load_checkpoint(checkpoint)["loss"]
-    return loss["text_queue.queue"][: int(loss["text_queue.filled"])].float().numpy()
+    return training_bank(load_checkpoint(checkpoint)).queries.numpy()
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -160,9 +160,8 @@ class Gallery:
 
     def _span_ok(self, video_id: str, start: float, end: float) -> bool:
         """Only the time windows the index holds for this video are decoded (never times from a request)."""
-        rows = [i for i, v in enumerate(self.index.video_ids) if v == video_id]
         return any(abs(self.index.spans[i][0] - start) < 1e-3 and abs(self.index.spans[i][1] - end) < 1e-3
-                   for i in rows)
+                   for i in self.index.rows_of.get(video_id, []))
 
     def video_path(self, video_id: str) -> Optional[str]:
         row = self.index.row_of.get(video_id)

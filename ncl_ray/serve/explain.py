@@ -32,8 +32,9 @@ class Explainer:
 
     def __init__(self, index, bank: Optional[np.ndarray] = None, seed: int = 0):
         self.index = index
-        names = {v: i for i, v in enumerate(dict.fromkeys(index.video_ids))}
-        self.video_of = np.array([names[v] for v in index.video_ids], np.int64)  # (C,) row -> its video
+        self.video_of = np.empty(len(index), np.int64)  # (C,) row -> its video's number
+        for j, rows in enumerate(index.rows_of.values()):
+            self.video_of[rows] = j
         self.bank = None if bank is None or not len(bank) else np.asarray(bank, np.float32)
         self.gallery_p5 = self.bank_p5 = None
         if self.bank is not None:
@@ -63,7 +64,7 @@ class Explainer:
         scores = plain + bias  # the method's ranking scores (the folded inner product)
         mean, std = float(scores.mean()), float(scores.std()) or 1.0
         cover = self._coverage(self.index.plain[rows]) if self.bank is not None else None
-        best = np.full(self.video_of.max() + 1 if len(self.video_of) else 0, -np.inf, np.float32)
+        best = np.full(len(self.index.rows_of), -np.inf, np.float32)
         np.maximum.at(best, self.video_of, plain)  # (V,) each video's best plain score
         out = []
         for i, r in enumerate(rows):

@@ -57,20 +57,20 @@ class GalleryIndex:
             raise ValueError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
         self.video_ids, self.paths, self.meta, self.kind = list(video_ids), list(paths), meta, kind
         self.hashes = list(hashes) if hashes is not None else [""] * len(self.video_ids)  # file SHA-256s
-        self.row_of = {}  # video_id -> its first row (a video cut into windows has one row per window)
+        self.rows_of: Dict[str, List[int]] = {}  # video_id -> its rows (one per window of a video cut into them)
         for i, v in enumerate(self.video_ids):
-            self.row_of.setdefault(v, i)
+            self.rows_of.setdefault(v, []).append(i)
+        self.row_of = {v: rows[0] for v, rows in self.rows_of.items()}  # video_id -> its first row
         self.spans = np.zeros((len(self.video_ids), 2), np.float32) if spans is None else \
             np.asarray(spans, np.float32).reshape(-1, 2)  # (C, 2) [start_s, end_s]; end_s 0 = the whole video
         self.captions, self.temperature = captions, float(temperature)
         self.plain = np.asarray(embeddings, np.float32)  # (C, D)
         self.biases = {"ncl": np.asarray(bias, np.float32),
                        **{m: np.asarray(b, np.float32) for m, b in (extra or {}).items()}}  # method -> (C,)
-        self.folded = fold_gallery(self.plain, bias, self.temperature)  # (C, D+1)
-        self.indexes = {"ncl": _faiss_index(self.folded, kind), "none": _faiss_index(self.plain, kind)}
-        for m, b in self.biases.items():
-            if m != "ncl":
-                self.indexes[m] = _faiss_index(fold_gallery(self.plain, b, self.temperature), kind)
+        self.indexes = {"none": _faiss_index(self.plain, kind)}
+        for m, b in self.biases.items():  # each per-item method: its biases folded in, (C, D+1)
+            self.indexes[m] = _faiss_index(fold_gallery(self.plain, b, self.temperature), kind)
+        self.folded = fold_gallery(self.plain, bias, self.temperature)  # ncl's, for measure_recall
         self.methods = [m for m in METHODS if m in self.indexes]  # what this index can serve
         self.recall_at_k: Optional[float] = None
 

@@ -13,12 +13,12 @@ the other per-item methods' biases (nnn, is, csls) depend on each video alone an
 import hashlib
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ncl_ray.evaluation.export import read_index
-from ncl_ray.serve.versions import changelog, current, home_of, versions, write_files, write_version
+from ncl_ray.serve.versions import carried_meta, changelog, current, home_of, versions, write_files, write_version
 
 log = logging.getLogger("ncl_ray.index")
 
@@ -32,38 +32,47 @@ def file_hash(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def bank_biases(checkpoint: str, gallery: np.ndarray, temperature: float,
+class Bank(NamedTuple):
+    """A checkpoint's training-query bank (Q, D) and its eval settings: what every served bias comes from."""
+    queries: object  # torch.Tensor (Q, D)
+    eval: object  # the checkpoint's EvalConfig
+
+
+def training_bank(state: dict) -> Bank:
+    """The bank of a loaded checkpoint state (load it once: a checkpoint with optimizer state is large)."""
+    from ncl_ray.config.schema import from_dict
+
+    loss = state["loss"]
+    return Bank(loss["text_queue.queue"][: int(loss["text_queue.filled"])].float(), from_dict(state["config"]).eval)
+
+
+def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float,
                 methods: Sequence[str] = ("ncl",)) -> Dict[str, np.ndarray]:
-    """Per-item biases (C,) on the logit scale of `gallery` (C, D) for each method, from the checkpoint's
-    training-query bank and its eval settings (zeros, with a warning, when the checkpoint holds no bank)."""
+    """Per-item biases (C,) on the logit scale of `gallery` (C, D) for each method, from the training-query bank
+    and its eval settings (zeros, with a warning, when the checkpoint holds no bank)."""
     import torch
 
-    from ncl_ray.config.schema import from_dict
     from ncl_ray.ncl.normalize import Sims, item_bias
-    from ncl_ray.runtime.checkpoint import load_checkpoint
 
-    state = load_checkpoint(checkpoint)
-    e = from_dict(state["config"]).eval
-    loss = state["loss"]
-    bank = loss["text_queue.queue"][: int(loss["text_queue.filled"])].float()  # (Q, D)
-    if not len(bank) or not len(gallery):
-        if not len(bank):
+    e = bank.eval
+    if not len(bank.queries) or not len(gallery):
+        if not len(bank.queries):
             log.warning("the checkpoint holds no training-query bank: the served biases are zero")
         return {m: np.zeros(len(gallery), np.float32) for m in methods}
-    sims = Sims.embeddings(bank, torch.from_numpy(np.asarray(gallery, np.float32)), e.chunk_size, e.memory_mb,
-                           e.workers)
+    sims = Sims.embeddings(bank.queries, torch.from_numpy(np.asarray(gallery, np.float32)), e.chunk_size,
+                           e.memory_mb, e.workers)
     return {m: item_bias(m, sims, temperature, e.n_iters, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k).numpy()
             for m in methods}
 
 
-def new_biases(checkpoint: str, old_gallery: np.ndarray, old_extra: Dict[str, np.ndarray], keep: List[int],
+def new_biases(bank: Bank, old_gallery: np.ndarray, old_extra: Dict[str, np.ndarray], keep: List[int],
                added: np.ndarray, temperature: float) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     """Biases of a changed gallery (the `keep` rows of the old one, then `added` (A, D)): ncl's recomputed over
     all of it (Sinkhorn depends on the whole gallery); the per-item methods' kept for the old rows and computed
     for the added rows alone."""
     gallery = np.concatenate([old_gallery[keep], added]) if len(added) else old_gallery[keep]
-    ncl = bank_biases(checkpoint, gallery, temperature)["ncl"]
-    fresh = bank_biases(checkpoint, added, temperature, list(old_extra)) if len(added) and old_extra else {}
+    ncl = bank_biases(bank, gallery, temperature)["ncl"]
+    fresh = bank_biases(bank, added, temperature, list(old_extra)) if len(added) and old_extra else {}
     extra = {m: np.concatenate([b[keep], fresh[m]]) if len(added) else b[keep] for m, b in old_extra.items()}
     return ncl, extra
 
@@ -96,15 +105,18 @@ def remove_videos(checkpoint: str, ids: Sequence[str]) -> Path:
     """A new version without `ids` (every one must be in the current version), biases recomputed."""
     home = _home(checkpoint)
     f = read_index(current(home))
-    missing = [v for v in ids if v not in set(f.video_ids)]
+    missing = [v for v in ids if v not in f.video_ids]
     if missing:
         raise ValueError(f"not in the current index ({current(home).name}): {', '.join(missing[:5])}")
-    keep = [i for i, v in enumerate(f.video_ids) if v not in set(ids)]  # every window of a removed video goes
-    ncl, extra = new_biases(checkpoint, f.embeddings, f.extra, keep, np.zeros((0, f.embeddings.shape[1])),
-                            f.temperature)
-    meta = {k: v for k, v in f.meta.items() if k not in ("temperature", "dim", "videos", "version")}
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+
+    gone = set(ids)
+    keep = [i for i, v in enumerate(f.video_ids) if v not in gone]  # every window of a removed video goes
+    ncl, extra = new_biases(training_bank(load_checkpoint(checkpoint)), f.embeddings, f.extra, keep,
+                            np.zeros((0, f.embeddings.shape[1])), f.temperature)
     return write_version(home, [f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
-                         ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in set(ids)}, meta,
+                         ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in gone},
+                         carried_meta(f.meta),
                          f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}",
                          [f.hashes[i] for i in keep], extra, f.spans[keep])
 

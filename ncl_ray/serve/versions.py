@@ -61,11 +61,15 @@ def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], em
     return home / name
 
 
+def carried_meta(meta: dict) -> dict:
+    """What a new version keeps of an old one's index.json: everything but what write_index derives again."""
+    return {k: v for k, v in meta.items() if k not in ("temperature", "dim", "videos", "version")}
+
+
 def write_files(home: Path, f: IndexFiles, change: str) -> Path:
     """A new version holding exactly `f` (a rollback, or a first version from an evaluation export)."""
-    meta = {k: v for k, v in f.meta.items() if k not in ("temperature", "dim", "videos", "version")}
-    return write_version(home, f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions, meta, change,
-                         f.hashes, f.extra, f.spans)
+    return write_version(home, f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
+                         carried_meta(f.meta), change, f.hashes, f.extra, f.spans)
 
 
 def seed_from_export(home: Path, export: Path) -> Path:

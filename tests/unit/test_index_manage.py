@@ -112,14 +112,16 @@ def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(se
     """The incremental rule of `index add`: per-item methods (nnn, is, csls) get the new row's bias alone; the
     old rows keep theirs. NCL's Sinkhorn biases depend on the whole gallery: all recomputed."""
     from ncl_ray.ncl.normalize import Sims, item_bias
-    from ncl_ray.serve.manage import bank_biases, new_biases
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.serve.manage import bank_biases, new_biases, training_bank
 
     ckpt, bank, emb = served
-    old = bank_biases(str(ckpt), emb, 0.05, ["ncl", "nnn", "is", "csls"])
+    source = training_bank(load_checkpoint(str(ckpt)))
+    old = bank_biases(source, emb, 0.05, ["ncl", "nnn", "is", "csls"])
     extra = {m: old[m] for m in ("nnn", "is", "csls")}
     new = np.random.default_rng(3).normal(size=(1, 8)).astype(np.float32)
     new /= np.linalg.norm(new)
-    ncl, got = new_biases(str(ckpt), emb, extra, list(range(6)), new, 0.05)
+    ncl, got = new_biases(source, emb, extra, list(range(6)), new, 0.05)
     for m in ("nnn", "is", "csls"):
         assert np.array_equal(got[m][:6], extra[m])  # untouched
         alone = item_bias(m, Sims.embeddings(bank, torch.from_numpy(new)), 0.05, nnn_k=8, csls_k=4)
