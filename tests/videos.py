@@ -41,3 +41,28 @@ def live_mkv(path, n, side=320):
     with av.open(str(path)) as c:
         assert not c.duration and not c.streams.video[0].duration
     return str(path)
+
+
+def forged_duration_mkv(path, n=8, side=32, declared_ms=1e10):
+    """A small Matroska file whose Segment Duration (EBML id 0x4489, a float of ticks of 1 ms) declares
+    `declared_ms` while its packets span n frames at 25 fps: a header that lies."""
+    import struct
+
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = side
+        s.pix_fmt, s.options = "yuv420p", {"preset": "ultrafast"}
+        for f in barcoded(n, size=side):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"\x44\x89")
+    assert at > 0, "no Duration element"
+    size = data[at + 2] & 0x7F  # a one-byte EBML size: 4 or 8
+    data[at + 3: at + 3 + size] = struct.pack(">f" if size == 4 else ">d", declared_ms)
+    open(path, "wb").write(bytes(data))
+    with av.open(str(path)) as c:
+        assert c.duration / 1e6 > 1e6, c.duration  # FFmpeg believes the header
+    return str(path)

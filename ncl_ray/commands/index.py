@@ -12,6 +12,8 @@ def register(sub) -> None:
     add.add_argument("--window", type=float, default=10.0, help="seconds per moment: longer videos are cut into "
                      "windows, each embedded and found on its own (default: 10; 0 = whole videos)")
     add.add_argument("--stride", type=float, default=5.0, help="seconds between window starts (default: 5)")
+    add.add_argument("--follow-links", action="store_true", help="accept symbolic links (videos, caption "
+                     "sidecars, manifest paths) that resolve inside the folder given; without it links are refused")
     add.add_argument("overrides", nargs="*", help="key=value")
     ls = verbs.add_parser("list", help="versions (* = current) with their changelog lines")
     ls.add_argument("target", help="run folder or checkpoint folder")
@@ -31,7 +33,8 @@ def main(args) -> int:
     if args.action == "add":
         from ncl_ray.serve.add import add_videos
 
-        return add_videos(args.target, args.videos, args.overrides, args.replace, args.window, args.stride) or 0
+        return add_videos(args.target, args.videos, args.overrides, args.replace, args.window, args.stride,
+                          args.follow_links) or 0
     from ncl_ray.serve import manage
 
     checkpoint = resolve_checkpoint(args.target)

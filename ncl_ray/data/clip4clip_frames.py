@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import av
 import numpy as np
 
-from ncl_ray.data.limits import MAX_SECOND_FRAMES, DecodeError, Deadline, check_frame_size
+from ncl_ray.data.limits import MAX_SECOND_FRAMES, DecodeError, Deadline, check_frame_size, open_media
 from ncl_ray.data.rgb import to_rgb
 
 
@@ -40,10 +40,7 @@ def decode_clip4clip(path: str, num_frames: int, size: int, resize: str = "clip4
     Raises:
         DecodeError: unreadable, no video stream, or no decodable frame.
     """
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError) as e:
-        raise DecodeError(str(path), f"not a readable media file ({type(e).__name__}: {e})") from None
+    container = open_media(str(path))
     try:
         if not container.streams.video:
             raise DecodeError(str(path), "no video stream (audio-only or other data)")

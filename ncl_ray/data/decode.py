@@ -25,7 +25,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
-from ncl_ray.data.limits import DecodeError, Deadline, StridedFrames, check_frame_size
+from ncl_ray.data.limits import DecodeError, Deadline, StridedFrames, check_frame_size, open_media
 from ncl_ray.data.packets import drain_after, packet_index, seek_needed, seek_target, start_position, target_pts
 from ncl_ray.data.rgb import ClipRows, to_rgb
 
@@ -100,10 +100,7 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
     """
     path = str(path)
     check_file(path)
-    try:
-        container = av.open(path, metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise DecodeError(path, f"not a readable media file ({type(e).__name__}: {e})") from None
+    container = open_media(path)
     try:
         if not container.streams.video:
             raise DecodeError(path, "no video stream (audio-only or other data)")

@@ -2,7 +2,9 @@
 
 A crafted or broken file must fail with a DecodeError naming it, not take a decode task's memory or time:
 - MAX_FRAME_PIXELS: a 1.9 MB 16000 x 16000 MP4 took 1.16 GB to decode one frame; frames larger than 8K UHD
-  are refused from the stream's header, before any decoding;
+  are refused before any full-size frame exists: `open_media` passes FFmpeg's `max_pixels` to the decoders
+  that probing opens (FFmpeg decodes a frame inside `av.open` to learn a stream's parameters: a 16000 x 16000
+  PNG-in-MOV cost 780 MB and 3.3 s there before), and to the decoder that decodes the frames;
 - a stream without a recorded duration used to be decoded into a list of every frame (892 MB and growing for
   a 20 KB MKV): `StridedFrames` keeps at most 2 x `cap` small converted frames, halving them (every other one)
   and doubling its stride whenever it fills, so the memory is bounded whatever the length;
@@ -13,6 +15,7 @@ A crafted or broken file must fail with a DecodeError naming it, not take a deco
 import time
 from typing import List, Optional
 
+import av
 import numpy as np
 
 MAX_FRAME_PIXELS = 7680 * 4320  # 8K UHD
@@ -40,11 +43,26 @@ class Deadline:
             raise DecodeError(self.path, f"decoding took longer than {self.seconds:g} s")
 
 
+def open_media(path: str):
+    """`av.open` for reading with FFmpeg's decoders capped at MAX_FRAME_PIXELS while it probes the streams;
+    DecodeError naming the file when FFmpeg cannot read it."""
+    try:
+        return av.open(path, metadata_errors="ignore", options={"max_pixels": str(MAX_FRAME_PIXELS)})
+    except (av.error.FFmpegError, OSError) as e:
+        raise DecodeError(path, f"not a readable media file ({type(e).__name__}: {e})") from None
+
+
 def check_frame_size(stream, path: str) -> None:
-    """Refuse a stream whose frames exceed MAX_FRAME_PIXELS (from its header, nothing decoded)."""
+    """Refuse a stream whose frames exceed MAX_FRAME_PIXELS (from its header, nothing decoded), or whose size
+    probing could not learn (its first frame was over the cap, so FFmpeg refused to decode it); then cap the
+    decoder that will decode it the same way (a stream that changes size midway)."""
     w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     if w * h > MAX_FRAME_PIXELS:
         raise DecodeError(path, f"frames of {w}x{h} pixels exceed the limit of {MAX_FRAME_PIXELS} (8K UHD)")
+    if w * h == 0:
+        raise DecodeError(path, f"no frame size in the stream's header, and its first frame could not be decoded "
+                                f"within the limit of {MAX_FRAME_PIXELS} pixels (8K UHD)")
+    stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(MAX_FRAME_PIXELS)}
 
 
 class StridedFrames:

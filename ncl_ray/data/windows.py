@@ -16,27 +16,43 @@ import av
 import numpy as np
 
 from ncl_ray.data.decode import check_file, decode_frames, sample_times
-from ncl_ray.data.limits import DecodeError
+from ncl_ray.data.limits import DecodeError, Deadline, check_frame_size, open_media
 
 Span = Tuple[float, float]  # (start_s, end_s), seconds from the stream's start
 
 
 def video_duration(path: str) -> float:
-    """The video stream's duration in seconds (the container's when the stream has none); DecodeError if
-    neither is known."""
+    """Seconds of video the stream really holds: from its first packet to the end of its last, read from the
+    packets (demuxed, nothing decoded), never more than the header declares. A header alone is not trusted: a
+    30 kB MKV declaring 1e10 ms would plan millions of windows. DecodeError if no packet has a timestamp."""
     check_file(path)
+    container = open_media(path)
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            if not container.streams.video:
-                raise DecodeError(path, "no video stream (audio-only or other data)")
-            stream = container.streams.video[0]
-            if stream.duration:
-                return float(stream.duration * stream.time_base)
-            if container.duration:
-                return container.duration / 1e6
+        if not container.streams.video:
+            raise DecodeError(path, "no video stream (audio-only or other data)")
+        stream = container.streams.video[0]
+        check_frame_size(stream, path)
+        tb, deadline = stream.time_base, Deadline(path)
+        first, last = None, None
+        for n, packet in enumerate(container.demux(stream)):
+            if n % 256 == 0:
+                deadline.check()
+            if packet.pts is None or packet.size == 0:
+                continue
+            a = float(packet.pts * tb)
+            b = a + float((packet.duration or 0) * tb)
+            first = a if first is None else min(first, a)
+            last = b if last is None else max(last, b)
+        declared = float(stream.duration * tb) if stream.duration else (
+            container.duration / 1e6 if container.duration else None)
     except av.error.FFmpegError as e:
         raise DecodeError(path, f"not a readable media file ({type(e).__name__}: {e})") from None
-    raise DecodeError(path, "no duration in the container: it cannot be cut into time windows")
+    finally:
+        container.close()
+    if first is None:
+        raise DecodeError(path, "no timestamped video packet: it cannot be cut into time windows")
+    found = max(last - first, 0.0)
+    return min(found, declared) if declared and declared > 0 else found
 
 
 def plan_windows(duration_s: float, length_s: float, stride_s: float) -> List[Span]:

@@ -13,43 +13,91 @@ new index version (atomically, with a changelog line); a running server picks it
 """
 
 import logging
+import os
+import stat
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
+from ncl_ray.serve.files import UNKNOWN, identity_of
 from ncl_ray.serve.guard import valid_video_id
-from ncl_ray.serve.manage import file_hash, new_biases, training_bank
+from ncl_ray.serve.manage import fingerprint, new_biases, training_bank
+from ncl_ray.serve.versions import MAX_CAPTION_CHARS, MAX_CAPTIONS
 
 log = logging.getLogger("ncl_ray.index")
-MAX_SIDECAR_CAPTIONS, MAX_CAPTION_CHARS = 20, 500  # shown on the page: a sidecar is not a document
+MAX_SIDECAR_BYTES = 64 * 1024
+CHUNK = 16  # windows decoded and embedded at a time: 16 x 12 x 224 x 224 x 3 bytes = 29 MB of frames
 
 
-def sidecar_captions(video: Path) -> List[str]:
-    """Captions from `<name>.txt` beside a video file: one per non-empty line (none when there is no file)."""
+def inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def checked_path(path: str, roots: Sequence[str], follow_links: bool) -> str:
+    """The real path of an input file. A symbolic link anywhere in it is refused unless `follow_links`, and
+    then only when it resolves inside `roots` (the folders named on the command line): an added folder must not
+    bring in files from elsewhere (a caption file linked to /etc/passwd, a video linked out of the folder)."""
+    real = os.path.realpath(path)
+    if real != os.path.abspath(path):
+        if not follow_links:
+            raise LinkRefused(f"{path}: a symbolic link (pass --follow-links to accept links that stay inside "
+                              f"the folders given)")
+        if not inside(real, roots):
+            raise LinkRefused(f"{path}: a symbolic link to a file outside {', '.join(roots)}")
+    return real
+
+
+class LinkRefused(ValueError):
+    """An input reached through a link that may not be followed."""
+
+
+def sidecar_captions(video: Path, roots: Sequence[str] = (), follow_links: bool = False) -> List[str]:
+    """Captions from `<name>.txt` beside a video file: one per non-empty line (none when there is no file, or
+    when it is a link that may not be followed, or not a regular file); at most MAX_CAPTIONS of
+    MAX_CAPTION_CHARS each, read from its first MAX_SIDECAR_BYTES."""
     txt = video.with_suffix(".txt")
-    if not txt.is_file():
+    if not txt.is_file() and not txt.is_symlink():
         return []
-    lines = [x.strip()[:MAX_CAPTION_CHARS] for x in txt.read_text(errors="replace").splitlines() if x.strip()]
-    if len(lines) > MAX_SIDECAR_CAPTIONS:
-        log.warning("%s: %d captions, keeping the first %d", txt, len(lines), MAX_SIDECAR_CAPTIONS)
-    return lines[:MAX_SIDECAR_CAPTIONS]
+    try:
+        real = checked_path(str(txt), roots or [os.path.realpath(video.parent)], follow_links)
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (LinkRefused, OSError) as e:
+        log.warning("captions not read: %s", e)
+        return []
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("captions not read: %s is not a regular file", txt)
+            return []
+        text = f.read(MAX_SIDECAR_BYTES).decode(errors="replace")
+    lines = [x.strip()[:MAX_CAPTION_CHARS] for x in text.splitlines() if x.strip()]
+    if len(lines) > MAX_CAPTIONS:
+        log.warning("%s: %d captions, keeping the first %d", txt, len(lines), MAX_CAPTIONS)
+    return lines[:MAX_CAPTIONS]
 
 
-def read_inputs(path: str) -> List[VideoEntry]:
-    """The videos to add, with ids (file names without extension, or the manifest's) checked: the ids are shown
-    on the search page and in URLs, so only letters, digits, spaces and . , ( ) + - _ are accepted, <= 128."""
+def read_inputs(path: str, follow_links: bool = False) -> Tuple[List[VideoEntry], List[str]]:
+    """(the videos to add, notes on inputs refused). Ids (file names without extension, or the manifest's) are
+    checked: they are shown on the search page and in URLs, so only letters, digits, spaces and . , ( ) + - _
+    are accepted, <= 128. Paths are real paths; links are refused (checked_path). Captions are cut to
+    MAX_CAPTIONS of MAX_CAPTION_CHARS, from a manifest as from a sidecar."""
     p = Path(path)
     if p.suffix in (".csv", ".jsonl", ".json"):
+        roots = [os.path.realpath(p.parent)]
         entries = read_manifest(str(p))
+        for e in entries:
+            e.captions = [c[:MAX_CAPTION_CHARS] for c in e.captions[:MAX_CAPTIONS]]
     elif p.is_dir():
+        roots = [os.path.realpath(p)]
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTENSIONS)
         if not files:
             raise FileNotFoundError(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
-        entries = [VideoEntry(f.stem, str(f.absolute()), "added", sidecar_captions(f)) for f in files]
+        entries = [VideoEntry(f.stem, str(f.absolute()), "added", sidecar_captions(f, roots, follow_links))
+                   for f in files]
     elif p.is_file():
-        entries = [VideoEntry(p.stem, str(p.absolute()), "added", sidecar_captions(p))]
+        roots = [os.path.realpath(p.parent)]
+        entries = [VideoEntry(p.stem, str(p.absolute()), "added", sidecar_captions(p, roots, follow_links))]
     else:
         raise FileNotFoundError(f"no such video, folder or manifest: {path}")
     bad = [e for e in entries if not valid_video_id(e.video_id)]
@@ -57,7 +105,14 @@ def read_inputs(path: str) -> List[VideoEntry]:
         raise ValueError(f"{path}: video id {bad[0].video_id[:80]!r} ({bad[0].path}) is not allowed: ids may hold "
                          f"letters, digits, spaces and . , ( ) + - _ only, at most 128 characters"
                          + (f" ({len(bad)} such ids)" if len(bad) > 1 else ""))
-    return entries
+    kept, notes = [], []
+    for e in entries:
+        try:
+            e.path = checked_path(e.path, roots, follow_links)
+            kept.append(e)
+        except LinkRefused as x:
+            notes.append(f"{e.video_id}: {x}")
+    return kept, notes
 
 
 class VideoEmbedder:
@@ -72,9 +127,11 @@ class VideoEmbedder:
         self.model, self.cfg, _ = load_model(checkpoint)
         self.torch, self.window_s, self.stride_s = torch, window_s, stride_s or window_s / 2
 
-    def _clips(self, path: str):
-        """(clips uint8 (W, T, S, S, 3), real frames per clip, spans [(start_s, end_s)]); a video no longer than
-        one window is one whole-video row (span (0, 0)), decoded as training decodes it."""
+    def _chunks(self, path: str):
+        """Yield (clips uint8 (w, T, S, S, 3), real frames per clip, spans [(start_s, end_s)]) at most CHUNK windows
+        at a time, so memory stays bounded whatever the length; a video no longer than one window is one
+        whole-video row (span (0, 0)), decoded as training decodes it. The plan comes from the packets the file
+        really holds (windows.video_duration), never from its header alone."""
         from ncl_ray.data.decode import decode_video
         from ncl_ray.data.windows import decode_windows, plan_windows, video_duration
 
@@ -82,28 +139,40 @@ class VideoEmbedder:
         spans = plan_windows(video_duration(path), self.window_s, self.stride_s) if self.window_s > 0 else []
         if len(spans) <= 1:  # the frames and resize the model was trained with (data.sampler, data.resize)
             frames, n = decode_video(path, d.num_frames, d.frame_size, 1, d.sampler, d.resize)
-            return frames[None], [n], [(0.0, 0.0)]
-        clips = decode_windows(path, spans, d.num_frames, d.frame_size, resize=d.resize)  # uniform slices
-        return clips, [d.num_frames] * len(spans), spans
+            yield frames[None], [n], [(0.0, 0.0)]
+            return
+        for a in range(0, len(spans), CHUNK):  # uniform slices of each window, one decoder pass per chunk
+            part = spans[a: a + CHUNK]
+            yield decode_windows(path, part, d.num_frames, d.frame_size, resize=d.resize), [d.num_frames] * len(
+                part), part
 
-    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        from ncl_ray.data.limits import DecodeError
+    def _embed(self, path: str):
+        """(embeddings (W, D), spans) of one video."""
         from ncl_ray.data.transforms import normalize_frames
 
         torch, T = self.torch, self.cfg.data.num_frames
+        emb, spans = [], []
+        with torch.no_grad():
+            for clips, counts, part in self._chunks(path):
+                x = normalize_frames(torch.from_numpy(clips))  # (w, T, 3, S, S)
+                mask = torch.arange(T)[None] < torch.tensor(counts)[:, None]  # (w, T)
+                emb.append(self.model.encode_video(x, mask).float().numpy())  # (w, D)
+                spans += part
+        return np.concatenate(emb), spans
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        from ncl_ray.data.limits import DecodeError
+
         rows: Dict[str, list] = {k: [] for k in ("video_id", "path", "embedding", "error", "start_s", "end_s")}
         for vid, path in zip(batch["video_id"], batch["path"]):
             try:
-                clips, counts, spans = self._clips(str(path))
-                emb = []
-                with torch.no_grad():
-                    for a in range(0, len(clips), 16):
-                        x = normalize_frames(torch.from_numpy(clips[a: a + 16]))  # (w, T, 3, S, S)
-                        mask = torch.arange(T)[None] < torch.tensor(counts[a: a + 16])[:, None]  # (w, T)
-                        emb.append(self.model.encode_video(x, mask).float().numpy())  # (w, D)
-                emb, errors = np.concatenate(emb), [""] * len(spans)
+                emb, spans = self._embed(str(path))
+                errors = [""] * len(spans)
             except DecodeError as e:
                 emb, errors, spans = np.zeros((1, self.model.embed_dim), np.float32), [e.reason], [(0.0, 0.0)]
+            except Exception as e:  # one hostile file must not abort the others of the same add: named, skipped
+                emb, spans = np.zeros((1, self.model.embed_dim), np.float32), [(0.0, 0.0)]
+                errors = [f"could not be embedded ({type(e).__name__}: {str(e)[:200]})"]
             for e_, err, (a, b) in zip(emb, errors, spans):
                 for k, v in (("video_id", vid), ("path", path), ("embedding", e_), ("error", err), ("start_s", a),
                              ("end_s", b)):
@@ -115,18 +184,18 @@ class VideoEmbedder:
 
 
 def _plan(entries: List[VideoEntry], old, replace: bool):
-    """(entries to embed, their hashes, notes): ids already indexed are kept unless `replace`; a file whose bytes
-    equal an indexed video's (under another id) or an earlier input's is skipped."""
+    """(entries to embed, their (SHA-256, file identity), notes): ids already indexed are kept unless `replace`;
+    a file whose bytes equal an indexed video's (under another id) or an earlier input's is skipped."""
     known = {h: v for v, h in zip(old.video_ids, old.hashes) if h}
-    todo, hashes, notes, seen = [], [], [], {}
+    todo, prints, notes, seen = [], [], [], {}
     for e in entries:
         if e.video_id in old.row_of and not replace:
             notes.append(f"{e.video_id}: already in the index (--replace re-embeds it)")
             continue
         try:
-            h = file_hash(e.path)
+            h, ident = fingerprint(e.path)
         except OSError:
-            h = ""  # missing or unreadable: the decoder reports it
+            h, ident = "", UNKNOWN  # missing or unreadable: the decoder reports it
         indexed = known.get(h) if known.get(h) != e.video_id else None  # its own file: what --replace re-embeds
         twin = (seen.get(h) or indexed) if h else None  # an earlier input's file, or another indexed video's
         if twin:
@@ -134,32 +203,52 @@ def _plan(entries: List[VideoEntry], old, replace: bool):
             continue
         seen[h] = e.video_id
         todo.append(e)
-        hashes.append(h)
-    return todo, hashes, notes
+        prints.append((h, ident))
+    return todo, prints, notes
+
+
+def _changed_since_hashed(path: str, ident) -> bool:
+    """Was the file replaced or modified while it was being embedded?"""
+    try:
+        return identity_of(os.stat(path, follow_symlinks=False)) != tuple(ident)
+    except OSError:
+        return True
 
 
 def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = False, window_s: float = 10.0,
-               stride_s: float = 5.0) -> int:
-    import ray.data
-
+               stride_s: float = 5.0, follow_links: bool = False) -> int:
     from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
-    from ncl_ray.runtime.cluster import actor_pool, init_ray
+    from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.config.schema import from_dict
     from ncl_ray.serve.launch import ensure_index
-    from ncl_ray.serve.index import GalleryIndex
-    from ncl_ray.serve.versions import carried_meta, write_version
+    from ncl_ray.serve.versions import home_of, writer
 
     if window_s < 0 or (window_s > 0 and stride_s <= 0):
         raise ValueError(f"--window {window_s} --stride {stride_s}: windows need a positive stride (0 = whole)")
     checkpoint = resolve_checkpoint(target)
-    entries = read_inputs(inputs)  # before Ray starts
+    entries, refused = read_inputs(inputs, follow_links)  # before Ray starts
+    for note in refused:
+        log.warning("skipped %s", note)
     state = load_checkpoint(checkpoint)  # once: its config now, its training-query bank for the biases
     cfg = from_dict(state["config"])
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     home = ensure_index(checkpoint, overrides)
+    # one writer at a time, from reading the current version to making the new one current: nothing is lost
+    with writer(home_of(checkpoint), f"index add {inputs}"):
+        return _add_locked(checkpoint, state, home, entries, refused, inputs, replace, window_s, stride_s)
+
+
+def _add_locked(checkpoint, state, home, entries, refused, inputs, replace, window_s, stride_s) -> int:
+    import ray.data
+
+    from ncl_ray.runtime.cluster import actor_pool
+    from ncl_ray.serve.index import GalleryIndex
+    from ncl_ray.serve.versions import carried_meta, write_version
+
     old = GalleryIndex.load(str(home))
-    fresh, hashes, notes = _plan(entries, old, replace)
-    for note in notes:
+    fresh, prints, notes = _plan(entries, old, replace)
+    notes = refused + notes
+    for note in notes[len(refused):]:
         log.warning("skipped %s", note)
     if not fresh:
         print(f"nothing to add to {home}: {len(notes)} video(s) skipped")
@@ -170,7 +259,10 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
                                                                 "stride_s": stride_s}, batch_size=4,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1),
                          num_cpus=cpus).take_all()
-    by_id = {e.video_id: (e, h) for e, h in zip(fresh, hashes)}
+    by_id = {e.video_id: (e, p) for e, p in zip(fresh, prints)}
+    for r in out:
+        if not r["error"] and _changed_since_hashed(r["path"], by_id[r["video_id"]][1][1]):
+            r["error"] = "the file changed while it was being added"
     good = [r for r in out if not r["error"]]
     for r in out:
         if r["error"]:
@@ -194,9 +286,12 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     change = (f"add {len(new_ids) - len(replaced)}, replace {len(replaced)}"
               f"{' (' + ', '.join(replaced[:5]) + ')' if replaced else ''}{windows}, skip {failed + len(notes)}")
     spans = np.concatenate([old.spans[keep], np.array([[r["start_s"], r["end_s"]] for r in good], np.float32)])
+    identities = np.concatenate([old.identities[keep], np.array([by_id[r["video_id"]][1][1] for r in good],
+                                                                np.int64).reshape(-1, 4)])
     version = write_version(home, ids, paths, np.concatenate([old.plain[keep], added]), ncl, old.temperature,
                             captions, {**carried_meta(old.meta), "bank": "train", "added": len(good)}, change,
-                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1] for r in good], extra, spans)
+                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1][0] for r in good], extra,
+                            spans, identities)
     print(f"added {len(new_ids) - len(replaced)} video(s), replaced {len(replaced)}{windows}, skipped "
           f"{failed + len(notes)}; {len(ids)} rows in {version} (NCL biases recomputed over the "
           f"whole gallery{', ' + '/'.join(extra) + ' for the new videos only' if extra else ''}); a running server "

@@ -17,35 +17,58 @@ Every request first passes guard.py (Host allow-list, JSON-only POSTs, body size
 API docs are off; responses carry a Content-Security-Policy and no-sniff/no-frame headers; caches are bounded.
 """
 
-import io
-from collections import OrderedDict
+import os
 from typing import List, Optional
 
-import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from ncl_ray.serve.explain import Explainer
+from ncl_ray.serve.deployments import Gallery, TextEncoder
+from ncl_ray.serve.files import FileChanged, FileGone, open_indexed, parse_range, read_span
 from ncl_ray.serve.guard import LOOPBACK_HOSTS, check_request
-from ncl_ray.serve.index import METHODS, GalleryIndex
+from ncl_ray.serve.index import METHODS
 from ncl_ray.serve.page import CSP, PAGE
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100
 MAX_QUERIES = 64
-MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
-MOMENTS = 3  # best moments listed per video cut into windows
-api = FastAPI(title="ncl-ray search", docs_url=None, redoc_url=None, openapi_url=None)
-GUARD = {"hosts": set(LOOPBACK_HOSTS), "token": ""}  # set by Api.__init__ in the replica that serves `api`
+SINGLE_HEADERS = ("host", "authorization", "content-type", "content-length")  # twice = ambiguous: refused
+
+
+class FiniteJSONResponse(JSONResponse):
+    """JSON that can never hold NaN or infinity (which `json` would write as bare NaN, not JSON): such a body
+    is a 500 naming the problem, never numbers a client would misread."""
+
+    def render(self, content) -> bytes:
+        import json
+
+        try:
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        except ValueError:
+            self.status_code = 500
+            return b'{"error":"a score was not a finite number","field":"index"}'
+
+
+api = FastAPI(title="ncl-ray search", docs_url=None, redoc_url=None, openapi_url=None,
+              default_response_class=FiniteJSONResponse)
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
            "Referrer-Policy": "no-referrer"}
 
 
 @api.middleware("http")
 async def _guard(request: Request, call_next):
+    """Every request, every path. The settings are the replica's own (`Api.__serve_build_asgi_app__` puts
+    them on the running app's state); without them nothing is served (fail closed)."""
+    guard = getattr(request.app.state, "guard", None)
+    twice = [h for h in SINGLE_HEADERS if len(request.headers.getlist(h)) > 1]
     headers = {k.lower(): v for k, v in request.headers.items()}
-    problem = check_request(request.method, request.url.path, headers, GUARD["hosts"], GUARD["token"])
+    if guard is None:
+        problem = (503, "server", "the request guard is not configured")
+    elif twice:
+        problem = (400, twice[0], f"the {twice[0]} header is given more than once")
+    else:
+        problem = check_request(request.method, request.url.path, headers, guard["hosts"], guard["token"])
     response = _error(*problem) if problem else await call_next(request)
     response.headers.update(HEADERS)
     return response
@@ -62,7 +85,14 @@ async def _not_allowed(request: Request, exc) -> JSONResponse:
 
 
 def _error(status: int, field: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message, "field": field})
+    return FiniteJSONResponse(status_code=status, content={"error": message, "field": field})
+
+
+def _file_error(status: int) -> JSONResponse:
+    """404/409 for a video's file, saying nothing of where it is."""
+    if status == 409:
+        return _error(409, "video_id", "the video's file is no longer the one that was indexed (re-add it)")
+    return _error(404, "video_id", "no such video or moment in the index")
 
 
 def validate(q, k, method) -> Optional[JSONResponse]:
@@ -78,131 +108,19 @@ def validate(q, k, method) -> Optional[JSONResponse]:
     return None
 
 
-# max_ongoing_requests: Serve's default (5) would cap every batch at 5 and, under load, make the router reject
-# and retry requests with backoff; replicas queue requests themselves instead.
-@serve.deployment(max_ongoing_requests=64)
-class TextEncoder:
-    """The checkpoint's text tower; concurrent requests are encoded together."""
-
-    def __init__(self, checkpoint: str, use_gpu: bool = False):
-        import torch
-
-        from ncl_ray.runtime.checkpoint import load_model
-
-        self.model, self.cfg, _ = load_model(checkpoint)
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def encode(self, texts: List[str]) -> List[np.ndarray]:
-        import torch
-
-        from ncl_ray.data.captions import tokenize
-
-        with torch.no_grad():
-            tokens = torch.from_numpy(tokenize(list(texts), self.cfg.data.max_words)).to(self.device)
-            out = self.model.encode_text(tokens).float().cpu().numpy()  # (R, D) unit norm
-        return list(out)
-
-
-def training_captions(checkpoint: Optional[str]) -> Optional[np.ndarray]:
-    """The checkpoint's training-caption bank (Q, D), for the page's coverage numbers; None without one."""
-    if not checkpoint:
-        return None
-    from ncl_ray.runtime.checkpoint import load_checkpoint
-    from ncl_ray.serve.manage import training_bank
-
-    return training_bank(load_checkpoint(checkpoint)).queries.numpy()
-
-
-@serve.deployment(max_ongoing_requests=64)
-class Gallery:
-    """The index, reloadable in place when a new version is written."""
-
-    def __init__(self, folder: str, kind: str = "exact"):
-        self.folder, self.kind = folder, kind
-        self.thumbs: "OrderedDict[str, bytes]" = OrderedDict()  # least recently used first
-        self.reload()
-
-    def reload(self) -> dict:
-        index = GalleryIndex.load(self.folder, self.kind)
-        self.index, self.explainer = index, Explainer(index, training_captions(index.meta.get("checkpoint")))
-        self.thumbs.clear()
-        return self.info()
-
-    def info(self) -> dict:
-        return {"videos": len(self.index), "version": self.index.meta.get("version"), "kind": self.kind,
-                "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
-                "bank": self.index.meta.get("bank"), "methods": self.index.methods}
-
-    def search(self, queries: List[np.ndarray], k: int, method: str):
-        """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
-        {"error": ...} for a method this index does not hold."""
-        if method not in self.index.methods:
-            return {"error": f"this index serves {', '.join(self.index.methods)}; {method} was not evaluated for it"}
-        out = []
-        for q, found in zip(queries, self.index.moments(np.stack(queries), k, method, per_video=MOMENTS)):
-            hits, about = [], self.explainer.query(q)
-            why = self.explainer.hits(q, [v["rows"][0][0] for v in found], method)
-            for v, numbers in zip(found, why):
-                hit = {"video_id": v["video_id"], "score": round(v["score"], 6),
-                       "captions": self.index.captions.get(v["video_id"], [])[:5],
-                       "thumbnail_url": f"/thumbnails/{v['video_id']}.jpg", "video_url": f"/videos/{v['video_id']}",
-                       **numbers, **about}
-                spans = [(float(self.index.spans[r][0]), float(self.index.spans[r][1]), sc) for r, sc in v["rows"]]
-                if spans[0][1] > 0:  # a moment: the best window's time range, its thumbnail, the others
-                    a, b, _ = spans[0]
-                    hit.update(start_s=a, end_s=b, thumbnail_url=f"/thumbnails/{v['video_id']}.jpg?start={a}&end={b}",
-                               moments=[{"start_s": x, "end_s": y, "score": round(z, 6)} for x, y, z in spans])
-                hits.append(hit)
-            out.append(hits)
-        return out
-
-    def _span_ok(self, video_id: str, start: float, end: float) -> bool:
-        """Only the time windows the index holds for this video are decoded (never times from a request)."""
-        return any(abs(self.index.spans[i][0] - start) < 1e-3 and abs(self.index.spans[i][1] - end) < 1e-3
-                   for i in self.index.rows_of.get(video_id, []))
-
-    def video_path(self, video_id: str) -> Optional[str]:
-        row = self.index.row_of.get(video_id)
-        return None if row is None else self.index.paths[row]
-
-    def thumbnail(self, video_id: str, start: float = 0.0, end: float = 0.0) -> Optional[bytes]:
-        """A strip of 4 frames of an indexed video, or of one of its indexed moments (decoded once, then kept);
-        None for unknown ids or windows."""
-        row = self.index.row_of.get(video_id)
-        if row is None or (end > 0 and not self._span_ok(video_id, start, end)):
-            return None
-        key = f"{video_id}@{start:.3f}-{end:.3f}"
-        if key in self.thumbs:
-            self.thumbs.move_to_end(key)
-        else:
-            from PIL import Image
-
-            from ncl_ray.data.decode import DecodeError, decode_frames
-            from ncl_ray.data.windows import decode_windows
-
-            try:
-                path = self.index.paths[row]
-                frames = decode_windows(path, [(start, end)], 4, 96)[0] if end > 0 else decode_frames(path, 4, 96)
-                strip = np.concatenate(list(frames), axis=1)  # (96, 384, 3)
-            except DecodeError:
-                strip = np.full((96, 384, 3), 40, np.uint8)  # the video went away: a gray strip
-            buf = io.BytesIO()
-            Image.fromarray(strip).save(buf, format="JPEG", quality=85)
-            self.thumbs[key] = buf.getvalue()
-            while len(self.thumbs) > MAX_THUMBNAILS:
-                self.thumbs.popitem(last=False)
-        return self.thumbs[key]
-
-
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class Api:
     def __init__(self, encoder, gallery, hosts: Optional[List[str]] = None, token: str = ""):
         self.encoder, self.gallery = encoder, gallery
-        GUARD["hosts"] = set(hosts) if hosts else set(LOOPBACK_HOSTS)
-        GUARD["token"] = token
+        self.guard = {"hosts": set(hosts) if hosts else set(LOOPBACK_HOSTS), "token": token}
+
+    def __serve_build_asgi_app__(self):
+        """Serve calls this in the replica, after __init__: the guard's settings go onto the app this replica
+        runs. A module global would not do: Ray ships this class by value, so a global written here is a copy
+        that the middleware never reads (the token was ignored that way)."""
+        self.app.state.guard = self.guard
+        return self.app
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self):
@@ -256,27 +174,45 @@ class Api:
             start, end = (float(request.query_params.get(k, "0")) for k in ("start", "end"))
         except ValueError:
             return _error(400, "start", "start and end are seconds, as the search results give them")
-        data = await self.gallery.thumbnail.remote(name[: -len(".jpg")], start, end)
-        if data is None:
-            return _error(404, "video_id", "no such video or moment in the index")
+        status, data = await self.gallery.thumbnail.remote(name[: -len(".jpg")], start, end)
+        if status != 200:
+            return _file_error(status)
         return Response(content=data, media_type="image/jpeg")
 
     @api.get("/videos/{video_id}")
-    async def video(self, video_id: str):
-        """The source file of an indexed video, by id (never by path), with byte ranges so players can seek."""
+    async def video(self, video_id: str, request: Request):
+        """The source file of an indexed video, by id (never by path), with a byte range so players can seek;
+        only the very file that was indexed (files.open_indexed), else 404 or 409 naming nothing on disk."""
         import mimetypes
-        import os
 
-        from fastapi.responses import FileResponse
-
-        path = await self.gallery.video_path.remote(video_id)
-        if path is None or not os.path.isfile(path):
-            return _error(404, "video_id", "no such video in the index")
-        return FileResponse(path, media_type=mimetypes.guess_type(path)[0] or "application/octet-stream")
+        found = await self.gallery.video_file.remote(video_id)
+        if found is None:
+            return _file_error(404)
+        path, identity = found
+        try:
+            fd = open_indexed(path, identity)
+        except FileGone:
+            return _file_error(404)
+        except FileChanged:
+            return _file_error(409)
+        size = os.fstat(fd).st_size
+        try:
+            span = parse_range(request.headers.get("range"), size)
+        except ValueError as e:
+            os.close(fd)
+            return FiniteJSONResponse(status_code=416, content={"error": str(e), "field": "range"},
+                                      headers={"Content-Range": f"bytes */{size}"})
+        first, last = span if span else (0, size - 1)
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(max(0, last - first + 1))}
+        if span:
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        return StreamingResponse(read_span(fd, first, last), status_code=206 if span else 200, headers=headers,
+                                 media_type=mimetypes.guess_type(path)[0] or "application/octet-stream")
 
     @api.post("/reload")
     async def reload(self):
-        return await self.gallery.reload.remote()
+        info = await self.gallery.reload.remote()
+        return _error(422, "index", info["error"]) if "error" in info else info
 
 
 def build_app(checkpoint: str, index_folder: str, kind: str = "exact", replicas: int = 1, use_gpu: bool = False,

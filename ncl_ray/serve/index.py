@@ -52,11 +52,13 @@ class GalleryIndex:
     def __init__(self, video_ids: List[str], paths: List[str], embeddings: np.ndarray, bias: np.ndarray,
                  temperature: float, captions: Dict[str, List[str]], meta: dict, kind: str = "exact",
                  hashes: Optional[List[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None,
-                 spans: Optional[np.ndarray] = None):
+                 spans: Optional[np.ndarray] = None, identities: Optional[np.ndarray] = None):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
         self.video_ids, self.paths, self.meta, self.kind = list(video_ids), list(paths), meta, kind
         self.hashes = list(hashes) if hashes is not None else [""] * len(self.video_ids)  # file SHA-256s
+        self.identities = np.full((len(self.video_ids), 4), -1, np.int64) if identities is None else \
+            np.asarray(identities, np.int64).reshape(-1, 4)  # (C, 4) each file's identity when indexed
         self.rows_of: Dict[str, List[int]] = {}  # video_id -> its rows (one per window of a video cut into them)
         for i, v in enumerate(self.video_ids):
             self.rows_of.setdefault(v, []).append(i)
@@ -79,7 +81,7 @@ class GalleryIndex:
         d = resolve_version(folder)
         f = read_index(d)
         index = GalleryIndex(f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
-                             {**f.meta, "version": d.name}, kind, f.hashes, f.extra, f.spans)
+                             {**f.meta, "version": d.name}, kind, f.hashes, f.extra, f.spans, f.identities)
         if kind != "exact":
             index.recall_at_k = index.measure_recall()
         return index

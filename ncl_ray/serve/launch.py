@@ -48,23 +48,60 @@ def check_port_free(host: str, port: int) -> None:
                              f"uses it") from None
 
 
+def read_token_file(path: str) -> str:
+    """The token in `path` (surrounding whitespace dropped). Like Ray's own token file, it must be private: a
+    file that other users can read (or write) is refused, naming its mode."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ValueError(f"--token-file {path}: {e.strerror}") from None
+    with os.fdopen(fd) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"--token-file {path}: not a regular file")
+        if st.st_mode & 0o077:
+            raise ValueError(f"--token-file {path}: other users can access it (mode {stat.S_IMODE(st.st_mode):04o}); "
+                             f"chmod 600 {path}")
+        return f.read(4096).strip()
+
+
+def resolve_token(token: str, token_file: str) -> str:
+    """The serve token from --token-file, $NCL_RAY_SERVE_TOKEN or --token (in that order; --token warns: any
+    local user sees it in `ps`); "" when none is given."""
+    import os
+
+    if token_file:
+        return read_token_file(token_file)
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    if token:
+        log.warning("--token on the command line is visible to every local user (ps, /proc); prefer "
+                    "--token-file FILE (mode 600) or $%s", TOKEN_ENV)
+    return token
+
+
 def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str], token: str = "",
-         allow_hosts: Sequence[str] = ()) -> int:
-    """Serve a run's index. Beyond loopback a token is required (--token or $NCL_RAY_SERVE_TOKEN), checked
-    before Ray starts; Host headers other than loopback, the bound address and `allow_hosts` are refused."""
+              allow_hosts: Sequence[str] = (), token_file: str = "") -> int:
+    """Serve a run's index. Beyond loopback a token is required (--token-file, $NCL_RAY_SERVE_TOKEN or --token),
+    checked before Ray starts; Host headers other than loopback, the bound address and `allow_hosts` are
+    refused. The settings reach the deployments as their constructor arguments."""
     import os
 
     from ray import serve
 
     from ncl_ray.serve.guard import allowed_hosts, needs_token
 
-    token = token or os.environ.get(TOKEN_ENV, "")
+    token = resolve_token(token, token_file)
     if needs_token(host) and not token:
-        raise ValueError(f"--host {host} listens beyond loopback: pass --token (or set {TOKEN_ENV}); clients then "
-                         f"send 'Authorization: Bearer <token>' and the page is opened as http://HOST:PORT/#token=...")
-    if token and len(token) < 16:
-        raise ValueError("--token must be at least 16 characters (e.g. python -c 'import secrets; "
-                         "print(secrets.token_urlsafe())')")
+        raise ValueError(f"--host {host} listens beyond loopback: pass --token-file FILE (or set {TOKEN_ENV}); "
+                         f"clients then send 'Authorization: Bearer <token>' and the page is opened as "
+                         f"http://HOST:PORT/#token=...")
+    if token and (len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token)):
+        raise ValueError("the serve token must be at least 16 printable characters without spaces (e.g. python -c "
+                         "'import secrets; print(secrets.token_urlsafe())' > FILE; chmod 600 FILE)")
 
     from ncl_ray.config.schema import from_dict
     from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
@@ -90,6 +127,10 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     started = False
     try:
         home = ensure_index(checkpoint, overrides)
+        from ncl_ray.serve.index import resolve_version
+        from ncl_ray.evaluation.export import read_index
+
+        read_index(resolve_version(str(home)))  # a version that fails its checks is named before Serve starts
         serve.start(http_options={"host": host, "port": port})
         started = True
         serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu,

@@ -18,18 +18,32 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from ncl_ray.evaluation.export import read_index
-from ncl_ray.serve.versions import carried_meta, changelog, current, home_of, versions, write_files, write_version
+from ncl_ray.serve.versions import (carried_meta, changelog, current, home_of, versions, write_files, write_version,
+                                    writer)
 
 log = logging.getLogger("ncl_ray.index")
 
 
-def file_hash(path: str, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks: the same video under two names is found by it."""
+def file_hash(path: str) -> str:
+    """SHA-256 of a file's bytes (fingerprint's first half)."""
+    return fingerprint(path)[0]
+
+
+def fingerprint(path: str, chunk: int = 1 << 20) -> Tuple[str, Tuple[int, int, int, int]]:
+    """(SHA-256 of a file's bytes, read in 1 MiB chunks, the file's identity) from one descriptor, opened without
+    following a final link: the same video under two names is found by the hash, and the server opens only
+    a file that still has the identity."""
+    import os
+
+    from ncl_ray.serve.files import identity_of
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        before = os.fstat(fd)
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest(), identity_of(before)
 
 
 class Bank(NamedTuple):
@@ -104,33 +118,36 @@ def list_index(checkpoint: str, show_videos: bool = False) -> List[str]:
 def remove_videos(checkpoint: str, ids: Sequence[str]) -> Path:
     """A new version without `ids` (every one must be in the current version), biases recomputed."""
     home = _home(checkpoint)
-    f = read_index(current(home))
-    missing = [v for v in ids if v not in f.video_ids]
-    if missing:
-        raise ValueError(f"not in the current index ({current(home).name}): {', '.join(missing[:5])}")
     from ncl_ray.runtime.checkpoint import load_checkpoint
 
-    gone = set(ids)
-    keep = [i for i, v in enumerate(f.video_ids) if v not in gone]  # every window of a removed video goes
-    ncl, extra = new_biases(training_bank(load_checkpoint(checkpoint)), f.embeddings, f.extra, keep,
-                            np.zeros((0, f.embeddings.shape[1])), f.temperature)
-    return write_version(home, [f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
-                         ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in gone},
-                         carried_meta(f.meta),
-                         f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}",
-                         [f.hashes[i] for i in keep], extra, f.spans[keep])
+    bank = training_bank(load_checkpoint(checkpoint))
+    with writer(home, f"index remove {' '.join(ids)[:80]}"):
+        f = read_index(current(home))
+        missing = [v for v in ids if v not in f.video_ids]
+        if missing:
+            raise ValueError(f"not in the current index ({current(home).name}): {', '.join(missing[:5])}")
+        gone = set(ids)
+        keep = [i for i, v in enumerate(f.video_ids) if v not in gone]  # every window of a removed video goes
+        ncl, extra = new_biases(bank, f.embeddings, f.extra, keep, np.zeros((0, f.embeddings.shape[1])),
+                                f.temperature)
+        return write_version(home, [f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
+                             ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in gone},
+                             carried_meta(f.meta),
+                             f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}",
+                             [f.hashes[i] for i in keep], extra, f.spans[keep], f.identities[keep])
 
 
 def rollback(checkpoint: str, version: Optional[str] = None) -> Path:
     """A new version equal to `version` (default: the one before CURRENT)."""
     home = _home(checkpoint)
-    names = versions(home)
-    live = current(home).name
-    if version is None:
-        older = [v for v in names if v < live]
-        if not older:
-            raise ValueError(f"{live} is the first version: nothing to roll back to")
-        version = older[-1]
-    if version not in names:
-        raise ValueError(f"no version {version!r} (versions: {', '.join(names)})")
-    return write_files(home, read_index(home / version), f"rollback to {version}")
+    with writer(home, f"index rollback {version or ''}"):
+        names = versions(home)
+        live = current(home).name
+        if version is None:
+            older = [v for v in names if v < live]
+            if not older:
+                raise ValueError(f"{live} is the first version: nothing to roll back to")
+            version = older[-1]
+        if version not in names:
+            raise ValueError(f"no version {version!r} (versions: {', '.join(names)})")
+        return write_files(home, read_index(home / version), f"rollback to {version}")

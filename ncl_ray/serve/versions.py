@@ -3,18 +3,29 @@
 Every change (an add, a removal, a rollback) is a new version: written into a temporary folder, renamed into
 place, and only then named in CURRENT (replaced atomically), so a server reloading at any moment sees a complete
 version; then one line is appended to CHANGELOG (version, time, what changed). Old versions stay for rollback.
-No Ray.
+
+One writer at a time: every command that writes a version holds `writer(home, what)`, an exclusive `flock` on
+`home/.lock` (released by the kernel when its process dies, however it dies), from reading the version it
+changes until the new one is current, so two adds started together both land (the second waits, saying for
+whom). Holding it, a writer removes the temporary folders that crashed or killed writers left behind. Captions
+are cut to MAX_CAPTIONS per video of MAX_CAPTION_CHARS each, whatever their source. No Ray.
 """
 
+import fcntl
+import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from ncl_ray.evaluation.export import IndexFiles, read_index, write_index
+
+log = logging.getLogger("ncl_ray.index")
+MAX_CAPTIONS, MAX_CAPTION_CHARS = 20, 500  # shown on the page; the tokenizer reads 77 tokens at most
 
 
 def home_of(checkpoint: str) -> Path:
@@ -36,13 +47,45 @@ def changelog(home: Path) -> List[str]:
     return f.read_text().splitlines() if f.is_file() else []
 
 
+def bound_captions(captions: Sequence[str]) -> List[str]:
+    """At most MAX_CAPTIONS captions of at most MAX_CAPTION_CHARS characters each."""
+    return [str(c)[:MAX_CAPTION_CHARS] for c in list(captions)[:MAX_CAPTIONS]]
+
+
+@contextmanager
+def writer(home: Path, what: str) -> Iterator[None]:
+    """Hold the index's writer lock for `what` (waiting, with a message naming the holder, while another
+    writer has it); stale temporary folders are removed once it is held."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another writer"
+            print(f"waiting for the index lock of {home} (held by {holder})", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {what} since {time.strftime('%H:%M:%S')}\n".encode(), 0)
+        for stale in list(home.glob(".v*.tmp-*")) + list(home.glob(".CURRENT.tmp-*")):
+            log.info("removing %s, left by a writer that did not finish", stale.name)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], embeddings: np.ndarray,
                   bias: np.ndarray, temperature: float, texts: Dict[str, List[str]], meta: dict, change: str,
                   hashes: Optional[Sequence[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None,
-                  spans: Optional[np.ndarray] = None) -> Path:
-    """Write the next version (embeddings (C, D), NCL biases (C,), other per-item methods' biases `extra`),
-    make it CURRENT, and log `change`."""
+                  spans: Optional[np.ndarray] = None, identities: Optional[np.ndarray] = None) -> Path:
+    """Write the next version (embeddings (C, D), NCL biases (C,), other per-item methods' biases `extra`,
+    file identities (C, 4)), make it CURRENT, and log `change`. The caller holds `writer(home, ...)`."""
     home.mkdir(parents=True, exist_ok=True)
+    texts = {v: bound_captions(c) for v, c in texts.items()}
     existing = versions(home)
     name = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
     tmp = home / f".{name}.tmp-{os.getpid()}"
@@ -51,7 +94,7 @@ def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], em
     write_index(tmp, video_ids, paths, embeddings, bias, temperature,
                 [c for v in dict.fromkeys(video_ids) for c in texts.get(v, [])],
                 [v for v in dict.fromkeys(video_ids) for _ in texts.get(v, [])], meta, hashes=hashes, extra=extra,
-                spans=spans)
+                spans=spans, identities=identities)
     tmp.rename(home / name)
     pointer = home / f".CURRENT.tmp-{os.getpid()}"
     pointer.write_text(name)
@@ -69,11 +112,27 @@ def carried_meta(meta: dict) -> dict:
 def write_files(home: Path, f: IndexFiles, change: str) -> Path:
     """A new version holding exactly `f` (a rollback, or a first version from an evaluation export)."""
     return write_version(home, f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
-                         carried_meta(f.meta), change, f.hashes, f.extra, f.spans)
+                         carried_meta(f.meta), change, f.hashes, f.extra, f.spans, f.identities)
 
 
 def seed_from_export(home: Path, export: Path) -> Path:
-    """Version 1 = a copy of an `ncl-ray eval` export, when the home has no version yet."""
-    if current(home) is not None:
-        return current(home)
-    return write_files(home, read_index(export), f"from the evaluation export {export}")
+    """Version 1 = a copy of an `ncl-ray eval` export, when the home has no version yet. The export names the
+    dataset's files: each is recorded by its real path (links resolved now, by the operator who serves it)
+    and its identity, so the server opens exactly those files later."""
+    from ncl_ray.serve.files import UNKNOWN, identity_of
+
+    with writer(home, "seeding version 1"):
+        if current(home) is not None:
+            return current(home)
+        f = read_index(export)
+        real, idents = [], []
+        for p in f.paths:
+            try:
+                r = os.path.realpath(p)
+                real.append(r)
+                idents.append(identity_of(os.stat(r)))
+            except OSError:
+                real.append(p)
+                idents.append(UNKNOWN)
+        f.paths, f.identities = real, np.asarray(idents, np.int64).reshape(-1, 4)
+        return write_files(home, f, f"from the evaluation export {export}")

@@ -93,14 +93,16 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
     for name, data in (("a", b"AAAA"), ("b", b"BBBB"), ("b_copy", b"BBBB"), ("c", b"CCCC"), ("old", b"OLD!")):
         (folder / f"{name}.mp4").write_bytes(data)
     (folder / "a.txt").write_text("a dog runs\n\n  a brown dog  \n")
-    entries = read_inputs(str(folder))
-    assert [e.video_id for e in entries] == ["a", "b", "b_copy", "c", "old"]
+    entries, refused = read_inputs(str(folder))
+    assert [e.video_id for e in entries] == ["a", "b", "b_copy", "c", "old"] and refused == []
     assert entries[0].captions == ["a dog runs", "a brown dog"] and entries[1].captions == []
     index = GalleryIndex(["c_indexed", "old"], ["/x/c.mp4", "/x/old.mp4"], np.eye(2, 4, dtype=np.float32),
                          np.zeros(2), 0.05, {}, {}, hashes=[file_hash(str(folder / "c.mp4")), "elsewhere"])
-    todo, hashes, notes = _plan(entries, index, replace=False)
-    assert [e.video_id for e in todo] == ["a", "b"] and hashes == [file_hash(str(folder / "a.mp4")),
-                                                                  file_hash(str(folder / "b.mp4"))]
+    todo, prints, notes = _plan(entries, index, replace=False)
+    assert [e.video_id for e in todo] == ["a", "b"] and [h for h, _ in prints] == [file_hash(str(folder / "a.mp4")),
+                                                                                  file_hash(str(folder / "b.mp4"))]
+    st = (folder / "a.mp4").stat()
+    assert prints[0][1] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)  # the identity the server checks
     assert notes == ["b_copy: same file as b (" + str(folder / "b_copy.mp4") + ")",
                      "c: same file as c_indexed (" + str(folder / "c.mp4") + ")",
                      "old: already in the index (--replace re-embeds it)"]

@@ -1,0 +1,158 @@
+"""The two inner deployments of the search service (app.py is its HTTP ingress): `TextEncoder`, the checkpoint's
+text tower with requests batched by `serve.batch`, and `Gallery`, the served index (index.GalleryIndex, every
+per-item method folded in), reloadable in place, with the thumbnails of the files that were indexed.
+
+Their settings arrive as constructor arguments (`bind()`), never through module globals.
+"""
+
+import io
+import os
+from collections import OrderedDict
+from typing import List, Optional, Tuple
+
+import numpy as np
+from ray import serve
+
+from ncl_ray.serve.explain import Explainer
+from ncl_ray.serve.files import FileChanged, FileGone, open_indexed
+from ncl_ray.serve.index import GalleryIndex
+
+MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
+MOMENTS = 3  # best moments listed per video cut into windows
+
+
+# max_ongoing_requests: Serve's default (5) would cap every batch at 5 and, under load, make the router reject
+# and retry requests with backoff; replicas queue requests themselves instead.
+@serve.deployment(max_ongoing_requests=64)
+class TextEncoder:
+    """The checkpoint's text tower; concurrent requests are encoded together."""
+
+    def __init__(self, checkpoint: str, use_gpu: bool = False):
+        import torch
+
+        from ncl_ray.runtime.checkpoint import load_model
+
+        self.model, self.cfg, _ = load_model(checkpoint)
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def encode(self, texts: List[str]) -> List[np.ndarray]:
+        import torch
+
+        from ncl_ray.data.captions import tokenize
+
+        with torch.no_grad():
+            tokens = torch.from_numpy(tokenize(list(texts), self.cfg.data.max_words)).to(self.device)
+            out = self.model.encode_text(tokens).float().cpu().numpy()  # (R, D) unit norm
+        return list(out)
+
+
+def training_captions(checkpoint: Optional[str]) -> Optional[np.ndarray]:
+    """The checkpoint's training-caption bank (Q, D), for the page's coverage numbers; None without one."""
+    if not checkpoint:
+        return None
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.serve.manage import training_bank
+
+    return training_bank(load_checkpoint(checkpoint)).queries.numpy()
+
+
+@serve.deployment(max_ongoing_requests=64)
+class Gallery:
+    """The index, reloadable in place when a new version is written."""
+
+    def __init__(self, folder: str, kind: str = "exact"):
+        self.folder, self.kind = folder, kind
+        self.thumbs: "OrderedDict[str, bytes]" = OrderedDict()  # least recently used first
+        self.reload()
+
+    def reload(self) -> dict:
+        """Load the current version; a version that fails its checks (export.check_index) or cannot be read is
+        refused with {"error": ...} and the one already loaded keeps serving."""
+        try:
+            index = GalleryIndex.load(self.folder, self.kind)
+        except (ValueError, OSError) as e:
+            if not hasattr(self, "index"):
+                raise
+            return {"error": f"version not loaded, {self.index.meta.get('version')} still serves: {e}"}
+        self.index, self.explainer = index, Explainer(index, training_captions(index.meta.get("checkpoint")))
+        self.thumbs.clear()
+        return self.info()
+
+    def info(self) -> dict:
+        return {"videos": len(self.index), "version": self.index.meta.get("version"), "kind": self.kind,
+                "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
+                "bank": self.index.meta.get("bank"), "methods": self.index.methods}
+
+    def search(self, queries: List[np.ndarray], k: int, method: str):
+        """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
+        {"error": ...} for a method this index does not hold."""
+        if method not in self.index.methods:
+            return {"error": f"this index serves {', '.join(self.index.methods)}; {method} was not evaluated for it"}
+        out = []
+        for q, found in zip(queries, self.index.moments(np.stack(queries), k, method, per_video=MOMENTS)):
+            hits, about = [], self.explainer.query(q)
+            why = self.explainer.hits(q, [v["rows"][0][0] for v in found], method)
+            for v, numbers in zip(found, why):
+                hit = {"video_id": v["video_id"], "score": round(v["score"], 6),
+                       "captions": self.index.captions.get(v["video_id"], [])[:5],
+                       "thumbnail_url": f"/thumbnails/{v['video_id']}.jpg", "video_url": f"/videos/{v['video_id']}",
+                       **numbers, **about}
+                spans = [(float(self.index.spans[r][0]), float(self.index.spans[r][1]), sc) for r, sc in v["rows"]]
+                if spans[0][1] > 0:  # a moment: the best window's time range, its thumbnail, the others
+                    a, b, _ = spans[0]
+                    hit.update(start_s=a, end_s=b, thumbnail_url=f"/thumbnails/{v['video_id']}.jpg?start={a}&end={b}",
+                               moments=[{"start_s": x, "end_s": y, "score": round(z, 6)} for x, y, z in spans])
+                hits.append(hit)
+            out.append(hits)
+        return out
+
+    def _span_ok(self, video_id: str, start: float, end: float) -> bool:
+        """Only the time windows the index holds for this video are decoded (never times from a request)."""
+        return any(abs(self.index.spans[i][0] - start) < 1e-3 and abs(self.index.spans[i][1] - end) < 1e-3
+                   for i in self.index.rows_of.get(video_id, []))
+
+    def video_file(self, video_id: str) -> Optional[Tuple[str, List[int]]]:
+        """(path, identity when indexed) of a video, or None for an unknown id."""
+        row = self.index.row_of.get(video_id)
+        return None if row is None else (self.index.paths[row], self.index.identities[row].tolist())
+
+    def thumbnail(self, video_id: str, start: float = 0.0, end: float = 0.0) -> Tuple[int, bytes]:
+        """(200, a strip of 4 frames of an indexed video or of one of its indexed moments as JPEG), decoded once
+        from the file that was indexed and then kept; (404, b"") for unknown ids or windows or a file gone,
+        (409, b"") for a file that is no longer the one indexed."""
+        row = self.index.row_of.get(video_id)
+        if row is None or (end > 0 and not self._span_ok(video_id, start, end)):
+            return 404, b""
+        if end <= 0:
+            start = 0.0  # the whole video: one strip, whatever start a request gives
+        key = f"{video_id}@{start:.3f}-{end:.3f}"
+        if key in self.thumbs:
+            self.thumbs.move_to_end(key)
+            return 200, self.thumbs[key]
+        from PIL import Image
+
+        from ncl_ray.data.decode import DecodeError, decode_frames
+        from ncl_ray.data.windows import decode_windows
+
+        try:
+            fd = open_indexed(self.index.paths[row], self.index.identities[row])
+        except FileGone:
+            return 404, b""
+        except FileChanged:
+            return 409, b""
+        try:  # decoded through the open descriptor: the file checked, not whatever the path names by now
+            path = f"/proc/self/fd/{fd}"
+            frames = decode_windows(path, [(start, end)], 4, 96)[0] if end > 0 else decode_frames(path, 4, 96)
+            strip = np.concatenate(list(frames), axis=1)  # (96, 384, 3)
+        except DecodeError:
+            strip = np.full((96, 384, 3), 40, np.uint8)  # undecodable after all: a gray strip
+        finally:
+            os.close(fd)
+        buf = io.BytesIO()
+        Image.fromarray(strip).save(buf, format="JPEG", quality=85)
+        self.thumbs[key] = buf.getvalue()
+        while len(self.thumbs) > MAX_THUMBNAILS:
+            self.thumbs.popitem(last=False)
+        return 200, self.thumbs[key]
