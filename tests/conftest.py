@@ -14,6 +14,10 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN_PATH"] = _token
 os.environ.pop("RAY_AUTH_TOKEN", None)
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# every process this test session starts (servers, heads, CLI runs, and whatever Ray starts for them) inherits
+# this entry; pytest_sessionfinish fails the run if one of them is still alive at the end
+SESSION_MARKER = f"NCL_RAY_TEST_SESSION={secrets.token_hex(8)}"
+os.environ[SESSION_MARKER.split("=")[0]] = SESSION_MARKER.split("=")[1]
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
@@ -104,3 +108,38 @@ def ray_local():
     yield ray
     ray.shutdown()
     os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing the session started may outlive it: after every fixture has stopped what it started, the Ray
+    instance this process may still hold is shut down, then any process carrying the session's marker after
+    30 s is named, killed, and fails the run."""
+    import signal
+    import sys
+    import time
+
+    from raynodes import alive, processes_marked
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    deadline = time.time() + 30
+    while alive(processes_marked(SESSION_MARKER)) and time.time() < deadline:
+        time.sleep(0.5)
+    left = alive(processes_marked(SESSION_MARKER))
+    if not left:
+        return
+    names = []
+    for pid in sorted(left):
+        try:
+            names.append(f"{pid} {open(f'/proc/{pid}/cmdline', 'rb').read().replace(bytes(1), b' ').decode()[:150]}")
+        except OSError:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if names:
+        print("\nprocesses started by this test session still alive at its end (killed now):\n  "
+              + "\n  ".join(names), file=sys.stderr)
+        session.exitstatus = 1

@@ -52,6 +52,22 @@ def processes_of(marker: str) -> Set[int]:
     return found
 
 
+def processes_marked(entry: str) -> Set[int]:
+    """Processes (other than this one) whose environment holds `entry` ("KEY=value"): everything a test started
+    inherits the marker it set, including what Ray starts on its behalf and what outlives its parent (a head's
+    client server, reparented to init once `ray start` exits)."""
+    want, out = entry.encode(), set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if want in (d / "environ").read_bytes().split(b"\0"):
+                out.add(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
 def alive(pids: Set[int]) -> Set[int]:
     out = set()
     for pid in pids:
@@ -75,8 +91,10 @@ class Head:
         self.token.write_text(secrets.token_hex(32))
         self.token.chmod(0o600)
         # the one-machine footer pool a private instance gets (ncl_ray.runtime.cluster.FOOTER_ACTORS)
+        self.marker = f"NCL_RAY_TEST_HEAD={self.temp_dir}"  # in the environment of everything it starts
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                        RAY_DATA_PARQUET_FOOTER_NUM_ACTORS="1", **self.client_env())
+                        RAY_DATA_PARQUET_FOOTER_NUM_ACTORS="1", NCL_RAY_TEST_HEAD=self.temp_dir,
+                        **self.client_env())
         self.env.pop("RAY_ADDRESS", None)
         self.env.pop("RAY_AUTH_TOKEN", None)
         cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
@@ -111,7 +129,7 @@ class Head:
         subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120, check=True)
 
     def stop(self) -> None:
-        pids = processes_of(self.temp_dir) | getattr(self, "pids", set())
+        pids = processes_of(self.temp_dir) | getattr(self, "pids", set()) | processes_marked(self.marker)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in alive(pids):
                 try:
@@ -121,6 +139,7 @@ class Head:
             deadline = time.time() + (3 if sig == signal.SIGTERM else 10)  # a test head: no graceful drain needed
             while alive(pids) and time.time() < deadline:
                 time.sleep(0.2)
+            pids |= processes_marked(self.marker)  # started meanwhile (an agent restarting a worker)
             if not alive(pids):
                 break
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -66,3 +66,25 @@ def forged_duration_mkv(path, n=8, side=32, declared_ms=1e10):
     with av.open(str(path)) as c:
         assert c.duration / 1e6 > 1e6, c.duration  # FFmpeg believes the header
     return str(path)
+
+
+def png_bomb_mov(path, side=16000):
+    """One side x side grayscale PNG frame muxed into a MOV without re-encoding: about a megabyte on disk,
+    side * side bytes (256 MB at 16000) once decoded, and FFmpeg decodes one frame to probe it."""
+    import fractions
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, format="PNG")
+    with av.open(str(path), "w", format="mov") as c:
+        s = c.add_stream("png", rate=1)
+        s.width = s.height = side
+        s.pix_fmt = "gray"
+        packet = av.Packet(buf.getvalue())
+        packet.stream, packet.pts, packet.dts = s, 0, 0
+        packet.time_base = s.time_base or fractions.Fraction(1, 1)
+        packet.is_keyframe = True
+        c.mux(packet)
+    return str(path)

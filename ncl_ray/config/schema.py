@@ -217,6 +217,12 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
             if key in cfg and OmegaConf.is_dict(cfg[key]):
                 raise ConfigError(f"command line: '{key}' is a section; set one of its keys, e.g. "
                                   f"{key}.{next(iter(cfg[key]))}=...")
+        for item in overrides:  # one at a time, so a YAML error in a value (a list holding ${...}) names it
+            try:
+                OmegaConf.from_dotlist([item])
+            except Exception as e:
+                raise ConfigError(f"command line: cannot parse {item[:120]!r} ({str(e).splitlines()[0][:120]})") \
+                    from None
         dotlist = OmegaConf.from_dotlist(list(overrides))
         refuse_interpolation(OmegaConf.to_container(dotlist, resolve=False), "command line")
         cfg = _merge(cfg, dotlist, "command line")

@@ -111,6 +111,11 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     check_port_free(host, port)  # before Ray starts: a busy port is one line, not Serve's traceback
     checkpoint = resolve_checkpoint(target)
     cfg = from_dict(load_checkpoint(checkpoint)["config"])
+    from ncl_ray.evaluation.export import read_index
+    from ncl_ray.serve.versions import current, home_of
+
+    if current(home_of(checkpoint)) is not None:  # a version that fails its checks is named before Ray starts
+        read_index(current(home_of(checkpoint)))
     # Ray's C++ failure-signal handler turns SIGTERM into an abort with a stack dump; a service stops cleanly
     # (the setting is read when ray is imported, and passed to the core worker when it connects)
     from ray._private import ray_constants
@@ -127,10 +132,6 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     started = False
     try:
         home = ensure_index(checkpoint, overrides)
-        from ncl_ray.serve.index import resolve_version
-        from ncl_ray.evaluation.export import read_index
-
-        read_index(resolve_version(str(home)))  # a version that fails its checks is named before Serve starts
         serve.start(http_options={"host": host, "port": port})
         started = True
         serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu,

@@ -3,12 +3,9 @@
 page driven by headless Chromium (Playwright)."""
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,59 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from raynodes import alive, free_port, processes_of
+from serving import TOKEN, get, raw
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-
-def get(url, data=None):
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                 headers={"Content-Type": "application/json"} if data is not None else {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read(), r.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(), e.headers.get("Content-Type", "")
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_run):
-    tmp = tmp_path_factory.mktemp("serve")
-    env = dict(os.environ, RAY_TMPDIR=str(tmp_path_factory.mktemp("r")))
-    env.pop("RAY_ADDRESS", None)
-    run = tmp / "runs" / "s"
-    shutil.copytree(tiny_run, run)  # the session's trained run; serving writes its index into the copy
-    port = free_port()
-    start = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "ncl_ray", "serve", str(run), "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        while time.time() - start < 240:
-            try:
-                if get(base + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read()[-3000:])
-            time.sleep(1)
-        else:
-            raise AssertionError("server did not come up")
-        yield {"base": base, "run": run, "tmp": tmp, "env": env, "startup_s": time.time() - start}
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)  # what a service manager sends: a clean stop, not a C++ abort
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in alive(processes_of(env["RAY_TMPDIR"])):
-            os.kill(pid, signal.SIGKILL)
-    out = proc.stdout.read()
-    assert proc.returncode == 0 and "Aborted" not in out and "terminate called" not in out, out[-2000:]
 
 
 def test_search_returns_sorted_results_with_captions(served):
@@ -143,16 +91,6 @@ def test_served_ncl_ranking_equals_the_eval_scorer(served):
     plain = (text[0] @ gallery.T)  # (V,)
     got = [position[h["video_id"]] for h in json.loads(body)]
     assert torch.allclose(plain[got], plain.sort(descending=True).values[:len(got)], atol=1e-5)
-
-
-def raw(url, method="GET", body=b"", **headers):
-    req = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
-                                 headers={k.replace("_", "-"): v for k, v in headers.items()})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read(), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(), dict(e.headers)
 
 
 def test_rebinding_csrf_big_bodies_and_docs_are_refused(served):
@@ -241,7 +179,7 @@ def test_index_add_makes_unseen_videos_searchable(served):
 def _searched(browser, base: str, width: int, height: int, query: str):
     """A page of that size, with the search done and its hits shown."""
     page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(base + "/")
+    page.goto(base + "/#token=" + TOKEN)  # the page sends it with every request
     page.wait_for_selector("input[name=method]")
     page.fill("#q", query)
     page.click("#go")

@@ -140,3 +140,23 @@ def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(se
     assert served_index.methods == ["ncl", "none", "nnn", "is", "csls"]
     with pytest.raises(ValueError, match="not in this index"):
         GalleryIndex(["a"], ["/a.mp4"], emb[:1], np.zeros(1), 0.05, {}, {}).search(emb[:1], 1, "nnn")
+
+
+def test_six_concurrent_rollbacks_each_make_a_version_without_a_traceback(served):
+    """One writer at a time (versions.writer): the six wait for each other and each writes its own version."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt, _, _ = served
+    assert cli(["index", "remove", str(ckpt), "v0"]) == 0  # v0002: something to roll back
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    procs = [subprocess.Popen([sys.executable, "-m", "ncl_ray", "index", "rollback", str(ckpt)], env=env,
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
+    assert not any("Traceback" in e for _, e in outs)
+    home = home_of(str(ckpt))
+    assert current(home).name == "v0008" and len([line for line in changelog(home) if "rollback" in line]) == 6
+    assert not list(home.glob(".v*.tmp-*"))
