@@ -14,7 +14,7 @@ PAGE = """<!doctype html>
  input[type=text]{flex:1 1 20rem;min-width:0;font-size:1.1rem;padding:.4rem}
  #methods label{margin-right:.6rem;white-space:nowrap}
  #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));gap:1rem}
- .hit{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;min-width:0}
+ .hit{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;min-width:0;overflow-wrap:anywhere}
  .hit img,.hit video{width:100%;display:block}
  .hit img{image-rendering:pixelated}
  .meta{font-size:.85rem;color:#555} .err{color:#b00}

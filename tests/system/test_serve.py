@@ -247,8 +247,8 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         video = write_video(str(tmp_path / "xss.mp4"), render("green", "square", "large", "up", "gray",
                                                               num_frames=16, side=64, rng=np.random.default_rng(7)))
         manifest = tmp_path / "xss.jsonl"
-        manifest.write_text(json.dumps({"video_id": "xss-check", "path": video, "caption": hostile,
-                                        "split": "added"}) + "\n")
+        manifest.write_text("".join(json.dumps({"video_id": "xss-check", "path": video, "caption": c,
+                                                "split": "added"}) + "\n" for c in (hostile, "w" * 500)))
         r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(manifest)],
                            cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -262,6 +262,8 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         assert "<img src=x" in shown and "<script>" in shown  # the markup is text
         assert page.title() == "ncl-ray search"  # nothing ran
         assert page.eval_on_selector_all(".hit img[src=x], .hit script", "els => els.length") == 0
+        # a 500-character word wraps inside its card instead of overflowing it
+        assert page.eval_on_selector(".hit[data-video=xss-check]", "e => e.scrollWidth <= e.clientWidth")
         browser.close()
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert narrow.stat().st_size > 10_000

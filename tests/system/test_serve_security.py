@@ -35,6 +35,15 @@ def video(path, color, seed=0, frames=16):
                                          rng=np.random.default_rng(seed)))
 
 
+def record(probe, value):
+    """Figures for bench/RESULTS.md's security table, kept in bench/out/ when that folder exists."""
+    out = ROOT / "bench" / "out"
+    if out.is_dir():
+        f = out / "security_probes.json"
+        data = json.loads(f.read_text()) if f.is_file() else {}
+        f.write_text(json.dumps({**data, probe: value}, indent=1))
+
+
 def rss_mb(pids):
     """{pid: resident MB} of those processes still alive."""
     out = {}
@@ -61,6 +70,8 @@ def test_the_token_guards_every_route_of_the_running_server(served):
     assert status == 200 and b"<html" in page.lower() and TOKEN.encode() not in page
     status, body, _ = raw(base + "/-/healthz", auth=False)  # Ray's proxy's liveness probe: reveals nothing
     assert status == 200 and b"video" not in body and len(body) < 100
+    status, body, _ = raw(base + "/-/routes", auth=False)  # Ray's route table: the app's name and prefix only
+    assert status == 200 and json.loads(body) == {"/": "ncl-ray"}
     # --allow-host: a name the operator allowed, with the token; any other name is refused
     assert raw(base + "/healthz", Host="search.example")[0] == 200
     assert raw(base + "/healthz", Host="evil.example")[0] == 421
@@ -101,7 +112,9 @@ def test_links_forged_durations_and_swapped_files_never_reach_a_response(served,
     assert "added 2 video(s)" in out, out
     assert "outlink: " in err and "symbolic link" in err and "forged" in err and "captions not read" in err
     assert max(peaks.values()) < 1500, peaks
-    served["peak_add_mb"] = max(peaks.values())
+    record("index add beside a forged-duration MKV: largest process (MB)", round(max(peaks.values())))
+    record("index add beside a forged-duration MKV: all its processes at once (MB, upper bound)",
+           round(sum(peaks.values())))
     assert get(served["base"] + "/reload", {})[0] == 200
     status, body, _ = get(f"{served['base']}/search?q={urllib.parse.quote('root x passwd')}&k=100")
     assert status == 200 and b"root:x" not in body and b"secret line" not in body
@@ -150,7 +163,9 @@ def test_two_concurrent_adds_both_land(served, tmp_path):
     a = index_add(served, firsts)
     time.sleep(3)
     b = index_add(served, seconds)
+    started = time.time()
     (out_a, err_a), (out_b, err_b) = a.communicate(timeout=400), b.communicate(timeout=400)
+    record("two concurrent index add runs: seconds until both ended", round(time.time() - started + 3))
     assert a.returncode == 0 and b.returncode == 0, (err_a[-2000:], err_b[-2000:])
     assert "added 2 video(s)" in out_a and "added 2 video(s)" in out_b
     assert "waiting for the index lock" in out_a + out_b  # one of them waited for the other, saying so
