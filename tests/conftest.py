@@ -110,6 +110,16 @@ def ray_local():
     os.environ.pop("RAY_API_SERVER_ADDRESS", None)
 
 
+def _own_helper(pid: int) -> bool:
+    """multiprocessing's resource tracker, a child of this very process that ends when it does."""
+    try:
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid == os.getpid() and b"multiprocessing.resource_tracker" in cmd
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Nothing the session started may outlive it: after every fixture has stopped what it started, the Ray
     instance this process may still hold is shut down, then any process carrying the session's marker after
@@ -124,9 +134,9 @@ def pytest_sessionfinish(session, exitstatus):
     if ray is not None and ray.is_initialized():
         ray.shutdown()
     deadline = time.time() + 30
-    while alive(processes_marked(SESSION_MARKER)) and time.time() < deadline:
+    while {p for p in alive(processes_marked(SESSION_MARKER)) if not _own_helper(p)} and time.time() < deadline:
         time.sleep(0.5)
-    left = alive(processes_marked(SESSION_MARKER))
+    left = {pid for pid in alive(processes_marked(SESSION_MARKER)) if not _own_helper(pid)}
     if not left:
         return
     names = []

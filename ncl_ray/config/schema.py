@@ -263,6 +263,8 @@ def finalize(cfg: DictConfig) -> DictConfig:
         if cfg.train.resume:
             raise ConfigError("'train.resume=true' needs 'run.name' of the run to continue")
         cfg.run.name = time.strftime("ncl-%Y%m%d-%H%M%S")
+    if cfg.run.storage_path.startswith("file://"):
+        cfg.run.storage_path = cfg.run.storage_path[len("file://"):]
     if "://" not in cfg.run.storage_path:
         cfg.run.storage_path = os.path.abspath(cfg.run.storage_path)  # Ray wants absolute paths
     return cfg

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 
+from ncl_ray.runtime import storage
+
 STATE = "state.pt"
 MARKER = "complete.json"
 REQUIRED = ("model", "loss", "epoch", "step", "config")
@@ -65,6 +67,8 @@ def load_checkpoint(directory: str) -> Dict[str, Any]:
         CheckpointError: missing, empty, truncated, not a torch file, or holding anything but plain data
             (a pickle that would call a function is refused and nothing in it runs).
     """
+    if storage.is_uri(directory):  # a checkpoint on object storage: its local copy (fetched once)
+        directory = resolve_checkpoint(directory)
     path = Path(directory) / STATE
     if not path.is_file():
         raise CheckpointError(f"not a ncl-ray checkpoint (no {STATE}): {directory}")
@@ -119,8 +123,12 @@ def load_model_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor],
 def resolve_checkpoint(path: str) -> str:
     """A checkpoint folder, or a run folder (its final checkpoint from results.json, else the newest). The
     checkpoint results.json names is looked up by its name inside this folder, so a copied or moved run folder
-    resolves to its own checkpoint, never to the one it was copied from."""
-    p = Path(path).resolve()
+    resolves to its own checkpoint, never to the one it was copied from. A URI (s3://, gs://) resolves the same
+    way on object storage and returns the local copy of that checkpoint (storage.fetch: made once, reused while
+    unchanged)."""
+    if storage.is_uri(path):
+        return _fetch_checkpoint(path)
+    p = Path(storage.local_path(path)).resolve()
     if (p / "state.pt").is_file():
         return str(p)
     if (p / "results.json").is_file():
@@ -131,6 +139,26 @@ def resolve_checkpoint(path: str) -> str:
     if found:
         return str(found[-1].parent)
     raise FileNotFoundError(f"no ncl-ray checkpoint in {path} (expected state.pt, or a run folder)")
+
+
+def _fetch_checkpoint(uri: str) -> str:
+    """The local copy of the checkpoint a URI names: itself, the one its results.json names, or its newest."""
+    uri = uri.rstrip("/")
+    try:
+        names = {f.split("/")[0] for f, _, _ in storage.listing(uri)}
+    except OSError as e:
+        raise FileNotFoundError(f"{uri}: cannot be read ({str(e).splitlines()[0][:200]})") from None
+    if STATE in names:
+        return storage.fetch(uri)
+    if "results.json" in names:
+        ckpt = json.loads(storage.read_text(storage.join(uri, "results.json"))).get("checkpoint") or ""
+        name = ckpt.rstrip("/").rsplit("/", 1)[-1]
+        if name in names:
+            return storage.fetch(storage.join(uri, name))
+    found = sorted(n for n in names if n.startswith("checkpoint_"))
+    if found:
+        return storage.fetch(storage.join(uri, found[-1]))
+    raise FileNotFoundError(f"no ncl-ray checkpoint in {uri} (expected state.pt, or a run folder)")
 
 
 def load_model(checkpoint: str, state: Optional[Dict[str, Any]] = None):

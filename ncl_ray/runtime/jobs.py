@@ -15,6 +15,7 @@ follows the job's logs until it ends and exits 0 only if it SUCCEEDED.
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -105,8 +106,8 @@ def use_token(token_file: Optional[str]) -> bool:
 
 
 def _auth_error(e: Exception, address: str) -> Optional[JobsError]:
-    text = str(e)
-    if "401" in text or "Authentication required" in text:
+    text = str(e).replace(address, "")  # a port such as 44019 holds "401": only the status counts
+    if re.search(r"\b401\b", text) or "Authentication required" in text:
         return JobsError(f"the cluster at {address} requires Ray's token: pass --token-file PATH (a copy of the "
                          f"head's ~/.ray/auth_token) or set RAY_AUTH_TOKEN")
     if "403" in text or "Authentication failed" in text:

@@ -6,6 +6,11 @@
 
 A run that never wrote a checkpoint (killed early) may be started again under its name. Resuming compares
 the stored config with the new one and refuses model or data changes unless `train.resume_force=true`.
+
+With `run.storage_path` on object storage (s3://, gs://) the run lives at the URI `storage_path/name`: Ray Train
+writes its checkpoints there itself, and what ncl-ray writes (config, best/, TensorBoard, results, logs) goes to a
+local scratch folder that is mirrored to the URI (`publish`) and removed at the end; nothing is written under
+a local `runs/`.
 """
 
 import logging
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ncl_ray.config.schema import ConfigError, save_config, to_dict
+from ncl_ray.runtime import storage
 
 log = logging.getLogger(__name__)
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of registered checkpoints
@@ -25,6 +31,60 @@ HARMLESS = ("data.decode_threads", "data.decode_concurrency", "data.in_memory", 
 
 def run_dir_of(cfg) -> Path:
     return Path(cfg.run.storage_path) / cfg.run.name
+
+
+def run_uri_of(cfg) -> str:
+    """The run's URI when it lives on object storage, else ""."""
+    return storage.join(cfg.run.storage_path, cfg.run.name) if storage.is_uri(cfg.run.storage_path) else ""
+
+
+def publish(run_dir: Path, run_uri: str, only: Optional[List[str]] = None) -> None:
+    """Mirror the scratch folder (or its entries named in `only`) to the run's URI; nothing without a URI."""
+    if not run_uri:
+        return
+    for name in only or [p.name for p in run_dir.iterdir()]:
+        p = run_dir / name
+        if name.endswith((".tmp", ".old")):
+            continue
+        if p.is_dir():
+            storage.upload(str(p), storage.join(run_uri, name))
+        elif p.is_file():
+            storage.write_text(storage.join(run_uri, name), p.read_text())
+
+
+def pull_best(run_dir: Path, run_uri: str) -> None:
+    """On a node that has no copy of the run yet (a worker restarted elsewhere): its scratch folder, holding the
+    run's best checkpoint so far when there is one."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_uri and not (run_dir / BEST).is_dir() and storage.exists(storage.join(run_uri, BEST)):
+        storage.download(storage.join(run_uri, BEST), str(run_dir / BEST))
+
+
+def _open_remote_run(cfg, config_name: str, kind: str) -> Path:
+    """The scratch folder of a run that lives at run_uri_of(cfg), after the same checks as a local one."""
+    import tempfile
+
+    storage.check_reachable(cfg.run.storage_path, "run.storage_path")  # before Ray: one line naming the URI
+    uri = run_uri_of(cfg)
+    stored = storage.join(uri, config_name)
+    scratch = Path(tempfile.mkdtemp(prefix=f"ncl-ray-{cfg.run.name[:40]}-"))
+    if cfg.train.resume:
+        if not storage.exists(stored):
+            raise ConfigError(f"train.resume=true: no {kind} named '{cfg.run.name}' in {cfg.run.storage_path}")
+        (scratch / "stored.yaml").write_text(storage.read_text(stored))
+        check_resume_compatible(cfg, scratch / "stored.yaml")
+        (scratch / "stored.yaml").unlink()
+        if storage.exists(storage.join(uri, BEST)):  # the best epoch so far, which the workers compare against
+            storage.download(storage.join(uri, BEST), str(scratch / BEST))
+    elif storage.exists(stored):
+        names = {f.split("/")[0] for f, _, _ in storage.listing(uri)}
+        if "results.json" in names or "trials" in names or any(n.startswith("checkpoint_") for n in names):
+            raise ConfigError(f"{kind} '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
+                              f"train.resume=true to continue it, or choose another run.name")
+        log.info("%s '%s' never wrote a checkpoint: starting it again", kind, cfg.run.name)
+    save_config(cfg, str(scratch / config_name))
+    publish(scratch, uri, [config_name])
+    return scratch
 
 
 def check_writable(storage_path: str) -> None:
@@ -86,9 +146,8 @@ def _has_results(run_dir: Path) -> bool:
 def open_run_dir(cfg, config_name: str = "config.yaml", kind: str = "run") -> Path:
     """storage_path/name for a new run (or the run to resume); saves the config. Call it after every input
     is validated, so that a bad input leaves no folder behind."""
-    if "://" in cfg.run.storage_path:
-        raise ConfigError("run.storage_path: the CLI's summary files need a mounted path (NFS, FUSE); "
-                          "point it at the shared mount")
+    if storage.is_uri(cfg.run.storage_path):
+        return _open_remote_run(cfg, config_name, kind)
     check_writable(cfg.run.storage_path)
     run_dir = run_dir_of(cfg)
     stored = run_dir / config_name

@@ -10,6 +10,7 @@ from typing import Dict
 
 from ncl_ray.config.rules import decode_site
 from ncl_ray.config.schema import ConfigError, to_dict
+from ncl_ray.runtime.runs import run_uri_of
 
 log = logging.getLogger("ncl_ray.train.inputs")
 SMALL_TEST = 100  # fewer test videos than this: R@1 moves by >= 1 point per video
@@ -130,7 +131,7 @@ def prepare_data(cfg, run_dir: Path, entries=None):
                 for name, split in splits if not (name == "train" and store is not None)}
     if mode == "true":  # decoded splits stay in the object store: later epochs skip the Parquet read
         datasets = {k: v.materialize() for k, v in datasets.items()}
-    meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train,
+    meta = {"run_dir": str(run_dir), "run_uri": run_uri_of(cfg), "steps_per_epoch": steps, "train_videos": n_train,
             "skipped_videos": len(cache.skipped), "in_memory": mode, "decode_on": site,
             "frame_shape": [cache.num_frames, cache.size, cache.size, 3]}
     if store is not None:
@@ -174,5 +175,6 @@ def _streaming_data(cfg, run_dir: Path, entries):
     log.info("streaming: decoding %d videos every epoch%s (no clip cache)", len(entries),
              " with temporal jitter" if d.jitter else "")
     cache = ClipCache("(streaming)", d.num_frames, d.frame_size, len(entries), [], "streaming")
-    meta = {"run_dir": str(run_dir), "steps_per_epoch": steps, "train_videos": n_train, "skipped_videos": 0}
+    meta = {"run_dir": str(run_dir), "run_uri": run_uri_of(cfg), "steps_per_epoch": steps, "train_videos": n_train,
+            "skipped_videos": 0}
     return datasets, meta, cache

@@ -25,7 +25,7 @@ from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.model.compile import compile_mode, compile_model
 from ncl_ray.train.builders import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
 from ncl_ray.train.profiling import Clock, allreduce_seconds
-from ncl_ray.runtime.runs import BEST, best_info, restore_source, save_best
+from ncl_ray.runtime.runs import BEST, best_info, publish, pull_best, restore_source, save_best
 from ncl_ray.train.threads import set_worker_threads
 from ncl_ray.train.transfer import Ahead, worker_decoder
 from ncl_ray.ui.tracking import MetricLogger
@@ -129,7 +129,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
     cfg, meta = from_dict(config["cfg"]), config["meta"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    run_dir = Path(meta["run_dir"])
+    run_dir, run_uri = Path(meta["run_dir"]), meta.get("run_uri", "")
+    if run_uri and rank == 0:  # object storage: this node's scratch, with the best epoch so far from the run
+        pull_best(run_dir, run_uri)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     device = ray.train.torch.get_device()
     threads = set_worker_threads(cfg, ctx.get_local_world_size(), meta.get("in_memory", "true"))
@@ -269,6 +271,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
             if last:  # the test table as text, headline metrics and settings in HParams: not one chart per number
                 tb.log_final(metrics, cfg, list(cfg.eval.methods), served_method(cfg), step)
             tb.flush()
+            publish(run_dir, run_uri, [BEST, "tensorboard", "restores.jsonl"])  # a crash loses one epoch at most
             log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch, step, metrics["train/epoch_loss"],
                      metrics["train/clips_per_s"],
                      f" val t2v R@1 {metrics['val/served/t2v_R@1']:.1f}" if "val/served/t2v_R@1" in metrics else "")
