@@ -4,6 +4,7 @@
 an unreachable endpoint is one line naming the URI, before Ray starts."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -76,6 +77,16 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     again = cli(["eval", f"s3://{bucket}/runs/s3run", f"data.root={builtin_data}/syn",
                  f"data.cache_dir={builtin_data}/cache", "eval.methods=[none]"], env, other)
     assert again.returncode == 0 and list((tmp_path / "fetch-cache" / "fetched").iterdir()) == fetched
+    # resumed by name from the bucket, in yet another folder: Ray Train restores its checkpoint from there
+    resumed = cli(["train", str(ROOT / "conf" / "default.yaml"), *TINY, f"data.root={builtin_data}/syn",
+                   f"data.cache_dir={builtin_data}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=s3run",
+                   "train.epochs=3", "train.eval_every_epochs=1", "train.resume=true"], env, other)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    restores = [json.loads(line) for line in s3.client().get_object(
+        Bucket=bucket, Key="runs/s3run/restores.jsonl")["Body"].read().decode().splitlines()]
+    assert [r["epoch"] for r in restores] == [1]  # continued after the second epoch, its queue restored
+    assert restores[0]["queue_filled"] > 0
+    assert sorted(p.name for p in other.iterdir()) == []
 
 
 @pytest.mark.parametrize("case", ["no bucket", "no endpoint"])
