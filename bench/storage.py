@@ -1,11 +1,11 @@
 """`python -m bench.storage`: what a run on object storage costs, against a local folder, side by side in one run.
 
 A checkpoint folder of the size given (a real `state.pt` of random tensors: the model, two query queues and the
-optimizer's moments) is written to and read back from (a) a local folder and (b) an S3 server on loopback
-(moto's standalone server, in memory) through runtime/storage.py, the path every run on a URI takes. Loopback
-moto shows the client-side cost (pyarrow's S3 client, multipart uploads, listing), not a cloud's bandwidth or
-latency: on a real bucket add the network. Per epoch a run on a URI publishes `best/` (when the epoch is better),
-TensorBoard and a line of restores, and Ray Train uploads its checkpoint: the rows below count those bytes.
+optimizer's moments) is written to and read back from (a) a local folder and (b) an S3 server on loopback (moto's
+standalone server in its own process, in memory) through runtime/storage.py, the path every run on a URI takes.
+Loopback moto shows the client-side cost plus moto's own (a Python server), not a cloud's bandwidth or latency.
+Per epoch a run on a URI uploads Ray Train's checkpoint, and `best/` when the epoch is better, plus TensorBoard
+events and a line of restores (a few kB).
 
     python -m bench.storage [--mb 150 --repeat 3]
 """
@@ -42,17 +42,25 @@ def main():
     ap.add_argument("--mb", type=int, default=150, help="checkpoint size (ViT-B/32 weights are about 600 MB in fp32)")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    from moto.server import ThreadedMotoServer
+    import socket
+    import subprocess
+    import sys
 
     from ncl_ray.runtime import storage
-
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    # its own process: in this one, the server's Python threads and the client's would share one GIL
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
     os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
                        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_EC2_METADATA_DISABLED": "true"})
@@ -74,7 +82,8 @@ def main():
         reachable = timed(storage.check_reachable, "s3://bench/runs", "run.storage_path")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
     print(f"checkpoint folder: {size / 2**20:.0f} MiB, best of {args.repeat}")
     print(f"{'where':<22}{'write s':>9}{'MiB/s':>9}{'read s':>9}{'MiB/s':>9}")
     out = {"mib": size / 2**20, "check_reachable_s": reachable}
