@@ -18,6 +18,7 @@ from raynodes import alive, free_port, processes_marked, processes_of
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = secrets.token_urlsafe(24)  # what the served fixture's server requires (from a --token-file)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HOST = "127.0.0.2"
 
 
 def get(url, data=None):
@@ -43,11 +44,13 @@ def start_server(tmp_path_factory, tiny_run):
     token_file = tmp / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    proc = subprocess.Popen([sys.executable, "-m", "ncl_ray", "serve", str(run), "--port", str(port),
+    # 127.0.0.2: a loopback address that is not a loopback *name*, so the server takes the path it takes on a
+    # public interface (token required, Ray Serve's proxy behind serve/front.py), without leaving this machine
+    proc = subprocess.Popen([sys.executable, "-m", "ncl_ray", "serve", str(run), "--host", HOST, "--port", str(port),
                              "--token-file", str(token_file), "--allow-host", "search.example"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{HOST}:{port}"
     try:
         while time.time() - start < 240:
             try:
@@ -60,7 +63,7 @@ def start_server(tmp_path_factory, tiny_run):
             time.sleep(1)
         else:
             raise AssertionError("server did not come up")
-        yield {"base": base, "run": run, "tmp": tmp, "env": env, "startup_s": time.time() - start}
+        yield {"base": base, "run": run, "tmp": tmp, "env": env, "startup_s": time.time() - start, "pid": proc.pid}
     finally:
         os.kill(proc.pid, signal.SIGTERM)  # what a service manager sends: a clean stop, not a C++ abort
         try:
@@ -79,8 +82,8 @@ def raw(url, method="GET", body=b"", auth=True, **headers):
                                                                        for k, v in headers.items()}})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read(), dict(r.headers)
+            return r.status, r.read(), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, e.read(), dict(e.headers)
+        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
 
 

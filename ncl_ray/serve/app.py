@@ -26,14 +26,13 @@ from ray import serve
 
 from ncl_ray.serve.deployments import Gallery, TextEncoder
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed, parse_range, read_span
-from ncl_ray.serve.guard import LOOPBACK_HOSTS, check_request
+from ncl_ray.serve.guard import LOOPBACK_HOSTS, SINGLE_HEADERS, check_request
 from ncl_ray.serve.index import METHODS
 from ncl_ray.serve.page import CSP, PAGE
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100
 MAX_QUERIES = 64
-SINGLE_HEADERS = ("host", "authorization", "content-type", "content-length")  # twice = ambiguous: refused
 
 
 class FiniteJSONResponse(JSONResponse):
@@ -61,7 +60,7 @@ async def _guard(request: Request, call_next):
     """Every request, every path. The settings are the replica's own (`Api.__serve_build_asgi_app__` puts
     them on the running app's state); without them nothing is served (fail closed)."""
     guard = getattr(request.app.state, "guard", None)
-    twice = [h for h in SINGLE_HEADERS if len(request.headers.getlist(h)) > 1]
+    twice = [h for h in SINGLE_HEADERS if len(request.headers.getlist(h)) > 1]  # guard.repeated_header
     headers = {k.lower(): v for k, v in request.headers.items()}
     if guard is None:
         problem = (503, "server", "the request guard is not configured")

@@ -18,6 +18,7 @@ from typing import Dict, Iterable, Optional, Set, Tuple
 MAX_BODY_BYTES = 64 * 1024  # 64 queries of 500 characters fit several times over
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
+SINGLE_HEADERS = ("host", "authorization", "content-type", "content-length")  # twice = ambiguous: refused
 OPEN_PATHS = frozenset({"/"})  # served without the token: the page's HTML holds no data
 VIDEO_ID = re.compile(r"[\w][\w .,()+\-]{0,127}")  # letters, digits, and a few separators; no quotes or tags
 
@@ -69,3 +70,9 @@ def check_request(method: str, path: str, headers: Dict[str, str], hosts: Set[st
 def needs_token(bind_host: str) -> bool:
     """A service listening beyond loopback must be started with a token."""
     return bind_host not in LOOPBACK_BINDS
+
+
+def repeated_header(names) -> Optional[str]:
+    """The first of SINGLE_HEADERS that `names` (a request's header names, repeats kept) holds more than once."""
+    low = [n.lower() for n in names]
+    return next((h for h in SINGLE_HEADERS if low.count(h) > 1), None)

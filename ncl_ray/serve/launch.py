@@ -83,6 +83,15 @@ def resolve_token(token: str, token_file: str) -> str:
     return token
 
 
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1 (for Ray Serve's proxy behind the front)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str], token: str = "",
               allow_hosts: Sequence[str] = (), token_file: str = "") -> int:
     """Serve a run's index. Beyond loopback a token is required (--token-file, $NCL_RAY_SERVE_TOKEN or --token),
@@ -129,19 +138,29 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own (sys.exit(15))
-    started = False
+    started, front = False, None
     try:
         home = ensure_index(checkpoint, overrides)
-        serve.start(http_options={"host": host, "port": port})
+        # beyond loopback, Ray Serve's proxy stays on 127.0.0.1 behind front.py, which hides the proxy's own
+        # /-/routes (Ray answers it outside any application, so outside the guard)
+        public = needs_token(host)
+        internal = free_port() if public else port
+        serve.start(http_options={"host": "127.0.0.1" if public else host, "port": internal})
         started = True
         serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu,
                             hosts=sorted(allowed_hosts(host, allow_hosts)), token=token),
                   name="ncl-ray", route_prefix="/", blocking=False)
+        if public:
+            from ncl_ray.serve.front import Front
+
+            front = Front(host, port, internal)
         print(f"serving {home} on http://{host}:{port}/  (search page at /, API: /search?q=...&k=10&method="
               f"ncl|none, /healthz, POST /reload); Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        if front is not None:
+            front.stop()
         if started:
             serve.shutdown()
     return 0

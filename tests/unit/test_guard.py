@@ -131,3 +131,11 @@ def test_folders_fifos_and_missing_files_are_named_for_what_they_are(tmp_path):
                          (tmp_path / "none.mp4", "file not found")):
         with pytest.raises(DecodeError, match=reason):
             decode_frames(str(path), 4, 32)
+
+
+def test_a_header_that_must_be_single_is_named_when_repeated():
+    from ncl_ray.serve.guard import repeated_header
+
+    assert repeated_header(["Host", "Accept", "accept"]) is None
+    assert repeated_header(["Host", "Authorization", "HOST"]) == "host"
+    assert repeated_header(["content-length", "Content-Length"]) == "content-length"
