@@ -74,9 +74,11 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
         [row for row in trained if row.split("|")[0].strip() in ("none", "ncl")], (trained, evaluated)
     fetched = list((tmp_path / "fetch-cache" / "fetched").iterdir())
     assert len(fetched) == 1  # one local copy, keyed by the URI and its files
-    again = cli(["eval", f"s3://{bucket}/runs/s3run", f"data.root={builtin_data}/syn",
-                 f"data.cache_dir={builtin_data}/cache", "eval.methods=[none]"], env, other)
-    assert again.returncode == 0 and list((tmp_path / "fetch-cache" / "fetched").iterdir()) == fetched
+    again = subprocess.run([sys.executable, "-c", "import sys; from ncl_ray.runtime.checkpoint import "
+                            "resolve_checkpoint; print(resolve_checkpoint(sys.argv[1]))", f"s3://{bucket}/runs/s3run"],
+                           cwd=other, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip().startswith(str(fetched[0]))  # not fetched again
+    assert list((tmp_path / "fetch-cache" / "fetched").iterdir()) == fetched
     # resumed by name from the bucket, in yet another folder: Ray Train restores its checkpoint from there
     resumed = cli(["train", str(ROOT / "conf" / "default.yaml"), *TINY, f"data.root={builtin_data}/syn",
                    f"data.cache_dir={builtin_data}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=s3run",

@@ -230,4 +230,4 @@ def test_the_public_port_is_the_front_and_ray_serve_stays_on_loopback(served):
     ray_http = [(addr, p) for _, addr, p in listening(descendants(served["pid"]) - {served["pid"]})
                 if (addr, p) != (HOST, port)]
     proxies = [(addr, p) for addr, p in ray_http if addr not in ("0.0.0.0", "::")]
-    assert proxies and all(addr in ("127.0.0.1", "::1") for addr, _ in proxies), ray_http
+    assert proxies and all(addr in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for addr, _ in proxies), ray_http
