@@ -14,4 +14,9 @@ def register(sub) -> None:
 def main(args) -> int:
     from ncl_ray.train.import_clip4clip import import_checkpoint
 
+    from ncl_ray.runtime.storage import is_uri
+
+    if is_uri(args.out):  # not a local folder named "s3:" by accident
+        raise ValueError(f"--out {args.out}: import writes a local checkpoint folder; upload it afterwards "
+                         f"(e.g. aws s3 sync DIR {args.out})")
     return import_checkpoint(args.kind, args.file, args.out, args.config, args.overrides)
