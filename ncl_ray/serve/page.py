@@ -121,14 +121,17 @@ function hit(h, i) {
   box.append(button);
   return box;
 }
+let latest = 0;  // a search answered after a newer one was started is dropped, not drawn over it
 async function search(ev) {
   if (ev) ev.preventDefault();
+  const mine = ++latest;
   const m = method();
   const url = `/search?q=${encodeURIComponent($('q').value)}&k=${encodeURIComponent($('k').value)}` +
               `&method=${encodeURIComponent(m)}`;
   $('status').textContent = 'searching...';
   const r = await get(url);
   const body = await r.json();
+  if (mine !== latest) return;
   if (!r.ok) { $('status').replaceChildren(el('span', 'err', `${body.field}: ${body.error}`));
                $('grid').replaceChildren(); return; }
   const outside = body.length && body[0].query_outside;
