@@ -49,7 +49,7 @@ def publish(run_dir: Path, run_uri: str, only: Optional[List[str]] = None) -> No
         if p.is_dir():
             storage.upload(str(p), storage.join(run_uri, name))
         elif p.is_file():
-            storage.write_text(storage.join(run_uri, name), p.read_text())
+            storage.write_bytes(storage.join(run_uri, name), p.read_bytes())
 
 
 def pull_best(run_dir: Path, run_uri: str) -> None:
@@ -71,11 +71,8 @@ def _open_remote_run(cfg, config_name: str, kind: str) -> Path:
     if cfg.train.resume:
         if not storage.exists(stored):
             raise ConfigError(f"train.resume=true: no {kind} named '{cfg.run.name}' in {cfg.run.storage_path}")
-        (scratch / "stored.yaml").write_text(storage.read_text(stored))
-        check_resume_compatible(cfg, scratch / "stored.yaml")
-        (scratch / "stored.yaml").unlink()
-        if storage.exists(storage.join(uri, BEST)):  # the best epoch so far, which the workers compare against
-            storage.download(storage.join(uri, BEST), str(scratch / BEST))
+        check_resume_compatible(cfg, storage.read_text(stored), stored)
+        pull_best(scratch, uri)  # the best epoch so far, which the workers compare against
     elif storage.exists(stored):
         names = {f.split("/")[0] for f, _, _ in storage.listing(uri)}
         if "results.json" in names or "trials" in names or any(n.startswith("checkpoint_") for n in names):
@@ -154,7 +151,7 @@ def open_run_dir(cfg, config_name: str = "config.yaml", kind: str = "run") -> Pa
     if cfg.train.resume:
         if not stored.exists():
             raise ConfigError(f"train.resume=true: no {kind} named '{cfg.run.name}' in {cfg.run.storage_path}")
-        check_resume_compatible(cfg, stored)
+        check_resume_compatible(cfg, stored.read_text(), str(stored))
     elif stored.exists():
         if _has_results(run_dir):
             raise ConfigError(f"{kind} '{cfg.run.name}' already exists in {cfg.run.storage_path}: pass "
@@ -166,13 +163,14 @@ def open_run_dir(cfg, config_name: str = "config.yaml", kind: str = "run") -> Pa
     return run_dir
 
 
-def check_resume_compatible(cfg, stored: Path) -> None:
-    """Refuse to resume with other model or data settings (say which), unless train.resume_force."""
+def check_resume_compatible(cfg, stored_yaml: str, stored: str) -> None:
+    """Refuse to resume with other model or data settings (say which) than the run's stored config (its YAML
+    text, read from `stored`), unless train.resume_force."""
     import yaml
 
     from ncl_ray.runtime.checkpoint import config_differences
 
-    old = yaml.safe_load(stored.read_text()) or {}
+    old = yaml.safe_load(stored_yaml) or {}
     diffs = [d for d in config_differences(old, to_dict(cfg), ["model", "data", "ncl"])
              if not d.startswith(HARMLESS)]
     if diffs and not cfg.train.resume_force:

@@ -101,10 +101,10 @@ def read_text(uri: str) -> str:
         return f.read().decode()
 
 
-def write_text(uri: str, text: str) -> None:
+def write_bytes(uri: str, data: bytes) -> None:
     fs, path = filesystem(uri)
     with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+        f.write(data)
 
 
 def listing(uri: str) -> List[Tuple[str, int, int]]:

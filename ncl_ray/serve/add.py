@@ -247,9 +247,9 @@ def _add_locked(checkpoint, state, home, entries, refused, inputs, replace, wind
 
     old = GalleryIndex.load(str(home))
     fresh, prints, notes = _plan(entries, old, replace)
-    notes = refused + notes
-    for note in notes[len(refused):]:
+    for note in notes:
         log.warning("skipped %s", note)
+    notes = refused + notes
     if not fresh:
         print(f"nothing to add to {home}: {len(notes)} video(s) skipped")
         return 0

@@ -26,7 +26,7 @@ from ray import serve
 
 from ncl_ray.serve.deployments import Gallery, TextEncoder
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed, parse_range, read_span
-from ncl_ray.serve.guard import LOOPBACK_HOSTS, SINGLE_HEADERS, check_request
+from ncl_ray.serve.guard import LOOPBACK_HOSTS, check_request, repeated_header
 from ncl_ray.serve.index import METHODS
 from ncl_ray.serve.page import CSP, PAGE
 
@@ -60,12 +60,12 @@ async def _guard(request: Request, call_next):
     """Every request, every path. The settings are the replica's own (`Api.__serve_build_asgi_app__` puts
     them on the running app's state); without them nothing is served (fail closed)."""
     guard = getattr(request.app.state, "guard", None)
-    twice = [h for h in SINGLE_HEADERS if len(request.headers.getlist(h)) > 1]  # guard.repeated_header
+    twice = repeated_header(request.headers.keys())  # keys() keeps repeats
     headers = {k.lower(): v for k, v in request.headers.items()}
     if guard is None:
         problem = (503, "server", "the request guard is not configured")
     elif twice:
-        problem = (400, twice[0], f"the {twice[0]} header is given more than once")
+        problem = (400, twice, f"the {twice} header is given more than once")
     else:
         problem = check_request(request.method, request.url.path, headers, guard["hosts"], guard["token"])
     response = _error(*problem) if problem else await call_next(request)

@@ -68,7 +68,7 @@ class Front:
 
         if request.path.startswith("/-/") and request.path != LIVENESS:
             return web.json_response({"error": "no such page", "field": "path"}, status=404)
-        twice = repeated_header(request.raw_headers[i][0].decode("latin-1") for i in range(len(request.raw_headers)))
+        twice = repeated_header(name.decode("latin-1") for name, _ in request.raw_headers)
         if twice:  # forwarding would merge them: refused here, as the guard refuses them
             return web.json_response({"error": f"the {twice} header is given more than once", "field": twice},
                                      status=400)

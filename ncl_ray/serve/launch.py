@@ -123,8 +123,9 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     from ncl_ray.evaluation.export import read_index
     from ncl_ray.serve.versions import current, home_of
 
-    if current(home_of(checkpoint)) is not None:  # a version that fails its checks is named before Ray starts
-        read_index(current(home_of(checkpoint)))
+    live = current(home_of(checkpoint))
+    if live is not None:  # a version that fails its checks is named before Ray starts
+        read_index(live)
     # Ray's C++ failure-signal handler turns SIGTERM into an abort with a stack dump; a service stops cleanly
     # (the setting is read when ray is imported, and passed to the core worker when it connects)
     from ray._private import ray_constants

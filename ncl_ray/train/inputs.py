@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from ncl_ray.config.rules import decode_site
 from ncl_ray.config.schema import ConfigError, to_dict
+from ncl_ray.runtime import storage
 from ncl_ray.runtime.runs import run_uri_of
 
 log = logging.getLogger("ncl_ray.train.inputs")
@@ -25,8 +26,6 @@ def open_run(cfg, config_name: str = "config.yaml", kind: str = "run"):
     from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.runtime.runs import open_run_dir, remove_orphan_checkpoints
     from ncl_ray.ui.console import attach_run_log
-
-    from ncl_ray.runtime import storage
 
     if kind != "run" and storage.is_uri(cfg.run.storage_path):  # its trials' folders are not mirrored yet
         raise ConfigError(f"run.storage_path={cfg.run.storage_path}: a {kind} keeps its trials on a mounted path "
@@ -44,7 +43,6 @@ def check_inputs(cfg):
     """Everything that can be checked before Ray starts: the manifest (read and grouped), split sizes against
     the global batch, and a `train.resume_from` checkpoint against this config's model. Returns the entries."""
     from ncl_ray.data.pipeline import load_entries
-    from ncl_ray.runtime import storage
 
     d, t = cfg.data, cfg.train
     for key in ("data.cache_dir", "data.root", "data.manifest"):  # not a local folder named "s3:" by accident

@@ -69,7 +69,7 @@ def _run(cfg, run_dir, run_uri: str, entries, started: float) -> int:
     n_val = len(split_videos(cache, entries, cfg.data.val_split))
     home = run_uri or str(run_dir)  # where the run is, for the user
     if best is not None:  # the validation gallery differs from the test one: its R@1 is on another scale
-        tested = storage.join(home, BEST) if run_uri else str(run_dir / BEST)
+        tested = storage.join(home, BEST)
         why = (f"best validation epoch {best['epoch'] + 1} of {cfg.train.epochs}: {best['metric']} = "
                f"{best['score']:.2f} on the '{cfg.data.val_split}' gallery of {n_val} videos")
     else:
@@ -83,7 +83,7 @@ def _run(cfg, run_dir, run_uri: str, entries, started: float) -> int:
                "decoded_videos": cache.decoded, "metrics": metrics}
     results = run_dir / "results.json"
     results.write_text(json.dumps(summary, indent=2))
-    shown = storage.join(run_uri, "results.json") if run_uri else str(results)
+    shown = storage.join(home, "results.json")
     print()
     print(report(cfg.run.name, metrics, list(cfg.eval.methods), split=cfg.data.test_split, bank=cfg.eval.bank,
                  n_iters=cfg.ncl.n_iters, queue=cfg.ncl.queue_size, n_videos=n_test, tested=tested, why=why,

@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -246,6 +246,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
         last = epoch == cfg.train.epochs - 1
         every = cfg.train.eval_every_epochs
         if rank == 0:
+            changed: List[str] = []  # best/ when this epoch replaced it: uploaded only then
             if last or (every > 0 and (epoch + 1) % every == 0):
                 post(phase="evaluating val")
                 metrics.update(_evaluate(model, loss_fn, ray.train.get_dataset_shard("val"), cfg, device,
@@ -258,7 +259,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
                 better = best is None or (score < best["score"] if lower_is_better else score > best["score"])
                 if cfg.train.keep_best and score is not None and better:
                     save_best(run_dir, unwrap(model), loss_fn, epoch, step, config["cfg"], selector, score)
-                    best = best_info(run_dir)
+                    best, changed = best_info(run_dir), [BEST]
             if last:
                 post(phase="evaluating test")
                 test_model, test_loss = model, loss_fn
@@ -271,7 +272,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
             if last:  # the test table as text, headline metrics and settings in HParams: not one chart per number
                 tb.log_final(metrics, cfg, list(cfg.eval.methods), served_method(cfg), step)
             tb.flush()
-            publish(run_dir, run_uri, [BEST, "tensorboard", "restores.jsonl"])  # a crash loses one epoch at most
+            publish(run_dir, run_uri, [*changed, "tensorboard", "restores.jsonl"])  # a crash loses one epoch at most
             log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch, step, metrics["train/epoch_loss"],
                      metrics["train/clips_per_s"],
                      f" val t2v R@1 {metrics['val/served/t2v_R@1']:.1f}" if "val/served/t2v_R@1" in metrics else "")
