@@ -223,7 +223,9 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         moment = page.inner_text(".hit[data-video=mylong] .moment")
         assert moment.count(":") == 2 and "-" in moment
         page.click(".hit[data-video=mylong] button.play")
-        page.wait_for_selector(".hit[data-video=mylong] video")
+        # with a token the player first fetches the file, queued behind the page's thumbnail fetches (a browser
+        # opens 6 connections per host; each new thumbnail is decoded on the server): slow on a loaded machine
+        page.wait_for_selector(".hit[data-video=mylong] video", timeout=120_000)
         src = page.get_attribute(".hit[data-video=mylong] video", "src")
         assert src.startswith("blob:")  # the server wants a token, which a <video> cannot send: fetched with it
         # a phone's width: one column, nothing wider than the screen
