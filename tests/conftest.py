@@ -95,6 +95,16 @@ def tiny_run(builtin_data, tmp_path_factory):
     return runs / "tiny"
 
 
+@pytest.fixture(scope="session")
+def s3():
+    """One S3-compatible server on loopback for the whole session (tests/s3.py), with authentication on."""
+    from s3 import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A real local Ray instance shared by a module's tests (4 logical CPUs on 2 cores: Train workers take

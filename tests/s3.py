@@ -20,9 +20,29 @@ class S3Server:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.env: Dict[str, str] = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "ncl-ray-test",
-                                    "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16), "AWS_DEFAULT_REGION": "us-east-1",
+        key, secret = self._user_with_s3_access()
+        self.env: Dict[str, str] = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": key,
+                                    "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
                                     "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def _user_with_s3_access(self):
+        """Turn moto's request authentication on (after the three IAM calls that follow), with one IAM user
+        allowed s3:*: from then on a request signed with any other key is refused, as a cloud would."""
+        import json
+
+        import boto3
+        from moto import settings
+        from moto.core.authorization import ActionAuthenticatorMixin
+
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 3  # the server runs in this process: its settings are ours
+        ActionAuthenticatorMixin.request_count = 0
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key=secrets.token_hex(16))
+        iam.create_user(UserName="ncl-ray-test")
+        iam.put_user_policy(UserName="ncl-ray-test", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        made = iam.create_access_key(UserName="ncl-ray-test")["AccessKey"]
+        return made["AccessKeyId"], made["SecretAccessKey"]
 
     def client(self):
         import boto3

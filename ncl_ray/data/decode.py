@@ -19,15 +19,16 @@ centre (augmentation for streaming). A video with fewer frames than T repeats fr
 `DecodeError` naming the file; nothing is ever replaced by black frames.
 """
 
-import os
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
 
-from ncl_ray.data.limits import DecodeError, Deadline, StridedFrames, check_frame_size, open_media
+from ncl_ray.config.rules import ConfigError
+from ncl_ray.data.limits import DecodeError, Deadline, StridedFrames, check_file, check_frame_size, open_media
 from ncl_ray.data.packets import drain_after, packet_index, seek_needed, seek_target, start_position, target_pts
 from ncl_ray.data.rgb import ClipRows, to_rgb
+from ncl_ray.runtime import storage
 
 DECODER_VERSION = "3"  # part of the clip-cache key: bump when the output of decode_frames changes
 KEEP_PACKET_BYTES = 64 << 20  # a video stream up to this size is read once and decoded from memory
@@ -210,30 +211,20 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         container.close()
 
 
-def check_file(path: str) -> None:
-    """A missing, empty or non-regular file (a folder, a FIFO that would block, a device), named, before FFmpeg
-    sees it."""
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise DecodeError(path, "file not found") from None
-    except OSError as e:
-        raise DecodeError(path, f"cannot be read ({e.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise DecodeError(path, "a folder, not a video file")
-    if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise DecodeError(path, f"{kind}, not a regular file")
-    if os.path.getsize(path) == 0:
-        raise DecodeError(path, "empty file (0 bytes)")
-
-
 def decode_video(path: str, num_frames: int, size: int, threads: int = 1, sampler: str = "uniform",
                  resize: str = "area", jitter: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, int]:
     """(frames uint8 (T, S, S, 3), real frames n) with `data.sampler` and `data.resize`: uniform = decode_frames
-    (n = T); clip4clip = CLIP4Clip's frames (clip4clip_frames.py: n <= T, zero frames after them)."""
+    (n = T); clip4clip = CLIP4Clip's frames (clip4clip_frames.py: n <= T, zero frames after them). A video on
+    object storage (s3://...) is copied to a local temporary file for FFmpeg first, and errors name its URI."""
+    if storage.is_uri(str(path)):
+        try:
+            with storage.temp_copy(str(path)) as local:
+                try:
+                    return decode_video(local, num_frames, size, threads, sampler, resize, jitter)
+                except DecodeError as e:
+                    raise DecodeError(str(path), e.reason) from None
+        except (OSError, ConfigError) as e:  # pyarrow: no such object, access denied, unreachable
+            raise DecodeError(str(path), f"cannot be read from storage ({str(e).splitlines()[0][:200]})") from None
     if sampler == "clip4clip":
         from ncl_ray.data.clip4clip_frames import decode_clip4clip
 

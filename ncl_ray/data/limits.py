@@ -12,6 +12,8 @@ A crafted or broken file must fail with a DecodeError naming it, not take a deco
 - MAX_DECODE_S: a deadline per video.
 """
 
+import os
+import stat
 import time
 from typing import List, Optional
 
@@ -89,3 +91,21 @@ class StridedFrames:
         k = len(self.items)
         idx = np.minimum((np.arange(n) + 0.5) * k / n, k - 1).astype(int)
         return [self.items[i] for i in idx]
+
+
+def check_file(path: str) -> None:
+    """A missing, empty or non-regular file (a folder, a FIFO that would block, a device), named, before FFmpeg
+    sees it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DecodeError(path, "file not found") from None
+    except OSError as e:
+        raise DecodeError(path, f"cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DecodeError(path, "a folder, not a video file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DecodeError(path, f"{kind}, not a regular file")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file (0 bytes)")

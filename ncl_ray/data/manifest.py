@@ -1,8 +1,10 @@
 """Manifests: one row per caption, `video_id, path, caption, split`, in CSV or JSONL, plus readers that turn
 the standard annotation files of MSR-VTT, MSVD and ActivityNet Captions into the same form.
 
-Relative paths are resolved against the manifest's folder. Rows of one video are grouped into a
-`VideoEntry` with all its captions. Errors name the file and line.
+Relative paths are resolved against the manifest's folder. A `path` may be an object-storage URI
+(s3://bucket/videos/a.mp4), and the manifest itself may live on object storage (`data.manifest=s3://...`: its
+relative paths then resolve under its own URI). Rows of one video are grouped into a `VideoEntry` with all its
+captions. Errors name the file and line.
 """
 
 import csv
@@ -12,6 +14,9 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List
+
+from ncl_ray.config.rules import ConfigError
+from ncl_ray.runtime import storage
 
 COLUMNS = ("video_id", "path", "caption", "split")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
@@ -29,14 +34,23 @@ class VideoEntry:
     captions: List[str] = field(default_factory=list)
 
 
-def _group(rows: Iterable[dict], base: Path, source: str) -> List[VideoEntry]:
+def _resolve(value: str, base: str) -> str:
+    """A manifest's `path` value as an absolute path or URI (`base`: the manifest's folder, path or URI)."""
+    if storage.is_uri(value):
+        return value
+    if storage.is_uri(base):
+        return value if Path(value).is_absolute() else storage.join(base, value)
+    path = Path(storage.local_path(value))
+    return str(path if path.is_absolute() else Path(base).absolute() / path)
+
+
+def _group(rows: Iterable[dict], base: str, source: str) -> List[VideoEntry]:
     by_id: Dict[str, VideoEntry] = {}
     for line, row in rows:
         missing = [c for c in COLUMNS if not str(row.get(c, "") or "").strip()]
         if missing:
             raise ManifestError(f"{source}:{line}: missing or empty column(s) {', '.join(missing)}")
-        path = Path(row["path"])
-        path = str(path if path.is_absolute() else base.absolute() / path)
+        path = _resolve(str(row["path"]).strip(), base)
         entry = by_id.setdefault(row["video_id"], VideoEntry(row["video_id"], path, row["split"]))
         if entry.path != path or entry.split != row["split"]:
             raise ManifestError(f"{source}:{line}: video {row['video_id']} has another path or split than before")
@@ -46,24 +60,41 @@ def _group(rows: Iterable[dict], base: Path, source: str) -> List[VideoEntry]:
     return list(by_id.values())
 
 
-def _read_text(p: Path) -> str:
-    """The file as UTF-8 text; a byte that is not UTF-8 is reported with its line."""
-    data = p.read_bytes()
+def _decode_text(data: bytes, where: str) -> str:
+    """The bytes as UTF-8 text; a byte that is not UTF-8 is reported with its line."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise ManifestError(f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8, "
+        raise ManifestError(f"{where}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8, "
                             f"e.g. iconv -f latin1 -t utf-8") from None
 
 
+def _read_text(p: Path) -> str:
+    return _decode_text(p.read_bytes(), str(p))
+
+
 def read_manifest(path: str) -> List[VideoEntry]:
-    """Read a CSV (header row) or JSONL manifest into entries, in file order."""
+    """Read a CSV (header row) or JSONL manifest (a file, or an object-storage URI) into entries, in file
+    order."""
+    if storage.is_uri(path):
+        try:
+            fs, inner = storage.filesystem(path)
+            with fs.open_input_stream(inner) as f:
+                text = _decode_text(f.read(), path)
+        except (OSError, ConfigError) as e:
+            raise ManifestError(f"manifest {path}: cannot be read ({str(e).splitlines()[0][:200]})") from None
+        return parse_manifest(text, path, path.rsplit("/", 1)[0])
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    if p.suffix == ".csv":
-        text = _read_text(p)
+    return parse_manifest(_read_text(p), str(path), str(p.parent))
+
+
+def parse_manifest(text: str, path: str, base: str) -> List[VideoEntry]:
+    """A manifest's text (`path` names it in errors and gives its format; relative paths resolve in `base`)."""
+    suffix = Path(path).suffix
+    if suffix == ".csv":
         if not text.strip():
             raise ManifestError(f"{path}: empty file")
         with io.StringIO(text, newline="") as f:
@@ -71,19 +102,19 @@ def read_manifest(path: str) -> List[VideoEntry]:
             absent = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if absent:
                 raise ManifestError(f"{path}: header lacks column(s) {', '.join(absent)}")
-            return _group(((i + 2, r) for i, r in enumerate(reader)), p.parent, str(path))
-    if p.suffix in (".jsonl", ".json"):
+            return _group(((i + 2, r) for i, r in enumerate(reader)), base, str(path))
+    if suffix in (".jsonl", ".json"):
         rows = []
-        for i, text in enumerate(_read_text(p).splitlines(), start=1):
-            if text.strip():
+        for i, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
                 try:
-                    row = json.loads(text)
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ManifestError(f"{path}:{i}: not JSON ({e.msg})") from None
                 if not isinstance(row, dict):
                     raise ManifestError(f"{path}:{i}: expected a JSON object with {', '.join(COLUMNS)}")
                 rows.append((i, row))
-        return _group(rows, p.parent, str(path))
+        return _group(rows, base, str(path))
     raise ManifestError(f"{path}: manifest must be .csv or .jsonl")
 
 

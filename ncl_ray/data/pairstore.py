@@ -13,13 +13,13 @@ disk by Ray when it does not fit). Frames are never stored once per caption.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow.dataset as pads
 import ray
 
+from ncl_ray.data.cache import parquet_files
 from ncl_ray.data.framecodec import decode_clip
 from ncl_ray.data.pairs import pair_order, pair_steps, rank_rows
 from ncl_ray.data.captions import caption_tokens
@@ -61,8 +61,8 @@ def build_pair_store(cache, videos, max_captions: int, max_words: int) -> PairSt
     counts = np.zeros(len(videos), np.int64)
     with_counts = cache.sampler != "uniform"
     columns = ["video_id", "frames"] + (["n_frames"] if with_counts else [])
-    files = sorted(str(f) for f in Path(cache.path).rglob("*.parquet"))
-    table = pads.dataset(files, format="parquet")
+    fs, files, _ = parquet_files(cache.path)  # a local folder or a URI
+    table = pads.dataset(files, format="parquet", filesystem=fs)
     for part in table.to_batches(columns=columns, filter=pads.field("video_id").isin(list(position)), batch_size=64):
         ns = part.column("n_frames").to_pylist() if with_counts else [0] * part.num_rows
         for vid, frames, n in zip(part.column("video_id").to_pylist(), part.column("frames").to_pylist(), ns):

@@ -7,13 +7,13 @@ time. The cache's summary.json records the encoding and bytes per clip.
 
 import logging
 import time
-from pathlib import Path
 
 log = logging.getLogger("ncl_ray.data.prepare")
 
 
 def prepare_cache(cfg) -> int:
     from ncl_ray.runtime.cluster import init_ray
+    from ncl_ray.data.cache import parquet_files
     from ncl_ray.data.pipeline import build_clip_cache, load_entries
 
     d = cfg.data
@@ -23,11 +23,11 @@ def prepare_cache(cfg) -> int:
     start = time.time()
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
                              d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
-    total = sum(f.stat().st_size for f in Path(cache.path).rglob("*.parquet"))
+    total = parquet_files(cache.path)[2]
     raw = d.num_frames * d.frame_size * d.frame_size * 3
     print(f"clip cache: {cache.path}")
     print(f"videos: {cache.decoded} decoded, {len(cache.skipped)} skipped"
-          + (f" (listed in {Path(cache.path) / 'summary.json'})" if cache.skipped else ""))
+          + (" (listed in the cache's summary.json)" if cache.skipped else ""))
     print(f"encoding: {cache.encoding}, {cache.bytes_per_clip / 1e3:.1f} kB per clip "
           f"({raw / max(cache.bytes_per_clip, 1):.1f}x smaller than raw {raw / 1e6:.2f} MB), "
           f"total {total / 1e6:.1f} MB, {time.time() - start:.1f} s")

@@ -15,8 +15,8 @@ from typing import List, Tuple
 import av
 import numpy as np
 
-from ncl_ray.data.decode import check_file, decode_frames, sample_times
-from ncl_ray.data.limits import DecodeError, Deadline, check_frame_size, open_media
+from ncl_ray.data.decode import decode_frames, sample_times
+from ncl_ray.data.limits import DecodeError, Deadline, check_file, check_frame_size, open_media
 
 Span = Tuple[float, float]  # (start_s, end_s), seconds from the stream's start
 

@@ -2,18 +2,24 @@
 
 Writes, per (checkpoint, split, bank), `CHECKPOINT/eval/<split>-bank-<bank>/`: metrics.json, retrieval_mass.png,
 recall.png, TensorBoard scalars (tags `<split>_bank-<bank>/...`), histograms and projector, and an NCL-folded
-export for `ncl-ray search`. Evaluations with another bank or split never overwrite each other.
+export for `ncl-ray search`. Evaluations with another bank or split never overwrite each other. A checkpoint
+named by its URI (s3://bucket/runs/NAME) is fetched once into the local cache and its evaluation is written
+beside it on object storage (`.../checkpoint_N/eval/...`), through a scratch folder that is removed.
 """
 
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
 from ncl_ray.evaluation.evaluate import embed_dataset, evaluate_embeddings
-from ncl_ray.runtime.checkpoint import resolve_checkpoint
+from ncl_ray.data.cache import check_data_locations
+from ncl_ray.runtime import storage
+from ncl_ray.runtime.checkpoint import checkpoint_uri, resolve_checkpoint
 
 log = logging.getLogger("ncl_ray.eval")
 
@@ -32,6 +38,7 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     from ncl_ray.ui.plots import mass_histogram, recall_bars
     from ncl_ray.ui.tracking import MetricLogger
 
+    remote = checkpoint_uri(checkpoint) if storage.is_uri(checkpoint) else ""  # where it lives remotely
     checkpoint = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint)
     cfg = load_config(str(Path(checkpoint) / "config.yaml"), list(overrides))
@@ -39,7 +46,13 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile,
                            cfg.train.protocol != "published")
     bank_tag = f"bank-{e.bank}" + ("-captions" if e.bank_source == "captions" and e.bank != "test" else "")
-    out = Path(e.out_dir) if e.out_dir else Path(checkpoint) / "eval" / f"{d.test_split}-{bank_tag}"
+    check_data_locations(cfg)
+    # an evaluation of a checkpoint on object storage is written beside it there, through a scratch folder
+    target = e.out_dir or (storage.join(remote, "eval", f"{d.test_split}-{bank_tag}") if remote else "")
+    if storage.is_uri(target):
+        storage.check_reachable(target, "eval.out_dir" if e.out_dir else "the checkpoint's URI")
+    out = (Path(tempfile.mkdtemp(prefix="ncl-ray-eval-")) if storage.is_uri(target) else
+           Path(target) if target else Path(checkpoint) / "eval" / f"{d.test_split}-{bank_tag}")
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
                              d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
@@ -92,12 +105,17 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     from ncl_ray.ui.summary import report
 
     bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
+    shown = out
+    if storage.is_uri(target):
+        storage.upload(str(out), target)
+        shutil.rmtree(out, ignore_errors=True)
+        shown = target
     print(report(cfg.run.name, {f"test/{k}": v for k, v in metrics.items()}, methods, split=d.test_split,
                  bank=e.bank, n_iters=int(state["config"]["ncl"]["n_iters"]), queue=cfg.ncl.queue_size,
                  n_videos=len(test.video), n_captions=len(test.text), tested=checkpoint,
                  why=f"ncl-ray eval; ncl/qbnorm biases from the {bank_label}", decoded=cache.decoded,
-                 skipped=len(cache.skipped), results=str(out / "metrics.json"), run_dir=str(out),
+                 skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=str(shown),
                  protocol=cfg.train.protocol))
-    print(f"wrote {out}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
-          f"(ncl-ray search --index {out / 'export'} \"your query\")")
+    print(f"wrote {shown}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
+          f"(ncl-ray search --index {shown}/export \"your query\")")
     return 0

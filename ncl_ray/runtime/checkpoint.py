@@ -141,24 +141,29 @@ def resolve_checkpoint(path: str) -> str:
     raise FileNotFoundError(f"no ncl-ray checkpoint in {path} (expected state.pt, or a run folder)")
 
 
-def _fetch_checkpoint(uri: str) -> str:
-    """The local copy of the checkpoint a URI names: itself, the one its results.json names, or its newest."""
+def checkpoint_uri(uri: str) -> str:
+    """The checkpoint a URI names on object storage: itself, the one its results.json names, or its newest."""
     uri = uri.rstrip("/")
     try:
         names = {f.split("/")[0] for f, _, _ in storage.listing(uri)}
     except OSError as e:
         raise FileNotFoundError(f"{uri}: cannot be read ({str(e).splitlines()[0][:200]})") from None
     if STATE in names:
-        return storage.fetch(uri)
+        return uri
     if "results.json" in names:
         ckpt = json.loads(storage.read_text(storage.join(uri, "results.json"))).get("checkpoint") or ""
         name = ckpt.rstrip("/").rsplit("/", 1)[-1]
         if name in names:
-            return storage.fetch(storage.join(uri, name))
+            return storage.join(uri, name)
     found = sorted(n for n in names if n.startswith("checkpoint_"))
     if found:
-        return storage.fetch(storage.join(uri, found[-1]))
+        return storage.join(uri, found[-1])
     raise FileNotFoundError(f"no ncl-ray checkpoint in {uri} (expected state.pt, or a run folder)")
+
+
+def _fetch_checkpoint(uri: str) -> str:
+    """The local copy of the checkpoint a URI names (its evaluations, under eval/, stay remote)."""
+    return storage.fetch(checkpoint_uri(uri), skip=("eval/",))
 
 
 def load_model(checkpoint: str, state: Optional[Dict[str, Any]] = None):

@@ -14,12 +14,13 @@ A fetched folder is kept under `$NCL_RAY_CACHE` (default `~/.cache/ncl-ray/fetch
 the names, sizes and modification times of its files: fetched again only when one of them changed.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 from ncl_ray.config.rules import ConfigError
 
@@ -95,6 +96,51 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pf.FileType.NotFound
 
 
+def stat(uri: str) -> Tuple[int, int]:
+    """(size, mtime_ns) of an object; (-1, -1) when it is missing or cannot be read."""
+    import pyarrow.fs as pf
+
+    try:
+        fs, path = filesystem(uri)
+        info = fs.get_file_info(path)
+    except (OSError, ConfigError):
+        return -1, -1
+    if info.type != pf.FileType.File:
+        return -1, -1
+    return int(info.size or 0), int(info.mtime_ns or 0)
+
+
+def folders(uri: str) -> List[str]:
+    """Names of the folders directly under a folder URI."""
+    import pyarrow.fs as pf
+
+    fs, path = filesystem(uri)
+    infos = fs.get_file_info(pf.FileSelector(path, recursive=False, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pf.FileType.Directory)
+
+
+def delete_folder(uri: str) -> None:
+    """Remove everything under a folder URI (nothing there is fine)."""
+    fs, path = filesystem(uri)
+    try:
+        fs.delete_dir(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def temp_copy(uri: str) -> Iterator[str]:
+    """A local temporary copy of one object, removed afterwards (FFmpeg reads local files)."""
+    fs, path = filesystem(uri)
+    fd, local = tempfile.mkstemp(prefix="ncl-ray-object-", suffix=Path(path).suffix)
+    try:
+        with os.fdopen(fd, "wb") as out, fs.open_input_stream(path) as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+        yield local
+    finally:
+        os.unlink(local)
+
+
 def read_text(uri: str) -> str:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:
@@ -143,11 +189,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("NCL_RAY_CACHE") or Path.home() / ".cache" / "ncl-ray") / "fetched"
 
 
-def fetch(uri: str) -> str:
+def fetch(uri: str, skip: Tuple[str, ...] = ()) -> str:
     """A local copy of the folder at `uri`, made once and reused while its files are unchanged (by name, size
-    and modification time); FileNotFoundError when there is nothing there. Written to a temporary folder and
-    renamed, so a copy is either complete or absent."""
-    files = listing(uri)
+    and modification time); files under the sub-folders named in `skip` ("eval/") are left out of both.
+    FileNotFoundError when there is nothing there. Written to a temporary folder and renamed, so a copy is either
+    complete or absent."""
+    import pyarrow.fs as pf
+
+    files = [f for f in listing(uri) if not f[0].startswith(skip)] if skip else listing(uri)
     if not files:
         raise FileNotFoundError(f"nothing at {uri}")
     key = hashlib.sha256(repr((uri, files)).encode()).hexdigest()[:20]
@@ -158,9 +207,14 @@ def fetch(uri: str) -> str:
     cache_root().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache_root()))
     try:
-        download(uri, str(tmp / Path(uri.rstrip("/")).name))
+        fs, path = filesystem(uri)
+        for rel, _, _ in files:
+            local = tmp / Path(uri.rstrip("/")).name / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            pf.copy_files(f"{path}/{rel}", str(local), source_filesystem=fs,
+                          destination_filesystem=pf.LocalFileSystem())
         try:
-            (tmp).rename(cache_root() / name)
+            tmp.rename(cache_root() / name)
         except OSError:  # another process fetched the same version meanwhile: theirs is as good
             pass
     finally:

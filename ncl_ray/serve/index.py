@@ -19,14 +19,16 @@ import numpy as np
 from ncl_ray.evaluation.export import read_index
 from ncl_ray.ncl.fold import fold_gallery, fold_queries
 from ncl_ray.ncl.methods import SERVED_METHODS
+from ncl_ray.runtime import storage
 
 METHODS = SERVED_METHODS
 KINDS = ("exact", "hnsw")
 
 
 def resolve_version(folder: str) -> Path:
-    """An export folder itself, or the version that a versioned folder's CURRENT names."""
-    d = Path(folder)
+    """An export folder itself, or the version that a versioned folder's CURRENT names; on object storage
+    (s3://...), the same in its local copy (fetched once, reused while unchanged)."""
+    d = Path(storage.fetch(folder) if storage.is_uri(folder) else folder)
     if (d / "CURRENT").is_file():
         return d / (d / "CURRENT").read_text().strip()
     if (d / "index.json").is_file():

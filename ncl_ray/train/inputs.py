@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Dict
 
-from omegaconf import OmegaConf
 
 from ncl_ray.config.rules import decode_site
 from ncl_ray.config.schema import ConfigError, to_dict
@@ -42,14 +41,11 @@ def open_run(cfg, config_name: str = "config.yaml", kind: str = "run"):
 def check_inputs(cfg):
     """Everything that can be checked before Ray starts: the manifest (read and grouped), split sizes against
     the global batch, and a `train.resume_from` checkpoint against this config's model. Returns the entries."""
+    from ncl_ray.data.cache import check_data_locations
     from ncl_ray.data.pipeline import load_entries
 
     d, t = cfg.data, cfg.train
-    for key in ("data.cache_dir", "data.root", "data.manifest"):  # not a local folder named "s3:" by accident
-        value = str(OmegaConf.select(cfg, key) or "")
-        if storage.is_uri(value):
-            raise ConfigError(f"{key}={value}: videos and the clip cache are read from a mounted path for now (a "
-                              f"local folder, NFS, FUSE); run.storage_path may be a bucket")
+    check_data_locations(cfg)  # before anything is read
     entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile,
                            cfg.train.protocol != "published")
     counts: Dict[str, int] = {}

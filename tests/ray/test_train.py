@@ -166,11 +166,11 @@ def test_more_workers_than_the_cluster_fails_at_once(ray_local, tmp_path, data_r
 
 
 def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path, monkeypatch):
-    from ncl_ray.data import pipeline
+    from ncl_ray.data import cache, pipeline
     from ncl_ray.data.synthetic import make_dataset
 
     entries = pipeline.read_manifest(make_dataset(str(tmp_path / "d"), 6, seed=2))
-    real, calls = pipeline.video_stats, []
+    real, calls = cache.video_stats, []
 
     def stats_then_rewrite(es):
         calls.append(1)
@@ -179,7 +179,7 @@ def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path,
                 f.write(b"\0" * 100)
         return real(es)
 
-    monkeypatch.setattr(pipeline, "video_stats", stats_then_rewrite)
+    monkeypatch.setattr(cache, "video_stats", stats_then_rewrite)
     with pytest.raises(RuntimeError, match=r"changed while the clip cache was built.*video00000.mp4"):
         pipeline.build_clip_cache(entries, 2, 16, str(tmp_path / "cache"))
     assert not list((tmp_path / "cache").glob("clips-*"))  # neither a cache nor a temp folder is left

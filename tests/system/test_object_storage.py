@@ -20,15 +20,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def s3():
-    from s3 import S3Server
-
-    server = S3Server()
-    yield server
-    server.stop()
-
-
 def cli(args, env, cwd, timeout=900):
     return subprocess.run([sys.executable, "-m", "ncl_ray", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -48,8 +39,9 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     work = tmp_path / "work"
     work.mkdir()
     scratch_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ncl-ray-s3run-*")))
+    # the acceptance command: runs and the clip cache in the bucket, only the AWS variables set
     r = cli(["train", str(ROOT / "conf" / "default.yaml"), *TINY, f"data.root={builtin_data}/syn",
-             f"data.cache_dir={builtin_data}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=s3run",
+             f"data.cache_dir=s3://{bucket}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=s3run",
              "train.epochs=2", "train.eval_every_epochs=1"], env, work)
     assert r.returncode == 0, r.stderr[-3000:]
     keys = s3.keys(bucket, "runs/s3run/")
@@ -58,6 +50,14 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     assert any(n.startswith("checkpoint_") and n.endswith("/state.pt") for n in names)  # Ray Train's own upload
     assert any(n.startswith("tensorboard/events.out.tfevents") for n in names)
     assert any(n.startswith("logs/") for n in names)
+    cache = s3.keys(bucket, "cache/")
+    assert any(k.endswith("/summary.json") for k in cache) and any(k.endswith(".parquet") for k in cache)
+    # TensorBoard's own reader on the run's URI (what `tensorboard --logdir s3://...` loads)
+    tb = subprocess.run([sys.executable, "-c", "import sys; from tensorboard.backend.event_processing."
+                         "event_multiplexer import EventMultiplexer as M; m = M(); m.AddRunsFromDirectory(sys.argv[1]);"
+                         " m.Reload(); print(sorted({t for r in m.Runs().values() for t in r['scalars']}))",
+                         f"s3://{bucket}/runs/s3run/tensorboard"], env=env, capture_output=True, text=True, timeout=120)
+    assert tb.returncode == 0 and "train/contrastive_loss" in tb.stdout, tb.stderr[-2000:]
     assert not (work / "runs").exists() and list(work.iterdir()) == []  # nothing of the run on local disk
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "ncl-ray-s3run-*"))) == scratch_before
     assert f"s3://{bucket}/runs/s3run" in r.stdout
@@ -66,12 +66,12 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     # from another working directory, by the run's URI: the same table
     other = tmp_path / "elsewhere"
     other.mkdir()
-    ev = cli(["eval", f"s3://{bucket}/runs/s3run", f"data.root={builtin_data}/syn",
-              f"data.cache_dir={builtin_data}/cache"], env, other)
+    ev = cli(["eval", f"s3://{bucket}/runs/s3run", f"data.root={builtin_data}/syn"], env, other)
     assert ev.returncode == 0, ev.stderr[-3000:]
     evaluated = table_rows(ev.stdout)
     assert [row for row in evaluated if row.split("|")[0].strip() in ("none", "ncl")] == \
         [row for row in trained if row.split("|")[0].strip() in ("none", "ncl")], (trained, evaluated)
+    assert any(k.endswith("/eval/test-bank-train/metrics.json") for k in s3.keys(bucket, "runs/s3run/"))
     fetched = list((tmp_path / "fetch-cache" / "fetched").iterdir())
     assert len(fetched) == 1  # one local copy, keyed by the URI and its files
     again = subprocess.run([sys.executable, "-c", "import sys; from ncl_ray.runtime.checkpoint import "
@@ -81,7 +81,7 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     assert list((tmp_path / "fetch-cache" / "fetched").iterdir()) == fetched
     # resumed by name from the bucket, in yet another folder: Ray Train restores its checkpoint from there
     resumed = cli(["train", str(ROOT / "conf" / "default.yaml"), *TINY, f"data.root={builtin_data}/syn",
-                   f"data.cache_dir={builtin_data}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=s3run",
+                   f"data.cache_dir=s3://{bucket}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=s3run",
                    "train.epochs=3", "train.eval_every_epochs=1", "train.resume=true"], env, other)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     restores = [json.loads(line) for line in s3.client().get_object(
@@ -91,7 +91,7 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     assert sorted(p.name for p in other.iterdir()) == []
 
 
-@pytest.mark.parametrize("case", ["no bucket", "no endpoint"])
+@pytest.mark.parametrize("case", ["no bucket", "no endpoint", "wrong credentials"])
 def test_a_bad_storage_uri_is_one_line_before_ray_starts(s3, builtin_data, tmp_path, case):
     env = s3.process_env()
     uri = "s3://no-such-bucket-here/runs" if case == "no bucket" else "s3://ncl-runs/runs"
@@ -99,6 +99,10 @@ def test_a_bad_storage_uri_is_one_line_before_ray_starts(s3, builtin_data, tmp_p
         from raynodes import free_port
 
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    if case == "wrong credentials":
+        s3.bucket("ncl-runs-denied")
+        uri = "s3://ncl-runs-denied/runs"
+        env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
     start = time.time()
     r = cli(["train", str(ROOT / "conf" / "default.yaml"), *TINY, f"data.root={builtin_data}/syn",
              f"data.cache_dir={builtin_data}/cache", f"run.storage_path={uri}"], env, tmp_path, timeout=120)
@@ -106,4 +110,36 @@ def test_a_bad_storage_uri_is_one_line_before_ray_starts(s3, builtin_data, tmp_p
     lines = [line for line in r.stderr.splitlines() if "error" in line.lower()]
     assert r.returncode == 2 and took < 10, (took, r.stderr[-2000:])
     assert len(lines) == 1 and uri in lines[0] and "Traceback" not in r.stderr, r.stderr
-    assert ("does not exist" if case == "no bucket" else "cannot be reached") in lines[0]
+    assert {"no bucket": "does not exist", "no endpoint": "cannot be reached",
+            "wrong credentials": "access denied"}[case] in lines[0]
+
+
+def test_videos_and_a_manifest_are_read_from_the_bucket(s3, tmp_path, monkeypatch):
+    """A manifest on object storage with relative paths and URIs: each video decodes to the same frames as its
+    local file; a missing object is a DecodeError naming its URI (the video is then skipped, never blacked)."""
+    import numpy as np
+
+    from ncl_ray.data.decode import decode_video
+    from ncl_ray.data.limits import DecodeError
+    from ncl_ray.data.manifest import read_manifest
+    from ncl_ray.data.synthetic import write_video
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    bucket = s3.bucket("ncl-videos")
+    frames = (np.arange(12 * 32 * 32 * 3) % 251).astype(np.uint8).reshape(12, 32, 32, 3)
+    local = tmp_path / "a.mp4"
+    write_video(str(local), frames)
+    s3.client().upload_file(str(local), bucket, "data/videos/a.mp4")
+    manifest = ('{"video_id": "a", "path": "videos/a.mp4", "caption": "a clip", "split": "train"}\n'
+                f'{{"video_id": "gone", "path": "s3://{bucket}/elsewhere/gone.mp4", "caption": "x", "split": "test"}}\n')
+    s3.client().put_object(Bucket=bucket, Key="data/m.jsonl", Body=manifest.encode())
+    entries = {e.video_id: e for e in read_manifest(f"s3://{bucket}/data/m.jsonl")}
+    assert entries["a"].path == f"s3://{bucket}/data/videos/a.mp4"
+    remote, n = decode_video(entries["a"].path, 4, 16)
+    expected, _ = decode_video(str(local), 4, 16)
+    assert n == 4 and np.array_equal(remote, expected)
+    with pytest.raises(DecodeError, match=f"s3://{bucket}/elsewhere/gone.mp4: cannot be read from storage"):
+        decode_video(entries["gone"].path, 4, 16)
+    with pytest.raises(ValueError, match=f"manifest s3://{bucket}/data/none.jsonl: cannot be read"):
+        read_manifest(f"s3://{bucket}/data/none.jsonl")

@@ -76,3 +76,15 @@ def test_builtin_dataset(tmp_path):
     assert len(entries) == 20 and all(len(e.captions) == 3 for e in entries)
     assert {e.split for e in entries} == {"train", "val", "test"}
     assert len({e.captions[0] for e in entries}) > 15  # descriptions are mostly distinct
+
+
+def test_paths_resolve_against_a_manifest_on_object_storage():
+    from ncl_ray.data.manifest import parse_manifest
+
+    text = ('{"video_id": "a", "path": "videos/a.mp4", "caption": "x", "split": "train"}\n'
+            '{"video_id": "b", "path": "s3://other/b.mp4", "caption": "y", "split": "test"}\n'
+            '{"video_id": "c", "path": "/mnt/c.mp4", "caption": "z", "split": "test"}\n')
+    got = {e.video_id: e.path for e in parse_manifest(text, "s3://bkt/data/m.jsonl", "s3://bkt/data")}
+    assert got == {"a": "s3://bkt/data/videos/a.mp4", "b": "s3://other/b.mp4", "c": "/mnt/c.mp4"}
+    local = {e.video_id: e.path for e in parse_manifest(text, "/data/m.jsonl", "/data")}
+    assert local == {"a": "/data/videos/a.mp4", "b": "s3://other/b.mp4", "c": "/mnt/c.mp4"}  # a URI stays one
