@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 BIN = Path(sys.executable).parent
 
@@ -84,7 +84,8 @@ class Head:
     """`ray start --head` on loopback with its own temp dir, ports and authentication token (Ray's token auth
     on, as on a real cluster); `stop()` kills only its processes. Clients add `client_env()` to theirs."""
 
-    def __init__(self, num_cpus: int = 2, prefix: str = "nrh"):
+    def __init__(self, num_cpus: int = 2, prefix: str = "nrh", extra_env: Optional[Dict[str, str]] = None,
+                 cwd: Optional[str] = None):
         self.temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths have a limit
         self.port, self.dashboard_port = free_port(), free_port()
         self.token = Path(self.temp_dir) / "auth_token"
@@ -94,14 +95,15 @@ class Head:
         self.marker = f"NCL_RAY_TEST_HEAD={self.temp_dir}"  # in the environment of everything it starts
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
                         RAY_DATA_PARQUET_FOOTER_NUM_ACTORS="1", NCL_RAY_TEST_HEAD=self.temp_dir,
-                        **self.client_env())
+                        **self.client_env(), **(extra_env or {}))
         self.env.pop("RAY_ADDRESS", None)
+        self.node_dirs: List[str] = []  # temp dirs of the nodes added with their own
         self.env.pop("RAY_AUTH_TOKEN", None)
         cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}",
                f"--temp-dir={self.temp_dir}", f"--dashboard-agent-listen-port={free_port()}",
                f"--ray-client-server-port={free_port()}", "--disable-usage-stats"]
-        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120, cwd=cwd)
         if r.returncode != 0:
             self.stop()
             raise RuntimeError(f"ray start failed: {r.stderr[-2000:]}")
@@ -121,15 +123,37 @@ class Head:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def add_node(self, num_cpus: int = 1) -> None:
-        """A second Ray node on this machine, joined to this head."""
+    def add_node(self, num_cpus: int = 1, own_temp_dir: bool = False, cwd: Optional[str] = None) -> str:
+        """A second Ray node on this machine, joined to this head; with `own_temp_dir`, nothing on disk is
+        shared with the head (its own temp dir, and `cwd` as its working directory). Returns its temp dir."""
+        temp_dir = tempfile.mkdtemp(prefix="nrn", dir="/tmp") if own_temp_dir else self.temp_dir
+        if own_temp_dir:
+            self.node_dirs.append(temp_dir)
         cmd = [str(BIN / "ray"), "start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}",
+               f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
                f"--dashboard-agent-listen-port={free_port()}"]
-        subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120, check=True)
+        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120, cwd=cwd)
+        if r.returncode != 0:
+            raise RuntimeError(f"ray start (worker node) failed: {r.stderr[-2000:]}")
+        return temp_dir
+
+    def kill_node(self, temp_dir: str) -> None:
+        """SIGKILL every process of a node added with its own temp dir (its raylet, agents and workers): the
+        node is gone as if its machine had died."""
+        pids = processes_of(temp_dir)
+        for pid in alive(pids):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        deadline = time.time() + 10
+        while alive(pids) and time.time() < deadline:
+            time.sleep(0.2)
 
     def stop(self) -> None:
         pids = processes_of(self.temp_dir) | getattr(self, "pids", set()) | processes_marked(self.marker)
+        for d in getattr(self, "node_dirs", []):
+            pids |= processes_of(d)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in alive(pids):
                 try:
@@ -142,7 +166,8 @@ class Head:
             pids |= processes_marked(self.marker)  # started meanwhile (an agent restarting a worker)
             if not alive(pids):
                 break
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for d in [self.temp_dir, *getattr(self, "node_dirs", [])]:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def ray_pids_outside(markers: List[str]) -> Set[int]:

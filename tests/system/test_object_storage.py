@@ -132,7 +132,8 @@ def test_videos_and_a_manifest_are_read_from_the_bucket(s3, tmp_path, monkeypatc
     write_video(str(local), frames)
     s3.client().upload_file(str(local), bucket, "data/videos/a.mp4")
     manifest = ('{"video_id": "a", "path": "videos/a.mp4", "caption": "a clip", "split": "train"}\n'
-                f'{{"video_id": "gone", "path": "s3://{bucket}/elsewhere/gone.mp4", "caption": "x", "split": "test"}}\n')
+                f'{{"video_id": "gone", "path": "s3://{bucket}/elsewhere/gone.mp4", "caption": "x", '
+                f'"split": "test"}}\n')
     s3.client().put_object(Bucket=bucket, Key="data/m.jsonl", Body=manifest.encode())
     entries = {e.video_id: e for e in read_manifest(f"s3://{bucket}/data/m.jsonl")}
     assert entries["a"].path == f"s3://{bucket}/data/videos/a.mp4"
