@@ -15,8 +15,8 @@ from ncl_ray.runtime.cluster import ResourceError
 from ncl_ray.ui.console import setup_console
 
 # every verb is ncl_ray/commands/<module>.py with register(sub) and main(args) -> int, in this order in --help
-VERBS = ["train", "tune", "prepare", "compare", "config", "eval", "import_", "rerank", "make_data", "serve", "index",
-         "search"]
+VERBS = ["train", "tune", "prepare", "compare", "config", "eval", "import_", "rerank", "make_data", "manifest", "serve",
+         "index", "search"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -184,7 +184,9 @@ def check_job_config(command: str, config: str, overrides: List[str], root: Path
                               OmegaConf.from_dotlist(list(overrides)))
     except ConfigError as e:
         raise JobsError(f"config error: {e}") from None
-    relative = [f"{k}={OmegaConf.select(raw, k)}" for k in PATH_KEYS
+    manifest = OmegaConf.select(raw, "data.dataset") == "manifest"  # then data.root is not read, else data.manifest
+    used = [k for k in PATH_KEYS if k != ("data.root" if manifest else "data.manifest")]
+    relative = [f"{k}={OmegaConf.select(raw, k)}" for k in used
                 if OmegaConf.select(raw, k) and "://" not in str(OmegaConf.select(raw, k))
                 and not Path(str(OmegaConf.select(raw, k))).is_absolute()]
     if relative:

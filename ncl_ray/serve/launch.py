@@ -14,14 +14,22 @@ log = logging.getLogger("ncl_ray.serve")
 TOKEN_ENV = "NCL_RAY_SERVE_TOKEN"
 
 
-def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
-    """CHECKPOINT/index with a CURRENT version, built from the eval export (made now if missing)."""
+def ensure_index(checkpoint: str, overrides: List[str], remote: str = "") -> Path:
+    """CHECKPOINT/index with a CURRENT version, built from the eval export (made now if missing). `remote`: the
+    checkpoint's URI when it was fetched from object storage, whose `eval/` exports are used first."""
+    from ncl_ray.runtime import storage
     from ncl_ray.serve.versions import current, home_of, seed_from_export
 
     home = home_of(checkpoint)
     if current(home) is not None:
         return home
     exports = sorted(Path(checkpoint).glob("eval/*bank-train*/export/index.json"))
+    if not exports and remote:  # `ncl-ray eval URI` wrote its export beside the checkpoint in the bucket
+        files = [f for f, _, _ in storage.listing(storage.join(remote, "eval"))]
+        names = sorted(f.split("/")[0] for f in files
+                       if f.count("/") == 2 and f.endswith("/export/index.json") and "bank-train" in f.split("/")[0])
+        if names:
+            exports = [Path(storage.fetch(storage.join(remote, "eval", names[0], "export"))) / "index.json"]
     if not exports:
         from ncl_ray.evaluation.checkpoint_eval import evaluate_checkpoint as evaluate
 
@@ -113,7 +121,8 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
                          "'import secrets; print(secrets.token_urlsafe())' > FILE; chmod 600 FILE)")
 
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
+    from ncl_ray.runtime import storage
+    from ncl_ray.runtime.checkpoint import checkpoint_uri, load_checkpoint, resolve_checkpoint
     from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.serve.app import build_app
 
@@ -141,7 +150,7 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own (sys.exit(15))
     started, front = False, None
     try:
-        home = ensure_index(checkpoint, overrides)
+        home = ensure_index(checkpoint, overrides, checkpoint_uri(target) if storage.is_uri(target) else "")
         # beyond loopback, Ray Serve's proxy stays on 127.0.0.1 behind front.py, which hides the proxy's own
         # /-/routes (Ray answers it outside any application, so outside the guard)
         public = needs_token(host)

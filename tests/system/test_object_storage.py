@@ -79,16 +79,46 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
                            cwd=other, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip().startswith(str(fetched[0]))  # not fetched again
     assert list((tmp_path / "fetch-cache" / "fetched").iterdir()) == fetched
-    # resumed by name from the bucket, in yet another folder: Ray Train restores its checkpoint from there
-    resumed = cli(["train", str(ROOT / "conf" / "default.yaml"), *TINY, f"data.root={builtin_data}/syn",
-                   f"data.cache_dir=s3://{bucket}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=s3run",
-                   "train.epochs=3", "train.eval_every_epochs=1", "train.resume=true"], env, other)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    restores = [json.loads(line) for line in s3.client().get_object(
-        Bucket=bucket, Key="runs/s3run/restores.jsonl")["Body"].read().decode().splitlines()]
-    assert [r["epoch"] for r in restores] == [1]  # continued after the second epoch, its queue restored
-    assert restores[0]["queue_filled"] > 0
-    assert sorted(p.name for p in other.iterdir()) == []
+    # served from the run's URI, in yet another folder: the gallery is the export `ncl-ray eval` put in the bucket
+    # (resuming from the bucket is tests/system/test_two_nodes.py's, across two nodes)
+    served = tmp_path / "served"
+    served.mkdir()
+    hits = serve_and_search(["serve", f"s3://{bucket}/runs/s3run"], env, served)
+    assert len(hits) == 3 and all(h["video_id"] and h["captions"] for h in hits), hits
+    assert sorted(p.name for p in other.iterdir()) == [] and sorted(p.name for p in served.iterdir()) == []
+    assert len(list((tmp_path / "fetch-cache" / "fetched").iterdir())) == 2  # the checkpoint and the export
+
+
+def serve_and_search(args, env, cwd):
+    """Start `ncl-ray serve` on a free loopback port, send one search, stop it (SIGTERM); the JSON answer."""
+    import signal
+    import urllib.request
+
+    from raynodes import alive, free_port, processes_of
+
+    port = free_port()
+    env = dict(env, RAY_TMPDIR=tempfile.mkdtemp(prefix="nrv", dir="/tmp"))
+    proc = subprocess.Popen([sys.executable, "-m", "ncl_ray", *args, "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.time() < deadline, "the server did not come up"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/search?q=a+red+square&k=3", timeout=30) as r:
+                    return json.loads(r.read())
+            except OSError:
+                time.sleep(1)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in alive(processes_of(env["RAY_TMPDIR"])):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("case", ["no bucket", "no endpoint", "wrong credentials"])

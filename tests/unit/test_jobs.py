@@ -56,8 +56,9 @@ def test_upload_is_an_allow_list_with_a_size_limit(tmp_path):
         stage_upload(project, tmp_path / "third", max_mb=1)
 
 
-def test_cluster_specs_name_existing_configs_and_commands():
-    rayjob = yaml.safe_load((ROOT / "jobs" / "rayjob.yaml").read_text())
+@pytest.mark.parametrize("spec", ["rayjob.yaml", "rayjob-bucket.yaml"])
+def test_cluster_specs_name_existing_configs_and_commands(spec):
+    rayjob = yaml.safe_load((ROOT / "jobs" / spec).read_text())
     assert rayjob["kind"] == "RayJob"
     argv = shlex.split(rayjob["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", "ncl_ray"]
@@ -65,6 +66,9 @@ def test_cluster_specs_name_existing_configs_and_commands():
     assert (ROOT / parsed.config).is_file()
     cfg = load_config(str(ROOT / parsed.config), parsed.overrides)
     assert cfg.train.use_gpu and cfg.model.arch == "ViT-B-32"
+    if "bucket" in spec:  # nothing on a shared volume: every path of the run is a URI
+        assert all(str(v).startswith("s3://") for v in (cfg.data.manifest, cfg.data.cache_dir, cfg.run.storage_path))
+        assert "volumes" not in yaml.safe_dump(rayjob) and "mnt/shared" not in yaml.safe_dump(rayjob)
     gpu_groups = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     gpus = sum(int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) * g["replicas"]
                for g in gpu_groups)

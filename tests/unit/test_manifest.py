@@ -88,3 +88,25 @@ def test_paths_resolve_against_a_manifest_on_object_storage():
     assert got == {"a": "s3://bkt/data/videos/a.mp4", "b": "s3://other/b.mp4", "c": "/mnt/c.mp4"}
     local = {e.video_id: e.path for e in parse_manifest(text, "/data/m.jsonl", "/data")}
     assert local == {"a": "/data/videos/a.mp4", "b": "s3://other/b.mp4", "c": "/mnt/c.mp4"}  # a URI stays one
+
+
+def test_a_named_dataset_becomes_a_manifest_of_bucket_paths(tmp_path):
+    """`ncl-ray manifest msrvtt ROOT --out F --prefix s3://...`: the reader's videos, splits and captions, with
+    paths moved under the prefix; read back through the manifest reader, the same entries."""
+    from ncl_ray.cli import main as cli_main
+    from ncl_ray.data.manifest import parse_manifest
+
+    root = tmp_path / "msrvtt"
+    root.mkdir()
+    sentences = [{"video_id": f"video{i}", "caption": f"cap {i} {k}"} for i in range(25) for k in range(3)]
+    (root / "MSRVTT_data.json").write_text(json.dumps({"sentences": sentences}))
+    (root / "MSRVTT_train.9k.csv").write_text("video_id\n" + "\n".join(f"video{i}" for i in range(20)))
+    (root / "MSRVTT_JSFUSION_test.csv").write_text(
+        "key,vid_key,video_id,sentence\n" + "\n".join(f"k,v,video{i},test cap {i}" for i in range(20, 25)))
+    out = tmp_path / "m.jsonl"
+    assert cli_main(["manifest", "msrvtt", str(root), "--out", str(out), "--prefix", "s3://bkt/msrvtt/"]) == 0
+    direct = read_msrvtt(str(root))
+    back = parse_manifest(out.read_text(), str(out), str(tmp_path))
+    assert [(e.video_id, e.split, e.captions) for e in back] == [(e.video_id, e.split, e.captions) for e in direct]
+    assert back[0].path == f"s3://bkt/msrvtt/videos/{back[0].video_id}.mp4"
+    assert cli_main(["manifest", "msrvtt", str(root), "--out", str(out)]) == 2  # never overwritten
