@@ -15,11 +15,15 @@ rankings with its interval) and `compare.png` (R@1 with 95 % error bars).
 
 import logging
 import math
+import shutil
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ncl_ray.ncl.methods import METHODS
+from ncl_ray.runtime import storage
+from ncl_ray.runtime.runs import publish, run_uri_of
 
 log = logging.getLogger("ncl_ray.train.compare")
 ARMS = {"plain": 0, "ncl": None}  # n_iters; None = the config's (>= 1)
@@ -182,15 +186,8 @@ def last_logged(tb_dir: str, tags: Sequence[str] = COLLAPSE, n: int = 5) -> Dict
 
 
 def run_comparison(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, Dict[str, str]]] = None) -> int:
-    import os
-    from pathlib import Path
-
-    import pandas as pd
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from ncl_ray.config.schema import ConfigError, save_config, served_method, to_dict
-    from ncl_ray.train.inputs import open_run, prepare_data
+    from ncl_ray.config.schema import ConfigError, served_method, to_dict
+    from ncl_ray.train.inputs import open_run
     from ncl_ray.train.tune import apply_params
 
     overrides = arm_overrides(cfg, arms, custom or {})
@@ -198,15 +195,35 @@ def run_comparison(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, 
         raise ConfigError("--seeds: at least 2 seeds are needed for a spread")
     served = {a: served_method(apply_params(to_dict(cfg), o)) for a, o in overrides.items()}
     run_dir, entries = open_run(cfg, "compare_config.yaml", kind="comparison")
+    uri = run_uri_of(cfg)  # object storage: run_dir is a scratch folder, mirrored there at the end and removed
+    try:
+        return _compare(cfg, seeds, overrides, served, run_dir, uri, entries)
+    finally:
+        if uri:
+            publish(run_dir, uri)
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _compare(cfg, seeds: int, overrides, served, run_dir, uri: str, entries) -> int:
+    import os
+
+    import pandas as pd
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from ncl_ray.config.schema import save_config, to_dict
+    from ncl_ray.train.inputs import prepare_data
+
+    home = uri or str(run_dir)  # where Tune and the trials keep their state
     datasets, meta, cache = prepare_data(cfg, run_dir, entries)
-    meta["trials_dir"] = str(run_dir / "trials")
+    meta["trials_dir"] = storage.join(home, "trials")
     space = {"arm": tune.grid_search(list(overrides)), "train.seed": tune.grid_search(list(range(seeds)))}
     trainable = tune.with_resources(tune.with_parameters(_arm_trial, arms=overrides, base=to_dict(cfg),
                                                          datasets=datasets, meta=meta), {"CPU": 0.1})
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own path and TensorBoard hints off (verbose=0)
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.tune.max_concurrent),
-                       run_config=tune.RunConfig(name="tuner", storage_path=str(run_dir), verbose=0,
+                       run_config=tune.RunConfig(name="tuner", storage_path=home, verbose=0,
                                                  callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]))
     log.info("comparison: arms %s x seeds 0..%d = %d Ray Train runs", ", ".join(overrides), seeds - 1,
              len(overrides) * seeds)
@@ -216,10 +233,10 @@ def run_comparison(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, 
         if r.error or not r.metrics:
             log.warning("trial %s failed: %s", r.path, str(r.error).splitlines()[0] if r.error else "no metrics")
             continue
-        tb = Path(meta["trials_dir"]) / f"train-{r.metrics.get('trial_id', '')}" / "tensorboard"
+        tb = storage.join(meta["trials_dir"], f"train-{r.metrics.get('trial_id', '')}", "tensorboard")
         rows.append({"arm": r.config["arm"], "seed": r.config["train.seed"],
                      **{k: v for k, v in r.metrics.items() if k.startswith("test/")},
-                     **(last_logged(str(tb)) if tb.is_dir() else {})})
+                     **(last_logged(tb) if storage.is_uri(tb) or Path(tb).is_dir() else {})})
     if not rows:
         print("no trial finished", flush=True)
         return 1
@@ -238,5 +255,5 @@ def run_comparison(cfg, seeds: int, arms: List[str], custom: Optional[Dict[str, 
     save_config(cfg, str(run_dir / "compare_config.yaml"))
     print()
     print(text)
-    print(f"wrote {run_dir / 'compare.csv'}, compare.txt, compare_summary.csv, compare.png")
+    print(f"wrote {home}/compare.csv, compare.txt, compare_summary.csv, compare.png")
     return 0 if len(rows) == len(overrides) * seeds else 1

@@ -11,7 +11,6 @@ from typing import Dict
 
 from ncl_ray.config.rules import decode_site
 from ncl_ray.config.schema import ConfigError, to_dict
-from ncl_ray.runtime import storage
 from ncl_ray.runtime.runs import run_uri_of
 
 log = logging.getLogger("ncl_ray.train.inputs")
@@ -26,9 +25,6 @@ def open_run(cfg, config_name: str = "config.yaml", kind: str = "run"):
     from ncl_ray.runtime.runs import open_run_dir, remove_orphan_checkpoints
     from ncl_ray.ui.console import attach_run_log
 
-    if kind != "run" and storage.is_uri(cfg.run.storage_path):  # its trials' folders are not mirrored yet
-        raise ConfigError(f"run.storage_path={cfg.run.storage_path}: a {kind} keeps its trials on a mounted path "
-                          f"for now (a local folder, NFS, FUSE); single runs (ncl-ray train) can live in a bucket")
     entries = check_inputs(cfg)
     run_dir = open_run_dir(cfg, config_name, kind=kind)
     attach_run_log(run_dir)

@@ -17,7 +17,9 @@ sweep folder. Run the same command with `train.resume=true run.name=<sweep>` to 
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -25,6 +27,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from ncl_ray.config.schema import ConfigError, finalize, from_dict, save_config, to_dict
+from ncl_ray.runtime import storage
+from ncl_ray.runtime.runs import publish, run_uri_of
 
 log = logging.getLogger("ncl_ray.train.tune")
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -96,11 +100,18 @@ def _trial(params: Dict[str, Any], base: Dict[str, Any], datasets, meta: Dict[st
 
     cfg = apply_params(base, params)
     cfg.run.name = f"train-{tune.get_context().get_trial_id()}"
-    cfg.run.storage_path = meta["trials_dir"]
-    run_dir = Path(meta["trials_dir"]) / cfg.run.name
+    cfg.run.storage_path = meta["trials_dir"]  # a folder, or the sweep's URI + /trials
+    run_uri = run_uri_of(cfg)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"ncl-ray-{cfg.run.name}-")) if run_uri else \
+        Path(meta["trials_dir"]) / cfg.run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, str(run_dir / "config.yaml"))
-    fit(cfg, datasets, {**meta, "run_dir": str(run_dir)}, callbacks=[TuneReportCallback()])
+    try:
+        fit(cfg, datasets, {**meta, "run_dir": str(run_dir), "run_uri": run_uri}, callbacks=[TuneReportCallback()])
+    finally:
+        if run_uri:  # the trial's own files (config, TensorBoard, best/) mirrored to the bucket, scratch removed
+            publish(run_dir, run_uri)
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _trial_lines_class():
@@ -164,11 +175,7 @@ def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, s
 
 
 def run_sweep(cfg) -> int:
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
-
-    from ncl_ray.train.inputs import open_run, prepare_data
+    from ncl_ray.train.inputs import open_run
 
     t = cfg.tune
     cfg.train.eval_every_epochs = 1  # ASHA needs the metric in every report
@@ -180,11 +187,29 @@ def run_sweep(cfg) -> int:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the classic reporter prints nothing of its own
     sweep_dir, entries = open_run(cfg, "sweep_config.yaml", kind="sweep")
+    uri = run_uri_of(cfg)  # object storage: sweep_dir is a scratch folder, mirrored there at the end and removed
+    try:
+        return _sweep(cfg, space, sweep_dir, uri, entries)
+    finally:
+        if uri:
+            publish(sweep_dir, uri)
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+
+
+def _sweep(cfg, space, sweep_dir: Path, uri: str, entries) -> int:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler
+
+    from ncl_ray.train.inputs import prepare_data
+
+    t = cfg.tune
+    home = uri or str(sweep_dir)  # where Tune and the trials keep their state
     datasets, meta, cache = prepare_data(cfg, sweep_dir, entries)
-    meta["trials_dir"] = str(sweep_dir / "trials")
+    meta["trials_dir"] = storage.join(home, "trials")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=to_dict(cfg), datasets=datasets, meta=meta), {"CPU": 0.1})
-    tuner_path = str(sweep_dir / "tuner")
+    tuner_path = storage.join(home, "tuner")
     if cfg.train.resume and tune.Tuner.can_restore(tuner_path):
         log.info("resuming sweep %s", tuner_path)
         tuner = tune.Tuner.restore(tuner_path, trainable, resume_unfinished=True, resume_errored=True,
@@ -196,7 +221,7 @@ def run_sweep(cfg) -> int:
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler,
                                         num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
-            run_config=tune.RunConfig(name="tuner", storage_path=str(sweep_dir), verbose=0,
+            run_config=tune.RunConfig(name="tuner", storage_path=home, verbose=0,
                                       callbacks=[_TrialLines(t.metric, count_trials(space, t.num_samples), t.mode),
                                                  JsonLoggerCallback(), CSVLoggerCallback()]),
         )
@@ -230,6 +255,6 @@ def run_sweep(cfg) -> int:
     print(text)
     if errors:
         print(f"{len(errors)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0] for r in errors))
-    print(f"results: {sweep_dir / 'results.csv'}\nbest config: {best_path}\n"
-          f"TensorBoard: tensorboard --logdir {sweep_dir}")
+    print(f"results: {home}/results.csv\nbest config: {home}/best.yaml\n"
+          f"TensorBoard: tensorboard --logdir {home}")
     return 0 if not errors else 1

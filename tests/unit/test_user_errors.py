@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,14 +42,6 @@ def test_the_address_given_wins_over_ray_address_before_or_after_the_action():
         r = run("ncl_ray.runtime.jobs", *argv, ray_address="http://127.0.0.1:2")
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "http://127.0.0.1:1" in r.stderr and "127.0.0.1:2" not in r.stderr
-
-
-@pytest.mark.parametrize("verb, config", [("tune", "conf/tune_small.yaml"), ("compare", "conf/compare.yaml")])
-def test_sweeps_refuse_object_storage_until_their_trials_are_mirrored(verb, config, capsys):
-    from ncl_ray.cli import main as cli_main
-
-    assert cli_main([verb, str(ROOT / config), "run.storage_path=s3://bucket/runs"]) == 2
-    assert "keeps its trials on a mounted path" in capsys.readouterr().err
 
 
 def test_paths_that_cannot_be_buckets_yet_say_so_instead_of_making_a_local_s3_folder(tmp_path):
