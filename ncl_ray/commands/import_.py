@@ -5,7 +5,7 @@ def register(sub) -> None:
     sp = sub.add_parser("import", help="a CLIP4Clip checkpoint as a ncl-ray one (eval, serve, resume_from)")
     sp.add_argument("kind", choices=["clip4clip"], help="clip4clip: its pytorch_model.bin.N (meanP, seqTransf)")
     sp.add_argument("file", help="the checkpoint file (only its tensors are read)")
-    sp.add_argument("--out", required=True, help="new checkpoint folder")
+    sp.add_argument("--out", required=True, help="new checkpoint folder, or a URI (s3://BUCKET/imported/NAME)")
     sp.add_argument("--config", help="YAML for the rest of the run settings, e.g. conf/msrvtt.yaml")
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=/data/msrvtt")
     sp.set_defaults(fn=main)
@@ -14,9 +14,4 @@ def register(sub) -> None:
 def main(args) -> int:
     from ncl_ray.train.import_clip4clip import import_checkpoint
 
-    from ncl_ray.runtime.storage import is_uri
-
-    if is_uri(args.out):  # not a local folder named "s3:" by accident
-        raise ValueError(f"--out {args.out}: import writes a local checkpoint folder; upload it afterwards "
-                         f"(e.g. aws s3 sync DIR {args.out})")
     return import_checkpoint(args.kind, args.file, args.out, args.config, args.overrides)

@@ -15,10 +15,14 @@ its stored config takes the test-time bank from training captions (`eval.bank_so
 
 import logging
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+
+from ncl_ray.runtime import storage
 
 log = logging.getLogger("ncl_ray.import")
 IGNORED = ("cross.", "similarity_dense.")  # CLIP4Clip's tight-type cross encoder: unused by loose-type models
@@ -74,7 +78,14 @@ def import_checkpoint(kind: str, path: str, out_dir: str, config: Optional[str],
 
     if kind != "clip4clip":
         raise ValueError(f"unknown import kind {kind!r} (clip4clip)")
-    out = Path(out_dir)
+    remote = storage.is_uri(out_dir)  # written to a scratch folder, uploaded, removed
+    if remote:
+        storage.check_reachable(out_dir, "--out")
+        if storage.listing(out_dir):
+            raise FileExistsError(f"--out {out_dir} exists and is not empty")
+        out = Path(tempfile.mkdtemp(prefix="ncl-ray-import-")) / "checkpoint"
+    else:
+        out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"--out {out_dir} exists and is not empty")
     converted = convert(read_clip4clip(path))
@@ -97,6 +108,9 @@ def import_checkpoint(kind: str, path: str, out_dir: str, config: Optional[str],
     save_checkpoint(str(out), model, loss_fn, epoch=-1, step=0, config=to_dict(cfg))
     if not is_complete(str(out)):
         raise RuntimeError(f"{out}: the checkpoint was not written completely")
-    print(f"imported {path} ({converted['pooling']}, {cfg.model.arch}) into {out}: "
-          f"ncl-ray eval {out} | ncl-ray serve {out} | train.resume_from={out}")
+    if remote:
+        storage.upload(str(out), out_dir)
+        shutil.rmtree(out.parent, ignore_errors=True)
+    print(f"imported {path} ({converted['pooling']}, {cfg.model.arch}) into {out_dir}: "
+          f"ncl-ray eval {out_dir} | ncl-ray serve {out_dir} | train.resume_from={out_dir}")
     return 0

@@ -79,6 +79,21 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
                            cwd=other, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip().startswith(str(fetched[0]))  # not fetched again
     assert list((tmp_path / "fetch-cache" / "fetched").iterdir()) == fetched
+    # the same weights as a CLIP4Clip file, imported straight into the bucket (a scratch folder, uploaded, removed)
+    import torch
+
+    local = next(Path(fetched[0]).iterdir())  # the fetched checkpoint folder
+    state = torch.load(local / "state.pt", map_location="cpu", weights_only=True)["model"]
+    c4c = {k: v for k, v in state.items() if k.startswith("clip.") and not k.endswith("attn_mask")}
+    c4c["clip.logit_scale"] = state["logit_scale"].clone()
+    torch.save(c4c, tmp_path / "pytorch_model.bin.0")
+    args = ["import", "clip4clip", str(tmp_path / "pytorch_model.bin.0"), "--out", f"s3://{bucket}/imported/c4c",
+            "--config", str(local / "config.yaml")]
+    imp = cli(args, env, other)
+    assert imp.returncode == 0, imp.stderr[-2000:]
+    assert {"state.pt", "config.yaml"} <= {k.rsplit("/", 1)[1] for k in s3.keys(bucket, "imported/c4c/")}
+    twice = cli(args, env, other)
+    assert twice.returncode == 2 and "exists and is not empty" in twice.stderr
     # served from the run's URI, in yet another folder: the gallery is the export `ncl-ray eval` put in the bucket
     # (resuming from the bucket is tests/system/test_two_nodes.py's, across two nodes)
     served = tmp_path / "served"
