@@ -126,7 +126,8 @@ async function search(ev) {
   if (ev) ev.preventDefault();
   const mine = ++latest;
   const m = method();
-  const url = `/search?q=${encodeURIComponent($('q').value)}&k=${encodeURIComponent($('k').value)}` +
+  const q = $('q').value;
+  const url = `/search?q=${encodeURIComponent(q)}&k=${encodeURIComponent($('k').value)}` +
               `&method=${encodeURIComponent(m)}`;
   $('status').textContent = 'searching...';
   const r = await get(url);
@@ -140,6 +141,7 @@ async function search(ev) {
     'scores say little. Try words from its domain.' : '';
   $('status').textContent = `${body.length} results, ${m === 'none' ? 'plain' : m} ranking`;
   $('grid').replaceChildren(...body.map(hit));
+  $('grid').dataset.query = q;  // which search the grid shows (a redraw drops players opened on the old one)
 }
 $('form').addEventListener('submit', search);
 </script>
