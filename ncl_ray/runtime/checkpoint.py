@@ -162,8 +162,9 @@ def checkpoint_uri(uri: str) -> str:
 
 
 def _fetch_checkpoint(uri: str) -> str:
-    """The local copy of the checkpoint a URI names (its evaluations, under eval/, stay remote)."""
-    return storage.fetch(checkpoint_uri(uri), skip=("eval/",))
+    """The local copy of the checkpoint a URI names (its evaluations, under eval/, and its served index, under
+    index/, stay remote: serve/remote.py mirrors the index)."""
+    return storage.fetch(checkpoint_uri(uri), skip=("eval/", "index/"))
 
 
 def load_model(checkpoint: str, state: Optional[Dict[str, Any]] = None):

@@ -185,6 +185,18 @@ def download(uri: str, local: str) -> None:
                   destination_filesystem=pf.LocalFileSystem(), use_threads=True)
 
 
+ORIGIN = ".origin"  # beside a fetched copy: the URI it was fetched from
+
+
+def origin(local: str) -> str:
+    """The URI a folder made by `fetch` was copied from; "" for any other folder."""
+    p = Path(local).resolve()
+    marker = p.parent / ORIGIN
+    if cache_root().resolve() not in p.parents or not marker.is_file():
+        return ""
+    return marker.read_text().strip()
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("NCL_RAY_CACHE") or Path.home() / ".cache" / "ncl-ray") / "fetched"
 
@@ -199,7 +211,7 @@ def fetch(uri: str, skip: Tuple[str, ...] = ()) -> str:
     files = [f for f in listing(uri) if not f[0].startswith(skip)] if skip else listing(uri)
     if not files:
         raise FileNotFoundError(f"nothing at {uri}")
-    key = hashlib.sha256(repr((uri, files)).encode()).hexdigest()[:20]
+    key = hashlib.sha256(repr((uri, files, ORIGIN)).encode()).hexdigest()[:20]
     name = hashlib.sha256(uri.encode()).hexdigest()[:12] + "-" + key
     target = cache_root() / name / Path(uri.rstrip("/")).name
     if target.is_dir():
@@ -213,6 +225,7 @@ def fetch(uri: str, skip: Tuple[str, ...] = ()) -> str:
             local.parent.mkdir(parents=True, exist_ok=True)
             pf.copy_files(f"{path}/{rel}", str(local), source_filesystem=fs,
                           destination_filesystem=pf.LocalFileSystem())
+        (tmp / ORIGIN).write_text(uri.rstrip("/"))
         try:
             tmp.rename(cache_root() / name)
         except OSError:  # another process fetched the same version meanwhile: theirs is as good

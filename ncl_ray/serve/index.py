@@ -27,8 +27,13 @@ KINDS = ("exact", "hnsw")
 
 def resolve_version(folder: str) -> Path:
     """An export folder itself, or the version that a versioned folder's CURRENT names; on object storage
-    (s3://...), the same in its local copy (fetched once, reused while unchanged)."""
-    d = Path(storage.fetch(folder) if storage.is_uri(folder) else folder)
+    (s3://...), the local copy of that export or version (fetched once, reused while unchanged)."""
+    if storage.is_uri(folder):
+        live = storage.join(folder, "CURRENT")
+        if storage.stat(live)[0] >= 0:  # a versioned index: only the version CURRENT names is fetched
+            return Path(storage.fetch(storage.join(folder, storage.read_text(live).strip())))
+        folder = storage.fetch(folder)
+    d = Path(folder)
     if (d / "CURRENT").is_file():
         return d / (d / "CURRENT").read_text().strip()
     if (d / "index.json").is_file():

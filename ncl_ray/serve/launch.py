@@ -18,9 +18,11 @@ def ensure_index(checkpoint: str, overrides: List[str], remote: str = "") -> Pat
     """CHECKPOINT/index with a CURRENT version, built from the eval export (made now if missing). `remote`: the
     checkpoint's URI when it was fetched from object storage, whose `eval/` exports are used first."""
     from ncl_ray.runtime import storage
-    from ncl_ray.serve.versions import current, home_of, seed_from_export
+    from ncl_ray.serve.versions import current, home_of, refresh, seed_from_export
 
     home = home_of(checkpoint)
+    remote = remote or storage.origin(checkpoint)
+    refresh(home)  # a fetched checkpoint's index is the one in the bucket
     if current(home) is not None:
         return home
     exports = sorted(Path(checkpoint).glob("eval/*bank-train*/export/index.json"))
@@ -130,8 +132,9 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     checkpoint = resolve_checkpoint(target)
     cfg = from_dict(load_checkpoint(checkpoint)["config"])
     from ncl_ray.evaluation.export import read_index
-    from ncl_ray.serve.versions import current, home_of
+    from ncl_ray.serve.versions import current, home_of, refresh, remote_home
 
+    refresh(home_of(checkpoint))
     live = current(home_of(checkpoint))
     if live is not None:  # a version that fails its checks is named before Ray starts
         read_index(live)
@@ -157,7 +160,8 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
         internal = free_port() if public else port
         serve.start(http_options={"host": "127.0.0.1" if public else host, "port": internal})
         started = True
-        serve.run(build_app(checkpoint, str(home), kind, use_gpu=cfg.train.use_gpu,
+        # an index in the bucket is served from there: a replica on any node reads CURRENT and fetches it
+        serve.run(build_app(checkpoint, remote_home(home) or str(home), kind, use_gpu=cfg.train.use_gpu,
                             hosts=sorted(allowed_hosts(host, allow_hosts)), token=token),
                   name="ncl-ray", route_prefix="/", blocking=False)
         if public:

@@ -18,8 +18,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from ncl_ray.evaluation.export import read_index
-from ncl_ray.serve.versions import (carried_meta, changelog, current, home_of, versions, write_files, write_version,
-                                    writer)
+from ncl_ray.serve.versions import (carried_meta, changelog, current, home_of, refresh, versions, write_files,
+                                    write_version, writer)
 
 log = logging.getLogger("ncl_ray.index")
 
@@ -93,6 +93,7 @@ def new_biases(bank: Bank, old_gallery: np.ndarray, old_extra: Dict[str, np.ndar
 
 def _home(checkpoint: str) -> Path:
     home = home_of(checkpoint)
+    refresh(home)
     if current(home) is None:
         raise FileNotFoundError(f"{checkpoint}: no served index yet (ncl-ray serve or ncl-ray index add makes one)")
     return home

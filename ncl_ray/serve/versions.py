@@ -8,7 +8,10 @@ One writer at a time: every command that writes a version holds `writer(home, wh
 `home/.lock` (released by the kernel when its process dies, however it dies), from reading the version it
 changes until the new one is current, so two adds started together both land (the second waits, saying for
 whom). Holding it, a writer removes the temporary folders that crashed or killed writers left behind. Captions
-are cut to MAX_CAPTIONS per video of MAX_CAPTION_CHARS each, whatever their source. No Ray.
+are cut to MAX_CAPTIONS per video of MAX_CAPTION_CHARS each, whatever their source.
+
+The index of a checkpoint fetched from object storage lives in the bucket (CHECKPOINT_URI/index/): its local
+folder is a mirror, and `writer` also takes the bucket's lock and publishes there (remote.py). No Ray.
 """
 
 import fcntl
@@ -23,6 +26,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from ncl_ray.evaluation.export import IndexFiles, read_index, write_index
+from ncl_ray.runtime import storage
+from ncl_ray.serve import remote
 
 log = logging.getLogger("ncl_ray.index")
 MAX_CAPTIONS, MAX_CAPTION_CHARS = 20, 500  # shown on the page; the tokenizer reads 77 tokens at most
@@ -30,6 +35,20 @@ MAX_CAPTIONS, MAX_CAPTION_CHARS = 20, 500  # shown on the page; the tokenizer re
 
 def home_of(checkpoint: str) -> Path:
     return Path(checkpoint) / "index"
+
+
+def remote_home(home: Path) -> str:
+    """The URI of the index that `home` mirrors (a fetched checkpoint's), or "" for an index of its own."""
+    uri = storage.origin(str(home.parent))
+    return storage.join(uri, "index") if uri else ""
+
+
+def refresh(home: Path) -> None:
+    """Bring a mirror up to the published index (nothing to do for a local index)."""
+    uri = remote_home(home)
+    if uri:
+        with _flock(home, "mirroring"):
+            remote.pull(uri, home)
 
 
 def current(home: Path) -> Optional[Path]:
@@ -55,7 +74,19 @@ def bound_captions(captions: Sequence[str]) -> List[str]:
 @contextmanager
 def writer(home: Path, what: str) -> Iterator[None]:
     """Hold the index's writer lock for `what` (waiting, with a message naming the holder, while another
-    writer has it); stale temporary folders are removed once it is held."""
+    writer has it); stale temporary folders are removed once it is held. For a mirror, also the bucket's lock,
+    with the mirror pulled first and the new version published at the end."""
+    uri = remote_home(home)
+    with _flock(home, what):
+        if not uri:
+            yield
+        else:
+            with remote.bucket_writer(uri, home, what):
+                yield
+
+
+@contextmanager
+def _flock(home: Path, what: str) -> Iterator[None]:
     home.mkdir(parents=True, exist_ok=True)
     fd = os.open(home / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

@@ -3,6 +3,7 @@
 `ncl-ray eval s3://...` from another working directory prints the training run's table, and a wrong bucket or
 an unreachable endpoint is one line naming the URI, before Ray starts."""
 
+import contextlib
 import glob
 import json
 import os
@@ -98,10 +99,46 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     # (resuming from the bucket is tests/system/test_two_nodes.py's, across two nodes)
     served = tmp_path / "served"
     served.mkdir()
-    hits = serve_and_search(["serve", f"s3://{bucket}/runs/s3run"], env, served)
-    assert len(hits) == 3 and all(h["video_id"] and h["captions"] for h in hits), hits
+    with serving(["serve", f"s3://{bucket}/runs/s3run"], env, served) as port:
+        hits = search(port, k=100)
+        assert len(hits) >= 3 and all(h["video_id"] and h["captions"] for h in hits), hits
+        assert sorted(p.name for p in other.iterdir()) == [] and sorted(p.name for p in served.iterdir()) == []
+        # the served index lives in the bucket beside the checkpoint: version 1, CURRENT, no lock left
+        index = {k.split("/index/")[1] for k in s3.keys(bucket, "runs/s3run/") if "/index/" in k}
+        assert {"CURRENT", "CHANGELOG", "v0001/index.json"} <= index and "LOCK" not in index, sorted(index)
+        # two other machines (their own caches and folders) change it at once: both changes land, one after
+        # the other (the bucket's lock), and the server loads the result on POST /reload
+        gone = [hits[0]["video_id"], hits[1]["video_id"]]
+        procs = []
+        for i, video in enumerate(gone):
+            (tmp_path / f"m{i}").mkdir()
+            procs.append(subprocess.Popen([sys.executable, "-m", "ncl_ray", "index", "remove",
+                                           f"s3://{bucket}/runs/s3run", video], cwd=tmp_path / f"m{i}",
+                                          env=dict(env, NCL_RAY_CACHE=str(tmp_path / f"m{i}" / "cache")),
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for p in procs:
+            assert p.wait(timeout=300) == 0, p.stdout.read()[-2000:]
+        listed = cli(["index", "list", f"s3://{bucket}/runs/s3run"], env, other)
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        lines = listed.stdout.splitlines()
+        assert [line.split()[:2] for line in lines][-1] == ["*", "v0003"] and len(lines) == 3, lines
+        assert sum("remove 1" in line for line in lines) == 2, lines
+        assert "LOCK" not in {k.rsplit("/", 1)[1] for k in s3.keys(bucket, "runs/s3run/")}
+        import urllib.request
+
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/reload", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+        after = {h["video_id"] for h in search(port, k=100)}
+        assert after and not after & set(gone), (gone, after)
+        # and a rollback from here brings them back, as v0004
+        back = cli(["index", "rollback", f"s3://{bucket}/runs/s3run", "v0001"], env, other)
+        assert back.returncode == 0 and "v0004" in back.stdout, back.stderr[-2000:]
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+        assert set(gone) <= {h["video_id"] for h in search(port, k=100)}
     assert sorted(p.name for p in other.iterdir()) == [] and sorted(p.name for p in served.iterdir()) == []
-    assert len(list((tmp_path / "fetch-cache" / "fetched").iterdir())) == 2  # the checkpoint and the export
 
 
 def test_a_sweep_lives_in_the_bucket(s3, builtin_data, tmp_path):
@@ -142,8 +179,21 @@ def test_a_sweep_lives_in_the_bucket(s3, builtin_data, tmp_path):
 
 def serve_and_search(args, env, cwd):
     """Start `ncl-ray serve` on a free loopback port, send one search, stop it (SIGTERM); the JSON answer."""
-    import signal
+    with serving(args, env, cwd) as port:
+        return search(port)
+
+
+def search(port: int, q: str = "a red square", k: int = 3):
     import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/search?q={q.replace(' ', '+')}&k={k}", timeout=30) as r:
+        return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def serving(args, env, cwd):
+    """`ncl-ray serve` on a free loopback port, answering searches: its port; stopped (SIGTERM) afterwards."""
+    import signal
 
     from raynodes import alive, free_port, processes_of
 
@@ -158,10 +208,11 @@ def serve_and_search(args, env, cwd):
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.time() < deadline, "the server did not come up"
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/search?q=a+red+square&k=3", timeout=30) as r:
-                    return json.loads(r.read())
+                search(port)
+                break
             except OSError:
                 time.sleep(1)
+        yield port
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
