@@ -138,6 +138,20 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
         with urllib.request.urlopen(req, timeout=60) as r:
             assert r.status == 200
         assert set(gone) <= {h["video_id"] for h in search(port, k=100)}
+        # a new video added from another folder: embedded, published as v0005, found after a reload
+        import numpy as np
+
+        from ncl_ray.data.synthetic import render, write_video
+
+        (tmp_path / "new").mkdir()
+        write_video(str(tmp_path / "new" / "freshclip.mp4"),
+                    render("red", "square", "large", "left", "navy", rng=np.random.default_rng(0)))
+        add = cli(["index", "add", f"s3://{bucket}/runs/s3run", str(tmp_path / "new"), "--window", "0"], env, other)
+        assert add.returncode == 0, add.stderr[-2000:]
+        assert remote_current(s3, bucket) == "v0005"
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+        assert "freshclip" in {h["video_id"] for h in search(port, k=100)}
     assert sorted(p.name for p in other.iterdir()) == [] and sorted(p.name for p in served.iterdir()) == []
 
 
@@ -175,6 +189,12 @@ def test_a_sweep_lives_in_the_bucket(s3, builtin_data, tmp_path):
     table = s3.client().get_object(Bucket=bucket, Key="runs/cmp/compare.csv")["Body"].read().decode()
     assert "train/" in table.splitlines()[0]  # the trials' TensorBoard curves, read back from the bucket
     assert list(work.iterdir()) == []
+
+
+def remote_current(s3, bucket: str) -> str:
+    """What the run's served index names as CURRENT in the bucket."""
+    key = next(k for k in s3.keys(bucket, "runs/s3run/") if k.endswith("/index/CURRENT"))
+    return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode().strip()
 
 
 def serve_and_search(args, env, cwd):
