@@ -37,8 +37,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    rc = 1
     try:
-        return args.fn(args)
+        rc = args.fn(args)
+        return rc
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -48,6 +50,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as e:  # bad paths and inputs: the message names them
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        cluster = sys.modules.get("ncl_ray.runtime.cluster")  # loaded only by the verbs that use Ray
+        if cluster is not None:
+            cluster.end_private_session(rc in (0, None))
 
 
 if __name__ == "__main__":

@@ -13,5 +13,17 @@ def register(sub) -> None:
 def main(args) -> int:
     from ncl_ray.config.show import show
 
-    print(show(load(args)))
+    cfg = load(args)
+    if not _name_given(args):  # the clock's name is made at each start: shown as '', the output trains again
+        cfg.run.name = ""
+    print(show(cfg))
     return 0
+
+
+def _name_given(args) -> bool:
+    """Whether the file or the command line sets run.name."""
+    from omegaconf import OmegaConf
+
+    if any(item.split("=", 1)[0].strip() == "run.name" for item in args.overrides):
+        return True
+    return bool(OmegaConf.select(OmegaConf.load(args.config), "run.name", default=""))

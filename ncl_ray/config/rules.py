@@ -10,6 +10,50 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file or key."""
 
 
+def plain_overrides(overrides) -> list:
+    """`key=value` strings, each checked for its `=`; `key=` is the empty string (`key=''`)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+    return [f"{item}''" if item.endswith("=") else item for item in overrides]
+
+
+def attributed(e: ConfigError, path, overrides) -> ConfigError:
+    """`e` prefixed with where the key it names was set: the command line, else the config file."""
+    import re
+
+    named = re.search(r"'([a-z_]+\.[a-z_]+)'", str(e))
+    if not named or str(e).startswith(("command line:", f"{path}:")):
+        return e
+    where = "command line" if named.group(1) in {i.split("=", 1)[0].strip() for i in overrides} else path or ""
+    return ConfigError(f"{where}: {e}") if where else e
+
+
+def open_clip_archs() -> list:
+    """The architectures open_clip can build, read from its model-config folder (without importing it)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model_configs"
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def check_arch(arch: str) -> None:
+    """`model.arch` is tiny, an open_clip architecture or an hf-hub: name; else one line with the nearest names."""
+    if arch == "tiny" or arch.startswith("hf-hub:"):
+        return
+    known = open_clip_archs()
+    if known and arch not in known:
+        import difflib
+
+        near = difflib.get_close_matches(arch, known, n=3, cutoff=0.5)
+        raise ConfigError(f"'model.arch': unknown architecture {arch!r} (tiny, or one of open_clip's {len(known)}"
+                          f"{', e.g. ' + ', '.join(near) if near else ' such as ViT-B-32, ViT-B-16'})")
+
+
 CHOICES = {
     "data.dataset": ("synthetic", "manifest", "msrvtt", "msvd", "activitynet"),
     "data.cache_encoding": ("jpeg", "raw"),

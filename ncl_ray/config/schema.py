@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ncl_ray.config.explain import expected
-from ncl_ray.config.rules import (CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, check_combinations,
-                                   refuse_interpolation)
+from ncl_ray.config.rules import (CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, attributed, check_arch,
+                                   check_combinations, plain_overrides, refuse_interpolation)
 from ncl_ray.ncl.methods import DEFAULT_METHODS
 
 
@@ -208,9 +208,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
                 raise ConfigError(f"{path}: '{key}' must be a section of keys (e.g. {key}.{next(iter(cfg[key]))}: "
                                   f"...), got {value!r}")
         cfg = _merge(cfg, file_cfg, path)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
+    overrides = plain_overrides(overrides)
     if overrides:
         for item in overrides:
             key = item.split("=", 1)[0].strip()
@@ -226,7 +224,10 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
         dotlist = OmegaConf.from_dotlist(list(overrides))
         refuse_interpolation(OmegaConf.to_container(dotlist, resolve=False), "command line")
         cfg = _merge(cfg, dotlist, "command line")
-    return finalize(cfg)
+    try:
+        return finalize(cfg)
+    except ConfigError as e:
+        raise attributed(e, path, overrides) from None
 
 
 def finalize(cfg: DictConfig) -> DictConfig:
@@ -249,6 +250,7 @@ def finalize(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"'model.init_temperature' must be in (0, 1], got {cfg.model.init_temperature}")
     if cfg.model.pooling == "seqTransf" and cfg.model.temporal_layers < 1:
         raise ConfigError(f"'model.temporal_layers' must be >= 1 for seqTransf, got {cfg.model.temporal_layers}")
+    check_arch(cfg.model.arch)
     check_combinations(cfg)  # keys that must agree with each other (rules.py)
     if cfg.train.protocol == "published":  # select on the test split, as the published tables did
         cfg.data.val_split = cfg.data.test_split

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,34 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
                          _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
             secure_token_file()
+            if not verbose:  # removed when the command succeeds (end_private_session)
+                PRIVATE_SESSION[:] = [ray._private.worker._global_node.get_session_dir_path()]
         else:
             log.info("Ray: joining %s", target)
             ray.init(address=target, log_to_driver=verbose,
                      logging_level=logging.INFO if verbose else logging.WARNING)
     quiet_data_progress()
+
+
+PRIVATE_SESSION: List[str] = []  # the session folder of the private instance this process started, if any
+
+
+def end_private_session(succeeded: bool) -> None:
+    """After a command that succeeded: stop the private instance it started and remove its session folder (Ray's
+    sockets and logs, 2-6 MB; a run keeps its copy of the logs). After a failure, or with run.verbose, the
+    folder stays for the logs."""
+    if not PRIVATE_SESSION or not succeeded:
+        return
+    import shutil
+
+    import ray
+
+    session = PRIVATE_SESSION.pop()
+    ray.shutdown()
+    shutil.rmtree(session, ignore_errors=True)
+    latest = os.path.join(os.path.dirname(session), "session_latest")
+    if os.path.islink(latest) and os.readlink(latest) == session:
+        os.unlink(latest)
 
 
 def quiet_data_progress() -> None:

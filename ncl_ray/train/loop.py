@@ -2,7 +2,8 @@
 
 Workers: build the model and the NCL loss (which owns the replicated query queues), restore the latest
 checkpoint if Ray restarted them (or `train.resume_from`), and loop over their data shard with `train_step`.
-Every rank calls `ray.train.report` each epoch; rank 0 evaluates, writes TensorBoard and the checkpoint.
+Every rank calls `ray.train.report` each epoch; rank 0 evaluates, writes TensorBoard and the checkpoint. Epochs are
+counted from 1 in what a user reads (the console, results.json, restores.jsonl), from 0 inside checkpoints.
 """
 
 import json
@@ -165,11 +166,11 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
             scheduler.load_state_dict(state["scheduler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         if rank == 0:
-            record = {"epoch": state["epoch"], "step": step, "queue_filled": int(loss_fn.text_queue.filled),
+            record = {"epoch": state["epoch"] + 1, "step": step, "queue_filled": int(loss_fn.text_queue.filled),
                       "queue_sum": float(loss_fn.text_queue.queue.sum()), "time": time.time()}
             with open(run_dir / "restores.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-            log.info("restored epoch %d, step %d, queue %d/%d", state["epoch"], step,
+            log.info("restored after epoch %d, step %d, queue %d/%d", state["epoch"] + 1, step,
                      record["queue_filled"], cfg.ncl.queue_size)
 
     fail_at = int(os.environ.get(FAULT_ENV, cfg.train.fail_at_step))
@@ -241,7 +242,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
             shown = {"loss": m["train/contrastive_loss"]} if isinstance(m["train/contrastive_loss"], float) else {}
             post(phase="train", step=step, epoch=epoch + 1, clips_per_s=clips / max(time.time() - t0, 1e-9), **shown)
         elapsed = time.time() - t0
-        metrics: Dict[str, float] = {"epoch": epoch, "step": step, "train/clips_per_s": clips / max(elapsed, 1e-9),
+        metrics: Dict[str, float] = {"epoch": epoch + 1, "step": step, "train/clips_per_s": clips / max(elapsed, 1e-9),
                                      "train/epoch_loss": float(loss_sum) / max(1, n_steps)}
         last = epoch == cfg.train.epochs - 1
         every = cfg.train.eval_every_epochs
@@ -267,13 +268,13 @@ def train_loop_per_worker(config: Dict[str, Any]) -> None:
                     test_model, test_loss = _load_for_eval(cfg, run_dir / BEST, device)
                 metrics.update(_evaluate(test_model, test_loss, ray.train.get_dataset_shard("test"), cfg, device,
                                          list(cfg.eval.methods), "test"))
-                metrics["test_epoch"] = best["epoch"] if (cfg.train.keep_best and best) else epoch
+                metrics["test_epoch"] = 1 + (best["epoch"] if (cfg.train.keep_best and best) else epoch)
             tb.log_dict({k: v for k, v in metrics.items() if "/" in k and not k.startswith("test/")}, step)
             if last:  # the test table as text, headline metrics and settings in HParams: not one chart per number
                 tb.log_final(metrics, cfg, list(cfg.eval.methods), served_method(cfg), step)
             tb.flush()
             publish(run_dir, run_uri, [*changed, "tensorboard", "restores.jsonl"])  # a crash loses one epoch at most
-            log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch, step, metrics["train/epoch_loss"],
+            log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch + 1, step, metrics["train/epoch_loss"],
                      metrics["train/clips_per_s"],
                      f" val t2v R@1 {metrics['val/served/t2v_R@1']:.1f}" if "val/served/t2v_R@1" in metrics else "")
         with tempfile.TemporaryDirectory() as d:

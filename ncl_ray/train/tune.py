@@ -1,17 +1,11 @@
 """Ray Tune sweeps: `ncl-ray tune conf/tune_small.yaml [key=value ...]`.
 
-The search space lives in a YAML file (`tune.space`) mapping config keys to a sampler:
-
-    ncl.queue_size: {grid: [0, 256, 1024]}
-    ncl.n_iters: {grid: [0, 3, 10]}
-    model.init_temperature: {loguniform: [0.01, 0.1]}
-    model.learn_temperature: {choice: [true, false]}
-
-Each trial is a full Ray Train run (Train V2: a function trainable that builds and fits a TorchTrainer, whose
-per-epoch reports reach Tune through `TuneReportCallback`); ASHA stops weak trials on `tune.metric` (validation
-t2v R@1 by default). The decoded data is shared by all trials. Results: a table sorted by the objective,
-`results.csv`, `best.yaml` (ready to run with `ncl-ray train`), and every trial's TensorBoard logs under the
-sweep folder. Run the same command with `train.resume=true run.name=<sweep>` to continue a crashed sweep.
+The search space is a YAML file (`tune.space`, read by space.py). Each trial is a full Ray Train run (Train V2:
+a function trainable that builds and fits a TorchTrainer, whose per-epoch reports reach Tune through
+`TuneReportCallback`); ASHA stops weak trials on `tune.metric` (validation t2v R@1 by default). The decoded data
+is shared by all trials. Results: a table sorted by the objective, `results.csv`, `best.yaml` (ready to run with
+`ncl-ray train`), and every trial's TensorBoard logs under the sweep folder. Run the same command with
+`train.resume=true run.name=<sweep>` to continue a crashed sweep.
 """
 
 import logging
@@ -23,72 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import yaml
-from omegaconf import OmegaConf
-
-from ncl_ray.config.schema import ConfigError, finalize, from_dict, save_config, to_dict
+from ncl_ray.config.schema import ConfigError, save_config, to_dict
 from ncl_ray.runtime import storage
 from ncl_ray.runtime.runs import publish, run_uri_of
+from ncl_ray.train.space import apply_params, count_trials, load_space
 
+__all__ = ["apply_params", "count_trials", "load_space", "run_sweep"]
 log = logging.getLogger("ncl_ray.train.tune")
-SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
-
-
-def load_space(path: str, cfg) -> Dict[str, Any]:
-    """Read a search-space file into a Tune `param_space` (flat config keys -> samplers)."""
-    from ray import tune
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"tune.space: search-space file not found: {path}")
-    raw = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{path}: expected a mapping of config keys to samplers")
-    space = {}
-    for key, spec in raw.items():
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" or \
-                isinstance(OmegaConf.select(cfg, key), (dict, list)) or OmegaConf.is_config(OmegaConf.select(cfg, key)):
-            raise ConfigError(f"{path}: '{key}' is not a config key with a single value")
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
-            raise ConfigError(f"{path}: '{key}' needs exactly one of {', '.join(SAMPLERS)}, got {spec!r}")
-        kind, arg = next(iter(spec.items()))
-        _check_values(path, cfg, key, kind, arg)
-        if kind == "grid":
-            space[key] = tune.grid_search(list(arg))
-        elif kind == "choice":
-            space[key] = tune.choice(list(arg))
-        else:
-            space[key] = getattr(tune, kind)(*arg)
-    return space
-
-
-def _check_values(path: str, cfg, key: str, kind: str, arg) -> None:
-    """Every value a grid or choice can give, and both ends of a range, pass the schema's checks (types, ranges,
-    choices) before Ray starts: a sweep does not fail at its fifth trial on a value the file allowed."""
-    if kind in ("grid", "choice"):
-        if not isinstance(arg, list) or not arg:
-            raise ConfigError(f"{path}: '{key}' {kind} needs a non-empty list, got {arg!r}")
-        values = arg
-    else:
-        if not isinstance(arg, list) or len(arg) != 2:
-            raise ConfigError(f"{path}: '{key}' {kind} needs [low, high], got {arg!r}")
-        values = [arg[0], arg[1] - 1] if kind == "randint" else arg
-    for value in values:
-        try:
-            apply_params(to_dict(cfg), {key: value})
-        except ConfigError as e:
-            raise ConfigError(f"{path}: '{key}' = {value!r}: {e}") from None
-
-
-def apply_params(base: Dict[str, Any], params: Dict[str, Any]):
-    """The base config with sampled values, checked like a loaded config (types, ranges, choices)."""
-    cfg = from_dict(base)
-    for key, value in params.items():
-        try:
-            OmegaConf.update(cfg, key, value, merge=False)
-        except Exception as e:
-            raise ConfigError(f"tune: cannot set '{key}' = {value!r}: {e}") from None
-    return finalize(cfg)
 
 
 def _trial(params: Dict[str, Any], base: Dict[str, Any], datasets, meta: Dict[str, Any]) -> None:
@@ -154,15 +89,6 @@ def _trial_lines_class():
 
 def _TrialLines(metric: str, total: int, mode: str = "max"):
     return _trial_lines_class()(metric, total, mode)
-
-
-def count_trials(space: Dict[str, Any], num_samples: int) -> int:
-    """Trials a sweep runs: every grid combination, `num_samples` times (Tune's rule)."""
-    n = max(1, num_samples)
-    for value in space.values():
-        if isinstance(value, dict) and "grid_search" in value:
-            n *= len(value["grid_search"])
-    return n
 
 
 def results_table(df, params: List[str], metric: str, mode: str) -> Tuple[Any, str]:

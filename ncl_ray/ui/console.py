@@ -154,10 +154,14 @@ class Progress:
         self.start = time.time()
         self.done, self.extra = 0, ""
         self._last_print, self._last_done, self._width, self.closed = 0.0, -1, 0, False
+        self._printed = ""  # the (count, extra) of the last plain line: never printed twice
+        self._base: Optional[tuple] = None  # (time, count) of the first update: a resumed run's steps are not new
 
     def line(self) -> str:
-        elapsed = time.time() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        now = time.time()
+        elapsed = now - self.start
+        t0, d0 = self._base or (self.start, 0)
+        rate = (self.done - d0) / (now - t0) if now - t0 > 0.5 and self.done > d0 else 0.0
         parts = [f"{self.label:<9s}", f"{self.done}/{self.total}" + (f" {self.unit}" if self.unit else "")]
         if self.total:
             parts.append(f"{100.0 * self.done / self.total:3.0f}%")
@@ -178,6 +182,8 @@ class Progress:
         """Set the count; `force` prints a plain line now (e.g. when the phase changes)."""
         self.done, self.extra = min(int(done), self.total) if self.total else int(done), extra
         now = time.time()
+        if self._base is None:
+            self._base = (now, self.done)
         if self.tty:
             text = self.line()
             self.stream.write("\r" + text + " " * max(0, self._width - len(text)))
@@ -188,9 +194,11 @@ class Progress:
             self._print()
 
     def _print(self) -> None:
+        if self._printed == repr((self.done, self.extra)):  # the same count and state: only the rate would differ
+            return
         self.stream.write(self.line() + "\n")
         self.stream.flush()
-        self._last_print, self._last_done = time.time(), self.done
+        self._last_print, self._last_done, self._printed = time.time(), self.done, repr((self.done, self.extra))
 
     def close(self, extra: Optional[str] = None) -> None:
         if self.closed:

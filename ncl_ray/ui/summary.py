@@ -24,7 +24,9 @@ def legend(methods: Sequence[str], bank: str) -> List[str]:
     bank_words = "training-query bank" if bank == "train" else f"{bank} queries (transductive)"
     return ["methods: " + "; ".join(METHOD_WORDS[m].format(bank=bank_words) for m in methods if m in METHOD_WORDS),
             "normalisation error: mean |P(v) - R/C| / (R/C) over test videos, P(v) = a video's summed retrieval "
-            "probability over the R test captions (0 = every video retrieved equally often)"]
+            "probability over the R test captions (0 = every video retrieved equally often)",
+            "cost s: seconds a method took on this gallery (its statistics, scoring and ranking, both directions); "
+            "MdR, MnR: median and mean rank of the right item (1 = first)"]
 
 
 def collapse_warning(metrics: Dict[str, float], n_iters: int, n_videos: int, prefix: str = "test/") -> Optional[str]:

@@ -121,13 +121,13 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     run = Path(cfg.run.storage_path) / "fault"
     assert (run / "fault_injected").exists()
     restores = [json.loads(x) for x in (run / "restores.jsonl").read_text().splitlines()]
-    assert len(restores) == 1 and restores[0]["epoch"] == 1 and restores[0]["step"] == 6  # no step redone
+    assert len(restores) == 1 and restores[0]["epoch"] == 2 and restores[0]["step"] == 6  # no step redone
     assert restores[0]["queue_filled"] == 24  # the queue of 3 steps x 8 clips, restored with the checkpoint
     # no folder outside Ray's bookkeeping survives (an unregistered checkpoint is removed after the run)
     assert len([d for d in run.glob("checkpoint_*") if d.is_dir()]) <= 2
 
     results = json.loads((run / "results.json").read_text())
-    assert results["metrics"]["step"] == 9 and results["metrics"]["epoch"] == 2  # nothing lost, run finished
+    assert results["metrics"]["step"] == 9 and results["metrics"]["epoch"] == 3  # nothing lost, run finished
     assert results["skipped_count"] == 0
     # torch threads inside the workers: the node's cores shared by its 2 training workers (threads.py)
     cores = min(4, len(os.sched_getaffinity(0)))  # ray_local claims 4 logical CPUs
@@ -197,7 +197,7 @@ def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, dat
     assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2", "train.resume=true",
                              "train.threads_per_worker=3", "data.in_memory=encoded", "data.decode_on=worker")) == 0
     results = json.loads((Path(tmp_path) / "runs" / "r" / "results.json").read_text())
-    assert results["metrics"]["epoch"] == 1 and results["metrics"]["step"] == 6  # 3 steps per epoch, none redone
+    assert results["metrics"]["epoch"] == 2 and results["metrics"]["step"] == 6  # 3 steps per epoch, none redone
     assert [w["torch_threads"] for w in results["workers"]] == [3, 3]  # set explicitly, read back in the workers
     assert [w["frame_decode"] for w in results["workers"]] == ["worker, CPU"] * 2  # no GPU here: PIL in the worker
     # the cache's encoded rows kept in the object store, decoded each epoch; the epoch's waits recorded

@@ -17,7 +17,9 @@ def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, built
     from ncl_ray.train.tune import run_sweep as main
 
     space = tmp_path / "space.yaml"
-    space.write_text("ncl.n_iters: {grid: [0, 3]}\nncl.queue_size: {grid: [16]}\n")
+    # plain training and NCL with a queue: a grid over whole settings (the queue means nothing without NCL)
+    space.write_text("variants:\n  - {ncl.n_iters: 0}\n  - {ncl.n_iters: 3, ncl.queue_size: 16}\n"
+                     "model.init_temperature: {grid: [0.05]}\n")
     cfg = load_config("conf/tune_small.yaml", tiny(
         builtin_data, tmp_path / "runs", "train.epochs=2", f"tune.space={space}",
         "tune.grace_period=1", "tune.reduction_factor=2", "run.name=sweep",
@@ -25,13 +27,15 @@ def test_small_sweep_writes_table_csv_and_best_config(ray_local, tmp_path, built
     assert main(cfg) == 0
     sweep = Path(tmp_path) / "runs" / "sweep"
     table = pd.read_csv(sweep / "results.csv")
-    assert len(table) == 2 and set(table["ncl.n_iters"]) == {0, 3}
+    assert len(table) == 2 and set(table["variants"]) == {"ncl.n_iters=0", "ncl.n_iters=3 ncl.queue_size=16"}
+    assert set(table["model.init_temperature"]) == {0.05}
     metric = table["val/served/t2v_R@1"].tolist()
     assert metric == sorted(metric, reverse=True)  # ranked by the reported objective
     assert table["training_iteration"].max() == 2 and table["training_iteration"].min() >= 1
     best = load_config(str(sweep / "best.yaml"))
-    assert best.ncl.n_iters == int(table.loc[table["best"].idxmax(), "ncl.n_iters"]) or \
-        table["best"].nunique() == 1
+    winner = table.loc[table["best"].idxmax(), "variants"]
+    assert f"ncl.n_iters={best.ncl.n_iters}" in winner or table["best"].nunique() == 1
+    assert best.model.init_temperature == 0.05
     assert (sweep / "best.yaml").read_text().startswith("# ncl-ray train")
     assert "sweep sweep in" in (sweep / "logs" / "driver.log").read_text()  # the start train and compare share
     trials = list((sweep / "trials").glob("train-*/tensorboard"))

@@ -136,3 +136,49 @@ def test_decode_on_worker_refuses_what_it_cannot_decode_and_auto_follows_the_gpu
     assert decode_site(load_config(None, [])) == "tasks"
     assert decode_site(load_config(None, ["train.use_gpu=true"])) == "worker"
     assert decode_site(load_config(None, ["train.use_gpu=true", "data.cache_encoding=raw"])) == "tasks"
+
+
+def test_an_unknown_arch_is_one_line_before_anything_starts(tmp_path):
+    """`ncl-ray train ... model.arch=ViT-X-99`: exit 2 at once, one line with the nearest names, no run folder."""
+    import subprocess
+    import sys
+    import time
+
+    from ncl_ray.config.rules import open_clip_archs
+
+    root = Path(__file__).resolve().parents[2]
+    started = time.time()
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", str(root / "conf" / "default.yaml"),
+                        "model.arch=ViT-B-33", f"run.storage_path={tmp_path / 'runs'}"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and time.time() - started < 15
+    assert r.stderr.strip().splitlines() == [
+        "config error: command line: 'model.arch': unknown architecture 'ViT-B-33' (tiny, or one of open_clip's "
+        f"{len(open_clip_archs())}, e.g. ViT-B-32, ViT-S-32, "
+        "ViT-M-32)"]
+    assert not (tmp_path / "runs").exists() and list(tmp_path.iterdir()) == []
+    for ok in ("ViT-B-32", "tiny", "hf-hub:org/model"):
+        assert load_config("conf/default.yaml", [f"model.arch={ok}"]).model.arch == ok
+
+
+def test_an_empty_override_is_the_empty_string_and_range_errors_name_their_source(tmp_path):
+    assert load_config("conf/default.yaml", ["model.pretrained="]).model.pretrained == ""
+    with pytest.raises(ConfigError, match=r"^command line: 'ncl.queue_size' must be >= 0, got -1$"):
+        load_config("conf/default.yaml", ["ncl.queue_size=-1"])
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("ncl:\n  queue_size: -2\n")
+    with pytest.raises(ConfigError, match=rf"^{mine}: 'ncl.queue_size' must be >= 0, got -2$"):
+        load_config(str(mine))
+
+
+def test_config_show_without_a_name_trains_again_under_a_new_name(capsys, tmp_path):
+    """The clock's run name is made at each start, so the shown config is '' there and loads to a fresh name."""
+    from ncl_ray.cli import main
+
+    assert main(["config", "show", "conf/default.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "  name: ''" in out
+    (tmp_path / "shown.yaml").write_text(out)
+    assert load_config(str(tmp_path / "shown.yaml")).run.name.startswith("ncl-")
+    assert main(["config", "show", str(tmp_path / "shown.yaml"), "run.name=mine"]) == 0
+    assert "  name: mine" in capsys.readouterr().out

@@ -17,14 +17,31 @@ def test_non_tty_prints_plain_lines_with_eta_and_a_final_line():
     bar = Progress("decode", 100, "videos", stream=out, every_s=0.05)
     bar.update(10)
     bar.update(20)  # within every_s of the last line: not printed
-    time.sleep(0.06)
+    time.sleep(0.6)
     bar.update(50, "2 skipped")
     bar.close()
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
-    assert lines[0].startswith("decode") and "10/100 videos" in lines[0] and "ETA" in lines[0]
-    assert len(lines) == 3 and "50/100" in lines[1] and "2 skipped" in lines[1]
-    assert "50/100" in lines[2]
+    assert lines[0].startswith("decode") and "10/100 videos" in lines[0]
+    assert len(lines) == 2 and "50/100" in lines[1] and "2 skipped" in lines[1] and "ETA" in lines[1]
+
+
+def test_a_resumed_bar_counts_its_rate_from_where_it_started_and_never_repeats_its_last_line():
+    """A run resumed at step 500 of 1000 does not claim 500 steps in its first second; the final render and the
+    close that follow the last line do not print it again with another rate."""
+    out = io.StringIO()
+    bar = Progress("train", 1000, "steps", stream=out, every_s=0.0)
+    bar.update(500, "epoch 6/10")
+    assert "steps/s" not in out.getvalue() and "s/step" not in out.getvalue()  # no rate from one reading
+    time.sleep(0.6)
+    bar.update(506, "epoch 6/10")
+    rate = float(out.getvalue().splitlines()[-1].split(" steps/s")[0].split()[-1])
+    assert 5 < rate < 12  # 6 steps in about 0.6 s, not 506
+    bar.update(1000, "epoch 10/10")
+    bar.update(1000, "epoch 10/10", force=True)  # the watcher's last render
+    bar.close()  # and the driver's close
+    lines = out.getvalue().splitlines()
+    assert sum("1000/1000" in line for line in lines) == 1, lines
 
 
 def test_tty_redraws_one_line():

@@ -43,3 +43,30 @@ def test_the_trial_count_is_every_grid_combination_times_the_samples(tmp_path):
                      "model.init_temperature: {loguniform: [0.01, 0.1]}\n")
     assert count_trials(load_space(str(space), load_config(None)), num_samples=2) == 12  # 3 x 2 grid, twice
     assert count_trials({}, num_samples=4) == 4
+
+
+def test_variants_are_one_grid_over_whole_settings_each_checked(tmp_path):
+    """`variants:` lists settings where one key matters only with another (the queue only with NCL): each is
+    one grid value, checked like a loaded config, and applied key by key."""
+    from ncl_ray.config.schema import to_dict
+    from ncl_ray.train.tune import apply_params, count_trials, load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("variants:\n  - {ncl.n_iters: 0}\n  - {ncl.n_iters: 3, ncl.queue_size: 64}\n"
+                     "  - {ncl.n_iters: 3, eval.methods: [none, ncl]}\nmodel.init_temperature: {grid: [0.05, 0.1]}\n")
+    cfg = load_config(None)
+    loaded = load_space(str(space), cfg)
+    assert loaded["variants"]["grid_search"] == ["ncl.n_iters=0", "ncl.n_iters=3 ncl.queue_size=64",
+                                                  "ncl.n_iters=3 eval.methods=[none,ncl]"]
+    assert count_trials(loaded, num_samples=1) == 6
+    applied = apply_params(to_dict(cfg), {"variants": "ncl.n_iters=3 ncl.queue_size=64",
+                                          "model.init_temperature": 0.1})
+    assert (applied.ncl.n_iters, applied.ncl.queue_size, applied.model.init_temperature) == (3, 64, 0.1)
+    assert list(apply_params(to_dict(cfg), {"variants": "eval.methods=[none,ncl]"}).eval.methods) == ["none", "ncl"]
+    for bad, match in [("variants:\n  - {ncl.queue_size: -1}\n", r"variants\[0\] ncl.queue_size=-1: .*>= 0"),
+                       ("variants:\n  - {ncl.queue_sz: 4}\n", r"variants\[0\].*'ncl.queue_sz' is not a config key"),
+                       ("variants: {ncl.n_iters: 0}\n", "needs a list of mappings"),
+                       ("variants:\n  - {ncl.n_iters: 0}\n  - {ncl.n_iters: 0}\n", "the same settings twice")]:
+        space.write_text(bad)
+        with pytest.raises(ConfigError, match=match):
+            load_space(str(space), cfg)
