@@ -11,10 +11,11 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -e ".[dev]" -c constraints.txt
-	touch $(STAMP)
+	@echo "installing ncl-ray and its pinned dependencies into $(VENV) (a few minutes the first time; errors are shown)"
+	@$(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install -q --disable-pip-version-check --progress-bar off -e ".[dev]" -c constraints.txt
+	@touch $(STAMP) && echo "installed: $(BIN)/ncl-ray"
 
 install: $(STAMP)  ## create .venv and install ncl-ray with its dependencies
 

@@ -77,13 +77,14 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
                                   memory_mb=e.memory_mb, workers=e.workers)
     metrics["skipped_videos"] = float(len(cache.skipped))
 
-    out.mkdir(parents=True, exist_ok=True)  # one folder per (checkpoint, split, bank): nothing is overwritten
+    out.mkdir(parents=True, exist_ok=True)  # one folder per (checkpoint, split, bank), replaced by a re-run
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_config(cfg, str(out / "config.yaml"))
     bias, before, after = diag["t2v_ncl_bias"], diag["t2v_mass_before"], diag["ncl/t2v_mass"]
     title = f"run {cfg.run.name}, split '{d.test_split}' ({len(test.video)} videos), {bank_tag}"
     mass_histogram(before.numpy(), after.numpy(), len(test.text), str(out / "retrieval_mass.png"), title)
     recall_bars(metrics, methods, str(out / "recall.png"), len(test.video), title)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)  # a re-evaluation replaces its events (same step)
     tb = MetricLogger(str(out / "tensorboard"))
     tag = f"{d.test_split}_{bank_tag}"
     tb.log_dict({f"{tag}/{k}": v for k, v in metrics.items()}, state["step"])

@@ -175,10 +175,10 @@ def embed_dataset(ds, checkpoint: str, use_gpu: bool, batch_size: int = 64) -> E
     """
     import ray.data
 
-    from ncl_ray.runtime.cluster import actor_pool
+    from ncl_ray.runtime.cluster import actor_pool, map_with_pool
 
     actors, cpus = actor_pool(use_gpu)
-    out = ds.map_batches(Embedder, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
+    out = map_with_pool(ds, Embedder, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
                          batch_size=batch_size,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
                          num_gpus=1 if use_gpu else 0, num_cpus=cpus)

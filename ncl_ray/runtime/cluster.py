@@ -125,6 +125,7 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
                          _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
             secure_token_file()
+            PRIVATE[:] = [True]
             if not verbose:  # removed when the command succeeds (end_private_session)
                 PRIVATE_SESSION[:] = [ray._private.worker._global_node.get_session_dir_path()]
         else:
@@ -135,6 +136,19 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
 
 
 PRIVATE_SESSION: List[str] = []  # the session folder of the private instance this process started, if any
+PRIVATE: List[bool] = []  # [True] once this process started a private instance
+
+
+def map_with_pool(ds, fn, **kwargs):
+    """`ds.map_batches(fn, **kwargs)` for an actor pool. On a private instance (one machine) a dead actor is not
+    restarted: it died of this machine's memory, and a restart would fail the same way (Ray also prints a raw
+    warning about restarting actors built from the object store). On a cluster, Ray Data's default (restart,
+    e.g. after a node loss). Ray 2.60 takes max_restarts only as a remote argument, which it marks deprecated."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(fn, **kwargs, **({"max_restarts": 0} if PRIVATE else {}))
 
 
 def end_private_session(succeeded: bool) -> None:
@@ -150,9 +164,11 @@ def end_private_session(succeeded: bool) -> None:
     session = PRIVATE_SESSION.pop()
     ray.shutdown()
     shutil.rmtree(session, ignore_errors=True)
-    latest = os.path.join(os.path.dirname(session), "session_latest")
-    if os.path.islink(latest) and os.readlink(latest) == session:
-        os.unlink(latest)
+    root = os.path.dirname(session)
+    for name in os.listdir(root):  # session_latest and the metrics discovery file point into it
+        link = os.path.join(root, name)
+        if os.path.islink(link) and os.readlink(link).startswith(session):
+            os.unlink(link)
 
 
 def quiet_data_progress() -> None:

@@ -241,7 +241,7 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
 def _add_locked(checkpoint, state, home, entries, refused, inputs, replace, window_s, stride_s) -> int:
     import ray.data
 
-    from ncl_ray.runtime.cluster import actor_pool
+    from ncl_ray.runtime.cluster import actor_pool, map_with_pool
     from ncl_ray.serve.index import GalleryIndex
     from ncl_ray.serve.versions import carried_meta, write_version
 
@@ -255,7 +255,7 @@ def _add_locked(checkpoint, state, home, entries, refused, inputs, replace, wind
         return 0
     actors, cpus = actor_pool(False)
     ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in fresh])
-    out = ds.map_batches(VideoEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint, "window_s": window_s,
+    out = map_with_pool(ds, VideoEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint, "window_s": window_s,
                                                                 "stride_s": stride_s}, batch_size=4,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1),
                          num_cpus=cpus).take_all()

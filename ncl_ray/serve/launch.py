@@ -156,6 +156,10 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
         home = ensure_index(checkpoint, overrides, checkpoint_uri(target) if storage.is_uri(target) else "")
         # beyond loopback, Ray Serve's proxy stays on 127.0.0.1 behind front.py, which hides the proxy's own
         # /-/routes (Ray answers it outside any application, so outside the guard)
+        if not cfg.run.verbose:  # Serve's INFO lines ("Started Serve in namespace ...") stay off the console
+            import logging
+
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
         public = needs_token(host)
         internal = free_port() if public else port
         serve.start(http_options={"host": "127.0.0.1" if public else host, "port": internal})

@@ -1,4 +1,4 @@
-"""The driver side of a Ray Train run: `fit` builds the TorchTrainer around `loop.train_loop_per_worker`.
+"""The driver side of a Ray Train run: `fit` builds the TorchTrainer around `worker.train_loop_per_worker`.
 
 Workers that cannot be placed fail fast (`train.startup_timeout_s`); a private instance keeps PyTorch's rendezvous
 on loopback (`torch_backend.py`); failures restore from the last checkpoint, queues included.
@@ -7,7 +7,7 @@ on loopback (`torch_backend.py`); failures restore from the last checkpoint, que
 import os
 
 from ncl_ray.config.schema import to_dict
-from ncl_ray.train.loop import train_loop_per_worker
+from ncl_ray.train.worker import train_loop_per_worker
 
 
 def fit(cfg, datasets, meta, callbacks=None):

@@ -43,7 +43,8 @@ class _Muted(logging.Filter):
 
 # Raylet messages the driver prints straight to stdout (not through logging): with fractional CPU requests on a
 # small machine the raylet starts more worker processes at once than it expects, which is how this project runs
-RAYLET_NOISE = ("PYTHON worker processes have been started",)
+RAYLET_NOISE = ("PYTHON worker processes have been started",
+                "ServeController.graceful_shutdown failed")  # serve's controller, killed by its own shutdown
 raylet_log = logging.getLogger("raylet")  # where those lines go instead: driver.log (INFO), not the console
 
 

@@ -99,7 +99,8 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     # (resuming from the bucket is tests/system/test_two_nodes.py's, across two nodes)
     served = tmp_path / "served"
     served.mkdir()
-    with serving(["serve", f"s3://{bucket}/runs/s3run"], env, served) as port:
+    printed = []
+    with serving(["serve", f"s3://{bucket}/runs/s3run"], env, served, printed) as port:
         hits = search(port, k=100)
         assert len(hits) >= 3 and all(h["video_id"] and h["captions"] for h in hits), hits
         assert sorted(p.name for p in other.iterdir()) == [] and sorted(p.name for p in served.iterdir()) == []
@@ -153,6 +154,12 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
             assert r.status == 200
         assert "freshclip" in {h["video_id"] for h in search(port, k=100)}
     assert sorted(p.name for p in other.iterdir()) == [] and sorted(p.name for p in served.iterdir()) == []
+    # a new user's console: eval, index add and serve's shutdown print our lines only; each command that succeeded
+    # removed its private Ray session folder
+    for text in (ev.stdout + ev.stderr, add.stdout + add.stderr, printed[0]):
+        assert_clean(text)
+    assert "serving " in printed[0]
+    assert glob.glob(os.path.join(env["RAY_TMPDIR"], "ray", "session_2*")) == []
 
 
 def test_a_sweep_lives_in_the_bucket(s3, builtin_data, tmp_path):
@@ -210,9 +217,18 @@ def search(port: int, q: str = "a red square", k: int = 3):
         return json.loads(r.read())
 
 
+def assert_clean(text: str) -> None:
+    """What a command printed holds no raw Ray line (a C++ log line, a raylet line) and no escape code."""
+    import re
+
+    assert "\x1b[" not in text and "(raylet)" not in text and not re.search(r"\w+\.cc:\d+", text), text[-3000:]
+    assert "INFO" not in text and "RayDeprecationWarning" not in text, text[-3000:]
+
+
 @contextlib.contextmanager
-def serving(args, env, cwd):
-    """`ncl-ray serve` on a free loopback port, answering searches: its port; stopped (SIGTERM) afterwards."""
+def serving(args, env, cwd, printed=None):
+    """`ncl-ray serve` on a free loopback port, answering searches: its port; stopped (SIGTERM) afterwards, its
+    output appended to `printed`."""
     import signal
 
     from raynodes import alive, free_port, processes_of
@@ -239,6 +255,8 @@ def serving(args, env, cwd):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        if printed is not None:
+            printed.append(proc.stdout.read())
         for pid in alive(processes_of(env["RAY_TMPDIR"])):
             os.kill(pid, signal.SIGKILL)
 
