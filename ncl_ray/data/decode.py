@@ -19,14 +19,15 @@ centre (augmentation for streaming). A video with fewer frames than T repeats fr
 `DecodeError` naming the file; nothing is ever replaced by black frames.
 """
 
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import av
 import numpy as np
 
 from ncl_ray.config.rules import ConfigError
+from ncl_ray.data.cursor import Cursor, decoded_frames
 from ncl_ray.data.limits import DecodeError, Deadline, StridedFrames, check_file, check_frame_size, open_media
-from ncl_ray.data.packets import drain_after, packet_index, seek_needed, seek_target, start_position, target_pts
+from ncl_ray.data.packets import drain_after, packet_index, seek_needed, target_pts
 from ncl_ray.data.rgb import ClipRows, to_rgb
 from ncl_ray.runtime import storage
 
@@ -41,44 +42,6 @@ def sample_times(start: float, duration: float, num_frames: int,
     inside each slice (still increasing)."""
     offsets = jitter.uniform(0.0, 1.0, num_frames) if jitter is not None else np.full(num_frames, 0.5)
     return [start + (k + float(offsets[k])) * duration / num_frames for k in range(num_frames)]
-
-
-def _frames(source: Iterable, stream, counts: List[int], wanted: Optional[set] = None,
-            drain: Optional[dict] = None) -> Iterator[av.VideoFrame]:
-    """Frames decoded from the packets of `source` (the container's demuxer, or packets kept in memory);
-    corrupt packets are skipped (counted in counts[0]), not fatal; counts[1] counts the packets fed. With
-    `wanted` (the pts of the frames that will be kept), the decoder drops non-reference frames of every other
-    packet (FFmpeg's skip_frame=NONREF: nothing depends on them, so the kept frames are bit-identical). With
-    `drain` ({"at": pts}), once the packet of that pts is fed the decoder is drained instead of fed more:
-    FFmpeg holds frames back for reordering (x264 with B-frames: 2), and draining hands them out without
-    decoding the packets after them; the generator then ends and sets drain["drained"]."""
-    cc = stream.codec_context
-    mode = cc.skip_frame  # as the previous generator (before a seek) left it
-    for packet in source:
-        if wanted is not None:
-            want = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
-            if want != mode:
-                cc.skip_frame = mode = want
-        counts[1] += 1
-        try:
-            yield from packet.decode()
-        except av.error.FFmpegError:  # corrupt packet: skip it, keep decoding
-            counts[0] += 1
-        if drain is not None and drain["at"] is not None and packet.pts == drain["at"]:
-            drain["drained"] = True
-            try:
-                for f in cc.decode(None):
-                    f.time_base = stream.time_base  # as packet.decode() sets it
-                    yield f
-            except av.error.FFmpegError:
-                counts[0] += 1
-            return
-
-
-def _frame_time(frame: av.VideoFrame, stream) -> Optional[float]:
-    if frame.time is not None:
-        return float(frame.time)
-    return None if frame.pts is None else float(frame.pts * stream.time_base)
 
 
 def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
@@ -103,25 +66,8 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
     check_file(path)
     container = open_media(path)
     try:
-        if not container.streams.video:
-            raise DecodeError(path, "no video stream (audio-only or other data)")
-        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
-            raise DecodeError(path, f"an image ({container.format.name}), not a video")
-        stream = container.streams.video[0]
-        check_frame_size(stream, path)
+        stream, start, duration = _video_stream(container, path, threads)
         deadline = Deadline(path)
-        if threads > 0:  # 1: no helper threads, so N parallel decode tasks on N cores do not oversubscribe
-            stream.codec_context.thread_count = threads
-        if threads != 1:
-            stream.thread_type = "AUTO"  # frame and slice threading
-        tb = stream.time_base
-        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        if stream.duration:
-            duration = float(stream.duration * tb)
-        elif container.duration:
-            duration = container.duration / 1e6
-        else:
-            duration = None
         counts = [0, 0]  # corrupt packets skipped, packets fed to the decoder
         if at is not None:
             num_frames = len(at)
@@ -132,72 +78,31 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)  # (T, size, size, 3)
         filled = 0
         index = packet_index(container, stream, KEEP_PACKET_BYTES)  # from the packets, nothing decoded
-        keys, pts = index.keys, index.pts
+        keys, pts, tb = index.keys, index.pts, stream.time_base
         times = sample_times(start, duration, num_frames, jitter) if at is None else [start + t for t in at]
         shown = target_pts(pts, times, tb)  # the frame each sample shows, when the packets say so
-        wanted = set(shown) if pts else None
         # decoding stops on the known frame, except on the last one: a sample past it must reach the stream's
         # end, where a truncated file is told apart from a short last frame
         targets = [p if pts and p != pts[-1] else None for p in shown]
-        drain = {"at": None, "drained": False} if keys and pts else None
-
-        def restart(t: float):  # decode from the keyframe before t
-            if index.packets is None:
-                container.seek(seek_target(index, t, tb), stream=stream, backward=True, any_frame=False)
-                source = container.demux(stream)
-            else:
-                stream.codec_context.flush_buffers()  # what a seek does to the decoder
-                source = index.packets[start_position(index, t):]
-            if drain is not None:
-                drain["drained"] = False
-            return _frames(source, stream, counts, wanted, drain)
-
-        it = _frames(container.demux(stream) if index.packets is None else index.packets, stream, counts, wanted,
-                     drain)
-        cur = pending = None
-        cur_time = start
-        decoded = seeks = 0
+        cursor = Cursor(container, stream, index, counts, set(shown) if pts else None, deadline, start)
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
         rows = ClipRows(clip, HOLD_FRAME_BYTES, resize)
         for k, (t, target) in enumerate(zip(times, targets)):
-            if seek_needed(keys, t, cur_time, seek_gap, cur is not None):
-                try:
-                    it, pending = restart(t), None
-                    seeks += 1
-                except av.error.FFmpegError:
-                    pass  # unseekable: keep decoding forward
-            if drain is not None:
-                drain["at"] = target if drain_after(k, keys, times, shown, targets, tb, seek_gap) else None
-            # the frame shown at t is known from the packets: stop on it instead of decoding one frame past it
-            while cur is None or target is None or cur.pts != target:
-                deadline.check()
-                f = pending if pending is not None else next(it, None)
-                pending = None
-                if f is None and drain is not None and drain["drained"]:
-                    # drained, yet more frames are needed (a corrupt packet held the frame back): decode again
-                    drain["at"], it = None, restart(t)
-                    seeks += 1
-                    continue
-                if f is None:  # end of stream: the last frame stands for samples in its display time
-                    if cur is not None and t - cur_time > end_slack:
-                        raise DecodeError(path, f"truncated: frames stop at {cur_time:.2f}s of {duration:.2f}s")
-                    break
-                decoded += 1
-                ft = _frame_time(f, stream)
-                if ft is None or ft <= t + 1e-6:
-                    cur, cur_time = f, (ft if ft is not None else cur_time)
-                else:
-                    pending = f
-                    break
-            frame = cur if cur is not None else pending  # a sample before the first frame takes the first
+            if seek_needed(keys, t, cursor.cur_time, seek_gap, cursor.cur is not None):
+                cursor.seek(t)
+            if cursor.drain is not None:
+                cursor.drain["at"] = target if drain_after(k, keys, times, shown, targets, tb, seek_gap) else None
+            frame = cursor.advance(t, target)
+            if cursor.ended and cursor.cur is not None and t - cursor.cur_time > end_slack:
+                raise DecodeError(path, f"truncated: frames stop at {cursor.cur_time:.2f}s of {duration:.2f}s")
             if frame is None:
                 break
             rows.add(frame, filled)
             filled += 1
         rows.flush()
         if stats is not None:
-            stats.update(decoded=decoded, seeks=seeks, packets=counts[1], corrupt_packets=counts[0],
+            stats.update(decoded=cursor.decoded, seeks=cursor.seeks, packets=counts[1], corrupt_packets=counts[0],
                          packets_in_memory=index.packets is not None)
         if filled < num_frames:
             raise DecodeError(path, f"no decodable frame ({counts[0]} corrupt packets)" if not filled
@@ -209,6 +114,27 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         raise DecodeError(path, f"decoding failed ({type(e).__name__}: {e})") from None
     finally:
         container.close()
+
+
+def _video_stream(container, path: str, threads: int):
+    """(the first video stream, its start and duration in seconds (None when unknown)), checked to be a video
+    within the frame-size limit, with `threads` FFmpeg threads (1: no helper threads, so N parallel decode
+    tasks on N cores do not oversubscribe)."""
+    if not container.streams.video:
+        raise DecodeError(path, "no video stream (audio-only or other data)")
+    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+        raise DecodeError(path, f"an image ({container.format.name}), not a video")
+    stream = container.streams.video[0]
+    check_frame_size(stream, path)
+    if threads > 0:
+        stream.codec_context.thread_count = threads
+    if threads != 1:
+        stream.thread_type = "AUTO"  # frame and slice threading
+    tb = stream.time_base
+    start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    if stream.duration:
+        return stream, start, float(stream.duration * tb)
+    return stream, start, (container.duration / 1e6 if container.duration else None)
 
 
 def decode_video(path: str, num_frames: int, size: int, threads: int = 1, sampler: str = "uniform",
@@ -272,7 +198,7 @@ def _decode_all(container, stream, num_frames: int, size: int, counts: List[int]
     """Fallback when the duration is unknown: decode every frame once, keep T evenly spaced ones. Frames are
     converted as they come and at most 2 x max(4T, 64) are held (limits.StridedFrames): bounded memory."""
     held = StridedFrames(max(4 * num_frames, 64))
-    for i, f in enumerate(_frames(container.demux(stream), stream, counts)):
+    for i, f in enumerate(decoded_frames(container.demux(stream), stream, counts)):
         if deadline is not None:
             deadline.check()
         if held.offer(i):

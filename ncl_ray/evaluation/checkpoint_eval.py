@@ -12,7 +12,8 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
 
 import torch
 
@@ -24,19 +25,45 @@ from ncl_ray.runtime.checkpoint import checkpoint_uri, resolve_checkpoint
 log = logging.getLogger("ncl_ray.eval")
 
 
+@dataclass
+class EvalPlan:
+    """What one evaluation reads and where it writes: resolved before Ray starts."""
+    checkpoint: str  # the local checkpoint folder (a URI's fetched copy)
+    state: Dict[str, Any]
+    cfg: Any  # the checkpoint's config with the overrides
+    entries: list
+    bank_tag: str  # bank-train, bank-test, bank-train-captions, ...
+    target: str  # where the results end up: a folder, or a URI (written through `out`)
+    out: Path
+    diag: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     """`ncl-ray eval CHECKPOINT [key=value ...]`: every normalisation on the test split, JSON, plots,
     TensorBoard scalars and projector, and an NCL-folded embedding export for `ncl-ray search`."""
-    import ray
-
-    from ncl_ray.runtime.checkpoint import load_checkpoint
-    from ncl_ray.config.schema import load_config, save_config
-    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
-    from ncl_ray.evaluation.export import write_index
-    from ncl_ray.ncl.methods import PER_ITEM_METHODS
+    from ncl_ray.data.pipeline import build_clip_cache
     from ncl_ray.runtime.cluster import init_ray
-    from ncl_ray.ui.plots import mass_histogram, recall_bars
-    from ncl_ray.ui.tracking import MetricLogger
+
+    plan = plan_eval(checkpoint, overrides)
+    d = plan.cfg.data
+    init_ray(plan.cfg.run.ray_address, verbose=plan.cfg.run.verbose)
+    cache = build_clip_cache(plan.entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
+                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
+    test, bank_text, bank_video = embed_splits(plan, cache)
+    metrics, methods = score(plan, test, bank_text, bank_video)
+    metrics["skipped_videos"] = float(len(cache.skipped))
+    write_outputs(plan, cache, test, metrics, methods)
+    shown = publish_outputs(plan)
+    print_report(plan, cache, test, metrics, methods, shown)
+    return 0
+
+
+def plan_eval(checkpoint: str, overrides: List[str]) -> EvalPlan:
+    """Resolve the checkpoint (fetching a URI's), its config with `overrides`, the dataset and the output folder;
+    every check that can fail does so here, before Ray starts."""
+    from ncl_ray.config.schema import load_config
+    from ncl_ray.data.pipeline import load_entries
+    from ncl_ray.runtime.checkpoint import load_checkpoint
 
     remote = checkpoint_uri(checkpoint) if storage.is_uri(checkpoint) else ""  # where it lives remotely
     checkpoint = resolve_checkpoint(checkpoint)
@@ -53,70 +80,102 @@ def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
         storage.check_reachable(target, "eval.out_dir" if e.out_dir else "the checkpoint's URI")
     out = (Path(tempfile.mkdtemp(prefix="ncl-ray-eval-")) if storage.is_uri(target) else
            Path(target) if target else Path(checkpoint) / "eval" / f"{d.test_split}-{bank_tag}")
-    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
-    cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
-    use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
-    log.info("embedding the '%s' split with %s", d.test_split, checkpoint)
-    test = embed_dataset(split_dataset(cache, entries, d.test_split, d.max_captions, d.max_words),
-                         checkpoint, use_gpu)
-    if e.bank_source == "captions":  # a sample of training queries embedded with this model
-        train_ds = split_dataset(cache, entries, d.train_split, d.max_captions, d.max_words).limit(e.bank_size)
-        bank = embed_dataset(train_ds, checkpoint, use_gpu)
-        bank_text, bank_video = bank.text, bank.video
-    else:  # the query queues saved with the checkpoint
-        bank_text, bank_video = state["loss"]["text_queue.queue"][: int(state["loss"]["text_queue.filled"])], \
-            state["loss"]["video_queue.queue"][: int(state["loss"]["video_queue.filled"])]
-    tau = float(1.0 / torch.tensor(float(state["model"]["logit_scale"])).exp().clamp(max=100))
-    methods = list(dict.fromkeys(["none", "ncl", *e.methods]))  # ncl's biases are exported in any case
-    diag: Dict[str, torch.Tensor] = {}
-    log.info("scoring %d captions x %d videos with %s", len(test.text), len(test.video), ", ".join(methods))
-    metrics = evaluate_embeddings(test, tau, methods, bank_text, bank_video, e.bank, e.n_iters,
-                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k,
-                                  store=diag,
-                                  memory_mb=e.memory_mb, workers=e.workers)
-    metrics["skipped_videos"] = float(len(cache.skipped))
+    return EvalPlan(checkpoint, state, cfg, entries, bank_tag, target, out)
 
+
+def embed_splits(plan: EvalPlan, cache):
+    """(test embeddings, bank texts (Q, D), bank videos (Q, D)): the bank is the checkpoint's query queues, or
+    a sample of training captions embedded with this model (eval.bank_source=captions)."""
+    import ray
+
+    from ncl_ray.data.pipeline import split_dataset
+
+    cfg, d, e, state = plan.cfg, plan.cfg.data, plan.cfg.eval, plan.state
+    use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
+    log.info("embedding the '%s' split with %s", d.test_split, plan.checkpoint)
+    test = embed_dataset(split_dataset(cache, plan.entries, d.test_split, d.max_captions, d.max_words),
+                         plan.checkpoint, use_gpu)
+    if e.bank_source == "captions":  # a sample of training queries embedded with this model
+        train_ds = split_dataset(cache, plan.entries, d.train_split, d.max_captions, d.max_words).limit(e.bank_size)
+        bank = embed_dataset(train_ds, plan.checkpoint, use_gpu)
+        return test, bank.text, bank.video
+    loss = state["loss"]  # the query queues saved with the checkpoint
+    return (test, loss["text_queue.queue"][: int(loss["text_queue.filled"])],
+            loss["video_queue.queue"][: int(loss["video_queue.filled"])])
+
+
+def _tau(plan: EvalPlan) -> float:
+    return float(1.0 / torch.tensor(float(plan.state["model"]["logit_scale"])).exp().clamp(max=100))
+
+
+def score(plan: EvalPlan, test, bank_text, bank_video):
+    """(metrics, methods): every method's t2v and v2t metrics; the per-item biases land in `plan.diag`."""
+    e = plan.cfg.eval
+    methods = list(dict.fromkeys(["none", "ncl", *e.methods]))  # ncl's biases are exported in any case
+    log.info("scoring %d captions x %d videos with %s", len(test.text), len(test.video), ", ".join(methods))
+    metrics = evaluate_embeddings(test, _tau(plan), methods, bank_text, bank_video, e.bank, e.n_iters,
+                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k,
+                                  store=plan.diag, memory_mb=e.memory_mb, workers=e.workers)
+    return metrics, methods
+
+
+def write_outputs(plan: EvalPlan, cache, test, metrics: Dict[str, float], methods: List[str]) -> None:
+    """metrics.json, config.yaml, the two plots, TensorBoard (scalars, histograms, projector) and the export."""
+    from ncl_ray.config.schema import save_config
+    from ncl_ray.data.pipeline import split_videos
+    from ncl_ray.evaluation.export import write_index
+    from ncl_ray.ncl.methods import PER_ITEM_METHODS
+    from ncl_ray.ui.plots import mass_histogram, recall_bars
+    from ncl_ray.ui.tracking import MetricLogger
+
+    cfg, d, e, out, diag, step = plan.cfg, plan.cfg.data, plan.cfg.eval, plan.out, plan.diag, plan.state["step"]
     out.mkdir(parents=True, exist_ok=True)  # one folder per (checkpoint, split, bank), replaced by a re-run
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_config(cfg, str(out / "config.yaml"))
     bias, before, after = diag["t2v_ncl_bias"], diag["t2v_mass_before"], diag["ncl/t2v_mass"]
-    title = f"run {cfg.run.name}, split '{d.test_split}' ({len(test.video)} videos), {bank_tag}"
+    title = f"run {cfg.run.name}, split '{d.test_split}' ({len(test.video)} videos), {plan.bank_tag}"
     mass_histogram(before.numpy(), after.numpy(), len(test.text), str(out / "retrieval_mass.png"), title)
     recall_bars(metrics, methods, str(out / "recall.png"), len(test.video), title)
     shutil.rmtree(out / "tensorboard", ignore_errors=True)  # a re-evaluation replaces its events (same step)
     tb = MetricLogger(str(out / "tensorboard"))
-    tag = f"{d.test_split}_{bank_tag}"
-    tb.log_dict({f"{tag}/{k}": v for k, v in metrics.items()}, state["step"])
-    tb.histogram(f"{tag}/t2v_retrieval_mass_none", before, state["step"])
-    tb.histogram(f"{tag}/t2v_retrieval_mass_ncl", after, state["step"])
-    videos = split_videos(cache, entries, d.test_split)
+    tag = f"{d.test_split}_{plan.bank_tag}"
+    tb.log_dict({f"{tag}/{k}": v for k, v in metrics.items()}, step)
+    tb.histogram(f"{tag}/t2v_retrieval_mass_none", before, step)
+    tb.histogram(f"{tag}/t2v_retrieval_mass_ncl", after, step)
+    videos = split_videos(cache, plan.entries, d.test_split)
     captions = [c for v in videos for c in v.captions[: d.max_captions]]
     if tb.writer is not None:  # TensorBoard projector: both modalities in one space
         n_v, n_t = min(len(videos), 1000), min(len(captions), 1000)
         tb.writer.add_embedding(torch.cat([test.video[:n_v], test.text[:n_t]]),
                                 metadata=[f"video {v.video_id}" for v in videos[:n_v]] + captions[:n_t],
-                                global_step=state["step"], tag=f"{d.test_split}_embeddings")
+                                global_step=step, tag=f"{d.test_split}_embeddings")
     tb.close()
     write_index(out / "export", [v.video_id for v in videos], [v.path for v in videos], test.video.float().numpy(),
-                bias.float().numpy(), tau, captions, [videos[int(i)].video_id for i in test.caption_to_video],
-                {"checkpoint": checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters,
+                bias.float().numpy(), _tau(plan), captions, [videos[int(i)].video_id for i in test.caption_to_video],
+                {"checkpoint": plan.checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters,
                  "split": d.test_split}, text_embeddings=test.text.float().numpy(),
                 extra={m: diag[f"t2v_{m}_bias"].float().numpy() for m in PER_ITEM_METHODS if f"t2v_{m}_bias" in diag})
+
+
+def publish_outputs(plan: EvalPlan) -> str:
+    """Where the results are now: the output folder, or (uploaded, the scratch folder removed) its URI."""
+    if not storage.is_uri(plan.target):
+        return str(plan.out)
+    storage.upload(str(plan.out), plan.target)
+    shutil.rmtree(plan.out, ignore_errors=True)
+    return plan.target
+
+
+def print_report(plan: EvalPlan, cache, test, metrics: Dict[str, float], methods: List[str], shown: str) -> None:
     from ncl_ray.ui.summary import report
 
+    cfg, e = plan.cfg, plan.cfg.eval
     bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
-    shown = out
-    if storage.is_uri(target):
-        storage.upload(str(out), target)
-        shutil.rmtree(out, ignore_errors=True)
-        shown = target
-    print(report(cfg.run.name, {f"test/{k}": v for k, v in metrics.items()}, methods, split=d.test_split,
-                 bank=e.bank, n_iters=int(state["config"]["ncl"]["n_iters"]), queue=cfg.ncl.queue_size,
-                 n_videos=len(test.video), n_captions=len(test.text), tested=checkpoint,
+    print(report(cfg.run.name, {f"test/{k}": v for k, v in metrics.items()}, methods, split=cfg.data.test_split,
+                 bank=e.bank, n_iters=int(plan.state["config"]["ncl"]["n_iters"]), queue=cfg.ncl.queue_size,
+                 n_videos=len(test.video), n_captions=len(test.text), tested=plan.checkpoint,
                  why=f"ncl-ray eval; ncl/qbnorm biases from the {bank_label}", decoded=cache.decoded,
-                 skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=str(shown),
+                 skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=shown,
                  protocol=cfg.train.protocol))
     print(f"wrote {shown}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
           f"(ncl-ray search --index {shown}/export \"your query\")")
-    return 0

@@ -237,7 +237,6 @@ def encoded(path, codec, options, n=150, fps=25):
 def test_non_reference_frames_between_samples_are_not_decoded(tmp_path, monkeypatch):
     """H.264 with non-reference B-frames: the decoder skips the ones no sample shows (FFmpeg's skip_frame), stops on
     each sample's frame (known from the packets) instead of one past it, and still picks exactly the same frames."""
-    import ncl_ray.data.decode as dec
 
     n, fps = 96, 8
     path = encoded(str(tmp_path / "bframes.mp4"), "libx264",
@@ -245,8 +244,10 @@ def test_non_reference_frames_between_samples_are_not_decoded(tmp_path, monkeypa
     skipped, full = {}, {}
     clip = decode_frames(path, 10, 32, stats=skipped)
     assert frame_index(clip) == [i % 42 for i in expected_indices(np.arange(n) / fps, 10, n / fps)]
-    plain = dec._frames
-    monkeypatch.setattr(dec, "_frames", lambda source, stream, counts, wanted=None, drain=None:
+    import ncl_ray.data.cursor as cursor
+
+    plain = cursor.decoded_frames
+    monkeypatch.setattr(cursor, "decoded_frames", lambda source, stream, counts, wanted=None, drain=None:
                         plain(source, stream, counts))
     assert np.array_equal(decode_frames(path, 10, 32, stats=full), clip)  # every frame decoded: same clip
     assert skipped["decoded"] < full["decoded"] / 2  # 3 of 4 frames are non-reference B-frames: most skipped

@@ -116,6 +116,16 @@ def test_modules_are_small_and_say_what_they_are():
         assert _docstring(module) or path.name == "__main__.py", f"{module} has no docstring"
 
 
+def test_functions_read_in_one_sitting():
+    """No function (or method) is longer than 80 lines: a longer one is split into named steps."""
+    long = []
+    for module in MODULES:
+        for node in ast.walk(ast.parse(_path(module).read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long
+
+
 def test_the_clip_tasks_import_no_torch():
     """Ray Data's workers import the clip cache's modules to attach tokens: without torch they start seconds sooner."""
     import subprocess
