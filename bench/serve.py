@@ -64,6 +64,7 @@ def main():
     from ncl_ray.ncl.loss import NCLLoss
     from ncl_ray.serve.app import build_app
     from ncl_ray.serve.index import GalleryIndex
+    from ncl_ray.evaluation.export import IndexFiles
     from ncl_ray.serve.versions import write_version
 
     work = Path(tempfile.mkdtemp(prefix="ncl-serve-bench-"))
@@ -76,8 +77,10 @@ def main():
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     ids = [f"v{i:06d}" for i in range(args.videos)]
     home = work / "ckpt" / "index"
-    write_version(home, ids, [str(work / f"{v}.mp4") for v in ids], emb, g.normal(0, 1, args.videos), 0.01, {},
-                  {"bank": "train", "split": "synthetic"}, f"{args.videos} synthetic embeddings")
+    meta = {"bank": "train", "split": "synthetic"}
+    write_version(home, IndexFiles.gallery(ids, [str(work / f"{v}.mp4") for v in ids], emb,
+                                           g.normal(0, 1, args.videos), 0.01, {}, meta),
+                  f"{args.videos} synthetic embeddings")
     t = time.perf_counter()
     recall = GalleryIndex.load(str(home), "hnsw").recall_at_k
     hnsw_build = time.perf_counter() - t

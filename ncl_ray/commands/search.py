@@ -24,5 +24,12 @@ def main(args) -> int:
     for rank, hit in enumerate(hits, start=1):
         caption = hit["captions"][0] if hit["captions"] else ""
         print(f"{rank:4d}  {hit['score']:8.4f}  {hit['video_id']:<14s} {caption}")
+        if "moments" in hit:  # a video cut into windows: its best moments, as the search page shows them
+            print(f"{'':30s}at " + ", ".join(f"{_clock(m['start_s'])}-{_clock(m['end_s'])}" for m in hit["moments"]))
         print(f"{'':30s}{hit['path']}")
     return 0
+
+
+def _clock(seconds: float) -> str:
+    """m:ss, as the search page writes a moment's time."""
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"

@@ -34,6 +34,7 @@ from ncl_ray.runtime import storage
 DECODER_VERSION = "3"  # part of the clip-cache key: bump when the output of decode_frames changes
 KEEP_PACKET_BYTES = 64 << 20  # a video stream up to this size is read once and decoded from memory
 HOLD_FRAME_BYTES = 32 << 20  # decoded frames held for conversion in one batch
+SEEK_GAP_S = 1.0  # without keyframe times: seek when the next sample is this far ahead of the decoder
 
 
 def sample_times(start: float, duration: float, num_frames: int,
@@ -44,7 +45,7 @@ def sample_times(start: float, duration: float, num_frames: int,
     return [start + (k + float(offsets[k])) * duration / num_frames for k in range(num_frames)]
 
 
-def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_gap: float = 1.0,
+def decode_frames(path: str, num_frames: int, size: int, threads: int = 1,
                   stats: Optional[dict] = None, jitter: Optional[np.random.Generator] = None,
                   resize: str = "area", at: Optional[List[float]] = None) -> np.ndarray:
     """Decode `num_frames` uniformly spaced frames of `path` as uint8 (T, size, size, 3).
@@ -54,7 +55,6 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         num_frames: T, frames sampled over the whole duration.
         size: output side; shorter-side resize then centre crop.
         threads: FFmpeg decoding threads for this call; 0 lets FFmpeg choose (1 suits many parallel tasks).
-        seek_gap: seek when the next sample is more than this many seconds ahead of the decoder.
         stats: if given, receives `decoded` (frames decoded), `seeks` and `corrupt_packets`.
         jitter: draw each sample time uniformly inside its slice (augmentation); None = slice centres.
         resize: area (FFmpeg's area filter) or clip4clip (CLIP's PIL bicubic resize and crop).
@@ -89,10 +89,10 @@ def decode_frames(path: str, num_frames: int, size: int, threads: int = 1, seek_
         end_slack = max(0.5, 3.0 / rate) if rate else 0.5  # samples this far past the last frame: truncated
         rows = ClipRows(clip, HOLD_FRAME_BYTES, resize)
         for k, (t, target) in enumerate(zip(times, targets)):
-            if seek_needed(keys, t, cursor.cur_time, seek_gap, cursor.cur is not None):
+            if seek_needed(keys, t, cursor.cur_time, SEEK_GAP_S, cursor.cur is not None):
                 cursor.seek(t)
             if cursor.drain is not None:
-                cursor.drain["at"] = target if drain_after(k, keys, times, shown, targets, tb, seek_gap) else None
+                cursor.drain["at"] = target if drain_after(k, keys, times, shown, targets, tb, SEEK_GAP_S) else None
             frame = cursor.advance(t, target)
             if cursor.ended and cursor.cur is not None and t - cursor.cur_time > end_slack:
                 raise DecodeError(path, f"truncated: frames stop at {cursor.cur_time:.2f}s of {duration:.2f}s")

@@ -123,7 +123,7 @@ def write_outputs(plan: EvalPlan, cache, test, metrics: Dict[str, float], method
     """metrics.json, config.yaml, the two plots, TensorBoard (scalars, histograms, projector) and the export."""
     from ncl_ray.config.schema import save_config
     from ncl_ray.data.pipeline import split_videos
-    from ncl_ray.evaluation.export import write_index
+    from ncl_ray.evaluation.export import IndexFiles, write_index
     from ncl_ray.ncl.methods import PER_ITEM_METHODS
     from ncl_ray.ui.plots import mass_histogram, recall_bars
     from ncl_ray.ui.tracking import MetricLogger
@@ -150,11 +150,13 @@ def write_outputs(plan: EvalPlan, cache, test, metrics: Dict[str, float], method
                                 metadata=[f"video {v.video_id}" for v in videos[:n_v]] + captions[:n_t],
                                 global_step=step, tag=f"{d.test_split}_embeddings")
     tb.close()
-    write_index(out / "export", [v.video_id for v in videos], [v.path for v in videos], test.video.float().numpy(),
-                bias.float().numpy(), _tau(plan), captions, [videos[int(i)].video_id for i in test.caption_to_video],
-                {"checkpoint": plan.checkpoint, "bank": e.bank, "bank_source": e.bank_source, "n_iters": e.n_iters,
-                 "split": d.test_split}, text_embeddings=test.text.float().numpy(),
-                extra={m: diag[f"t2v_{m}_bias"].float().numpy() for m in PER_ITEM_METHODS if f"t2v_{m}_bias" in diag})
+    files = IndexFiles.gallery(
+        [v.video_id for v in videos], [v.path for v in videos], test.video.float().numpy(), bias.float().numpy(),
+        _tau(plan), meta={"checkpoint": plan.checkpoint, "bank": e.bank, "bank_source": e.bank_source,
+                          "n_iters": e.n_iters, "split": d.test_split},
+        extra={m: diag[f"t2v_{m}_bias"].float().numpy() for m in PER_ITEM_METHODS if f"t2v_{m}_bias" in diag})
+    write_index(out / "export", files, ([videos[int(i)].video_id for i in test.caption_to_video], captions,
+                                        test.text.float().numpy()))
 
 
 def publish_outputs(plan: EvalPlan) -> str:
@@ -167,15 +169,14 @@ def publish_outputs(plan: EvalPlan) -> str:
 
 
 def print_report(plan: EvalPlan, cache, test, metrics: Dict[str, float], methods: List[str], shown: str) -> None:
-    from ncl_ray.ui.summary import report
+    from ncl_ray.ui.summary import Tested, report
 
     cfg, e = plan.cfg, plan.cfg.eval
     bank_label = "test queries (transductive)" if e.bank != "train" else f"training-query bank ({e.bank_source})"
-    print(report(cfg.run.name, {f"test/{k}": v for k, v in metrics.items()}, methods, split=cfg.data.test_split,
-                 bank=e.bank, n_iters=int(plan.state["config"]["ncl"]["n_iters"]), queue=cfg.ncl.queue_size,
-                 n_videos=len(test.video), n_captions=len(test.text), tested=plan.checkpoint,
-                 why=f"ncl-ray eval; ncl/qbnorm biases from the {bank_label}", decoded=cache.decoded,
-                 skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=shown,
-                 protocol=cfg.train.protocol))
+    print(report(cfg.run.name, {f"test/{k}": v for k, v in metrics.items()}, methods, Tested(
+        split=cfg.data.test_split, bank=e.bank, n_iters=int(plan.state["config"]["ncl"]["n_iters"]),
+        queue=cfg.ncl.queue_size, n_videos=len(test.video), n_captions=len(test.text), tested=plan.checkpoint,
+        why=f"ncl-ray eval; ncl/qbnorm biases from the {bank_label}", decoded=cache.decoded,
+        skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=shown, protocol=cfg.train.protocol)))
     print(f"wrote {shown}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
           f"(ncl-ray search --index {shown}/export \"your query\")")

@@ -19,7 +19,7 @@ disagree) is refused with a ValueError naming the folder and the problem, before
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -56,32 +56,47 @@ class IndexFiles:
     def temperature(self) -> float:
         return float(self.meta["temperature"])
 
+    @classmethod
+    def gallery(cls, video_ids: Sequence[str], paths: Sequence[str], embeddings, bias, temperature: float,
+                captions: Optional[Dict[str, List[str]]] = None, meta: Optional[Dict] = None,
+                **optional) -> "IndexFiles":
+        """A record to write: `optional` holds hashes, extra, spans, identities (defaults: unknown, none,
+        whole videos, unknown)."""
+        n = len(video_ids)
+        return cls({**(meta or {}), "temperature": float(temperature)}, list(video_ids), list(paths),
+                   np.asarray(embeddings, np.float32), np.asarray(bias, np.float32), dict(captions or {}),
+                   list(optional.get("hashes") if optional.get("hashes") is not None else [""] * n),
+                   dict(optional.get("extra") or {}),
+                   np.zeros((n, 2), np.float32) if optional.get("spans") is None else
+                   np.asarray(optional["spans"], np.float32).reshape(-1, 2),
+                   np.full((n, 4), -1, np.int64) if optional.get("identities") is None else
+                   np.asarray(optional["identities"], np.int64).reshape(-1, 4))
 
-def write_index(out, video_ids: Sequence[str], paths: Sequence[str], embeddings, bias, temperature: float,
-                captions: Sequence[str], caption_video: Sequence[str], meta: Dict,
-                text_embeddings: Optional[np.ndarray] = None, hashes: Optional[Sequence[str]] = None,
-                extra: Optional[Dict[str, np.ndarray]] = None, spans: Optional[np.ndarray] = None,
-                identities: Optional[np.ndarray] = None) -> Path:
-    """Write the three files into `out` (created); `captions[i]` belongs to the video `caption_video[i]`."""
+
+def write_index(out, f: IndexFiles, texts: Optional[Tuple[Sequence[str], Sequence[str], np.ndarray]] = None) -> Path:
+    """Write the three files of the record `f` into `out` (created). The texts are its captions, video by video,
+    unless `texts` = (caption_video, captions, text embeddings (R, D)) gives them row by row (an evaluation
+    export, with the test captions' embeddings)."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    emb, b = np.asarray(embeddings, np.float32), np.asarray(bias, np.float32)
-    sp = np.zeros((len(video_ids), 2), np.float32) if spans is None else np.asarray(spans, np.float32).reshape(-1, 2)
-    ids = np.full((len(video_ids), 4), -1, np.int64) if identities is None else \
-        np.asarray(identities, np.int64).reshape(-1, 4)
-    pq.write_table(pa.table({"video_id": list(video_ids), "path": list(paths), "embedding": list(emb),
-                             "ncl_bias": b, "folded": list(fold_gallery(emb, b, temperature)),
-                             "content_hash": list(hashes) if hashes is not None else [""] * len(video_ids),
-                             **{f"bias_{m}": np.asarray(v, np.float32) for m, v in (extra or {}).items()},
+    emb, b, sp, ids = f.embeddings, f.bias, f.spans, f.identities
+    pq.write_table(pa.table({"video_id": list(f.video_ids), "path": list(f.paths), "embedding": list(emb),
+                             "ncl_bias": b, "folded": list(fold_gallery(emb, b, f.temperature)),
+                             "content_hash": list(f.hashes),
+                             **{f"bias_{m}": np.asarray(v, np.float32) for m, v in f.extra.items()},
                              "start_s": sp[:, 0], "end_s": sp[:, 1],
                              **{c: ids[:, i] for i, c in enumerate(IDENTITY_COLUMNS)}}),
                    d / "videos.parquet")
-    texts = {"video_id": list(caption_video), "caption": list(captions)}
-    if text_embeddings is not None:
-        texts["embedding"] = list(np.asarray(text_embeddings, np.float32))
-    pq.write_table(pa.table(texts), d / "texts.parquet")
-    (d / "index.json").write_text(json.dumps({**meta, "temperature": float(temperature), "dim": int(emb.shape[1]),
-                                              "videos": len(video_ids)}, indent=2))
+    if texts is None:
+        order = list(dict.fromkeys(f.video_ids))
+        table = {"video_id": [v for v in order for _ in f.captions.get(v, [])],
+                 "caption": [c for v in order for c in f.captions.get(v, [])]}
+    else:
+        table = {"video_id": list(texts[0]), "caption": list(texts[1]),
+                 "embedding": list(np.asarray(texts[2], np.float32))}
+    pq.write_table(pa.table(table), d / "texts.parquet")
+    (d / "index.json").write_text(json.dumps({**f.meta, "temperature": f.temperature, "dim": int(emb.shape[1]),
+                                              "videos": len(f.video_ids)}, indent=2))
     return d
 
 

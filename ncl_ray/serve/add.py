@@ -20,6 +20,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ncl_ray.evaluation.export import IndexFiles
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
 from ncl_ray.serve.files import UNKNOWN, identity_of
 from ncl_ray.serve.guard import valid_video_id
@@ -232,19 +233,19 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     state = load_checkpoint(checkpoint)  # once: its config now, its training-query bank for the biases
     cfg = from_dict(state["config"])
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
-    home = ensure_index(checkpoint, overrides)
-    # one writer at a time, from reading the current version to making the new one current: nothing is lost
-    with writer(home_of(checkpoint), f"index add {inputs}"):
-        return _add_locked(checkpoint, state, home, entries, refused, inputs, replace, window_s, stride_s)
+    ensure_index(checkpoint, overrides)
+    with writer(home_of(checkpoint), f"index add {inputs}"):  # one writer from reading to current: nothing lost
+        return _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s)
 
 
-def _add_locked(checkpoint, state, home, entries, refused, inputs, replace, window_s, stride_s) -> int:
+def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s) -> int:
     import ray.data
 
     from ncl_ray.runtime.cluster import actor_pool, map_with_pool
     from ncl_ray.serve.index import GalleryIndex
-    from ncl_ray.serve.versions import carried_meta, write_version
+    from ncl_ray.serve.versions import carried_meta, home_of, write_version
 
+    home = home_of(checkpoint)  # held by the caller's writer
     old = GalleryIndex.load(str(home))
     fresh, prints, notes = _plan(entries, old, replace)
     for note in notes:
@@ -275,9 +276,8 @@ def _add_locked(checkpoint, state, home, entries, refused, inputs, replace, wind
     ids = [old.video_ids[i] for i in keep] + [r["video_id"] for r in good]
     paths = [old.paths[i] for i in keep] + [r["path"] for r in good]
     added = np.stack([r["embedding"] for r in good]).astype(np.float32)  # (A, D)
-    others = {m: b for m, b in old.biases.items() if m != "ncl"}
-    ncl, extra = new_biases(training_bank(state), old.plain, others, keep, added,
-                            old.temperature)  # ncl over the whole gallery; nnn, is, csls for the new rows only
+    others = {m: b for m, b in old.biases.items() if m != "ncl"}  # recomputed: ncl over all, the rest for new rows
+    ncl, extra = new_biases(training_bank(state), old.plain, others, keep, added, old.temperature)
     captions = {v: c for v, c in old.captions.items() if v not in new_ids}
     captions.update({v: by_id[v][0].captions for v in new_ids if by_id[v][0].captions})
     replaced = sorted(new_ids & set(old.row_of))
@@ -285,15 +285,15 @@ def _add_locked(checkpoint, state, home, entries, refused, inputs, replace, wind
     windows = f" as {len(good)} windows" if len(good) > len(new_ids) else ""
     change = (f"add {len(new_ids) - len(replaced)}, replace {len(replaced)}"
               f"{' (' + ', '.join(replaced[:5]) + ')' if replaced else ''}{windows}, skip {failed + len(notes)}")
-    spans = np.concatenate([old.spans[keep], np.array([[r["start_s"], r["end_s"]] for r in good], np.float32)])
-    identities = np.concatenate([old.identities[keep], np.array([by_id[r["video_id"]][1][1] for r in good],
-                                                                np.int64).reshape(-1, 4)])
-    version = write_version(home, ids, paths, np.concatenate([old.plain[keep], added]), ncl, old.temperature,
-                            captions, {**carried_meta(old.meta), "bank": "train", "added": len(good)}, change,
-                            [old.hashes[i] for i in keep] + [by_id[r["video_id"]][1][0] for r in good], extra,
-                            spans, identities)
+    version = write_version(home, IndexFiles.gallery(
+        ids, paths, np.concatenate([old.plain[keep], added]), ncl, old.temperature, captions,
+        {**carried_meta(old.meta), "bank": "train", "added": len(good)}, extra=extra,
+        spans=np.concatenate([old.spans[keep], np.array([[r["start_s"], r["end_s"]] for r in good], np.float32)]),
+        hashes=[old.hashes[i] for i in keep] + [by_id[r["video_id"]][1][0] for r in good],
+        identities=np.concatenate([old.identities[keep], np.array([by_id[r["video_id"]][1][1] for r in good],
+                                                                  np.int64).reshape(-1, 4)])), change)
+    also = (", " + "/".join(extra) + " for the new videos only") if extra else ""
     print(f"added {len(new_ids) - len(replaced)} video(s), replaced {len(replaced)}{windows}, skipped "
-          f"{failed + len(notes)}; {len(ids)} rows in {version} (NCL biases recomputed over the "
-          f"whole gallery{', ' + '/'.join(extra) + ' for the new videos only' if extra else ''}); a running server "
-          f"loads it on POST /reload")
+          f"{failed + len(notes)}; {len(ids)} rows in {version} (NCL biases recomputed over the whole gallery{also}); "
+          f"a running server loads it on POST /reload")
     return 0

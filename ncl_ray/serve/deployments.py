@@ -18,7 +18,6 @@ from ncl_ray.serve.files import FileChanged, FileGone, open_indexed
 from ncl_ray.serve.index import GalleryIndex
 
 MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
-MOMENTS = 3  # best moments listed per video cut into windows
 
 
 # max_ongoing_requests: Serve's default (5) would cap every batch at 5 and, under load, make the router reject
@@ -91,21 +90,17 @@ class Gallery:
         if method not in self.index.methods:
             return {"error": f"this index serves {', '.join(self.index.methods)}; {method} was not evaluated for it"}
         out = []
-        for q, found in zip(queries, self.index.moments(np.stack(queries), k, method, per_video=MOMENTS)):
-            hits, about = [], self.explainer.query(q)
-            why = self.explainer.hits(q, [v["rows"][0][0] for v in found], method)
-            for v, numbers in zip(found, why):
-                hit = {"video_id": v["video_id"], "score": round(v["score"], 6),
-                       "captions": self.index.captions.get(v["video_id"], [])[:5],
-                       "thumbnail_url": f"/thumbnails/{v['video_id']}.jpg", "video_url": f"/videos/{v['video_id']}",
-                       **numbers, **about}
-                spans = [(float(self.index.spans[r][0]), float(self.index.spans[r][1]), sc) for r, sc in v["rows"]]
-                if spans[0][1] > 0:  # a moment: the best window's time range, its thumbnail, the others
-                    a, b, _ = spans[0]
-                    hit.update(start_s=a, end_s=b, thumbnail_url=f"/thumbnails/{v['video_id']}.jpg?start={a}&end={b}",
-                               moments=[{"start_s": x, "end_s": y, "score": round(z, 6)} for x, y, z in spans])
-                hits.append(hit)
-            out.append(hits)
+        for q, hits in zip(queries, self.index.hits(np.stack(queries), k, method)):  # the path ncl-ray search takes
+            about = self.explainer.query(q)
+            why = self.explainer.hits(q, [h["row"] for h in hits], method)
+            shown = []
+            for hit, numbers in zip(hits, why):
+                vid, moment = hit["video_id"], {k: hit[k] for k in ("start_s", "end_s", "moments") if k in hit}
+                shown.append({"video_id": vid, "score": hit["score"], "captions": hit["captions"][:5],  # no paths
+                              "thumbnail_url": f"/thumbnails/{vid}.jpg" + (
+                                  f"?start={hit['start_s']}&end={hit['end_s']}" if moment else ""),
+                              "video_url": f"/videos/{vid}", **numbers, **about, **moment})
+            out.append(shown)
         return out
 
     def _span_ok(self, video_id: str, start: float, end: float) -> bool:

@@ -23,6 +23,7 @@ from ncl_ray.runtime import storage
 
 METHODS = SERVED_METHODS
 KINDS = ("exact", "hnsw")
+MOMENTS = 3  # best moments listed per video cut into windows
 
 
 def resolve_version(folder: str) -> Path:
@@ -119,6 +120,25 @@ class GalleryIndex:
                 return out
             want = min(len(self), want * 4)  # windows of a few videos filled the first rows: look further
 
+    def hits(self, queries: np.ndarray, k: int, method: str = "ncl", per_video: int = MOMENTS) -> List[List[Dict]]:
+        """Per query (R, D), one hit per video, best first: video_id, path, score, captions, its best row; a video
+        cut into windows also has its best window (start_s, end_s) and up to `per_video` moments. What the
+        server and `ncl-ray search` both show."""
+        out = []
+        for found in self.moments(queries, k, method, per_video=per_video):
+            hits = []
+            for v in found:
+                best = v["rows"][0][0]
+                hit = {"video_id": v["video_id"], "path": self.paths[best], "score": round(v["score"], 6),
+                       "captions": self.captions.get(v["video_id"], []), "row": best}
+                spans = [(float(self.spans[r][0]), float(self.spans[r][1]), sc) for r, sc in v["rows"]]
+                if spans[0][1] > 0:  # a moment: the best window's time range, and the others
+                    hit.update(start_s=spans[0][0], end_s=spans[0][1],
+                               moments=[{"start_s": a, "end_s": b, "score": round(z, 6)} for a, b, z in spans])
+                hits.append(hit)
+            out.append(hits)
+        return out
+
     def measure_recall(self, n_queries: int = 200, k: int = 10, seed: int = 0) -> float:
         """recall@k of this (approximate) index against an exact one, for random gallery-like queries."""
         g = np.random.default_rng(seed)
@@ -148,8 +168,7 @@ def _group(video_ids: List[str], scores: np.ndarray, rows: np.ndarray, k: int, p
 
 
 def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl") -> List[List[Dict]]:
-    """Top-k videos of an index (a folder, or a loaded GalleryIndex) for text queries, embedded with the index's
-    checkpoint; each hit: video_id, path, score, captions."""
+    """`GalleryIndex.hits` for text queries, embedded with the index's checkpoint (a folder, or a loaded index)."""
     import torch
 
     from ncl_ray.data.captions import tokenize
@@ -159,7 +178,4 @@ def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl"
     model, cfg, _ = load_model(index.meta["checkpoint"])
     with torch.no_grad():
         text = model.encode_text(torch.from_numpy(tokenize(queries, cfg.data.max_words))).numpy()  # (R, D)
-    scores, rows = index.search(text, top_k, method)  # (R, k), (R, k)
-    return [[{"video_id": index.video_ids[j], "path": index.paths[j], "score": float(s),
-              "captions": index.captions.get(index.video_ids[j], [])} for s, j in zip(sc, rw) if j >= 0]
-            for sc, rw in zip(scores, rows)]
+    return index.hits(text, top_k, method)

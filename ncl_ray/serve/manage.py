@@ -17,7 +17,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ncl_ray.evaluation.export import read_index
+from ncl_ray.evaluation.export import IndexFiles, read_index
 from ncl_ray.serve.versions import (carried_meta, changelog, current, home_of, refresh, versions, write_files,
                                     write_version, writer)
 
@@ -131,11 +131,11 @@ def remove_videos(checkpoint: str, ids: Sequence[str]) -> Path:
         keep = [i for i, v in enumerate(f.video_ids) if v not in gone]  # every window of a removed video goes
         ncl, extra = new_biases(bank, f.embeddings, f.extra, keep, np.zeros((0, f.embeddings.shape[1])),
                                 f.temperature)
-        return write_version(home, [f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
-                             ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in gone},
-                             carried_meta(f.meta),
-                             f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}",
-                             [f.hashes[i] for i in keep], extra, f.spans[keep], f.identities[keep])
+        kept = IndexFiles.gallery([f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
+                                  ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in gone},
+                                  carried_meta(f.meta), hashes=[f.hashes[i] for i in keep], extra=extra,
+                                  spans=f.spans[keep], identities=f.identities[keep])
+        return write_version(home, kept, f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
 
 
 def rollback(checkpoint: str, version: Optional[str] = None) -> Path:

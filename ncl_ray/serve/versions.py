@@ -21,7 +21,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -109,29 +109,22 @@ def _flock(home: Path, what: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def write_version(home: Path, video_ids: Sequence[str], paths: Sequence[str], embeddings: np.ndarray,
-                  bias: np.ndarray, temperature: float, texts: Dict[str, List[str]], meta: dict, change: str,
-                  hashes: Optional[Sequence[str]] = None, extra: Optional[Dict[str, np.ndarray]] = None,
-                  spans: Optional[np.ndarray] = None, identities: Optional[np.ndarray] = None) -> Path:
-    """Write the next version (embeddings (C, D), NCL biases (C,), other per-item methods' biases `extra`,
-    file identities (C, 4)), make it CURRENT, and log `change`. The caller holds `writer(home, ...)`."""
+def write_version(home: Path, f: IndexFiles, change: str) -> Path:
+    """Write the record `f` (its captions bounded) as the next version, make it CURRENT, and log `change`. The
+    caller holds `writer(home, ...)`."""
     home.mkdir(parents=True, exist_ok=True)
-    texts = {v: bound_captions(c) for v, c in texts.items()}
+    f.captions = {v: bound_captions(c) for v, c in f.captions.items()}
     existing = versions(home)
     name = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
     tmp = home / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    write_index(tmp, video_ids, paths, embeddings, bias, temperature,
-                [c for v in dict.fromkeys(video_ids) for c in texts.get(v, [])],
-                [v for v in dict.fromkeys(video_ids) for _ in texts.get(v, [])], meta, hashes=hashes, extra=extra,
-                spans=spans, identities=identities)
+    write_index(tmp, f)
     tmp.rename(home / name)
     pointer = home / f".CURRENT.tmp-{os.getpid()}"
     pointer.write_text(name)
     os.replace(pointer, home / "CURRENT")
-    with open(home / "CHANGELOG", "a") as f:
-        f.write(f"{name}  {time.strftime('%Y-%m-%d %H:%M:%S')}  {len(video_ids)} videos  {change}\n")
+    with open(home / "CHANGELOG", "a") as log_file:
+        log_file.write(f"{name}  {time.strftime('%Y-%m-%d %H:%M:%S')}  {len(f.video_ids)} videos  {change}\n")
     return home / name
 
 
@@ -142,8 +135,8 @@ def carried_meta(meta: dict) -> dict:
 
 def write_files(home: Path, f: IndexFiles, change: str) -> Path:
     """A new version holding exactly `f` (a rollback, or a first version from an evaluation export)."""
-    return write_version(home, f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
-                         carried_meta(f.meta), change, f.hashes, f.extra, f.spans, f.identities)
+    f.meta = {**carried_meta(f.meta), "temperature": f.temperature}
+    return write_version(home, f, change)
 
 
 def seed_from_export(home: Path, export: Path) -> Path:

@@ -33,7 +33,7 @@ def run_job(cfg) -> int:
 def _run(cfg, run_dir, run_uri: str, entries, started: float) -> int:
     from ncl_ray.runtime.cluster import check_training_resources, copy_session_logs
     from ncl_ray.ui.progress import board_report, new_board, train_progress, watch, with_store_peak
-    from ncl_ray.ui.summary import report
+    from ncl_ray.ui.summary import Tested, report
 
     t = cfg.train  # workers the cluster can never place: refused as soon as Ray is up, before any decoding
     check_training_resources(t.num_workers, t.cpus_per_worker, t.use_gpu)
@@ -85,8 +85,8 @@ def _run(cfg, run_dir, run_uri: str, entries, started: float) -> int:
     results.write_text(json.dumps(summary, indent=2))
     shown = storage.join(home, "results.json")
     print()
-    print(report(cfg.run.name, metrics, list(cfg.eval.methods), split=cfg.data.test_split, bank=cfg.eval.bank,
-                 n_iters=cfg.ncl.n_iters, queue=cfg.ncl.queue_size, n_videos=n_test, tested=tested, why=why,
-                 decoded=cache.decoded, skipped=len(cache.skipped), results=shown, run_dir=home,
-                 protocol=cfg.train.protocol))
+    print(report(cfg.run.name, metrics, list(cfg.eval.methods), Tested(
+        split=cfg.data.test_split, bank=cfg.eval.bank, n_iters=cfg.ncl.n_iters, queue=cfg.ncl.queue_size,
+        n_videos=n_test, tested=tested, why=why, decoded=cache.decoded, skipped=len(cache.skipped), results=shown,
+        run_dir=home, protocol=cfg.train.protocol)))
     return 0

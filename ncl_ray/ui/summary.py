@@ -1,6 +1,7 @@
 """The end-of-run report: the test table with a legend, which checkpoint was tested and why, and plain-words
 warnings (a plain ranking of an NCL-trained model near chance, a test split too small to mean much)."""
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 
@@ -42,10 +43,29 @@ def collapse_warning(metrics: Dict[str, float], n_iters: int, n_videos: int, pre
             f"'popular' each caption is, so the raw scores are not comparable across captions; serve it with ncl")
 
 
-def report(name: str, metrics: Dict[str, float], methods: Sequence[str], *, split: str, bank: str, n_iters: int,
-           queue: int, n_videos: int, tested: str, why: str, decoded: int, skipped: int, results: str,
-           run_dir: str, protocol: str = "held-out", n_captions: Optional[int] = None) -> str:
+@dataclass
+class Tested:
+    """What a report says about its test: the gallery, the settings, the checkpoint and why, the files."""
+    split: str
+    bank: str  # train, test or train+test
+    n_iters: int  # NCL's Sinkhorn iterations in training
+    queue: int
+    n_videos: int
+    tested: str  # the checkpoint
+    why: str  # why that checkpoint
+    decoded: int
+    skipped: int
+    results: str  # results.json or metrics.json
+    run_dir: str  # what TensorBoard reads
+    protocol: str = "held-out"
+    n_captions: Optional[int] = None
+
+
+def report(name: str, metrics: Dict[str, float], methods: Sequence[str], t: Tested) -> str:
     """The one report `train` and `eval` print: the test gallery's size, the table, its legend, what was tested."""
+    split, bank, n_iters, queue, n_videos, n_captions = t.split, t.bank, t.n_iters, t.queue, t.n_videos, t.n_captions
+    tested, why, decoded, skipped, results, run_dir, protocol = (t.tested, t.why, t.decoded, t.skipped, t.results,
+                                                                  t.run_dir, t.protocol)
     gallery = f"{n_videos} videos" + (f", {n_captions} captions" if n_captions else "")
     lines = [f"== {name}: test split '{split}' ({gallery}), NCL n_iters={n_iters}, queue {queue} ==",
              format_results(metrics, list(methods), prefix="test/")]

@@ -162,12 +162,21 @@ def test_index_add_makes_unseen_videos_searchable(served):
     for h in hits.values():  # why each hit is there
         assert h["score"] == pytest.approx(h["plain_score"] + h["bias"], abs=1e-4) and h["plain_rank"] >= 1
         assert h["confidence_label"] in ("strong", "fair", "weak")
-    # the NCL biases depend on the whole gallery: recomputed for the old videos too
-    import pyarrow.parquet as pq
-
+    # `ncl-ray search` takes the same path: one line per video, the long one with its moments, in the same order
     from ncl_ray.runtime.checkpoint import resolve_checkpoint
 
     home = Path(resolve_checkpoint(str(served["run"]))) / "index"
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "search", "--index", str(home), "--top-k", "100",
+                        "a large magenta circle moving right on a navy background"], cwd=ROOT, env=served["env"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ranked = [line.split()[2] for line in r.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert ranked == [h["video_id"] for h in json.loads(body)], (ranked, r.stdout)
+    at = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("at ")]
+    assert len(at) == 1 and at[0].count("-") == 3, r.stdout  # mylong's three moments: m:ss-m:ss, ...
+    # the NCL biases depend on the whole gallery: recomputed for the old videos too
+    import pyarrow.parquet as pq
+
     v1 = pq.read_table(home / "v0001" / "videos.parquet").to_pydict()
     v2 = pq.read_table(home / "v0002" / "videos.parquet").to_pydict()
     assert v2["video_id"][: len(v1["video_id"])] == v1["video_id"]

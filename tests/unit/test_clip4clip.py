@@ -325,14 +325,15 @@ def test_imported_clip4clip_checkpoint_gives_its_similarity_matrix(tmp_path, vit
 
 
 def test_published_protocol_is_labelled_in_the_report():
-    from ncl_ray.ui.summary import report
+    from ncl_ray.ui.summary import Tested, report
 
     metrics = {f"test/{m}/{d}_{k}": 1.0 for m in ("none", "ncl") for d in ("t2v", "v2t", "v2t_lenient")
                for k in ("R@1", "R@5", "R@10", "MdR", "MnR")}
     kw = dict(split="test", bank="train", n_iters=3, queue=8, n_videos=100, tested="x", why="y", decoded=1,
               skipped=0, results="r", run_dir="d")
-    assert "epoch selected on the test split" in report("run", metrics, ["none", "ncl"], protocol="published", **kw)
-    assert "selected on the test split" not in report("run", metrics, ["none", "ncl"], **kw)
+    assert "epoch selected on the test split" in report("run", metrics, ["none", "ncl"],
+                                                        Tested(protocol="published", **kw))
+    assert "selected on the test split" not in report("run", metrics, ["none", "ncl"], Tested(**kw))
 
 
 def test_bertadam_with_fp16_clip_weights_updates_them_in_place_as_clip4clip():

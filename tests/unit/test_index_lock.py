@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from ncl_ray.evaluation.export import read_index
+from ncl_ray.evaluation.export import IndexFiles, read_index
 from ncl_ray.runtime import storage
 from ncl_ray.serve import remote
 from ncl_ray.serve.index import resolve_version
@@ -27,8 +27,9 @@ def bucket_env(s3, monkeypatch, tmp_path):
 def _version(home, n_videos: int, change: str):
     ids = [f"v{i}" for i in range(n_videos)]
     emb = np.eye(n_videos, 4, dtype=np.float32)
-    return write_version(home, ids, [f"/videos/{i}.mp4" for i in ids], emb, np.zeros(n_videos, np.float32), 0.05,
-                         {i: [f"caption of {i}"] for i in ids}, {}, change)
+    return write_version(home, IndexFiles.gallery(ids, [f"/videos/{i}.mp4" for i in ids], emb,
+                                                  np.zeros(n_videos, np.float32), 0.05,
+                                                  {i: [f"caption of {i}"] for i in ids}), change)
 
 
 def test_a_second_writer_waits_for_the_first_and_both_versions_land(bucket_env, tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ncl_ray.cli import main as cli
 from ncl_ray.config.schema import load_config, to_dict
-from ncl_ray.evaluation.export import read_index
+from ncl_ray.evaluation.export import IndexFiles, read_index
 from ncl_ray.model.clip import build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.ncl.sinkhorn import sinkhorn_biases
@@ -33,8 +33,10 @@ def served(tmp_path):
     emb = g.normal(size=(6, 8)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     ids = [f"v{i}" for i in range(6)]
-    write_version(home_of(str(ckpt)), ids, [f"/videos/{v}.mp4" for v in ids], emb, np.zeros(6, np.float32), 0.05,
-                  {"v1": ["a caption"]}, {"checkpoint": str(ckpt)}, "from a test gallery", [f"h{i}" for i in range(6)])
+    write_version(home_of(str(ckpt)), IndexFiles.gallery(ids, [f"/videos/{v}.mp4" for v in ids], emb,
+                                                         np.zeros(6, np.float32), 0.05, {"v1": ["a caption"]},
+                                                         {"checkpoint": str(ckpt)}, hashes=[f"h{i}" for i in range(6)]),
+                  "from a test gallery")
     return ckpt, loss.text_queue.embeddings.clone(), emb
 
 
@@ -130,8 +132,10 @@ def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(se
         assert np.allclose(got[m][6], alone.numpy()[0], atol=1e-6)
     assert len(ncl) == 7 and not np.allclose(ncl[:6], old["ncl"], atol=1e-4)
     # and a removal keeps the per-item biases of the videos that stay
-    write_version(home_of(str(ckpt)), [f"v{i}" for i in range(6)], [f"/videos/v{i}.mp4" for i in range(6)], emb,
-                  old["ncl"], 0.05, {}, {"checkpoint": str(ckpt)}, "with nnn, is and csls", extra=extra)
+    write_version(home_of(str(ckpt)), IndexFiles.gallery([f"v{i}" for i in range(6)],
+                                                         [f"/videos/v{i}.mp4" for i in range(6)], emb, old["ncl"],
+                                                         0.05, {}, {"checkpoint": str(ckpt)}, extra=extra),
+                  "with nnn, is and csls")
     assert cli(["index", "remove", str(ckpt), "v2"]) == 0
     f = read_index(current(home_of(str(ckpt))))
     assert set(f.extra) == {"nnn", "is", "csls"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncl_ray.evaluation.export import read_index, write_index
+from ncl_ray.evaluation.export import IndexFiles, read_index, write_index
 from ncl_ray.serve.files import FileChanged, FileGone, UNKNOWN, identity_of, open_indexed, parse_range, read_span
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,8 +104,8 @@ def _version(folder, n=4, dim=8, **kw):
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     args = dict(embeddings=emb, bias=np.zeros(n, np.float32), temperature=0.05)
     args.update(kw)
-    return write_index(folder, [f"v{i}" for i in range(n)], [f"/v{i}.mp4" for i in range(n)], args["embeddings"],
-                       args["bias"], args["temperature"], [], [], {})
+    return write_index(folder, IndexFiles.gallery([f"v{i}" for i in range(n)], [f"/v{i}.mp4" for i in range(n)],
+                                                  args["embeddings"], args["bias"], args["temperature"]))
 
 
 @pytest.mark.parametrize("craft, message", [
@@ -173,7 +173,7 @@ def test_stale_temporary_folders_go_at_the_next_write(tmp_path):
     (home / ".CURRENT.tmp-99999").write_text("v0007")
     emb = np.eye(2, 4, dtype=np.float32)
     with writer(home, "a test"):
-        write_version(home, ["a", "b"], ["/a", "/b"], emb, np.zeros(2), 0.05, {}, {}, "first")
+        write_version(home, IndexFiles.gallery(["a", "b"], ["/a", "/b"], emb, np.zeros(2), 0.05), "first")
     assert current(home).name == "v0001" and sorted(p.name for p in home.iterdir() if p.name.startswith(".")) \
         == [".lock"]
     shutil.rmtree(home)
