@@ -42,7 +42,7 @@ def one(gallery: int, path: str) -> dict:
     else:
         test = Sims.embeddings(q, g, workers=workers)
         chunk = test.chunk
-        scorer = make_scorer("ncl", test, 0.01, Sims.embeddings(bank, g, workers=workers), ITERS)
+        scorer = make_scorer("ncl", test, 0.01, Sims.embeddings(bank, g, workers=workers), n_iters=ITERS)
         bias_s = time.perf_counter() - t
         for rows, s in test.blocks():
             scorer(rows, s).topk(10, dim=1)

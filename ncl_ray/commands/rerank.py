@@ -35,6 +35,7 @@ def main(args) -> int:
     import numpy as np
 
     from ncl_ray.evaluation.rerank import InputError, format_table, load_matrix, rerank, write_json
+    from ncl_ray.ncl.normalize import MethodSettings
 
     methods = list(METHODS) if args.method == "all" else [args.method]
     try:
@@ -47,8 +48,9 @@ def main(args) -> int:
             methods = [m for m in METHODS if m not in BANK_METHODS]  # the others need a bank
             print(f"no --bank-sims: scoring {' and '.join(methods)} only (pass --bank-sims, or --bank test)",
                   file=sys.stderr)
-        results = [rerank(sims, m, bank, q2i, args.transpose, args.iters, args.temperature, args.bank, args.nnn_k,
-                          args.nnn_alpha, args.is_beta, args.csls_k) for m in methods]
+        settings = MethodSettings(n_iters=args.iters, nnn_k=args.nnn_k, nnn_alpha=args.nnn_alpha,
+                                  is_beta=args.is_beta, csls_k=args.csls_k)
+        results = [rerank(sims, m, bank, q2i, args.transpose, args.temperature, args.bank, settings) for m in methods]
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

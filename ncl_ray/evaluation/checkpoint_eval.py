@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from ncl_ray.evaluation.evaluate import embed_dataset, evaluate_embeddings
+from ncl_ray.evaluation.evaluate import embed_dataset, eval_settings, evaluate_embeddings
 from ncl_ray.data.cache import check_data_locations
 from ncl_ray.runtime import storage
 from ncl_ray.runtime.checkpoint import checkpoint_uri, resolve_checkpoint
@@ -113,9 +113,9 @@ def score(plan: EvalPlan, test, bank_text, bank_video):
     e = plan.cfg.eval
     methods = list(dict.fromkeys(["none", "ncl", *e.methods]))  # ncl's biases are exported in any case
     log.info("scoring %d captions x %d videos with %s", len(test.text), len(test.video), ", ".join(methods))
-    metrics = evaluate_embeddings(test, _tau(plan), methods, bank_text, bank_video, e.bank, e.n_iters,
-                                  e.chunk_size, e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k,
-                                  store=plan.diag, memory_mb=e.memory_mb, workers=e.workers)
+    settings, compute = eval_settings(e)
+    metrics = evaluate_embeddings(test, _tau(plan), methods, bank_text, bank_video, e.bank, settings, plan.diag,
+                                  compute)
     return metrics, methods
 
 

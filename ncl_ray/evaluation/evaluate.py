@@ -11,15 +11,15 @@ Metric names: `<method>/t2v_R@1`, `<method>/v2t_R@1` (strict: each caption again
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ncl_ray.data.transforms import frame_mask, normalize_frames
 from ncl_ray.ncl.methods import BANK_METHODS
-from ncl_ray.ncl.normalize import MEMORY_MB, Sims, make_scorer, rows_per_block
+from ncl_ray.ncl.normalize import MEMORY_MB, MethodSettings, Sims, make_scorer, rows_per_block
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 log = logging.getLogger(__name__)
@@ -79,24 +79,41 @@ def bank_similarities(bank: str, train_queries: Optional[torch.Tensor], test_que
     return Sims.stack([Sims.embeddings(p, gallery, chunk_size, memory_mb, workers) for p in parts])
 
 
+@dataclass(frozen=True)
+class Compute:
+    """How similarities are computed: rows per block (0 = from the byte budget), the budget, Sinkhorn threads."""
+    chunk_size: int = 0
+    memory_mb: float = MEMORY_MB
+    workers: int = 0
+
+
+def eval_settings(e) -> Tuple[MethodSettings, Compute]:
+    """The config's `eval` section as the methods' settings and the compute budget (the builder: below it, plain
+    values)."""
+    return (MethodSettings(e.n_iters, e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k),
+            Compute(e.chunk_size, e.memory_mb, e.workers))
+
+
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),
                         bank_text: Optional[torch.Tensor] = None, bank_video: Optional[torch.Tensor] = None,
-                        bank: str = "train", n_iters: int = 10, chunk_size: int = 0,
-                        qbnorm_beta: float = 20.0, qbnorm_k: int = 1, nnn_k: int = 256, nnn_alpha: float = 0.5,
-                        is_beta: float = 20.0, csls_k: int = 10,
-                        store: Optional[Dict[str, torch.Tensor]] = None, memory_mb: float = MEMORY_MB,
-                        workers: int = 0) -> Dict[str, float]:
+                        bank: str = "train", settings: Optional[MethodSettings] = None,
+                        store: Optional[Dict[str, torch.Tensor]] = None, compute: Optional[Compute] = None,
+                        **fields) -> Dict[str, float]:
     """Flat metric dict for t2v and v2t under each method.
 
     Args:
         emb: test embeddings.
         temperature: tau of the model (logits = similarity / tau).
         bank_text, bank_video: (R, D) training queries (e.g. the loss's queues) for bank = train / train+test.
-        chunk_size: rows per similarity block; 0 = derived from memory_mb for each gallery (normalize.py).
-        memory_mb, workers: byte budget of the blocks in flight, and threads for the bank's Sinkhorn pass.
+        settings: the methods' settings; `fields` replace single ones by name (n_iters=5).
+        compute: rows per similarity block (0 = derived from memory_mb for each gallery), the byte budget of
+            the blocks in flight, and threads for the bank's Sinkhorn pass.
         store: if given, receives t2v diagnostics: `t2v_mass_before`, `<method>/t2v_mass` (C,) and
             `t2v_<method>_bias` (C,) of each per-item method (logit scale), for plots and the export.
     """
+    settings = replace(settings or MethodSettings(), **fields)
+    c = compute or Compute()
+    chunk_size, memory_mb, workers = c.chunk_size, c.memory_mb, c.workers
     if bank != "test" and any(m in BANK_METHODS for m in methods):
         if bank_text is None or len(bank_text) == 0 or bank_video is None or len(bank_video) == 0:
             log.warning("no training-query bank (queue empty): test-time biases use the test queries")
@@ -112,8 +129,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
             if any(m in BANK_METHODS for m in methods) else None
         for method in methods:
             started = time.perf_counter()
-            scorer = make_scorer(method, test, temperature, bank_sims, n_iters, qbnorm_beta, qbnorm_k, nnn_k, nnn_alpha,
-                                 is_beta, csls_k)
+            scorer = make_scorer(method, test, temperature, bank_sims, settings)
             result = direction_metrics(test, scorer, **truth)
             spent = time.perf_counter() - started  # the method's statistics, scoring and ranking, both directions
             out[f"{method}/time_s"] = out.get(f"{method}/time_s", 0.0) + spent

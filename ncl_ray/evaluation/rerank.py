@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ncl_ray.ncl.methods import BANK_METHODS
-from ncl_ray.ncl.normalize import Sims, make_scorer
+from ncl_ray.ncl.normalize import MethodSettings, Sims, make_scorer
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 
@@ -40,10 +40,10 @@ def load_matrix(path: str, name: str, ndim: int = 2) -> np.ndarray:
 
 
 def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None,
-           query_to_item: Optional[np.ndarray] = None, transpose: bool = False, iters: int = 10,
-           temperature: float = 0.01, bank: str = "train", nnn_k: int = 256, nnn_alpha: float = 0.5,
-           is_beta: float = 20.0, csls_k: int = 10) -> Dict:
-    """Metrics and normalisation error of `method` on `sims`; see the module docstring."""
+           query_to_item: Optional[np.ndarray] = None, transpose: bool = False, temperature: float = 0.01,
+           bank: str = "train", settings: Optional[MethodSettings] = None) -> Dict:
+    """Metrics and normalisation error of `method` on `sims` with the methods' `settings`; see the module
+    docstring."""
     s = torch.from_numpy(np.asarray(sims, dtype=np.float32))
     Q, G = s.shape
     if query_to_item is None:
@@ -70,8 +70,7 @@ def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None
         parts = {"train": [b], "test": [s], "train+test": [b, s]}[bank]
         bank_sims_ = Sims.stack([Sims.dense(x) for x in parts])
     try:
-        scorer = make_scorer(method, test, temperature, bank_sims_, n_iters=iters, nnn_k=nnn_k, nnn_alpha=nnn_alpha,
-                             is_beta=is_beta, csls_k=csls_k)
+        scorer = make_scorer(method, test, temperature, bank_sims_, settings)
     except ValueError as e:  # e.g. nnn's or csls's k beyond the bank's queries
         raise InputError(str(e).replace("eval.nnn_k, --nnn-k", "--nnn-k").replace("eval.csls_k, --csls-k",
                                                                                    "--csls-k")) from None

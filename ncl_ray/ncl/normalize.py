@@ -37,6 +37,7 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -225,11 +226,26 @@ def _activated(bank: Sims, k: int) -> torch.Tensor:
     return active
 
 
-def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims] = None, n_iters: int = 10,
-                qbnorm_beta: float = 20.0, qbnorm_k: int = 1, nnn_k: int = 256, nnn_alpha: float = 0.5,
-                is_beta: float = 20.0, csls_k: int = 10) -> Scorer:
+@dataclass(frozen=True)
+class MethodSettings:
+    """The test-time methods' settings (the same keys and defaults as the config's `eval` section)."""
+    n_iters: int = 10  # ncl: Sinkhorn iterations
+    qbnorm_beta: float = 20.0
+    qbnorm_k: int = 1
+    nnn_k: int = 256
+    nnn_alpha: float = 0.5
+    is_beta: float = 20.0
+    csls_k: int = 10
+
+
+def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims] = None,
+                settings: Optional[MethodSettings] = None, **fields) -> Scorer:
     """A function (rows, block of test sims) -> ranking scores, after the method's gallery statistics are
-    computed once (per-item biases, dsl column sums, qbnorm bank sums)."""
+    computed once (per-item biases, dsl column sums, qbnorm bank sums). `fields` replace single settings by
+    name (make_scorer("nnn", ..., nnn_k=8))."""
+    st = replace(settings or MethodSettings(), **fields)
+    n_iters, qbnorm_beta, qbnorm_k, nnn_k, nnn_alpha, is_beta, csls_k = (
+        st.n_iters, st.qbnorm_beta, st.qbnorm_k, st.nnn_k, st.nnn_alpha, st.is_beta, st.csls_k)
     if method not in METHODS:
         raise ValueError(f"unknown normalisation method {method!r} (choose from {', '.join(METHODS)})")
     if method in BANK_METHODS:

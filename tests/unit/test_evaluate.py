@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from ncl_ray.evaluation.evaluate import Embeddings, assemble, evaluate_embeddings
+from ncl_ray.evaluation.evaluate import Compute, Embeddings, assemble, evaluate_embeddings
 from ncl_ray.ncl.fold import fold_gallery, fold_queries
 from ncl_ray.ncl.normalize import Sims, make_scorer, ncl_gallery_bias
 
@@ -19,9 +19,9 @@ def test_chunked_and_unchunked_evaluation_agree_exactly():
     bank_t, bank_v = F.normalize(torch.randn(50, 16), dim=1), F.normalize(torch.randn(40, 16), dim=1)
     kwargs = dict(methods=["none", "ncl", "dsl", "qbnorm", "nnn", "is", "csls"], bank_text=bank_t,
                   bank_video=bank_v, n_iters=5, nnn_k=8)
-    whole = evaluate_embeddings(emb, 0.05, chunk_size=100000, **kwargs)
+    whole = evaluate_embeddings(emb, 0.05, compute=Compute(chunk_size=100000), **kwargs)
     for chunk in (1, 7):
-        part = evaluate_embeddings(emb, 0.05, chunk_size=chunk, **kwargs)
+        part = evaluate_embeddings(emb, 0.05, compute=Compute(chunk_size=chunk), **kwargs)
         assert {k: v for k, v in part.items() if "norm_error" not in k and "time_s" not in k} == \
             {k: v for k, v in whole.items() if "norm_error" not in k and "time_s" not in k}
         for k in whole:
@@ -31,7 +31,7 @@ def test_chunked_and_unchunked_evaluation_agree_exactly():
                           "csls/t2v_R@1", "is/v2t_R@5", "ncl/time_s"}
     assert all(whole[f"{m}/time_s"] > 0 for m in kwargs["methods"])  # each method's cost, reported beside it
     # a byte budget instead of a row count: 30 videos x 4 bytes x 5 temporaries x 3 workers = 1800 bytes a row
-    budget = evaluate_embeddings(emb, 0.05, memory_mb=2 * 4 * 1800 / 2 ** 20, workers=3, **kwargs)
+    budget = evaluate_embeddings(emb, 0.05, compute=Compute(memory_mb=2 * 4 * 1800 / 2 ** 20, workers=3), **kwargs)
     assert {k: v for k, v in budget.items() if "norm_error" not in k and "time_s" not in k} == \
         {k: v for k, v in whole.items() if "norm_error" not in k and "time_s" not in k}
 
@@ -60,7 +60,7 @@ def test_folded_inner_product_ranks_exactly_like_ncl():
     bank = F.normalize(torch.randn(200, 16), dim=1)
     bias = ncl_gallery_bias(Sims.embeddings(bank, emb.video), tau, 10)
     assert bias.abs().max() > 0.1  # the biases matter for this gallery
-    ncl = make_scorer("ncl", Sims.embeddings(emb.text, emb.video), tau, Sims.embeddings(bank, emb.video), 10)
+    ncl = make_scorer("ncl", Sims.embeddings(emb.text, emb.video), tau, Sims.embeddings(bank, emb.video), n_iters=10)
     ncl_scores = ncl(slice(0, len(emb.text)), emb.text @ emb.video.T)
     folded = torch.from_numpy(fold_queries(emb.text) @ fold_gallery(emb.video, bias, tau).T)
     assert torch.equal(ncl_scores.argsort(dim=1, descending=True), folded.argsort(dim=1, descending=True))
