@@ -58,16 +58,16 @@ def main():
 
         import ray
 
-        from ncl_ray.data.pipeline import build_clip_cache
+        from ncl_ray.data.pipeline import ClipSpec, build_clip_cache
 
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         entries = [VideoEntry(f"v{i}", p, "train", ["x"]) for i, p in enumerate(paths * 24)]
         # start (and import in) both decode workers first: a cold worker costs seconds once per job
-        build_clip_cache(entries[:16], T, S, os.path.join(folder, "warm"), concurrency=2)
+        build_clip_cache(entries[:16], ClipSpec(T, S), os.path.join(folder, "warm"), concurrency=2)
         ray_rates = {1: 0.0, 2: 0.0}
         for rep, conc in enumerate((1, 2, 1, 2)):  # interleaved, best of two each
             t = time.perf_counter()
-            build_clip_cache(entries, T, S, os.path.join(folder, f"cache{rep}"), concurrency=conc)
+            build_clip_cache(entries, ClipSpec(T, S), os.path.join(folder, f"cache{rep}"), concurrency=conc)
             ray_rates[conc] = max(ray_rates[conc], len(entries) / (time.perf_counter() - t))
         for conc in (1, 2):
             rows.append({"decoder": f"Ray Data cache build, {conc} task(s)", "clips_per_s": ray_rates[conc]})

@@ -1,7 +1,7 @@
 """The decoded-clip cache: every video decoded once, in parallel Ray Data tasks, into Parquet files in a local
 folder or under an object-storage URI (`data.cache_dir=s3://bucket/cache`).
 
-    cache = build_clip_cache(entries, T, S, "data/cache")          # or "s3://bucket/cache"
+    cache = build_clip_cache(entries, ClipSpec(T, S, encoding="jpeg"), "data/cache")   # or "s3://bucket/cache"
     cache.path                                                      # the Parquet folder Ray Data reads
 
 A cache is keyed by the videos (path, size, modification time), T, S, the encoding and the decoder version, so
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import ray
 
 from ncl_ray.config.rules import ConfigError
-from ncl_ray.data.decode import DECODER_VERSION, decode_batch
+from ncl_ray.data.decode import DECODER_VERSION, ClipSpec, decode_batch
 from ncl_ray.data.manifest import VideoEntry
 from ncl_ray.runtime import storage
 
@@ -161,11 +161,11 @@ def _remove(folder: str, remote: bool) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cache_dir: str,
-                     threads: int = 1, concurrency: int = 0, encoding: str = "jpeg", quality: int = 90,
-                     sampler: str = "uniform", resize: str = "area") -> ClipCache:
-    """Decode every video once, in parallel Ray tasks, into `cache_dir` (a folder or a URI); reuse a matching
-    cache."""
+def build_clip_cache(entries: List[VideoEntry], spec: ClipSpec, cache_dir: str, concurrency: int = 0) -> ClipCache:
+    """Decode every video once, in parallel Ray tasks (`concurrency`, 0 = every CPU), into `cache_dir` (a folder
+    or a URI); reuse a matching cache."""
+    num_frames, size, encoding, quality, sampler, resize = (spec.num_frames, spec.size, spec.encoding, spec.quality,
+                                                            spec.sampler, spec.resize)
     started = time.time()
     before = video_stats(entries)
     key = cache_key(entries, num_frames, size, before, encoding, quality, sampler, resize)
@@ -198,9 +198,7 @@ def build_clip_cache(entries: List[VideoEntry], num_frames: int, size: int, cach
 
     board = new_board()
     bar = Progress("decode", len(entries), "videos")
-    ds = ds.map_batches(decode_batch, fn_kwargs=dict(num_frames=num_frames, size=size, threads=threads,
-                                                     progress=board, encoding=encoding, quality=quality,
-                                                     sampler=sampler, resize=resize),
+    ds = ds.map_batches(decode_batch, fn_kwargs=dict(spec=spec, progress=board),
                         batch_size=4, compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
     try:
         with watch(board, lambda st: bar.update(st.get("done", 0), f"{st.get('skipped', 0)} skipped")):

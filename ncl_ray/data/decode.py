@@ -19,6 +19,7 @@ centre (augmentation for streaming). A video with fewer frames than T repeats fr
 `DecodeError` naming the file; nothing is ever replaced by black frames.
 """
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import av
@@ -161,24 +162,41 @@ def decode_video(path: str, num_frames: int, size: int, threads: int = 1, sample
     return decode_frames(path, num_frames, size, threads=threads, jitter=jitter, resize=resize), num_frames
 
 
-def decode_batch(batch: Dict[str, np.ndarray], num_frames: int, size: int, threads: int = 1,
-                 progress=None, encoding: str = "raw", quality: int = 90, sampler: str = "uniform",
-                 resize: str = "area") -> Dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a video becomes a clip: T frames of S x S px by a sampler and a resize, decoded with `threads` FFmpeg
+    threads, stored in `encoding` (raw or jpeg at `quality`, see framecodec). `clip_spec(cfg.data)` builds it."""
+    num_frames: int
+    size: int
+    threads: int = 1
+    sampler: str = "uniform"
+    resize: str = "area"
+    encoding: str = "jpeg"
+    quality: int = 90
+
+
+def clip_spec(d) -> ClipSpec:
+    """The config's `data` section as a ClipSpec (the builder: below it, plain values)."""
+    return ClipSpec(d.num_frames, d.frame_size, d.decode_threads, d.sampler, d.resize, d.cache_encoding,
+                    d.jpeg_quality)
+
+
+def decode_batch(batch: Dict[str, np.ndarray], spec: ClipSpec, progress=None) -> Dict[str, np.ndarray]:
     """A Ray Data batch of {video_id, path} -> {video_id, path, frames (bytes of uint8 (T,S,S,3)), n_frames,
     error}.
 
     A video that fails to decode gets empty frames and its reason in `error` (the batch goes on). This lives
     here, free of torch, so that decode workers start with PyAV and NumPy only. `progress`, when given, is a
     `ProgressBoard` actor handle: the batch posts how many videos it decoded and skipped. Frames are stored in
-    `encoding` (raw or jpeg, see framecodec).
+    the spec's encoding.
     """
     from ncl_ray.data.framecodec import encode_clip
 
     frames, counts, errors = [], [], []
     for path in batch["path"]:
         try:
-            clip, n = decode_video(str(path), num_frames, size, threads, sampler, resize)
-            frames.append(encode_clip(clip, encoding, quality))
+            clip, n = decode_video(str(path), spec.num_frames, spec.size, spec.threads, spec.sampler, spec.resize)
+            frames.append(encode_clip(clip, spec.encoding, spec.quality))
             counts.append(n)
             errors.append("")
         except DecodeError as e:

@@ -1,7 +1,7 @@
 """Ray Data pipeline: manifest -> parallel PyAV decode -> decoded-clip cache (Parquet) -> per-split datasets.
 
     entries = load_entries(cfg.data)                      # VideoEntry list (all splits)
-    cache = build_clip_cache(entries, T, S, cache_dir)    # decodes once, in parallel; reused by later runs
+    cache = build_clip_cache(entries, ClipSpec(T, S), cache_dir)   # decodes once, in parallel; reused later
     train = split_dataset(cache, entries, "train", ...)   # rows: frames uint8 (T,S,S,3), tokens (K,L), ...
 
 Decoding runs as Ray tasks (one CPU each, as many as the cluster has CPUs unless `decode_concurrency` says
@@ -17,7 +17,7 @@ import ray
 from ray.data.expressions import col
 
 from ncl_ray.data.cache import ClipCache, build_clip_cache, cache_key, remove_stale_temp, video_stats  # noqa: F401
-from ncl_ray.data.decode import DecodeError, decode_video
+from ncl_ray.data.decode import ClipSpec, DecodeError, decode_video
 from ncl_ray.data.framecodec import decode_clip
 from ncl_ray.data.manifest import READERS, VideoEntry, read_manifest
 from ncl_ray.data.captions import caption_tokens
@@ -120,9 +120,8 @@ def _decode_attach(batch: Dict[str, np.ndarray], table: Dict[str, Tuple[int, np.
     }
 
 
-def stream_dataset(entries: List[VideoEntry], split: str, num_frames: int, size: int, max_captions: int,
-                   max_words: int, threads: int = 1, jitter: bool = False, sampler: str = "uniform",
-                   resize: str = "area") -> "ray.data.Dataset":
+def stream_dataset(entries: List[VideoEntry], split: str, spec: ClipSpec, max_captions: int, max_words: int,
+                   jitter: bool = False) -> "ray.data.Dataset":
     """Rows of one split decoded from the videos every time the dataset is iterated (every epoch), in Ray
     Data tasks: for corpora too large to cache. The same columns as `split_dataset`."""
     videos = [e for e in entries if e.split == split]
@@ -133,7 +132,7 @@ def stream_dataset(entries: List[VideoEntry], split: str, num_frames: int, size:
     cpus = int(ray.cluster_resources().get("CPU", 1))
     ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in videos],
                              override_num_blocks=max(1, min(len(videos), 4 * cpus)))
-    return ds.map_batches(_decode_attach, fn_kwargs=dict(table=table, num_frames=num_frames, size=size,
-                                                         threads=threads, jitter=jitter, sampler=sampler,
-                                                         resize=resize),
+    return ds.map_batches(_decode_attach, fn_kwargs=dict(table=table, num_frames=spec.num_frames, size=spec.size,
+                                                         threads=spec.threads, jitter=jitter, sampler=spec.sampler,
+                                                         resize=spec.resize),
                           batch_size=4, num_cpus=1)

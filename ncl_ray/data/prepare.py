@@ -14,6 +14,7 @@ log = logging.getLogger("ncl_ray.data.prepare")
 def prepare_cache(cfg) -> int:
     from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.data.cache import parquet_files
+    from ncl_ray.data.decode import clip_spec
     from ncl_ray.data.pipeline import build_clip_cache, load_entries
 
     d = cfg.data
@@ -21,8 +22,7 @@ def prepare_cache(cfg) -> int:
                            cfg.train.protocol != "published")  # before Ray
     init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
     start = time.time()
-    cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
+    cache = build_clip_cache(entries, clip_spec(d), d.cache_dir, d.decode_concurrency)
     total = parquet_files(cache.path)[2]
     raw = d.num_frames * d.frame_size * d.frame_size * 3
     print(f"clip cache: {cache.path}")

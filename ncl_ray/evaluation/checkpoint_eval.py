@@ -41,14 +41,14 @@ class EvalPlan:
 def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
     """`ncl-ray eval CHECKPOINT [key=value ...]`: every normalisation on the test split, JSON, plots,
     TensorBoard scalars and projector, and an NCL-folded embedding export for `ncl-ray search`."""
+    from ncl_ray.data.decode import clip_spec
     from ncl_ray.data.pipeline import build_clip_cache
     from ncl_ray.runtime.cluster import init_ray
 
     plan = plan_eval(checkpoint, overrides)
     d = plan.cfg.data
     init_ray(plan.cfg.run.ray_address, verbose=plan.cfg.run.verbose)
-    cache = build_clip_cache(plan.entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
+    cache = build_clip_cache(plan.entries, clip_spec(d), d.cache_dir, d.decode_concurrency)
     test, bank_text, bank_video = embed_splits(plan, cache)
     metrics, methods = score(plan, test, bank_text, bank_video)
     metrics["skipped_videos"] = float(len(cache.skipped))
@@ -114,7 +114,7 @@ def score(plan: EvalPlan, test, bank_text, bank_video):
     methods = list(dict.fromkeys(["none", "ncl", *e.methods]))  # ncl's biases are exported in any case
     log.info("scoring %d captions x %d videos with %s", len(test.text), len(test.video), ", ".join(methods))
     settings, compute = eval_settings(e)
-    metrics = evaluate_embeddings(test, _tau(plan), methods, bank_text, bank_video, e.bank, settings, plan.diag,
+    metrics = evaluate_embeddings(test, _tau(plan), methods, (bank_text, bank_video), e.bank, settings, plan.diag,
                                   compute)
     return metrics, methods
 

@@ -95,7 +95,7 @@ def eval_settings(e) -> Tuple[MethodSettings, Compute]:
 
 
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),
-                        bank_text: Optional[torch.Tensor] = None, bank_video: Optional[torch.Tensor] = None,
+                        bank_queries: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                         bank: str = "train", settings: Optional[MethodSettings] = None,
                         store: Optional[Dict[str, torch.Tensor]] = None, compute: Optional[Compute] = None,
                         **fields) -> Dict[str, float]:
@@ -104,7 +104,8 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
     Args:
         emb: test embeddings.
         temperature: tau of the model (logits = similarity / tau).
-        bank_text, bank_video: (R, D) training queries (e.g. the loss's queues) for bank = train / train+test.
+        bank_queries: (texts (R, D), videos (R, D)), training queries (e.g. the loss's queues) for bank = train /
+            train+test.
         settings: the methods' settings; `fields` replace single ones by name (n_iters=5).
         compute: rows per similarity block (0 = derived from memory_mb for each gallery), the byte budget of
             the blocks in flight, and threads for the bank's Sinkhorn pass.
@@ -112,6 +113,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
             `t2v_<method>_bias` (C,) of each per-item method (logit scale), for plots and the export.
     """
     settings = replace(settings or MethodSettings(), **fields)
+    bank_text, bank_video = bank_queries if bank_queries is not None else (None, None)
     c = compute or Compute()
     chunk_size, memory_mb, workers = c.chunk_size, c.memory_mb, c.workers
     if bank != "test" and any(m in BANK_METHODS for m in methods):

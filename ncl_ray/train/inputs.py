@@ -98,6 +98,7 @@ def check_pretrained(arch: str, pretrained: str) -> None:
 
 def prepare_data(cfg, run_dir: Path, entries=None):
     """Decode once into the clip cache; return (datasets, meta, cache)."""
+    from ncl_ray.data.decode import clip_spec
     from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
 
     d = cfg.data
@@ -106,8 +107,7 @@ def prepare_data(cfg, run_dir: Path, entries=None):
                            cfg.train.protocol != "published")
     if d.streaming:
         return _streaming_data(cfg, run_dir, entries)
-    cache = build_clip_cache(entries, d.num_frames, d.frame_size, d.cache_dir, d.decode_threads,
-                             d.decode_concurrency, d.cache_encoding, d.jpeg_quality, d.sampler, d.resize)
+    cache = build_clip_cache(entries, clip_spec(d), d.cache_dir, d.decode_concurrency)
     n_train = len(split_videos(cache, entries, d.train_split))
     val_split = d.val_split if split_videos(cache, entries, d.val_split) else d.test_split
     if val_split != d.val_split:
@@ -163,6 +163,7 @@ def data_mode(cfg, cache) -> str:
 
 def _streaming_data(cfg, run_dir: Path, entries):
     """Datasets that decode the videos every epoch (no cache); videos that fail are dropped per batch."""
+    from ncl_ray.data.decode import clip_spec
     from ncl_ray.data.pipeline import ClipCache, stream_dataset
 
     d = cfg.data
@@ -171,8 +172,8 @@ def _streaming_data(cfg, run_dir: Path, entries):
         counts[e.split] = counts.get(e.split, 0) + 1
     val_split = d.val_split if counts.get(d.val_split) else d.test_split
     splits = (("train", d.train_split, d.jitter), ("val", val_split, False), ("test", d.test_split, False))
-    datasets = {name: stream_dataset(entries, split, d.num_frames, d.frame_size, d.max_captions, d.max_words,
-                                     d.decode_threads, jitter, d.sampler, d.resize) for name, split, jitter in splits}
+    datasets = {name: stream_dataset(entries, split, clip_spec(d), d.max_captions, d.max_words, jitter)
+                for name, split, jitter in splits}
     n_train = counts[d.train_split]
     steps = n_train // (cfg.train.batch_size * cfg.train.num_workers)
     log.info("streaming: decoding %d videos every epoch%s (no clip cache)", len(entries),

@@ -83,8 +83,8 @@ def evaluate_split(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefi
     e = cfg.eval
     tau = 1.0 / float(unwrap(model).logit_scale.detach().exp().clamp(max=100))
     settings, compute = eval_settings(e)
-    m = evaluate_embeddings(emb, tau, methods, loss_fn.text_queue.embeddings.cpu(),
-                            loss_fn.video_queue.embeddings.cpu(), e.bank, settings, compute=compute)
+    queues = (loss_fn.text_queue.embeddings.cpu(), loss_fn.video_queue.embeddings.cpu())  # the training-query bank
+    m = evaluate_embeddings(emb, tau, methods, queues, e.bank, settings, compute=compute)
     m.update({"time/embed_s": embed_s, "time/score_s": time.perf_counter() - t, "time/videos": len(emb.video)})
     return {f"{prefix}/{k}": v for k, v in m.items()}
 

@@ -181,7 +181,7 @@ def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path,
 
     monkeypatch.setattr(cache, "video_stats", stats_then_rewrite)
     with pytest.raises(RuntimeError, match=r"changed while the clip cache was built.*video00000.mp4"):
-        pipeline.build_clip_cache(entries, 2, 16, str(tmp_path / "cache"))
+        pipeline.build_clip_cache(entries, pipeline.ClipSpec(2, 16), str(tmp_path / "cache"))
     assert not list((tmp_path / "cache").glob("clips-*"))  # neither a cache nor a temp folder is left
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ncl_ray.data.clip4clip_frames import decode_clip4clip
 from ncl_ray.data.rgb import clip_resize
-from ncl_ray.data.decode import DecodeError, decode_batch, decode_video
+from ncl_ray.data.decode import ClipSpec, DecodeError, decode_batch, decode_video
 from ncl_ray.data.synthetic import write_video
 from videos import barcoded, read_code
 
@@ -27,7 +27,8 @@ def test_one_frame_per_whole_second_then_linspace_and_a_mask(tmp_path, rate, n, 
     assert not clip[real:].any()  # zero frames after the real ones
     frames, n2 = decode_video(path, 12, 36, sampler="clip4clip", resize="area")
     assert n2 == real and [read_code(frames[k]) for k in range(real)] == expected
-    out = decode_batch({"video_id": np.array(["v"]), "path": np.array([path])}, 12, 36, sampler="clip4clip")
+    out = decode_batch({"video_id": np.array(["v"]), "path": np.array([path])},
+                       ClipSpec(12, 36, sampler="clip4clip", encoding="raw"))
     assert out["n_frames"].tolist() == [real] and out["error"].tolist() == [""]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ncl_ray.data.decode import DecodeError, decode_batch, decode_frames, sample_times
+from ncl_ray.data.decode import ClipSpec, DecodeError, decode_batch, decode_frames, sample_times
 from ncl_ray.data.naive import decode_naive
 from ncl_ray.data.rgb import to_rgb
 from ncl_ray.data.synthetic import write_video
@@ -164,7 +164,7 @@ def test_decode_batch_reports_a_bad_video_and_keeps_the_good_one(tmp_path):
     good = write_video(str(tmp_path / "good.mp4"), numbered(24), fps=8)
     batch = {"video_id": np.array(["a", "b"], dtype=object),
              "path": np.array([good, str(tmp_path / "missing.mp4")], dtype=object)}
-    out = decode_batch(batch, num_frames=4, size=16)
+    out = decode_batch(batch, ClipSpec(4, 16, encoding="raw"))
     assert list(out["video_id"]) == ["a", "b"] and list(out["error"]) == ["", "file not found"]
     frames = np.frombuffer(out["frames"][0], np.uint8).reshape(4, 16, 16, 3)
     assert np.array_equal(frames, decode_frames(good, 4, 16)) and out["frames"][1] == b""

@@ -17,8 +17,8 @@ def random_embeddings(V=30, per=3, D=16, seed=0):
 def test_chunked_and_unchunked_evaluation_agree_exactly():
     emb = random_embeddings()
     bank_t, bank_v = F.normalize(torch.randn(50, 16), dim=1), F.normalize(torch.randn(40, 16), dim=1)
-    kwargs = dict(methods=["none", "ncl", "dsl", "qbnorm", "nnn", "is", "csls"], bank_text=bank_t,
-                  bank_video=bank_v, n_iters=5, nnn_k=8)
+    kwargs = dict(methods=["none", "ncl", "dsl", "qbnorm", "nnn", "is", "csls"], bank_queries=(bank_t, bank_v),
+                  n_iters=5, nnn_k=8)
     whole = evaluate_embeddings(emb, 0.05, compute=Compute(chunk_size=100000), **kwargs)
     for chunk in (1, 7):
         part = evaluate_embeddings(emb, 0.05, compute=Compute(chunk_size=chunk), **kwargs)
