@@ -1,6 +1,6 @@
 """Retrieval metrics: R@1/5/10 (percent), median and mean rank, for one or several correct items per query.
 
-Conventions (tests/unit/test_metrics.py checks each against hand-computed cases):
+Conventions (tests/unit/ncl/test_metrics.py checks each against hand-computed cases):
 - Ties count against the model (pessimistic rank): a collapsed model that scores everything equally gets the
   worst rank, never a perfect one. CLIP4Clip's `compute_metrics` instead finds the correct score in the sorted
   row with `np.where`, so a tie gives the best rank (and an extra entry); the two agree whenever scores differ.

@@ -116,6 +116,17 @@ def test_modules_are_small_and_say_what_they_are():
         assert _docstring(module) or path.name == "__main__.py", f"{module} has no docstring"
 
 
+def test_unit_tests_sit_in_their_rooms():
+    """tests/unit/<room>/ mirrors the package, so a change's tests are found next to it; only the house rules
+    (this file) sit at the top."""
+    here = Path(__file__).resolve().parent
+    rooms = {r for group in ORDER for r in group} - {"cli", "__main__", "__init__", "metrics"}
+    assert [p.name for p in here.glob("test_*.py")] == ["test_layering.py"]
+    folders = {p.name for p in here.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders <= rooms, folders - rooms
+    assert all(any((here / f).glob("test_*.py")) for f in folders)
+
+
 def test_functions_read_in_one_sitting():
     """No function (or method) is longer than 80 lines: a longer one is split into named steps."""
     long = []

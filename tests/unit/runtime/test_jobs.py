@@ -13,7 +13,7 @@ from ncl_ray.runtime.jobs import JobsError, build_entrypoint, stage_upload
 from ncl_ray.runtime.jobs import main as jobs_main
 from raynodes import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 

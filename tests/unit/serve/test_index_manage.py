@@ -156,7 +156,7 @@ def test_six_concurrent_rollbacks_each_make_a_version_without_a_traceback(served
     assert cli(["index", "remove", str(ckpt), "v0"]) == 0  # v0002: something to roll back
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     procs = [subprocess.Popen([sys.executable, "-m", "ncl_ray", "index", "rollback", str(ckpt)], env=env,
-                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                              cwd=Path(__file__).resolve().parents[3], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(6)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]

@@ -16,7 +16,7 @@ from ncl_ray.model.clip import build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.train.loop import build_optimizer, build_scheduler
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class _Exploit:

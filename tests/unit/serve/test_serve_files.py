@@ -15,7 +15,7 @@ import pytest
 from ncl_ray.evaluation.export import IndexFiles, read_index, write_index
 from ncl_ray.serve.files import FileChanged, FileGone, UNKNOWN, identity_of, open_indexed, parse_range, read_span
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_byte_ranges_follow_rfc_9110_for_one_range():

@@ -4,7 +4,7 @@ import pytest
 
 from ncl_ray.config.schema import ConfigError, from_dict, load_config, save_config, to_dict
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in (ROOT / "conf").glob("*.yaml")))
@@ -146,7 +146,7 @@ def test_an_unknown_arch_is_one_line_before_anything_starts(tmp_path):
 
     from ncl_ray.config.rules import open_clip_archs
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     started = time.time()
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "train", str(root / "conf" / "default.yaml"),
                         "model.arch=ViT-B-33", f"run.storage_path={tmp_path / 'runs'}"], cwd=tmp_path,

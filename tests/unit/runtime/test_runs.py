@@ -16,7 +16,7 @@ from ncl_ray.model.clip import build_model_from_config
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.runtime.runs import newest_complete_checkpoint, open_run_dir, remove_orphan_checkpoints
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cfg(tmp_path, *extra):
