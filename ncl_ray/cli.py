@@ -41,14 +41,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         rc = args.fn(args)
         return rc
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except ResourceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # bad paths and inputs: the message names them
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, ResourceError, FileNotFoundError, FileExistsError, ValueError) as e:
+        # the one place a user's error becomes exit code 2: one line, the message names the key, file or input
+        print(f"{'config error' if isinstance(e, ConfigError) else 'error'}: {e}", file=sys.stderr)
         return 2
     finally:
         cluster = sys.modules.get("ncl_ray.runtime.cluster")  # loaded only by the verbs that use Ray

@@ -1,6 +1,5 @@
 """`ncl-ray make-data --out DIR [--videos N] [--profile builtin|realistic]`: the built-in synthetic videos."""
 
-import sys
 
 
 def register(sub) -> None:
@@ -17,8 +16,7 @@ def register(sub) -> None:
 
 def main(args) -> int:
     if args.videos <= 0:
-        print(f"error: --videos must be positive, got {args.videos}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--videos must be positive, got {args.videos}")
     if args.profile == "realistic":
         from ncl_ray.data.corpus import make_corpus
 

@@ -4,7 +4,6 @@ without a shared mount reads the videos from a bucket: upload ROOT's videos/ fol
 with `data.manifest=FILE` (the file may be uploaded too). No Ray."""
 
 import json
-import sys
 from pathlib import Path
 
 
@@ -36,11 +35,9 @@ def main(args) -> int:
 
     out = Path(args.out)
     if out.suffix != ".jsonl":
-        print(f"error: --out {out}: the manifest is written as JSONL, name it *.jsonl", file=sys.stderr)
-        return 2
+        raise ValueError(f"--out {out}: the manifest is written as JSONL, name it *.jsonl")
     if out.exists():
-        print(f"error: --out {out} exists; choose a new file", file=sys.stderr)
-        return 2
+        raise FileExistsError(f"--out {out} exists; choose a new file")
     entries = READERS[args.dataset](args.root, holdout=not args.published)
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w") as f:

@@ -38,22 +38,18 @@ def main(args) -> int:
     from ncl_ray.ncl.normalize import MethodSettings
 
     methods = list(METHODS) if args.method == "all" else [args.method]
-    try:
-        sims = load_matrix(args.sims, "--sims")
-        bank = load_matrix(args.bank_sims, "--bank-sims") if args.bank_sims else None
-        q2i = load_matrix(args.query_to_item, "--query-to-item", ndim=1) if args.query_to_item else None
-        if q2i is not None and not np.issubdtype(q2i.dtype, np.integer):
-            raise InputError(f"--query-to-item: {args.query_to_item} must hold integers, got {q2i.dtype}")
-        if args.method == "all" and bank is None and args.bank != "test":
-            methods = [m for m in METHODS if m not in BANK_METHODS]  # the others need a bank
-            print(f"no --bank-sims: scoring {' and '.join(methods)} only (pass --bank-sims, or --bank test)",
-                  file=sys.stderr)
-        settings = MethodSettings(n_iters=args.iters, nnn_k=args.nnn_k, nnn_alpha=args.nnn_alpha,
-                                  is_beta=args.is_beta, csls_k=args.csls_k)
-        results = [rerank(sims, m, bank, q2i, args.transpose, args.temperature, args.bank, settings) for m in methods]
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sims = load_matrix(args.sims, "--sims")
+    bank = load_matrix(args.bank_sims, "--bank-sims") if args.bank_sims else None
+    q2i = load_matrix(args.query_to_item, "--query-to-item", ndim=1) if args.query_to_item else None
+    if q2i is not None and not np.issubdtype(q2i.dtype, np.integer):
+        raise InputError(f"--query-to-item: {args.query_to_item} must hold integers, got {q2i.dtype}")
+    if args.method == "all" and bank is None and args.bank != "test":
+        methods = [m for m in METHODS if m not in BANK_METHODS]  # the others need a bank
+        print(f"no --bank-sims: scoring {' and '.join(methods)} only (pass --bank-sims, or --bank test)",
+              file=sys.stderr)
+    settings = MethodSettings(n_iters=args.iters, nnn_k=args.nnn_k, nnn_alpha=args.nnn_alpha,
+                              is_beta=args.is_beta, csls_k=args.csls_k)
+    results = [rerank(sims, m, bank, q2i, args.transpose, args.temperature, args.bank, settings) for m in methods]
     for i, result in enumerate(results):
         print(format_table(result, header=i == 0))
     print("tau: use the model's own temperature (1 / logit_scale; 0.01 for CLIP-like models); a tau much larger "

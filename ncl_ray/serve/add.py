@@ -269,8 +269,7 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
         if r["error"]:
             log.warning("skipped %s: %s: %s", r["video_id"], r["path"], r["error"])
     if not good:
-        print(f"error: none of the {len(out)} videos could be decoded", flush=True)
-        return 2
+        raise ValueError(f"none of the {len(out)} videos could be decoded (each is named above)")
     new_ids = {r["video_id"] for r in good}
     keep = [i for i, v in enumerate(old.video_ids) if v not in new_ids]  # replaced rows leave their old place
     ids = [old.video_ids[i] for i in keep] + [r["video_id"] for r in good]
