@@ -26,7 +26,7 @@ from ray import serve
 
 from ncl_ray.serve.deployments import Gallery, TextEncoder
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed, parse_range, read_span
-from ncl_ray.serve.guard import LOOPBACK_HOSTS, check_request, repeated_header
+from ncl_ray.serve.guard import LOOPBACK_HOSTS, RequestError, check_request, repeated_header
 from ncl_ray.serve.index import METHODS
 from ncl_ray.serve.page import CSP, PAGE
 
@@ -71,6 +71,13 @@ async def _guard(request: Request, call_next):
     response = _error(*problem) if problem else await call_next(request)
     response.headers.update(HEADERS)
     return response
+
+
+@api.exception_handler(RequestError)
+async def _refused(request: Request, e: RequestError):
+    """The one place a refusal becomes a response: raised in a handler or in a deployment (Ray re-raises it
+    here as an instance of RequestError that reads the original's fields)."""
+    return _error(e.status, e.field, e.message)
 
 
 @api.exception_handler(404)
@@ -131,8 +138,7 @@ class Api:
 
     async def _search(self, queries: List[str], k, method):
         vectors = [await self.encoder.encode.remote(q) for q in queries]
-        hits = await self.gallery.search.remote(vectors, k, method)
-        return _error(400, "method", hits["error"]) if isinstance(hits, dict) else hits
+        return await self.gallery.search.remote(vectors, k, method)
 
     @api.get("/search")
     async def search_get(self, request: Request):
@@ -210,8 +216,7 @@ class Api:
 
     @api.post("/reload")
     async def reload(self):
-        info = await self.gallery.reload.remote()
-        return _error(422, "index", info["error"]) if "error" in info else info
+        return await self.gallery.reload.remote()
 
 
 def build_app(checkpoint: str, index_folder: str, kind: str = "exact", replicas: int = 1, use_gpu: bool = False,

@@ -15,6 +15,7 @@ from ray import serve
 
 from ncl_ray.serve.explain import Explainer
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed
+from ncl_ray.serve.guard import RequestError
 from ncl_ray.serve.index import GalleryIndex
 
 MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
@@ -68,13 +69,14 @@ class Gallery:
 
     def reload(self) -> dict:
         """Load the current version; a version that fails its checks (export.check_index) or cannot be read is
-        refused with {"error": ...} and the one already loaded keeps serving."""
+        refused (RequestError 422) and the one already loaded keeps serving."""
         try:
             index = GalleryIndex.load(self.folder, self.kind)
         except (ValueError, OSError) as e:
             if not hasattr(self, "index"):
                 raise
-            return {"error": f"version not loaded, {self.index.meta.get('version')} still serves: {e}"}
+            raise RequestError(422, "index", f"version not loaded, {self.index.meta.get('version')} still serves: "
+                                             f"{e}") from None
         self.index, self.explainer = index, Explainer(index, training_captions(index.meta.get("checkpoint")))
         self.thumbs.clear()
         return self.info()
@@ -86,9 +88,10 @@ class Gallery:
 
     def search(self, queries: List[np.ndarray], k: int, method: str):
         """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
-        {"error": ...} for a method this index does not hold."""
+        RequestError 400 for a method this index does not hold."""
         if method not in self.index.methods:
-            return {"error": f"this index serves {', '.join(self.index.methods)}; {method} was not evaluated for it"}
+            raise RequestError(400, "method", f"this index serves {', '.join(self.index.methods)}; {method} was not "
+                                              f"evaluated for it")
         out = []
         for q, hits in zip(queries, self.index.hits(np.stack(queries), k, method)):  # the path ncl-ray search takes
             about = self.explainer.query(q)

@@ -15,6 +15,18 @@ import hmac
 import re
 from typing import Dict, Iterable, Optional, Set, Tuple
 
+class RequestError(Exception):
+    """A request the service refuses: its HTTP status, the field at fault and the message. Raised anywhere in
+    the service (a deployment too); the ingress turns it into the JSON error, in one place (app.py)."""
+
+    def __init__(self, status: int, field: str, message: str):
+        super().__init__(message)
+        self.status, self.field, self.message = status, field, message
+
+    def __reduce__(self):  # crosses process boundaries whole
+        return RequestError, (self.status, self.field, self.message)
+
+
 MAX_BODY_BYTES = 64 * 1024  # 64 queries of 500 characters fit several times over
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})

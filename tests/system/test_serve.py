@@ -43,6 +43,16 @@ def test_bad_inputs_are_4xx_naming_the_field(served, query, field):
     assert 400 <= status < 500 and json.loads(body)["field"] == field
 
 
+def test_a_method_the_index_does_not_hold_is_refused_by_the_gallery_as_a_400(served):
+    """The refusal is raised in the Gallery deployment and becomes the JSON error at the ingress, in one place."""
+    info = json.loads(get(served["base"] + "/healthz")[1])
+    missing = [m for m in ("nnn", "is", "csls") if m not in info["methods"]]
+    assert missing, info  # the served export was evaluated with none and ncl
+    status, body, _ = get(f"{served['base']}/search?q=red&method={missing[0]}")
+    problem = json.loads(body)
+    assert status == 400 and problem["field"] == "method" and "this index serves" in problem["error"], problem
+
+
 def test_unknown_thumbnail_and_paths_are_refused(served):
     for path in ("/thumbnails/nope.jpg", "/thumbnails/..%2F..%2Fetc%2Fpasswd.jpg", "/thumbnails/video00001.png",
                  "/thumbnails/%2Fetc%2Fpasswd"):
