@@ -211,7 +211,7 @@ def fetch(uri: str, skip: Tuple[str, ...] = ()) -> str:
     files = [f for f in listing(uri) if not f[0].startswith(skip)] if skip else listing(uri)
     if not files:
         raise FileNotFoundError(f"nothing at {uri}")
-    key = hashlib.sha256(repr((uri, files, ORIGIN)).encode()).hexdigest()[:20]
+    key = hashlib.sha256(repr((uri, files, ORIGIN)).encode()).hexdigest()[:20]  # ORIGIN: copies made with the marker
     name = hashlib.sha256(uri.encode()).hexdigest()[:12] + "-" + key
     target = cache_root() / name / Path(uri.rstrip("/")).name
     if target.is_dir():

@@ -14,14 +14,14 @@ log = logging.getLogger("ncl_ray.serve")
 TOKEN_ENV = "NCL_RAY_SERVE_TOKEN"
 
 
-def ensure_index(checkpoint: str, overrides: List[str], remote: str = "") -> Path:
-    """CHECKPOINT/index with a CURRENT version, built from the eval export (made now if missing). `remote`: the
-    checkpoint's URI when it was fetched from object storage, whose `eval/` exports are used first."""
+def ensure_index(checkpoint: str, overrides: List[str]) -> Path:
+    """CHECKPOINT/index with a CURRENT version, built from the eval export (made now if missing). A checkpoint
+    fetched from object storage uses the `eval/` exports beside it in the bucket first."""
     from ncl_ray.runtime import storage
     from ncl_ray.serve.versions import current, home_of, refresh, seed_from_export
 
     home = home_of(checkpoint)
-    remote = remote or storage.origin(checkpoint)
+    remote = storage.origin(checkpoint)  # the checkpoint's URI when it was fetched, else ""
     refresh(home)  # a fetched checkpoint's index is the one in the bucket
     if current(home) is not None:
         return home
@@ -123,8 +123,7 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
                          "'import secrets; print(secrets.token_urlsafe())' > FILE; chmod 600 FILE)")
 
     from ncl_ray.config.schema import from_dict
-    from ncl_ray.runtime import storage
-    from ncl_ray.runtime.checkpoint import checkpoint_uri, load_checkpoint, resolve_checkpoint
+    from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
     from ncl_ray.runtime.cluster import init_ray
     from ncl_ray.serve.app import build_app
 
@@ -153,7 +152,7 @@ def serve_run(target: str, host: str, port: int, kind: str, overrides: List[str]
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own (sys.exit(15))
     started, front = False, None
     try:
-        home = ensure_index(checkpoint, overrides, checkpoint_uri(target) if storage.is_uri(target) else "")
+        home = ensure_index(checkpoint, overrides)
         # beyond loopback, Ray Serve's proxy stays on 127.0.0.1 behind front.py, which hides the proxy's own
         # /-/routes (Ray answers it outside any application, so outside the guard)
         if not cfg.run.verbose:  # Serve's INFO lines ("Started Serve in namespace ...") stay off the console

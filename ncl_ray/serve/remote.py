@@ -153,8 +153,8 @@ class BucketLock:
 
 def published(home_uri: str) -> Optional[str]:
     """The name CURRENT holds on object storage, or None when no version is published."""
-    uri = storage.join(home_uri, "CURRENT")
-    return storage.read_text(uri).strip() if storage.stat(uri)[0] >= 0 else None
+    text = _text(storage.join(home_uri, "CURRENT"))
+    return None if text is None else text.strip()
 
 
 def pull(home_uri: str, local: Path) -> None:
