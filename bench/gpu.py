@@ -38,11 +38,11 @@ from bench.loss import filled_loss
 from ncl_ray.data.framecodec import decode_clip, encode_clip
 from ncl_ray.data.gpujpeg import decode_clips
 from ncl_ray.evaluation.evaluate import embed_rows
-from ncl_ray.model.clip import VideoCLIP, build_model
+from ncl_ray.model.clip import VideoCLIP, ModelSpec, build_model
 from ncl_ray.ncl.queue import FeatureQueue
 from ncl_ray.model.compile import compile_model
 from ncl_ray.train.builders import build_optimizer, build_scheduler
-from ncl_ray.train.loop import train_step
+from ncl_ray.train.loop import StepOptions, train_step
 from ncl_ray.train.transfer import Ahead
 
 T, S, L = 12, 224, 32
@@ -120,8 +120,8 @@ class Row:
         FeatureQueue.host_counters = "sync_free" in self.sw
         batch = self.feeder.next() if self.feeder else self.pageable
         return train_step(self.model, self.loss, batch, self.opt, self.sched, torch.Generator(), self.device,
-                          torch.bfloat16, diagnostics=False, as_floats="sync_free" not in self.sw,
-                          amp_frames="amp_frames" in self.sw)
+                          StepOptions(torch.bfloat16, diagnostics=False, as_floats="sync_free" not in self.sw,
+                                      amp_frames="amp_frames" in self.sw))
 
 
 def window_seconds(row: Row, window: int) -> tuple:
@@ -256,7 +256,7 @@ def profile_row(models, B, device, steps: int, name: str = "all + compile") -> d
 def equivalence(device, steps: int = 50, B: int = 16) -> dict:
     """The same 50 steps (same seed, same batches) eager vs compiled: their losses step by step."""
     torch.manual_seed(0)
-    a = build_model("ViT-B-32", "", "meanP", S, L).to(device)
+    a = build_model(ModelSpec("ViT-B-32", "", "meanP", S, L)).to(device)
     b = compile_model(copy.deepcopy(a))
     losses = {}
     for name, model in (("eager", a), ("compiled", b)):
@@ -267,8 +267,9 @@ def equivalence(device, steps: int = 50, B: int = 16) -> dict:
         loss.text_queue.queue.copy_(torch.nn.functional.normalize(torch.randn_like(loss.text_queue.queue), dim=1))
         loss.video_queue.queue.copy_(torch.nn.functional.normalize(torch.randn_like(loss.video_queue.queue), dim=1))
         losses[name] = [train_step(model, loss, host_batch(B, 100 + i % 4, False), opt, sched,
-                                   torch.Generator().manual_seed(i), device, torch.bfloat16,
-                                   diagnostics=False)["train/contrastive_loss"] for i in range(steps)]
+                                   torch.Generator().manual_seed(i), device,
+                                   StepOptions(torch.bfloat16, diagnostics=False))["train/contrastive_loss"]
+                        for i in range(steps)]
     diff = [abs(x - y) / abs(x) for x, y in zip(losses["eager"], losses["compiled"])]
     return {"steps": steps, "batch": B, "first_loss": losses["eager"][0], "last_loss_eager": losses["eager"][-1],
             "last_loss_compiled": losses["compiled"][-1], "max_rel_diff": max(diff),
@@ -305,7 +306,7 @@ def model_sections(args, device, peak, report, section) -> None:
     """FLOPs, the training rows at each batch size and evaluation embedding, on one eager model and its
     compiled copies."""
     torch.manual_seed(0)
-    eager = build_model("ViT-B-32", "", "meanP", S, L).to(device)
+    eager = build_model(ModelSpec("ViT-B-32", "", "meanP", S, L)).to(device)
     section("flops", lambda: {"padded": flops_per_clip(eager, device, False),
                               "sliced": flops_per_clip(eager, device, True)})
     names = args.rows.split(",") if args.rows else list(ROWS)

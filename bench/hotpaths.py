@@ -34,13 +34,13 @@ def step_times(arch: str, B: int, T: int, S: int, steps: int) -> list:
     """Seconds of `steps` training steps after one warm-up (NCL loss, queue 256, 5 iterations)."""
     import torch
 
-    from ncl_ray.model.clip import build_model
+    from ncl_ray.model.clip import ModelSpec, build_model
     from ncl_ray.ncl.loss import NCLLoss
     from ncl_ray.train.builders import build_optimizer, build_scheduler
-    from ncl_ray.train.loop import train_step
+    from ncl_ray.train.loop import StepOptions, train_step
 
     torch.manual_seed(0)
-    model = build_model(arch, "", "meanP", S, 32)
+    model = build_model(ModelSpec(arch, "", "meanP", S, 32))
     loss = NCLLoss(model.embed_dim, 256, 5)
     opt = build_optimizer(model, 1e-5, 1e-7, 0.0)
     sched = build_scheduler(opt, 10 ** 6, 0.0)
@@ -49,7 +49,8 @@ def step_times(arch: str, B: int, T: int, S: int, steps: int) -> list:
     out = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        train_step(model, loss, batch, opt, sched, torch.Generator(), torch.device("cpu"), diagnostics=False)
+        train_step(model, loss, batch, opt, sched, torch.Generator(), torch.device("cpu"),
+                   StepOptions(diagnostics=False))
         if i:
             out.append(time.perf_counter() - t)
     return out

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.report import write
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.ncl.sinkhorn import sinkhorn_biases
 from ncl_ray.train.loop import build_optimizer, build_scheduler, train_step
@@ -99,7 +99,7 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     B = args.batch
-    model = build_model("tiny", "", "meanP", 32, 32)
+    model = build_model(ModelSpec("tiny", "", "meanP", 32, 32))
     opt = build_optimizer(model, 1e-4, 1e-4, 0.0)
     sched = build_scheduler(opt, 10 ** 6, 0.0)
     batch = synthetic_batch(B, 8, 32)
@@ -135,7 +135,7 @@ def main():
 
     loss_rows = loss_alone(B)
     ncl_extra = (loss_rows[3]["step_ms"] - loss_rows[0]["step_ms"]) / 1e3
-    vit = build_model("ViT-B-32", "", "meanP", 224, 32)
+    vit = build_model(ModelSpec("ViT-B-32", "", "meanP", 224, 32))
     vit_opt = torch.optim.AdamW(vit.parameters(), lr=1e-7)
     clips = synthetic_batch(2, 12, 224)
     vit_step = timed(lambda: train_step(vit, filled_loss(512, 0, 0), clips, vit_opt,

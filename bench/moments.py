@@ -20,7 +20,7 @@ import torch
 from bench.report import write
 from ncl_ray.config.schema import load_config, to_dict
 from ncl_ray.data.synthetic import render, write_video
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.runtime.checkpoint import save_checkpoint
 from ncl_ray.serve.add import VideoEmbedder
@@ -34,8 +34,8 @@ def add_cost(minutes: float, work: Path) -> list:
     video = write_video(str(work / "long.mp4"), np.concatenate(scenes), fps=fps, gop=32)
     cfg = load_config(None, ["model.arch=ViT-B-32", "data.frame_size=224", "data.num_frames=12"])
     torch.manual_seed(0)
-    ckpt = save_checkpoint(str(work / "ckpt"), build_model("ViT-B-32", "", "meanP", 224, 32), NCLLoss(512, 4, 1),
-                           0, 1, to_dict(cfg))
+    model = build_model(ModelSpec("ViT-B-32", "", "meanP", 224, 32))
+    ckpt = save_checkpoint(str(work / "ckpt"), model, NCLLoss(512, 4, 1), 0, 1, to_dict(cfg))
     rows = []
     for label, window in (("whole video", 0.0), ("10 s windows, stride 5 s", 10.0)):
         embedder = VideoEmbedder(ckpt, window_s=window, stride_s=window / 2)

@@ -1,6 +1,6 @@
 """VideoCLIP: an open_clip backbone encodes every sampled frame; temporal pooling makes the video feature.
 
-    model = build_model(arch="tiny", pretrained="", pooling="meanP", image_size=32, context_length=32)
+    model = build_model(ModelSpec(arch="tiny", pretrained="", pooling="meanP", image_size=32, context_length=32))
     out = model(video, tokens, frame_mask)   # {"video_features", "text_features", "logit_scale"}
 
 The returned dict is the loss's keyword arguments (open_clip's contract). `arch="tiny"` builds a small,
@@ -15,6 +15,7 @@ pooled in CLIP4Clip's order (heads.py); the temperature is a parameter clamped a
 """
 
 import math
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import open_clip
@@ -145,10 +146,24 @@ class VideoCLIP(nn.Module):
         return backbone, new
 
 
-def build_model(arch: str, pretrained: str, pooling: str, image_size: int, context_length: int,
-                embed_dim: int = 64, temporal_layers: int = 4, init_temperature: float = 0.07,
-                learn_temperature: bool = True, grad_checkpointing: bool = False,
-                clip_fp16: bool = False, activation: str = "auto") -> VideoCLIP:
+@dataclass(frozen=True)
+class ModelSpec:
+    """What build_model builds (config.ModelConfig plus the data's frame size and caption length)."""
+    arch: str
+    pretrained: str
+    pooling: str
+    image_size: int
+    context_length: int
+    embed_dim: int = 64  # arch=tiny only; open_clip models have their own
+    temporal_layers: int = 4
+    init_temperature: float = 0.07
+    learn_temperature: bool = True
+    grad_checkpointing: bool = False
+    clip_fp16: bool = False
+    activation: str = "auto"
+
+
+def build_model(spec: ModelSpec) -> VideoCLIP:
     """The only place that turns model settings into a module (see config.ModelConfig).
 
     clip_fp16: CLIP4Clip parity. The backbone's linear, convolution and attention weights are kept in fp16 (the
@@ -157,18 +172,19 @@ def build_model(arch: str, pretrained: str, pooling: str, image_size: int, conte
     temperature stay fp32. Small updates round away and small squared gradients underflow, which changes how the
     backbone trains; CLIP4Clip's published numbers were obtained this way.
     """
+    arch, pretrained, activation = spec.arch, spec.pretrained, spec.activation
     if activation not in ACTIVATIONS:
         raise ValueError(f"model.activation={activation!r}: expected one of {', '.join(ACTIVATIONS)}")
     quick = uses_quick_gelu(arch, pretrained, activation)
     if arch == "tiny":
         if pretrained:
             raise ValueError("model.arch=tiny has no pretrained weights; set model.pretrained=''")
-        clip = tiny_clip(embed_dim, image_size, context_length, quick_gelu=quick)
+        clip = tiny_clip(spec.embed_dim, spec.image_size, spec.context_length, quick_gelu=quick)
     else:
         openai_file = pretrained != "" and is_openai_file(pretrained)
         try:
             clip = open_clip.create_model(arch, pretrained=(pretrained or None) if not openai_file else None,
-                                          force_image_size=image_size, force_quick_gelu=quick)
+                                          force_image_size=spec.image_size, force_quick_gelu=quick)
         except RuntimeError as e:
             raise ValueError(f"cannot build open_clip model {arch!r} with pretrained={pretrained!r}: {e}") from e
         if openai_file:
@@ -182,16 +198,16 @@ def build_model(arch: str, pretrained: str, pooling: str, image_size: int, conte
                                  f"(missing {missing[:3]}, other shapes {wrong[:3]})")
             clip.load_state_dict(state, strict=False)
     # the head is built (and seqTransf copied from the text tower) before the backbone goes to fp16, in fp32
-    model = VideoCLIP(clip, pooling, temporal_layers, init_temperature, learn_temperature)
-    if clip_fp16:
+    model = VideoCLIP(clip, spec.pooling, spec.temporal_layers, spec.init_temperature, spec.learn_temperature)
+    if spec.clip_fp16:
         open_clip.model.convert_weights_to_lp(model.clip, torch.float16)
-    if grad_checkpointing:
+    if spec.grad_checkpointing:
         clip.set_grad_checkpointing(True)
     return model
 
 
 def build_model_from_config(cfg) -> VideoCLIP:
     m, d = cfg.model, cfg.data
-    return build_model(m.arch, m.pretrained, m.pooling, d.frame_size, d.max_words, m.embed_dim,
-                       m.temporal_layers, m.init_temperature, m.learn_temperature, m.grad_checkpointing,
-                       m.clip_fp16, m.activation)
+    return build_model(ModelSpec(m.arch, m.pretrained, m.pooling, d.frame_size, d.max_words, m.embed_dim,
+                                 m.temporal_layers, m.init_temperature, m.learn_temperature,
+                                 m.grad_checkpointing, m.clip_fp16, m.activation))

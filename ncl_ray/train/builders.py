@@ -3,6 +3,7 @@ warm-up + cosine schedule (BertAdam carries its own: its LambdaLR here is consta
 model/compile.py."""
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -17,16 +18,25 @@ def build_loss(cfg, dim: int) -> NCLLoss:
     return NCLLoss(dim, n.queue_size, n.n_iters, n.detach_biases, n.gather_with_grad, n.plain_loss_weight)
 
 
+@dataclass(frozen=True)
+class BertAdamSchedule:
+    """BertAdam's own schedule: warm-up over `warmup_ratio` of `total_steps`, then linear decay; and its gradient
+    clipping inside the update."""
+    total_steps: int = -1
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+
+
 def build_optimizer(model: VideoCLIP, lr: float, backbone_lr: float, weight_decay: float, name: str = "adamw",
-                    total_steps: int = -1, warmup_ratio: float = 0.1,
-                    max_grad_norm: float = 1.0, fused: Optional[bool] = None) -> torch.optim.Optimizer:
+                    schedule: BertAdamSchedule = BertAdamSchedule(),
+                    fused: Optional[bool] = None) -> torch.optim.Optimizer:
     """adamw: AdamW with two learning rates (backbone, new layers); no decay on gains, biases and the
     temperature; fused (one kernel for every tensor) when the parameters are on a GPU, unless `fused` says.
-    bertadam: CLIP4Clip's optimizer and groups (model/bertadam.py) over `total_steps`."""
+    bertadam: CLIP4Clip's optimizer and groups (model/bertadam.py) over `schedule`."""
     if name == "bertadam":
-        return BertAdam(clip4clip_groups(model, lr, backbone_lr, weight_decay), lr=lr, warmup=warmup_ratio,
-                        t_total=total_steps, b1=0.9, b2=0.98, e=1e-6, weight_decay=weight_decay,
-                        max_grad_norm=max_grad_norm)
+        return BertAdam(clip4clip_groups(model, lr, backbone_lr, weight_decay), lr=lr, warmup=schedule.warmup_ratio,
+                        t_total=schedule.total_steps, b1=0.9, b2=0.98, e=1e-6, weight_decay=weight_decay,
+                        max_grad_norm=schedule.max_grad_norm)
     if name != "adamw":
         raise ValueError(f"optim.name={name!r}: expected adamw or bertadam")
     backbone, new = model.param_groups()

@@ -5,6 +5,7 @@ injection. worker.py runs them on every Ray Train worker (`fit.py` is the driver
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -26,41 +27,54 @@ def unwrap(model: torch.nn.Module) -> VideoCLIP:
     return model.module if hasattr(model, "module") else model
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How train_step runs: autocast dtype (None: fp32), gradient clipping (0: off), the loss's diagnostics, scalars
+    as floats or 0-d device tensors, frames normalised in the autocast dtype, and an optional dict that receives
+    the seconds per phase."""
+    amp_dtype: Optional[torch.dtype] = None
+    grad_clip: float = 0.0
+    diagnostics: bool = True
+    as_floats: bool = True
+    amp_frames: bool = True
+    timings: Optional[Dict[str, float]] = None
+
+
 def train_step(model: torch.nn.Module, loss_fn: NCLLoss, batch: Dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
-               device: torch.device, amp_dtype: Optional[torch.dtype] = None, grad_clip: float = 0.0,
-               timings: Optional[Dict[str, float]] = None, diagnostics: bool = True,
-               as_floats: bool = True, amp_frames: bool = True) -> Dict[str, Any]:
+               device: torch.device, options: StepOptions = StepOptions()) -> Dict[str, Any]:
     """One optimisation step on a batch of split rows; returns `train/...` scalars (the loss's diagnostics only
-    with `diagnostics`: they cost about as much as the queue logits). With `timings`, adds the seconds spent in
-    forward, loss (gather + Sinkhorn + CE), backward (with DDP's overlapped all-reduce) and optimizer to it
-    (each lap waits for the GPU). Without `as_floats` the scalars stay 0-d device tensors: the step then never
-    waits for the GPU, and the caller reads them only on the steps it logs. Frames are normalised in the
-    autocast dtype (`amp_frames`), where the first layer would cast them anyway."""
-    clock = Clock(device, timings)
+    with `options.diagnostics`: they cost about as much as the queue logits). With `options.timings`, adds the
+    seconds spent in forward, loss (gather + Sinkhorn + CE), backward (with DDP's overlapped all-reduce) and
+    optimizer to it (each lap waits for the GPU). Without `as_floats` the scalars stay 0-d device tensors: the step
+    then never waits for the GPU, and the caller reads them only on the steps it logs. Frames are normalised in
+    the autocast dtype (`amp_frames`), where the first layer would cast them anyway."""
+    o = options
+    amp_dtype = o.amp_dtype
+    clock = Clock(device, o.timings)
     frames = batch["frames"].to(device, non_blocking=True)
-    frames = normalize_frames(frames, amp_dtype if amp_frames else None)  # (B, T, 3, H, W)
+    frames = normalize_frames(frames, amp_dtype if o.amp_frames else None)  # (B, T, 3, H, W)
     n_captions = batch.get("host_n_captions", batch["n_captions"])  # (B,) on the host
     tokens = sample_captions(batch["tokens"], n_captions, generator).to(device, non_blocking=True)  # (B, L)
     mask = frame_mask(batch, device)  # (B, T) or None
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         out = model(frames, tokens, mask)
     clock.lap("forward")
-    terms = loss_fn(**out, diagnostics=diagnostics)
+    terms = loss_fn(**out, diagnostics=o.diagnostics)
     total = sum(v for k, v in terms.items() if k.endswith("_loss"))
     clock.lap("loss")
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     clock.lap("backward")
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if o.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
     optimizer.step()
     scheduler.step()
     unwrap(model).clamp_temperature()
     clock.lap("optimizer")
     metrics: Dict[str, Any] = {f"train/{k}": v.detach() for k, v in terms.items()}
     metrics["train/temperature"] = 1.0 / out["logit_scale"].detach()
-    if as_floats:
+    if o.as_floats:
         metrics = {k: float(v) for k, v in metrics.items()}
     lrs = optimizer.current_lrs() if hasattr(optimizer, "current_lrs") else [optimizer.param_groups[-1]["lr"]]
     metrics["train/lr"] = float(max(lrs))

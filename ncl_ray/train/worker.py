@@ -28,10 +28,10 @@ from ncl_ray.model.clip import build_model_from_config
 from ncl_ray.model.compile import compile_mode, compile_model
 from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ncl_ray.runtime.runs import BEST, best_info, publish, pull_best, restore_source, save_best
-from ncl_ray.train.builders import build_loss, build_optimizer, build_scheduler
+from ncl_ray.train.builders import BertAdamSchedule, build_loss, build_optimizer, build_scheduler
 from ncl_ray.train.epochs import EpochFeeder
-from ncl_ray.train.loop import (FAULT_ENV, evaluate_split, load_for_eval, maybe_fail, quiet_report_logs,
-                                train_step, unwrap)
+from ncl_ray.train.loop import (FAULT_ENV, StepOptions, evaluate_split, load_for_eval, maybe_fail,
+                                quiet_report_logs, train_step, unwrap)
 from ncl_ray.train.profiling import allreduce_seconds
 from ncl_ray.train.threads import set_worker_threads
 from ncl_ray.train.transfer import Ahead, worker_decoder
@@ -67,8 +67,8 @@ class Worker:
         self.loss_fn = build_loss(cfg, model.embed_dim).to(self.device)
         self.model = ray.train.torch.prepare_model(model)
         o, total = cfg.optim, meta["steps_per_epoch"] * cfg.train.epochs
-        self.optimizer = build_optimizer(unwrap(self.model), o.lr, o.backbone_lr, o.weight_decay, o.name, total,
-                                         o.warmup_ratio, o.grad_clip)
+        self.optimizer = build_optimizer(unwrap(self.model), o.lr, o.backbone_lr, o.weight_decay, o.name,
+                                         BertAdamSchedule(total, o.warmup_ratio, o.grad_clip))
         self.scheduler = build_scheduler(self.optimizer, total, o.warmup_ratio)
         self.start_epoch, self.step = 0, 0
         self.tb = MetricLogger(str(self.run_dir / "tensorboard"), enabled=self.rank == 0)
@@ -168,9 +168,10 @@ class Worker:
             if timed:
                 self.prof["input"] = self.prof.get("input", 0.0) + time.perf_counter() - waited
             # on a GPU, scalars are read on logged steps only: reading one waits for the whole step
+            options = StepOptions(self.amp_dtype, cfg.optim.grad_clip, diagnostics=logged,
+                                  as_floats=logged or self.device.type != "cuda", timings=self.prof if timed else None)
             m = train_step(self.model, self.loss_fn, batch, self.optimizer, self.scheduler, generator, self.device,
-                           self.amp_dtype, cfg.optim.grad_clip, self.prof if timed else None, diagnostics=logged,
-                           as_floats=logged or self.device.type != "cuda")
+                           options)
             self.prof["steps"] = self.prof.get("steps", 0) + (1 if timed else 0)
             waited = time.perf_counter()
             self.step, n_steps, clips = self.step + 1, n_steps + 1, clips + cfg.train.batch_size * self.world

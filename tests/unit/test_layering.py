@@ -145,3 +145,17 @@ def test_the_clip_tasks_import_no_torch():
     code = "import sys, ncl_ray.data.pipeline, ncl_ray.data.pairstore; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
+
+
+def test_functions_take_values_not_long_parameter_lists():
+    """No top-level function takes more than 8 parameters: settings that travel together are one value
+    (ModelSpec, StepOptions, MethodSettings, ...)."""
+    long = []
+    for module in MODULES:
+        for node in ast.parse(_path(module).read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
+                if n > 8:
+                    long.append(f"{module}.{node.name}: {n} parameters")
+    assert not long, long

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ncl_ray.model.bertadam import BertAdam, clip4clip_groups, warmup_cosine
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 
 
 def _ln(x, w, b, eps):
@@ -89,7 +89,7 @@ def _rel(a, b):
 @pytest.fixture(scope="module")
 def vitb32():
     torch.manual_seed(0)
-    model = build_model("ViT-B-32", "", "seqTransf", 224, 32, activation="quickgelu")
+    model = build_model(ModelSpec("ViT-B-32", "", "seqTransf", 224, 32, activation="quickgelu"))
     for p in model.clip.parameters():  # random weights, larger than open_clip's init so that errors show
         p.data.add_(torch.randn_like(p) * 0.02)
     model.pool.init_from_clip(model.clip)
@@ -126,7 +126,7 @@ def test_vitb32_text_frames_video_and_logits_equal_the_reference(vitb32):
 
 def test_meanp_normalises_frames_before_the_mean():
     torch.manual_seed(0)
-    model = build_model("tiny", "", "meanP", 16, 16, embed_dim=32, activation="quickgelu").eval()
+    model = build_model(ModelSpec("tiny", "", "meanP", 16, 16, embed_dim=32, activation="quickgelu")).eval()
     video = torch.randn(3, 4, 3, 16, 16)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
     with torch.no_grad():
@@ -138,7 +138,8 @@ def test_meanp_normalises_frames_before_the_mean():
 
 def test_seqtransf_starts_from_clips_text_blocks_and_positions():
     torch.manual_seed(0)
-    model = build_model("tiny", "", "seqTransf", 16, 16, embed_dim=64, temporal_layers=3, activation="quickgelu")
+    model = build_model(ModelSpec("tiny", "", "seqTransf", 16, 16, embed_dim=64, temporal_layers=3,
+                                  activation="quickgelu"))
     clip_sd = model.clip.state_dict()
     assert torch.equal(model.pool.frame_position_embeddings.weight, clip_sd["positional_embedding"])
     for i in range(2):  # the tiny text tower has 2 blocks: both copied, the third keeps CLIP4Clip's init
@@ -160,7 +161,7 @@ def test_quickgelu_for_openai_weights_and_a_clear_refusal_of_gelu():
 
 
 def test_temperature_is_clamped_on_the_parameter_and_keeps_its_gradient():
-    model = build_model("tiny", "", "meanP", 16, 16, init_temperature=0.01)
+    model = build_model(ModelSpec("tiny", "", "meanP", 16, 16, init_temperature=0.01))
     out = model(torch.randn(2, 2, 3, 16, 16), torch.randint(1, 49000, (2, 16)))
     (out["logit_scale"] * 1.0).backward()
     assert model.logit_scale.grad is not None and float(model.logit_scale.grad) > 0  # not cut by a clamp
@@ -208,7 +209,7 @@ def test_bertadam_steps_equal_the_reference():
 
 
 def test_clip4clip_groups_backbone_rate_for_clip_and_temperature_and_no_decay_for_biases():
-    model = build_model("tiny", "", "seqTransf", 16, 16)
+    model = build_model(ModelSpec("tiny", "", "seqTransf", 16, 16))
     groups = clip4clip_groups(model, lr=1e-4, backbone_lr=1e-7, weight_decay=0.2)
     where = {id(p): (gr["lr"], gr["weight_decay"]) for gr in groups for p in gr["params"]}
     named = dict(model.named_parameters())
@@ -250,7 +251,7 @@ def test_openai_torchscript_file_is_read_as_tensors_without_running_it(tmp_path)
     state = read_openai_file(str(path))
     for name, value in reference.state_dict().items():
         assert torch.equal(state[name], value) and state[name].dtype == value.dtype, name
-    model = build_model(arch, str(path), "meanP", 16, 16)  # QuickGELU chosen for an OpenAI file
+    model = build_model(ModelSpec(arch, str(path), "meanP", 16, 16))  # QuickGELU chosen for an OpenAI file
     for name, value in reference.state_dict().items():
         assert torch.equal(model.clip.state_dict()[name].half(), value.half()), name
     assert model.clip.transformer.resblocks[0].mlp.gelu.__class__.__name__ == "QuickGELU"
@@ -338,13 +339,13 @@ def test_published_protocol_is_labelled_in_the_report():
 
 def test_bertadam_with_fp16_clip_weights_updates_them_in_place_as_clip4clip():
     from ncl_ray.ncl.loss import NCLLoss
-    from ncl_ray.train.builders import build_optimizer, build_scheduler
-    from ncl_ray.train.loop import train_step
+    from ncl_ray.train.builders import BertAdamSchedule, build_optimizer, build_scheduler
+    from ncl_ray.train.loop import StepOptions, train_step
 
     torch.manual_seed(0)
-    model = build_model("tiny", "", "seqTransf", 16, 16, clip_fp16=True, activation="quickgelu")
-    opt = build_optimizer(model, lr=1e-3, backbone_lr=1e-3, weight_decay=0.2, name="bertadam", total_steps=4,
-                          warmup_ratio=0.25)
+    model = build_model(ModelSpec("tiny", "", "seqTransf", 16, 16, clip_fp16=True, activation="quickgelu"))
+    opt = build_optimizer(model, lr=1e-3, backbone_lr=1e-3, weight_decay=0.2, name="bertadam",
+                          schedule=BertAdamSchedule(total_steps=4, warmup_ratio=0.25))
     sched = build_scheduler(opt, 4, 0.25)
     loss_fn = NCLLoss(model.embed_dim, queue_size=8, n_iters=3)
     w = model.clip.transformer.resblocks[0].mlp.c_fc.weight
@@ -356,7 +357,8 @@ def test_bertadam_with_fp16_clip_weights_updates_them_in_place_as_clip4clip():
                  "tokens": torch.randint(1, 49000, (4, 1, 16), generator=g, dtype=torch.int32),
                  "n_captions": torch.ones(4, dtype=torch.long)}
         lrs.append(opt.current_lrs()[0])
-        m = train_step(model, loss_fn, batch, opt, sched, torch.Generator(), torch.device("cpu"), grad_clip=1.0)
+        m = train_step(model, loss_fn, batch, opt, sched, torch.Generator(), torch.device("cpu"),
+                       StepOptions(grad_clip=1.0))
         assert math.isfinite(m["train/contrastive_loss"])
     assert lrs[0] == 0.0 and lrs[1] > 0  # CLIP4Clip's schedule: no update at the first step
     assert w.dtype == torch.float16 and not torch.equal(w, before)  # updated in place, still fp16

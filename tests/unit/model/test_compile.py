@@ -6,11 +6,11 @@ import copy
 
 import torch
 
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.model.compile import compile_mode, compile_model
 from ncl_ray.train.builders import build_optimizer, build_scheduler
-from ncl_ray.train.loop import train_step
+from ncl_ray.train.loop import StepOptions, train_step
 
 
 def _batch(B: int, seed: int) -> dict:
@@ -33,7 +33,7 @@ def test_compiled_towers_train_like_eager_ones_with_unchanged_state_dicts():
     """Dynamo's graph capture and AOTAutograd's backward (what inductor compiles on a GPU; `aot_eager` runs
     the captured graphs without generating kernels, so the check takes seconds on a CPU)."""
     torch.manual_seed(0)
-    eager = build_model("tiny", "", "seqTransf", 16, 16)
+    eager = build_model(ModelSpec("tiny", "", "seqTransf", 16, 16))
     compiled = compile_model(copy.deepcopy(eager), backend="aot_eager")
     a_losses, a_state, a_queue = _train(eager, lambda i: _batch(4, i))
     b_losses, b_state, b_queue = _train(compiled, lambda i: _batch(4, i))
@@ -47,7 +47,7 @@ def test_compiled_towers_train_like_eager_ones_with_unchanged_state_dicts():
 def test_a_batch_with_host_side_counts_trains_like_a_plain_one():
     """The copy-ahead path keeps `host_n_captions`/`host_n_frames` beside the moved tensors: same step."""
     torch.manual_seed(0)
-    model = build_model("tiny", "", "meanP", 16, 16)
+    model = build_model(ModelSpec("tiny", "", "meanP", 16, 16))
     twin = copy.deepcopy(model)
 
     def with_host(i):
@@ -68,10 +68,10 @@ def test_compile_is_on_for_gpus_by_default_and_settable():
 
 def test_sync_free_scalars_stay_tensors_until_read():
     torch.manual_seed(0)
-    model = build_model("tiny", "", "meanP", 16, 16)
+    model = build_model(ModelSpec("tiny", "", "meanP", 16, 16))
     loss = NCLLoss(model.embed_dim, 16, 3)
     opt = build_optimizer(model, 1e-3, 1e-3, 0.2)
     m = train_step(model, loss, _batch(4, 0), opt, build_scheduler(opt, 10, 0.0), torch.Generator(),
-                   torch.device("cpu"), as_floats=False, diagnostics=False)
+                   torch.device("cpu"), StepOptions(as_floats=False, diagnostics=False))
     assert isinstance(m["train/contrastive_loss"], torch.Tensor) and m["train/contrastive_loss"].ndim == 0
     assert isinstance(m["train/lr"], float)

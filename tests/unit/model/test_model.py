@@ -4,13 +4,13 @@ import open_clip
 import pytest
 import torch
 
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.train.loop import build_optimizer, build_scheduler
 
 
 @pytest.mark.parametrize("pooling", ["meanP", "seqTransf"])
 def test_forward_contract_and_shapes(pooling):
-    model = build_model("tiny", "", pooling, image_size=16, context_length=16, embed_dim=32)
+    model = build_model(ModelSpec("tiny", "", pooling, image_size=16, context_length=16, embed_dim=32))
     out = model(torch.randn(3, 4, 3, 16, 16), torch.randint(1, 49000, (3, 16)))
     assert set(out) == {"video_features", "text_features", "logit_scale"}
     assert out["video_features"].shape == (3, 32) and out["text_features"].shape == (3, 32)
@@ -22,7 +22,7 @@ def test_frame_order_matters_only_for_seqtransf():
     torch.manual_seed(0)
     video = torch.randn(1, 4, 3, 16, 16)
     for pooling, same in (("meanP", True), ("seqTransf", False)):
-        model = build_model("tiny", "", pooling, 16, 16)
+        model = build_model(ModelSpec("tiny", "", pooling, 16, 16))
         with torch.no_grad():
             if pooling == "seqTransf":
                 model.pool.frame_position_embeddings.weight.normal_()  # distinct positions
@@ -39,15 +39,15 @@ def test_open_clip_architecture_with_local_pretrained_weights(tmp_path):
     open_clip.add_model_config(str(tmp_path / "ncl-test-micro.json"))
     reference = open_clip.create_model("ncl-test-micro")
     torch.save(reference.state_dict(), tmp_path / "weights.pt")
-    model = build_model("ncl-test-micro", str(tmp_path / "weights.pt"), "meanP", 16, 16)
+    model = build_model(ModelSpec("ncl-test-micro", str(tmp_path / "weights.pt"), "meanP", 16, 16))
     for name, value in reference.state_dict().items():
         assert torch.equal(model.clip.state_dict()[name], value), name
     with pytest.raises((ValueError, RuntimeError, FileNotFoundError)):
-        build_model("ncl-test-micro", str(tmp_path / "missing.pt"), "meanP", 16, 16)
+        build_model(ModelSpec("ncl-test-micro", str(tmp_path / "missing.pt"), "meanP", 16, 16))
 
 
 def test_two_learning_rates_and_warmup_cosine():
-    model = build_model("tiny", "", "seqTransf", 16, 16)
+    model = build_model(ModelSpec("tiny", "", "seqTransf", 16, 16))
     opt = build_optimizer(model, lr=1e-3, backbone_lr=1e-7, weight_decay=0.2)
     lrs = sorted({g["lr"] for g in opt.param_groups})
     assert lrs == [1e-7, 1e-3]
@@ -63,7 +63,7 @@ def test_two_learning_rates_and_warmup_cosine():
 
 def _steps(model, backbone_lr, steps=2):
     from ncl_ray.ncl.loss import NCLLoss
-    from ncl_ray.train.loop import train_step
+    from ncl_ray.train.loop import StepOptions, train_step
 
     g = torch.Generator().manual_seed(1)
     loss_fn = NCLLoss(model.embed_dim, queue_size=8, n_iters=3)
@@ -75,14 +75,14 @@ def _steps(model, backbone_lr, steps=2):
                  "tokens": torch.randint(1, 49000, (4, 1, 16), generator=g, dtype=torch.int32),
                  "n_captions": torch.ones(4, dtype=torch.long)}
         losses.append(train_step(model, loss_fn, batch, opt, sched, torch.Generator(), torch.device("cpu"),
-                                 grad_clip=1.0)["train/contrastive_loss"])
+                                 StepOptions(grad_clip=1.0))["train/contrastive_loss"])
     return losses, opt
 
 
 def test_clip_fp16_parity_keeps_backbone_weights_and_adam_states_in_fp16():
     """CLIP4Clip parity: fp16 backbone weights and moments updated in place (no fp32 master copy), fp32 heads."""
     torch.manual_seed(0)
-    model = build_model("tiny", "", "seqTransf", 16, 16, clip_fp16=True)
+    model = build_model(ModelSpec("tiny", "", "seqTransf", 16, 16, clip_fp16=True))
     assert model.clip.visual.conv1.weight.dtype == torch.float16
     assert model.clip.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.float16
     assert model.clip.visual.ln_pre.weight.dtype == torch.float32  # layer norms stay fp32, as in OpenAI CLIP
@@ -98,7 +98,7 @@ def test_clip_fp16_parity_keeps_backbone_weights_and_adam_states_in_fp16():
     assert opt.state[w]["exp_avg"].dtype == torch.float16 and opt.state[w]["exp_avg_sq"].dtype == torch.float16
     head = model.pool.blocks[0].mlp.c_fc.weight
     assert opt.state[head]["exp_avg"].dtype == torch.float32
-    fp32 = build_model("tiny", "", "seqTransf", 16, 16)
+    fp32 = build_model(ModelSpec("tiny", "", "seqTransf", 16, 16))
     fp32.load_state_dict(model.state_dict())  # an fp16 checkpoint loads into an fp32 model and back
     assert fp32.clip.visual.conv1.weight.dtype == torch.float32
     assert torch.equal(fp32.clip.visual.conv1.weight.half(), model.clip.visual.conv1.weight)
@@ -109,7 +109,7 @@ def test_text_tower_at_the_caption_length_equals_the_padded_run(arch):
     """32 tokens through a 77-position text tower: the sliced positions and causal mask give the padded run's
     features (and its gradients), as CLIP4Clip's 32-word text tower does."""
     torch.manual_seed(0)
-    model = build_model(arch, "", "meanP", 32, 77)
+    model = build_model(ModelSpec(arch, "", "meanP", 32, 77))
     assert model.context_length == 77
     tokens = torch.randint(1, 49000, (3, 32))
     tokens[:, 0], tokens[0, 31], tokens[1, 9], tokens[2, 20] = 49406, 49407, 49407, 49407  # start, end tokens

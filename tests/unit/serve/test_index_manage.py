@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ncl_ray.cli import main as cli
 from ncl_ray.config.schema import load_config, to_dict
 from ncl_ray.evaluation.export import IndexFiles, read_index
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.ncl.sinkhorn import sinkhorn_biases
 from ncl_ray.runtime.checkpoint import save_checkpoint
@@ -25,7 +25,7 @@ def served(tmp_path):
     torch.manual_seed(0)
     cfg = load_config(None, ["model.embed_dim=8", "data.frame_size=16", "data.max_words=16", "eval.n_iters=4",
                                 "eval.nnn_k=8", "eval.csls_k=4"])
-    model = build_model("tiny", "", "meanP", 16, 16, embed_dim=8)
+    model = build_model(ModelSpec("tiny", "", "meanP", 16, 16, embed_dim=8))
     loss = NCLLoss(8, 16, 3)
     loss.text_queue.enqueue(F.normalize(torch.randn(16, 8), dim=1))
     ckpt = Path(save_checkpoint(str(tmp_path / "ckpt"), model, loss, 0, 1, to_dict(cfg)))
@@ -80,7 +80,7 @@ def test_rollback_is_a_new_version_and_list_shows_the_changelog(served, capsys):
 def test_list_of_a_run_without_an_index_is_one_line(tmp_path, capsys):
     torch.manual_seed(0)
     cfg = load_config(None, ["model.embed_dim=8"])
-    ckpt = save_checkpoint(str(tmp_path / "c"), build_model("tiny", "", "meanP", 16, 16, embed_dim=8),
+    ckpt = save_checkpoint(str(tmp_path / "c"), build_model(ModelSpec("tiny", "", "meanP", 16, 16, embed_dim=8)),
                            NCLLoss(8, 4, 1), 0, 1, to_dict(cfg))
     assert cli(["index", "list", ckpt]) == 2
     assert "no served index yet" in capsys.readouterr().err

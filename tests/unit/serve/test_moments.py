@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ncl_ray.config.schema import load_config, to_dict
 from ncl_ray.data.synthetic import render, write_video
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.runtime.checkpoint import save_checkpoint
 from ncl_ray.serve.add import VideoEmbedder
@@ -26,7 +26,7 @@ def long_video(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("moments")
     torch.manual_seed(0)
     cfg = load_config(None, ["model.embed_dim=32", "data.frame_size=32", "data.num_frames=4", "data.max_words=16"])
-    ckpt = save_checkpoint(str(tmp / "ckpt"), build_model("tiny", "", "meanP", 32, 16, embed_dim=32),
+    ckpt = save_checkpoint(str(tmp / "ckpt"), build_model(ModelSpec("tiny", "", "meanP", 32, 16, embed_dim=32)),
                            NCLLoss(32, 4, 1), 0, 1, to_dict(cfg))
     scenes = [render(*s, num_frames=FPS * SECONDS, side=64, rng=np.random.default_rng(i)) for i, s in enumerate(SCENES)]
     paths = [write_video(str(tmp / f"scene{i}.mp4"), f, fps=FPS) for i, f in enumerate(scenes)]

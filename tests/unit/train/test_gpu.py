@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from ncl_ray.evaluation.evaluate import embed_rows
-from ncl_ray.model.clip import build_model
+from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.train.builders import build_optimizer, build_scheduler
-from ncl_ray.train.loop import train_step
+from ncl_ray.train.loop import StepOptions, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 CUDA = torch.device("cuda")
@@ -50,8 +50,8 @@ def test_ncl_loss_and_gradients_on_gpu_equal_the_cpu():
 
 def test_bf16_training_step_on_gpu_tracks_the_cpu_step():
     torch.manual_seed(0)
-    cpu_model = build_model("tiny", "", "meanP", 32, 32)
-    gpu_model = build_model("tiny", "", "meanP", 32, 32)
+    cpu_model = build_model(ModelSpec("tiny", "", "meanP", 32, 32))
+    gpu_model = build_model(ModelSpec("tiny", "", "meanP", 32, 32))
     gpu_model.load_state_dict(cpu_model.state_dict())
     gpu_model.to(CUDA)
     batch = _batch(8, 4, 32, seed=2)
@@ -61,7 +61,8 @@ def test_bf16_training_step_on_gpu_tracks_the_cpu_step():
         opt = build_optimizer(model, 1e-3, 1e-4, 0.2)
         sched = build_scheduler(opt, 100, 0.0)
         loss = _filled_loss(model.embed_dim, 256, 3, seed=3).to(device)
-        steps = [train_step(model, loss, batch, opt, sched, torch.Generator().manual_seed(4), device, amp)
+        steps = [train_step(model, loss, batch, opt, sched, torch.Generator().manual_seed(4), device,
+                            StepOptions(amp))
                  for _ in range(3)]
         losses[name] = [s["train/contrastive_loss"] for s in steps]
         assert all(torch.isfinite(torch.tensor(x)) for x in losses[name])
@@ -72,7 +73,7 @@ def test_bf16_training_step_on_gpu_tracks_the_cpu_step():
 
 def test_fp16_evaluation_embedding_on_gpu_matches_the_cpu():
     torch.manual_seed(0)
-    model = build_model("tiny", "", "meanP", 32, 32).eval()
+    model = build_model(ModelSpec("tiny", "", "meanP", 32, 32)).eval()
     batch = _batch(6, 4, 32, seed=5)
     with torch.no_grad():
         cpu = embed_rows(model, batch, torch.device("cpu"))
@@ -90,7 +91,7 @@ def _step_losses(model, batches, steps=3, **kw):
     sched = build_scheduler(opt, 100, 0.0)
     loss = _filled_loss(model.embed_dim, 256, 3, seed=3).to(CUDA)
     return [float(train_step(model, loss, batches(i), opt, sched, torch.Generator().manual_seed(i), CUDA,
-                             torch.bfloat16, **kw)["train/contrastive_loss"]) for i in range(steps)]
+                             StepOptions(torch.bfloat16, **kw))["train/contrastive_loss"]) for i in range(steps)]
 
 
 def test_inductor_compiled_towers_train_like_eager_ones():
@@ -99,7 +100,7 @@ def test_inductor_compiled_towers_train_like_eager_ones():
     from ncl_ray.model.compile import compile_model
 
     torch.manual_seed(0)
-    eager = build_model("tiny", "", "seqTransf", 32, 32).to(CUDA)
+    eager = build_model(ModelSpec("tiny", "", "seqTransf", 32, 32)).to(CUDA)
     compiled = compile_model(copy.deepcopy(eager))
     a = _step_losses(eager, lambda i: _batch(8, 4, 32, seed=10 + i))
     b = _step_losses(compiled, lambda i: _batch(8, 4, 32, seed=10 + i))
@@ -114,7 +115,7 @@ def test_side_stream_copy_gives_the_plain_steps_and_the_step_never_waits_for_the
     from ncl_ray.train.transfer import Ahead
 
     torch.manual_seed(0)
-    plain = build_model("tiny", "", "meanP", 32, 32).to(CUDA)
+    plain = build_model(ModelSpec("tiny", "", "meanP", 32, 32)).to(CUDA)
     ahead_model = copy.deepcopy(plain)
     ahead = Ahead(CUDA)
     assert ahead.pins
@@ -129,13 +130,14 @@ def test_side_stream_copy_gives_the_plain_steps_and_the_step_never_waits_for_the
     sched = build_scheduler(opt, 100, 0.0)
     loss = _filled_loss(ahead_model.embed_dim, 256, 3, seed=3).to(CUDA)
     batch = ahead.receive(ahead.send({k: v.pin_memory() for k, v in _batch(8, 4, 32, seed=30).items()}))
-    train_step(ahead_model, loss, batch, opt, sched, torch.Generator(), CUDA, torch.bfloat16, diagnostics=False,
-               as_floats=False)  # warm-up: first calls may initialise handles
+    # warm-up: first calls may initialise handles
+    train_step(ahead_model, loss, batch, opt, sched, torch.Generator(), CUDA,
+               StepOptions(torch.bfloat16, diagnostics=False, as_floats=False))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        m = train_step(ahead_model, loss, batch, opt, sched, torch.Generator(), CUDA, torch.bfloat16,
-                       diagnostics=False, as_floats=False)
+        m = train_step(ahead_model, loss, batch, opt, sched, torch.Generator(), CUDA,
+                       StepOptions(torch.bfloat16, diagnostics=False, as_floats=False))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(m["train/contrastive_loss"]).item()
