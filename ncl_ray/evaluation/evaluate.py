@@ -19,7 +19,7 @@ import torch
 
 from ncl_ray.data.transforms import frame_mask, normalize_frames
 from ncl_ray.ncl.methods import BANK_METHODS
-from ncl_ray.ncl.normalize import MEMORY_MB, MethodSettings, Sims, make_scorer, rows_per_block
+from ncl_ray.ncl.normalize import MEMORY_MB, MethodSettings, Sims, make_scorer, rows_per_block, settings_from
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ class Compute:
 def eval_settings(e) -> Tuple[MethodSettings, Compute]:
     """The config's `eval` section as the methods' settings and the compute budget (the builder: below it, plain
     values)."""
-    return (MethodSettings(e.n_iters, e.qbnorm_beta, e.qbnorm_k, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k),
-            Compute(e.chunk_size, e.memory_mb, e.workers))
+    return settings_from(e), Compute(e.chunk_size, e.memory_mb, e.workers)
 
 
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),

@@ -30,101 +30,24 @@ softmax over a row is a retrieval distribution), so the normalisation error is c
           largest similarities to the gallery and r_S(j) the mean of item j's k largest to the bank's queries,
           k = eval.csls_k (MUSE's 10); scored as that / (2 tau). r_T(i) shifts a whole row: the ranking is s_ij -
           r_S(j) / 2, a per-item bias.
+- dbnorm, dbsn, dn: in their own modules (ncl/dbnorm.py, ncl/dbsn.py, ncl/dn.py), each with its authors' rule.
 Every scorer of a per-item method carries `fold_bias` (C,): its ranking equals that of s_ij / tau + fold_bias_j.
 """
 
 import math
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from dataclasses import field, make_dataclass, replace
+from typing import Dict, Optional
 
 import torch
 
-from ncl_ray.ncl.methods import BANK_METHODS, METHODS
-
-Scorer = Callable[[slice, torch.Tensor], torch.Tensor]
-MEMORY_MB = 2048  # default budget for the similarity blocks in flight
-TEMPORARIES = 5  # (r, C) fp32 tensors alive at once in the heaviest pass (s, L, L + b, logsumexp's exp, ...)
-
-
-def rows_per_block(n_cols: int, memory_mb: float = MEMORY_MB, workers: int = 1) -> int:
-    """Block height that keeps `workers` blocks of (r, n_cols) fp32 temporaries within half of `memory_mb` (the
-    other half may hold bank logits that the Sinkhorn pass keeps between iterations)."""
-    per_row = TEMPORARIES * 4 * max(1, n_cols) * max(1, workers)
-    return max(1, int(memory_mb * 2 ** 20 / 2) // per_row)
-
-
-def default_workers() -> int:
-    """Threads for the bank's blocks: only the cores torch's own kernels leave idle (measured on 2 cores at 1M
-    columns, 2 block threads over 2-thread kernels were 15 % slower than one), at most 4."""
-    return max(1, min(4, len(os.sched_getaffinity(0)) // max(1, torch.get_num_threads())))
-
-
-class Sims:
-    """Query-by-gallery similarities (R, C), produced in row blocks of at most `chunk` rows.
-
-    `chunk` > 0 fixes the block height; 0 derives it from `memory_mb` and `workers` (see `rows_per_block`).
-    """
-
-    def __init__(self, n_rows: int, n_cols: int, block: Callable[[slice], torch.Tensor], chunk: int = 0,
-                 memory_mb: float = MEMORY_MB, workers: int = 0):
-        self.n_rows, self.n_cols, self._block = n_rows, n_cols, block
-        self.memory_mb, self.workers = memory_mb, workers if workers > 0 else default_workers()
-        self.chunk = chunk if chunk > 0 else rows_per_block(n_cols, memory_mb, self.workers)
-
-    @staticmethod
-    def dense(s: torch.Tensor, chunk: int = 0, memory_mb: float = MEMORY_MB, workers: int = 0) -> "Sims":
-        return Sims(s.shape[0], s.shape[1], lambda sl: s[sl].float(), chunk, memory_mb, workers)
-
-    @staticmethod
-    def embeddings(queries: torch.Tensor, gallery: torch.Tensor, chunk: int = 0, memory_mb: float = MEMORY_MB,
-                   workers: int = 0) -> "Sims":
-        """queries (R, D) x gallery (C, D) -> blocks of queries[rows] @ gallery.T."""
-        g = gallery.float()  # (C, D), converted once rather than per block
-        return Sims(queries.shape[0], gallery.shape[0], lambda sl: queries[sl].float() @ g.T, chunk, memory_mb,
-                    workers)
-
-    @staticmethod
-    def stack(parts: List["Sims"]) -> "Sims":
-        """Rows of several Sims over the same gallery, one after another (bank = train+test)."""
-        offsets = [0]
-        for p in parts:
-            offsets.append(offsets[-1] + p.n_rows)
-
-        def block(sl: slice) -> torch.Tensor:
-            out = []
-            for p, lo, hi in zip(parts, offsets, offsets[1:]):
-                a, b = max(sl.start, lo), min(sl.stop, hi)
-                if a < b:
-                    out.append(p.block(slice(a - lo, b - lo)))
-            return torch.cat(out)
-
-        return Sims(offsets[-1], parts[0].n_cols, block, parts[0].chunk, parts[0].memory_mb, parts[0].workers)
-
-    def block(self, rows: slice) -> torch.Tensor:
-        return self._block(rows)
-
-    def slices(self) -> List[slice]:
-        return [slice(a, min(a + self.chunk, self.n_rows)) for a in range(0, self.n_rows, self.chunk)]
-
-    def blocks(self) -> Iterator[Tuple[slice, torch.Tensor]]:
-        for rows in self.slices():
-            yield rows, self.block(rows)  # (r, C)
-
-
-@torch.no_grad()
-def column_logsumexp(sims: Sims, scale: float, row_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """logsumexp over all rows of scale * s (+ row bias) for every column: (C,), fp32."""
-    acc = torch.full((sims.n_cols,), float("-inf"))
-    for rows, s in sims.blocks():
-        x = scale * s  # (r, C)
-        if row_bias is not None:
-            x = x + row_bias[rows, None]
-        acc = torch.logaddexp(acc, torch.logsumexp(x, dim=0))
-    return acc
-
+from ncl_ray.ncl.dbnorm import activated, dbnorm_scorer
+from ncl_ray.ncl.dbsn import dbsn_scorer
+from ncl_ray.ncl.dn import dn_gallery_bias
+from ncl_ray.ncl.methods import BANK_METHODS, GALLERY_BANK_METHODS, METHODS, SETTINGS
+from ncl_ray.ncl.sims import (MEMORY_MB, GalleryBank, Scorer, Sims, column_logsumexp,  # noqa: F401  (re-exported)
+                              default_workers, rows_per_block, top_mean)
 
 @torch.no_grad()
 def ncl_gallery_bias(bank: Sims, temperature: float, n_iters: int) -> torch.Tensor:
@@ -164,19 +87,6 @@ def ncl_gallery_bias(bank: Sims, temperature: float, n_iters: int) -> torch.Tens
     return b - b.mean()
 
 
-@torch.no_grad()
-def top_mean(bank: Sims, k: int, name: str = "nnn", keys: str = "eval.nnn_k, --nnn-k") -> torch.Tensor:
-    """The mean of each column's k largest bank similarities (C,), the top k kept across row blocks. NNN's own
-    code fails when k exceeds the bank's queries; so does this, naming the method and its settings."""
-    if not 1 <= k <= bank.n_rows:
-        raise ValueError(f"{name}: k={k} needs 1 <= k <= the bank's {bank.n_rows} queries ({keys})")
-    top: Optional[torch.Tensor] = None  # (<= k, C) the largest similarities seen so far, per column
-    for _, s in bank.blocks():
-        both = s.float() if top is None else torch.cat([top, s.float()], dim=0)  # (r', C)
-        top = both.topk(min(k, len(both)), dim=0).values
-    return top.mean(dim=0)
-
-
 def nnn_gallery_bias(bank: Sims, k: int = 256, alpha: float = 0.5) -> torch.Tensor:
     """NNN's bias (C,): -alpha * the mean of each column's k largest bank similarities."""
     return -alpha * top_mean(bank, k)
@@ -192,15 +102,17 @@ def csls_gallery_bias(bank: Sims, k: int = 10) -> torch.Tensor:
     return -0.5 * top_mean(bank, k, "csls", "eval.csls_k, --csls-k")
 
 
-def item_bias(method: str, bank: Sims, temperature: float, n_iters: int = 10, nnn_k: int = 256,
-              nnn_alpha: float = 0.5, is_beta: float = 20.0, csls_k: int = 10) -> torch.Tensor:
-    """The bias (C,) on the logit scale that a per-item method adds to s / tau (what the index folds in)."""
+def item_bias(method: str, bank: Sims, temperature: float, settings=None) -> torch.Tensor:
+    """The bias (C,) on the logit scale that a per-item method with a query bank alone adds to s / tau (what the
+    index folds in)."""
+    st = settings or MethodSettings()
     if method == "ncl":
-        return ncl_gallery_bias(bank, temperature, n_iters)
-    sim_scale = {"nnn": lambda: nnn_gallery_bias(bank, nnn_k, nnn_alpha), "is": lambda: is_gallery_bias(bank, is_beta),
-                 "csls": lambda: csls_gallery_bias(bank, csls_k)}
+        return ncl_gallery_bias(bank, temperature, st.n_iters)
+    sim_scale = {"nnn": lambda: nnn_gallery_bias(bank, st.nnn_k, st.nnn_alpha),
+                 "is": lambda: is_gallery_bias(bank, st.is_beta), "csls": lambda: csls_gallery_bias(bank, st.csls_k),
+                 "dn": lambda: dn_gallery_bias(bank, st.dn_lambda)}
     if method not in sim_scale:
-        raise ValueError(f"{method!r} is not a per-item bias method")
+        raise ValueError(f"{method!r} is not a per-item bias method with a query bank alone")
     return sim_scale[method]() / temperature
 
 
@@ -218,71 +130,85 @@ def normalization_error_of_mass(mass: torch.Tensor, n_rows: int) -> float:
     return float(((mass - target).abs() / target).mean())
 
 
-@torch.no_grad()
-def _activated(bank: Sims, k: int) -> torch.Tensor:
-    active = torch.zeros(bank.n_cols, dtype=torch.bool)
-    for _, s in bank.blocks():
-        active[s.topk(k, dim=1).indices.reshape(-1)] = True
-    return active
+MethodSettings = make_dataclass(
+    "MethodSettings", [(x.key, type(x.default), field(default=x.default)) for x in SETTINGS], frozen=True)
+MethodSettings.__doc__ = "Every method's settings (ncl/methods.py) by their `eval` keys: MethodSettings(nnn_k=8)."
 
 
-@dataclass(frozen=True)
-class MethodSettings:
-    """The test-time methods' settings (the same keys and defaults as the config's `eval` section)."""
-    n_iters: int = 10  # ncl: Sinkhorn iterations
-    qbnorm_beta: float = 20.0
-    qbnorm_k: int = 1
-    nnn_k: int = 256
-    nnn_alpha: float = 0.5
-    is_beta: float = 20.0
-    csls_k: int = 10
+def settings_from(section) -> "MethodSettings":
+    """The methods' settings read by key from a config section (`cfg.eval`), defaults for keys it lacks."""
+    return MethodSettings(**{x.key: getattr(section, x.key, x.default) for x in SETTINGS})
 
 
-def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims] = None,
-                settings: Optional[MethodSettings] = None, **fields) -> Scorer:
-    """A function (rows, block of test sims) -> ranking scores, after the method's gallery statistics are
-    computed once (per-item biases, dsl column sums, qbnorm bank sums). `fields` replace single settings by
-    name (make_scorer("nnn", ..., nnn_k=8))."""
-    st = replace(settings or MethodSettings(), **fields)
-    n_iters, qbnorm_beta, qbnorm_k, nnn_k, nnn_alpha, is_beta, csls_k = (
-        st.n_iters, st.qbnorm_beta, st.qbnorm_k, st.nnn_k, st.nnn_alpha, st.is_beta, st.csls_k)
-    if method not in METHODS:
-        raise ValueError(f"unknown normalisation method {method!r} (choose from {', '.join(METHODS)})")
+def _per_item(b: torch.Tensor, temperature: float, scale: float = 1.0) -> Scorer:
+    def per_item(rows: slice, s: torch.Tensor) -> torch.Tensor:
+        return scale * (s / temperature + b[None, :])
+
+    per_item.fold_bias = b
+    return per_item
+
+
+def _check_banks(method: str, test: Sims, bank: Optional[Sims], gallery_bank: Optional[GalleryBank]) -> None:
     if method in BANK_METHODS:
         if bank is None:
             raise ValueError(f"method {method!r} needs a bank of queries x gallery similarities")
         if bank.n_cols != test.n_cols:
             raise ValueError(f"bank has {bank.n_cols} gallery columns, similarities have {test.n_cols}")
+    if method in GALLERY_BANK_METHODS:
+        if gallery_bank is None:
+            raise ValueError(f"method {method!r} needs a bank of gallery items beside the test gallery")
+        if gallery_bank.items.n_cols != test.n_cols or gallery_bank.cross.n_rows != bank.n_rows:
+            raise ValueError(f"{method}: the gallery bank's similarities do not fit the test gallery and the bank")
+
+
+def make_scorer(method: str, test: Sims, temperature: float, bank: Optional[Sims] = None,
+                settings: Optional[MethodSettings] = None, gallery_bank: Optional[GalleryBank] = None,
+                **fields) -> Scorer:
+    """A function (rows, block of test sims) -> ranking scores, after the method's gallery statistics are
+    computed once (per-item biases, dsl column sums, qbnorm bank sums). `fields` replace single settings by
+    name (make_scorer("nnn", ..., nnn_k=8))."""
+    st = replace(settings or MethodSettings(), **fields)
+    if method not in METHODS:
+        raise ValueError(f"unknown normalisation method {method!r} (choose from {', '.join(METHODS)})")
+    _check_banks(method, test, bank, gallery_bank)
     if method == "none":
         return lambda rows, s: s / temperature
-    if method in ("ncl", "nnn", "is"):
-        b = item_bias(method, bank, temperature, n_iters, nnn_k, nnn_alpha, is_beta)  # (C,) logit scale
-        scale = is_beta * temperature if method == "is" else 1.0  # is: beta s - lse, the log of its ratio
-
-        def per_item(rows: slice, s: torch.Tensor) -> torch.Tensor:
-            return scale * (s / temperature + b[None, :])
-
-        per_item.fold_bias = b
-        return per_item
+    if method in ("ncl", "nnn", "dn"):
+        return _per_item(item_bias(method, bank, temperature, st), temperature)
+    if method == "is":  # beta s - lse: the log of its ratio
+        return _per_item(item_bias(method, bank, temperature, st), temperature, st.is_beta * temperature)
     if method == "csls":
-        b = item_bias("csls", bank, temperature, csls_k=csls_k)  # -r_S / (2 tau)
-        k = min(csls_k, test.n_cols)
-
-        def csls(rows: slice, s: torch.Tensor) -> torch.Tensor:
-            r_t = s.float().topk(k, dim=1).values.mean(dim=1)  # (r,) the query's own neighbourhood
-            return s / temperature - r_t[:, None] / (2 * temperature) + b[None, :]
-
-        csls.fold_bias = b
-        return csls
+        return _csls(test, bank, temperature, st)
     if method == "dsl":
         lse = column_logsumexp(test, 1.0 / temperature)  # softmax over all test queries, per gallery item
         return lambda rows, s: s * torch.exp(s / temperature - lse[None, :]) / temperature
-    k = min(qbnorm_k, test.n_cols)
-    lse = column_logsumexp(bank, qbnorm_beta)  # (C,)
-    active = _activated(bank, k)
+    if method == "dbnorm":
+        return dbnorm_scorer(bank, gallery_bank, temperature, st.dbnorm_variant, st.dbnorm_beta_query,
+                             st.dbnorm_beta_gallery, st.dbnorm_k)
+    if method == "dbsn":
+        return dbsn_scorer(bank, gallery_bank, temperature, st.dbsn_reg, st.dbsn_iters)
+    return _qbnorm(test, bank, temperature, st)
+
+
+def _csls(test: Sims, bank: Sims, temperature: float, st) -> Scorer:
+    b = item_bias("csls", bank, temperature, st)  # -r_S / (2 tau)
+    k = min(st.csls_k, test.n_cols)
+
+    def csls(rows: slice, s: torch.Tensor) -> torch.Tensor:
+        r_t = s.float().topk(k, dim=1).values.mean(dim=1)  # (r,) the query's own neighbourhood
+        return s / temperature - r_t[:, None] / (2 * temperature) + b[None, :]
+
+    csls.fold_bias = b
+    return csls
+
+
+def _qbnorm(test: Sims, bank: Sims, temperature: float, st) -> Scorer:
+    lse = column_logsumexp(bank, st.qbnorm_beta)  # (C,)
+    active = activated(bank, min(st.qbnorm_k, test.n_cols))
+    beta = st.qbnorm_beta
 
     def qbnorm(rows: slice, s: torch.Tensor) -> torch.Tensor:
         normalise = active[s.argmax(dim=1)]  # (r,) the query's top-1 item is activated by the bank
-        return torch.where(normalise[:, None], qbnorm_beta * s - lse[None, :], s / temperature)
+        return torch.where(normalise[:, None], beta * s - lse[None, :], s / temperature)
 
     return qbnorm

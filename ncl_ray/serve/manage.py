@@ -66,7 +66,7 @@ def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float,
     and its eval settings (zeros, with a warning, when the checkpoint holds no bank)."""
     import torch
 
-    from ncl_ray.ncl.normalize import Sims, item_bias
+    from ncl_ray.ncl.normalize import Sims, item_bias, settings_from
 
     e = bank.eval
     if not len(bank.queries) or not len(gallery):
@@ -75,8 +75,7 @@ def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float,
         return {m: np.zeros(len(gallery), np.float32) for m in methods}
     sims = Sims.embeddings(bank.queries, torch.from_numpy(np.asarray(gallery, np.float32)), e.chunk_size,
                            e.memory_mb, e.workers)
-    return {m: item_bias(m, sims, temperature, e.n_iters, e.nnn_k, e.nnn_alpha, e.is_beta, e.csls_k).numpy()
-            for m in methods}
+    return {m: item_bias(m, sims, temperature, settings_from(e)).numpy() for m in methods}
 
 
 def new_biases(bank: Bank, old_gallery: np.ndarray, old_extra: Dict[str, np.ndarray], keep: List[int],

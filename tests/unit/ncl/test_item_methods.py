@@ -6,16 +6,30 @@ import pytest
 import torch
 
 from ncl_ray.ncl.methods import ITEM_BIAS_METHODS, PER_ITEM_METHODS
-from ncl_ray.ncl.normalize import Sims, item_bias, make_scorer
+from ncl_ray.ncl.normalize import GalleryBank, MethodSettings, Sims, item_bias, make_scorer
 
 G = np.random.default_rng(0)
 TEST = G.uniform(-0.2, 0.6, (5, 7)).astype(np.float32)  # 5 test queries x 7 videos
 BANK = G.uniform(-0.2, 0.6, (12, 7)).astype(np.float32)  # 12 bank queries x the same videos
+ITEMS = G.uniform(-0.2, 0.6, (4, 7)).astype(np.float32)  # 4 gallery-bank videos x the test videos
+CROSS = G.uniform(-0.2, 0.6, (12, 4)).astype(np.float32)  # the bank queries x the gallery-bank videos
+
+
+def _gallery_bank(cols=slice(None)):
+    return GalleryBank(Sims.dense(torch.from_numpy(ITEMS[:, cols])), Sims.dense(torch.from_numpy(CROSS)))
 
 
 def _scores(method, tau=0.05, **kw):
-    scorer = make_scorer(method, Sims.dense(torch.from_numpy(TEST)), tau, Sims.dense(torch.from_numpy(BANK)), **kw)
+    scorer = make_scorer(method, Sims.dense(torch.from_numpy(TEST)), tau, Sims.dense(torch.from_numpy(BANK)),
+                         gallery_bank=_gallery_bank(), **kw)
     return scorer(slice(0, 5), torch.from_numpy(TEST)).numpy(), scorer
+
+
+def _bias(method, cols, st):
+    """The fold bias of `method` over the gallery's columns `cols`."""
+    test = Sims.dense(torch.from_numpy(TEST[:, cols]))
+    return make_scorer(method, test, 0.05, Sims.dense(torch.from_numpy(BANK[:, cols])), st,
+                       gallery_bank=_gallery_bank(cols)).fold_bias
 
 
 def test_inverted_softmax_is_qbnorms_ratio_for_every_query():
@@ -50,14 +64,14 @@ def test_each_per_item_method_ranks_like_the_plain_scores_plus_its_fold_bias(met
 
 @pytest.mark.parametrize("method", PER_ITEM_METHODS)
 def test_a_new_items_bias_needs_only_its_own_column(method):
-    full = item_bias(method, Sims.dense(torch.from_numpy(BANK)), 0.05, nnn_k=4, csls_k=3)
-    alone = item_bias(method, Sims.dense(torch.from_numpy(BANK[:, 6:])), 0.05, nnn_k=4, csls_k=3)
+    st = MethodSettings(nnn_k=4, csls_k=3)
+    full, alone = _bias(method, slice(None), st), _bias(method, slice(6, None), st)
     assert torch.allclose(full[6:], alone, atol=1e-6)
 
 
 def test_ncl_biases_depend_on_the_whole_gallery():
-    full = item_bias("ncl", Sims.dense(torch.from_numpy(BANK)), 0.05, n_iters=10)
-    fewer = item_bias("ncl", Sims.dense(torch.from_numpy(BANK[:, :6])), 0.05, n_iters=10)
+    full = item_bias("ncl", Sims.dense(torch.from_numpy(BANK)), 0.05, MethodSettings(n_iters=10))
+    fewer = item_bias("ncl", Sims.dense(torch.from_numpy(BANK[:, :6])), 0.05, MethodSettings(n_iters=10))
     assert not torch.allclose(full[:6] - full[:6].mean(), fewer - fewer.mean(), atol=1e-3)
 
 

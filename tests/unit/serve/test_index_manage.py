@@ -115,7 +115,7 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
 def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(served):
     """The incremental rule of `index add`: per-item methods (nnn, is, csls) get the new row's bias alone; the
     old rows keep theirs. NCL's Sinkhorn biases depend on the whole gallery: all recomputed."""
-    from ncl_ray.ncl.normalize import Sims, item_bias
+    from ncl_ray.ncl.normalize import MethodSettings, Sims, item_bias
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.serve.manage import bank_biases, new_biases, training_bank
 
@@ -128,7 +128,8 @@ def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(se
     ncl, got = new_biases(source, emb, extra, list(range(6)), new, 0.05)
     for m in ("nnn", "is", "csls"):
         assert np.array_equal(got[m][:6], extra[m])  # untouched
-        alone = item_bias(m, Sims.embeddings(bank, torch.from_numpy(new)), 0.05, nnn_k=8, csls_k=4)
+        alone = item_bias(m, Sims.embeddings(bank, torch.from_numpy(new)), 0.05,
+                          MethodSettings(nnn_k=8, csls_k=4))
         assert np.allclose(got[m][6], alone.numpy()[0], atol=1e-6)
     assert len(ncl) == 7 and not np.allclose(ncl[:6], old["ncl"], atol=1e-4)
     # and a removal keeps the per-item biases of the videos that stay
