@@ -3,7 +3,7 @@
 config/schema.py applies these in `load_config` and `finalize`; each choice list is defined here once.
 """
 
-from ncl_ray.ncl.methods import METHODS  # noqa: F401  (what eval.methods may list)
+from ncl_ray.ncl.methods import METHODS, SETTINGS, expand, owner  # noqa: F401  (what eval.methods may list)
 
 
 class ConfigError(ValueError):
@@ -70,18 +70,20 @@ CHOICES = {
     "data.sampler": ("uniform", "clip4clip"),
     "data.resize": ("area", "clip4clip"),
     "eval.bank": ("train", "test", "train+test"),
+    "eval.gallery_bank": ("train", "gallery"),
     "eval.bank_source": ("queue", "captions"),
     "tune.mode": ("min", "max"),
+    **{f"eval.{s.key}": s.choices for s in SETTINGS if s.choices},
 }
 POSITIVE = ["data.num_frames", "data.frame_size", "data.max_words", "data.max_captions", "data.synthetic_videos",
             "train.batch_size", "train.num_workers", "train.epochs", "train.cpus_per_worker", "train.log_every_steps",
             "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.startup_timeout_s", "optim.lr",
-            "eval.memory_mb", "eval.bank_size", "eval.qbnorm_beta", "eval.qbnorm_k", "eval.nnn_k", "tune.num_samples",
-            "tune.max_concurrent", "tune.grace_period", "data.jpeg_quality", "eval.is_beta", "eval.csls_k"]
-NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "eval.n_iters", "data.decode_threads", "data.decode_concurrency",
+            "eval.memory_mb", "eval.bank_size", "tune.num_samples", "tune.max_concurrent", "tune.grace_period",
+            "data.jpeg_quality", *(f"eval.{s.key}" for s in SETTINGS if s.bound == "positive")]
+NON_NEGATIVE = ["ncl.n_iters", "ncl.queue_size", "data.decode_threads", "data.decode_concurrency",
                 "optim.backbone_lr", "optim.weight_decay", "optim.grad_clip", "train.eval_every_epochs",
-                "ncl.plain_loss_weight", "train.threads_per_worker", "eval.chunk_size",
-                "eval.workers", "eval.nnn_alpha"]
+                "ncl.plain_loss_weight", "train.threads_per_worker", "eval.chunk_size", "eval.workers",
+                *(f"eval.{s.key}" for s in SETTINGS if s.bound == "non_negative")]
 
 
 def refuse_interpolation(node, source: str, prefix: str = "") -> None:
@@ -113,8 +115,8 @@ def check_combinations(cfg) -> None:
         raise ConfigError("'data.manifest' is required with data.dataset=manifest: a CSV or JSONL file, e.g. "
                           "data.manifest=my_videos.csv (README: \"Data preparation\")")
     rows = cfg.ncl.queue_size if cfg.eval.bank_source == "queue" else cfg.eval.bank_size
-    for method, key in (("nnn", "nnn_k"), ("csls", "csls_k")):
-        k = cfg.eval[key]
+    for key in (s.key for s in SETTINGS if s.at_most_bank):
+        k, method = cfg.eval[key], owner(key).name
         if method in cfg.eval.methods and cfg.eval.bank != "test" and k > rows:
             raise ConfigError(f"'eval.{key}={k}' exceeds the {rows} queries of the bank "
                               f"({'ncl.queue_size' if cfg.eval.bank_source == 'queue' else 'eval.bank_size'}); "

@@ -10,7 +10,7 @@ classes below them take explicit keyword arguments.
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ncl_ray.config.explain import expected
-from ncl_ray.config.rules import (CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, attributed, check_arch,
+from ncl_ray.config.rules import (CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, attributed, check_arch, expand,
                                    check_combinations, plain_overrides, refuse_interpolation)
-from ncl_ray.ncl.methods import DEFAULT_METHODS
+from ncl_ray.ncl.methods import DEFAULT_METHODS, SETTINGS
 
 
 @dataclass
@@ -120,22 +120,21 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
-    methods: List[str] = field(default_factory=lambda: list(DEFAULT_METHODS))  # none ncl dsl qbnorm nnn
+class _EvalBase:
+    methods: List[str] = field(default_factory=lambda: list(DEFAULT_METHODS))  # ncl/methods.py; all = every one
     bank: str = "train"  # train | test | train+test: queries the test-time biases are computed from
+    gallery_bank: str = "train"  # dbnorm, dbsn: train (the other modality's bank) | gallery (the test gallery)
     bank_source: str = "queue"  # queue (saved with the checkpoint) | captions (training split, embedded now)
     bank_size: int = 5000  # training videos whose captions form the bank (bank_source=captions)
     out_dir: str = ""  # `ncl-ray eval` output; "" = CHECKPOINT/eval
-    n_iters: int = 10  # test-time Sinkhorn iterations
     chunk_size: int = 0  # queries per similarity block; 0 = derived from memory_mb and the gallery size
     memory_mb: int = 2048  # byte budget of the similarity blocks in flight (1M-video galleries fit any machine)
     workers: int = 0  # threads for the bank's Sinkhorn blocks; 0 = the cores torch's kernels leave idle (<= 4)
-    qbnorm_beta: float = 20.0
-    qbnorm_k: int = 1
-    nnn_k: int = 256  # nnn: nearest bank queries per gallery item (NNN's code default; its README: 128)
-    nnn_alpha: float = 0.5  # nnn: weight of the bias (NNN's code default; its README: 0.75)
-    is_beta: float = 20.0  # is: inverse temperature of the inverted softmax (QB-Norm's 20)
-    csls_k: int = 10  # csls: nearest neighbours on each side (MUSE's csls_knn_10)
+
+
+# the methods' own settings (eval.n_iters, eval.nnn_k, ...) come from their records in ncl/methods.py
+EvalConfig = make_dataclass("EvalConfig", [(s.key, type(s.default), field(default=s.default)) for s in SETTINGS],
+                            bases=(_EvalBase,))
 
 
 @dataclass
@@ -237,6 +236,7 @@ def finalize(cfg: DictConfig) -> DictConfig:
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"invalid value for '{key}': {value!r} (choose from {', '.join(choices)})")
+    cfg.eval.methods = list(expand(cfg.eval.methods))
     for m in cfg.eval.methods:
         if m not in METHODS:
             raise ConfigError(f"invalid value in 'eval.methods': {m!r} (choose from {', '.join(METHODS)})")

@@ -8,15 +8,17 @@ import yaml
 from omegaconf import OmegaConf
 
 from ncl_ray.config import schema
+from ncl_ray.ncl.methods import SETTINGS
 
 _FIELD = re.compile(r"^\s+(\w+):\s*[^=]+=\s*.*?#\s*(.+)$")
 
 
 def key_comments() -> Dict[str, str]:
     """'section.key' -> the comment written beside the field in ncl_ray/config/schema.py."""
-    out = {}
+    out = {f"eval.{s.key}": f"{s.help} (default: {s.source})" for s in SETTINGS}  # the methods' own
     for section, f in schema.Config.__dataclass_fields__.items():
         cls = f.default_factory  # the section's dataclass
+        cls = schema._EvalBase if cls is schema.EvalConfig else cls  # its other keys: from their records
         pending = ""
         for line in inspect.getsource(cls).splitlines():
             m = _FIELD.match(line)

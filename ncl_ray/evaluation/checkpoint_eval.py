@@ -17,7 +17,8 @@ from typing import Any, Dict, List
 
 import torch
 
-from ncl_ray.evaluation.evaluate import embed_dataset, eval_settings, evaluate_embeddings
+from ncl_ray.evaluation.evaluate import Banks, directions, embed_dataset, eval_settings, evaluate_embeddings
+from ncl_ray.evaluation.leaks import check_leaks
 from ncl_ray.data.cache import check_data_locations
 from ncl_ray.runtime import storage
 from ncl_ray.runtime.checkpoint import checkpoint_uri, resolve_checkpoint
@@ -36,6 +37,7 @@ class EvalPlan:
     target: str  # where the results end up: a folder, or a URI (written through `out`)
     out: Path
     diag: Dict[str, torch.Tensor] = field(default_factory=dict)
+    leaks: Dict[str, List[str]] = field(default_factory=dict)  # the leak check's result (evaluation/leaks.py)
 
 
 def evaluate_checkpoint(checkpoint: str, overrides: List[str]) -> int:
@@ -114,8 +116,11 @@ def score(plan: EvalPlan, test, bank_text, bank_video):
     methods = list(dict.fromkeys(["none", "ncl", *e.methods]))  # ncl's biases are exported in any case
     log.info("scoring %d captions x %d videos with %s", len(test.text), len(test.video), ", ".join(methods))
     settings, compute = eval_settings(e)
-    metrics = evaluate_embeddings(test, _tau(plan), methods, (bank_text, bank_video), e.bank, settings, plan.diag,
-                                  compute)
+    banks = Banks(bank_text, bank_video, e.bank, e.gallery_bank)
+    metrics = evaluate_embeddings(test, _tau(plan), methods, banks, settings, plan.diag, compute)
+    leaks = check_leaks(directions(test, methods, banks, compute), methods, _tau(plan), settings)
+    metrics["leak_check"] = 1.0  # check_leaks raised otherwise
+    plan.leaks = leaks
     return metrics, methods
 
 
@@ -178,5 +183,9 @@ def print_report(plan: EvalPlan, cache, test, metrics: Dict[str, float], methods
         queue=cfg.ncl.queue_size, n_videos=len(test.video), n_captions=len(test.text), tested=plan.checkpoint,
         why=f"ncl-ray eval; ncl/qbnorm biases from the {bank_label}", decoded=cache.decoded,
         skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=shown, protocol=cfg.train.protocol)))
+    transductive = ", ".join(plan.leaks.get("transductive", [])) or "none"
+    print(f"leak check: passed ({len(plan.leaks.get('checked', []))} methods score a query alone as in the batch, "
+          f"and a gallery of {len(test.video) - 1} videos for {len(test.text)} captions); transductive, not held "
+          f"to it: {transductive}")
     print(f"wrote {shown}/metrics.json, retrieval_mass.png, recall.png, tensorboard/, export/ "
           f"(ncl-ray search --index {shown}/export \"your query\")")

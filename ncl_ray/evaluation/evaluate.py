@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ncl_ray.data.transforms import frame_mask, normalize_frames
-from ncl_ray.ncl.methods import BANK_METHODS
-from ncl_ray.ncl.normalize import MEMORY_MB, MethodSettings, Sims, make_scorer, rows_per_block, settings_from
+from ncl_ray.ncl.methods import BANK_METHODS, GALLERY_BANK_METHODS
+from ncl_ray.ncl.normalize import (MEMORY_MB, GalleryBank, MethodSettings, Sims, make_scorer, rows_per_block,
+                                   settings_from)
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,57 @@ def eval_settings(e) -> Tuple[MethodSettings, Compute]:
     return settings_from(e), Compute(e.chunk_size, e.memory_mb, e.workers)
 
 
+@dataclass(frozen=True)
+class Banks:
+    """Where the methods' statistics come from: training embeddings (`text` (R, D), `video` (R, D): the loss's
+    queues or embedded captions), the query bank's source (eval.bank: train | test | train+test) and the gallery
+    bank's (eval.gallery_bank: train = the other modality's training items | gallery = the test gallery)."""
+    text: Optional[torch.Tensor] = None
+    video: Optional[torch.Tensor] = None
+    queries: str = "train"
+    gallery: str = "train"
+
+
+@dataclass
+class Direction:
+    """One retrieval direction's inputs: test similarities, the bank's, the gallery bank and the ground truth."""
+    test: Sims
+    bank: Optional[Sims]
+    gallery_bank: Optional[GalleryBank]
+    truth: Dict[str, torch.Tensor]
+
+
+def query_bank_source(methods: Sequence[str], banks: Banks) -> str:
+    """eval.bank, or test (with a warning) when a method needs a training bank and there is none."""
+    empty = any(b is None or not len(b) for b in (banks.text, banks.video))
+    if banks.queries != "test" and empty and any(m in BANK_METHODS for m in methods):
+        log.warning("no training-query bank (queue empty): test-time biases use the test queries")
+        return "test"
+    return banks.queries
+
+
+def directions(emb: Embeddings, methods: Sequence[str], banks: Banks, c: Compute) -> Dict[str, Direction]:
+    """t2v (captions against videos) and v2t (videos against captions), with the banks `methods` need."""
+    source, need_bank = query_bank_source(methods, banks), any(m in BANK_METHODS for m in methods)
+    sims = lambda q, g: Sims.embeddings(q, g, c.chunk_size, c.memory_mb, c.workers)  # noqa: E731
+    out = {}
+    for name, queries, gallery, own, other, truth in (
+            ("t2v", emb.text, emb.video, banks.text, banks.video, {"target": emb.caption_to_video}),
+            ("v2t", emb.video, emb.text, banks.video, banks.text, {"owner": emb.caption_to_video})):
+        bank = bank_similarities(source, own, queries, gallery, c.chunk_size, c.memory_mb, c.workers) \
+            if need_bank else None
+        gallery_bank = None
+        if any(m in GALLERY_BANK_METHODS for m in methods):
+            items = gallery if banks.gallery == "gallery" or other is None or not len(other) else other
+            gallery_bank = GalleryBank(sims(items, gallery),
+                                       bank_similarities(source, own, queries, items, c.chunk_size, c.memory_mb,
+                                                         c.workers))
+        out[name] = Direction(sims(queries, gallery), bank, gallery_bank, truth)
+    return out
+
+
 def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[str] = ("none", "ncl"),
-                        bank_queries: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                        bank: str = "train", settings: Optional[MethodSettings] = None,
+                        banks: Optional[Banks] = None, settings: Optional[MethodSettings] = None,
                         store: Optional[Dict[str, torch.Tensor]] = None, compute: Optional[Compute] = None,
                         **fields) -> Dict[str, float]:
     """Flat metric dict for t2v and v2t under each method.
@@ -103,8 +152,7 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
     Args:
         emb: test embeddings.
         temperature: tau of the model (logits = similarity / tau).
-        bank_queries: (texts (R, D), videos (R, D)), training queries (e.g. the loss's queues) for bank = train /
-            train+test.
+        banks: the training embeddings the banks are drawn from and the banks' sources.
         settings: the methods' settings; `fields` replace single ones by name (n_iters=5).
         compute: rows per similarity block (0 = derived from memory_mb for each gallery), the byte budget of
             the blocks in flight, and threads for the bank's Sinkhorn pass.
@@ -112,26 +160,14 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
             `t2v_<method>_bias` (C,) of each per-item method (logit scale), for plots and the export.
     """
     settings = replace(settings or MethodSettings(), **fields)
-    bank_text, bank_video = bank_queries if bank_queries is not None else (None, None)
-    c = compute or Compute()
-    chunk_size, memory_mb, workers = c.chunk_size, c.memory_mb, c.workers
-    if bank != "test" and any(m in BANK_METHODS for m in methods):
-        if bank_text is None or len(bank_text) == 0 or bank_video is None or len(bank_video) == 0:
-            log.warning("no training-query bank (queue empty): test-time biases use the test queries")
-            bank = "test"
-    directions = {
-        "t2v": (emb.text, emb.video, bank_text, {"target": emb.caption_to_video}),
-        "v2t": (emb.video, emb.text, bank_video, {"owner": emb.caption_to_video}),
-    }
+    banks, c = banks or Banks(), compute or Compute()
     out: Dict[str, float] = {}
-    for name, (queries, gallery, train_queries, truth) in directions.items():
-        test = Sims.embeddings(queries, gallery, chunk_size, memory_mb, workers)
-        bank_sims = bank_similarities(bank, train_queries, queries, gallery, chunk_size, memory_mb, workers) \
-            if any(m in BANK_METHODS for m in methods) else None
+    parts = directions(emb, methods, banks, c)
+    for name, d in parts.items():
         for method in methods:
             started = time.perf_counter()
-            scorer = make_scorer(method, test, temperature, bank_sims, settings)
-            result = direction_metrics(test, scorer, **truth)
+            scorer = make_scorer(method, d.test, temperature, d.bank, settings, d.gallery_bank)
+            result = direction_metrics(d.test, scorer, **d.truth)
             spent = time.perf_counter() - started  # the method's statistics, scoring and ranking, both directions
             out[f"{method}/time_s"] = out.get(f"{method}/time_s", 0.0) + spent
             for protocol, metrics in result.items():
@@ -139,15 +175,15 @@ def evaluate_embeddings(emb: Embeddings, temperature: float, methods: Sequence[s
                 out.update({f"{method}/{tag}_{k}": v for k, v in metrics.items()})
             if name == "t2v":
                 masses: Dict[str, torch.Tensor] = {}
-                errors = normalization_errors(test, scorer, temperature, masses)
+                errors = normalization_errors(d.test, scorer, temperature, masses)
                 out["t2v_norm_error_before"] = errors["before"]
                 out[f"{method}/t2v_norm_error"] = errors["after"]
                 if store is not None:
                     store["t2v_mass_before"], store[f"{method}/t2v_mass"] = masses["before"], masses["after"]
                     if hasattr(scorer, "fold_bias"):  # per-item methods: what a served index folds in
                         store[f"t2v_{method}_bias"] = scorer.fold_bias
-    out["bank_is_test"] = float(bank != "train")
-    out["t2v_hub_share"] = hub_share(emb.text, emb.video, chunk_size or rows_per_block(len(emb.video), memory_mb))
+    out["bank_is_test"] = float(query_bank_source(methods, banks) != "train")
+    out["t2v_hub_share"] = hub_share(emb.text, emb.video, c.chunk_size or rows_per_block(len(emb.video), c.memory_mb))
     return out
 
 

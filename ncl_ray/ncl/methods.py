@@ -40,7 +40,7 @@ class Setting:
 @dataclass(frozen=True)
 class Method:
     name: str
-    title: str  # one line, for legends: what the method does
+    title: str  # "name = what it does", for legends; {bank} = where its bank comes from
     banks: str = "query"
     transductive: bool = False
     item_bias: bool = False
@@ -51,21 +51,22 @@ class Method:
 
 
 REGISTRY: Tuple[Method, ...] = (
-    Method("none", "plain similarities", banks="", served=True, default=True),
-    Method("ncl", "NCL: Sinkhorn biases so that every gallery item gets the same retrieval mass over the {bank}",
+    Method("none", "none = cosine similarity, no normalisation", banks="", served=True, default=True),
+    Method("ncl", "ncl = NCL gallery biases (Sinkhorn) from the {bank}",
            item_bias=True, served=True, default=True,
            settings=(Setting("n_iters", 10, "NCL.md", "ncl: test-time Sinkhorn iterations", "non_negative"),)),
-    Method("dsl", "dsl = dual softmax over the test queries (CAMoE)", banks="", transductive=True, default=True),
-    Method("qbnorm", "qbnorm = QB-Norm's dynamic inverted softmax over the {bank}", default=True,
+    Method("dsl", "dsl = dual softmax over the test queries", banks="", transductive=True, default=True),
+    Method("qbnorm", "qbnorm = QB-Norm inverted softmax over the {bank}", default=True,
            settings=(Setting("qbnorm_beta", 20.0, "QB-Norm's code", "qbnorm: inverse temperature"),
                      Setting("qbnorm_k", 1, "QB-Norm's code", "qbnorm: top-k of each bank query activated"))),
-    Method("nnn", "nnn = Nearest Neighbor Normalization (each item's k nearest queries of the {bank})",
+    Method("nnn", "nnn = Nearest Neighbor Normalization biases from the {bank}",
            item_bias=True, column_only=True, served=True,
            settings=(Setting("nnn_k", 256, "NNN's code (its README: 128)", "nnn: nearest bank queries per item",
                              at_most_bank=True),
                      Setting("nnn_alpha", 0.5, "NNN's code (its README: 0.75)", "nnn: weight of the bias",
                              "non_negative"))),
-    Method("is", "is = inverted softmax over the {bank}", item_bias=True, column_only=True, served=True,
+    Method("is", "is = inverted softmax biases (logsumexp per item) over the {bank}", item_bias=True,
+           column_only=True, served=True,
            settings=(Setting("is_beta", 20.0, "QB-Norm's 20", "is: inverse temperature"),)),
     Method("csls", "csls = CSLS (each item's and each query's nearest-neighbour similarity) with the {bank}",
            item_bias=True, column_only=True, served=True,

@@ -13,7 +13,7 @@ import torch
 
 from ncl_ray.runtime.checkpoint import load_model
 from ncl_ray.data.transforms import frame_mask, normalize_frames, sample_captions
-from ncl_ray.evaluation.evaluate import embed_batches, eval_settings, evaluate_embeddings
+from ncl_ray.evaluation.evaluate import Banks, embed_batches, eval_settings, evaluate_embeddings
 from ncl_ray.model.clip import VideoCLIP
 from ncl_ray.ncl.loss import NCLLoss
 from ncl_ray.train.builders import build_loss, build_optimizer, build_scheduler  # noqa: F401  (re-exported)
@@ -97,8 +97,8 @@ def evaluate_split(model, loss_fn: NCLLoss, dataset, cfg, device, methods, prefi
     e = cfg.eval
     tau = 1.0 / float(unwrap(model).logit_scale.detach().exp().clamp(max=100))
     settings, compute = eval_settings(e)
-    queues = (loss_fn.text_queue.embeddings.cpu(), loss_fn.video_queue.embeddings.cpu())  # the training-query bank
-    m = evaluate_embeddings(emb, tau, methods, queues, e.bank, settings, compute=compute)
+    banks = Banks(loss_fn.text_queue.embeddings.cpu(), loss_fn.video_queue.embeddings.cpu(), e.bank, e.gallery_bank)
+    m = evaluate_embeddings(emb, tau, methods, banks, settings, compute=compute)
     m.update({"time/embed_s": embed_s, "time/score_s": time.perf_counter() - t, "time/videos": len(emb.video)})
     return {f"{prefix}/{k}": v for k, v in m.items()}
 

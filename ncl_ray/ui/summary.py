@@ -4,16 +4,7 @@ warnings (a plain ranking of an NCL-trained model near chance, a test split too 
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-
-METHOD_WORDS = {
-    "none": "none = cosine similarity, no normalisation",
-    "ncl": "ncl = NCL gallery biases (Sinkhorn) from the {bank}",
-    "dsl": "dsl = dual softmax over the test queries (transductive)",
-    "qbnorm": "qbnorm = QB-Norm inverted softmax over the {bank}",
-    "nnn": "nnn = Nearest Neighbor Normalization biases from the {bank}",
-    "is": "is = inverted softmax biases (logsumexp per item) over the {bank}",
-    "csls": "csls = CSLS (each item's and each query's nearest-neighbour similarity) with the {bank}",
-}
+from ncl_ray.ncl.methods import BY_NAME
 
 
 PUBLISHED = ("protocol: published (CLIP4Clip's): epoch selected on the test split, no held-out validation; "
@@ -23,7 +14,10 @@ PUBLISHED = ("protocol: published (CLIP4Clip's): epoch selected on the test spli
 def legend(methods: Sequence[str], bank: str) -> List[str]:
     """Two lines under the table: what each method is, and what normalisation error measures."""
     bank_words = "training-query bank" if bank == "train" else f"{bank} queries (transductive)"
-    return ["methods: " + "; ".join(METHOD_WORDS[m].format(bank=bank_words) for m in methods if m in METHOD_WORDS),
+    words = [BY_NAME[m].title.format(bank=bank_words) + (" (uses the test queries: transductive)"
+                                                          if BY_NAME[m].transductive else "")
+             for m in methods if m in BY_NAME]
+    return ["methods: " + "; ".join(words),
             "normalisation error: mean |P(v) - R/C| / (R/C) over test videos, P(v) = a video's summed retrieval "
             "probability over the R test captions (0 = every video retrieved equally often)",
             "cost s: seconds a method took on this gallery (its statistics, scoring and ranking, both directions); "

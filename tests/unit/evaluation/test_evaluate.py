@@ -1,8 +1,9 @@
 import torch
 import torch.nn.functional as F
 
-from ncl_ray.evaluation.evaluate import Compute, Embeddings, assemble, evaluate_embeddings
+from ncl_ray.evaluation.evaluate import Banks, Compute, Embeddings, assemble, evaluate_embeddings
 from ncl_ray.ncl.fold import fold_gallery, fold_queries
+from ncl_ray.ncl.methods import METHODS
 from ncl_ray.ncl.normalize import Sims, make_scorer, ncl_gallery_bias
 
 
@@ -17,7 +18,7 @@ def random_embeddings(V=30, per=3, D=16, seed=0):
 def test_chunked_and_unchunked_evaluation_agree_exactly():
     emb = random_embeddings()
     bank_t, bank_v = F.normalize(torch.randn(50, 16), dim=1), F.normalize(torch.randn(40, 16), dim=1)
-    kwargs = dict(methods=["none", "ncl", "dsl", "qbnorm", "nnn", "is", "csls"], bank_queries=(bank_t, bank_v),
+    kwargs = dict(methods=list(METHODS), banks=Banks(bank_t, bank_v),
                   n_iters=5, nnn_k=8)
     whole = evaluate_embeddings(emb, 0.05, compute=Compute(chunk_size=100000), **kwargs)
     for chunk in (1, 7):
