@@ -7,14 +7,15 @@ B is bank-queries x gallery. --transpose scores the other direction (v2t) on the
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 import torch
 
-from ncl_ray.ncl.methods import BANK_METHODS
-from ncl_ray.ncl.normalize import MethodSettings, Sims, make_scorer
+from ncl_ray.ncl.methods import BANK_METHODS, GALLERY_BANK_METHODS
+from ncl_ray.ncl.normalize import GalleryBank, MethodSettings, Sims, make_scorer
 from ncl_ray.evaluation.retrieval import direction_metrics, normalization_errors
 
 
@@ -39,11 +40,35 @@ def load_matrix(path: str, name: str, ndim: int = 2) -> np.ndarray:
     return a
 
 
-def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None,
+@dataclass(frozen=True)
+class SavedBanks:
+    """The saved banks: bank queries x gallery (`sims`), the bank's source (train | test | train+test), and for
+    dbnorm and dbsn a gallery bank: its items x the gallery (`items`) and the bank queries x its items (`cross`)."""
+    sims: Optional[np.ndarray] = None
+    source: str = "train"
+    items: Optional[np.ndarray] = None
+    cross: Optional[np.ndarray] = None
+
+
+def _gallery_bank(method: str, banks: SavedBanks, n_bank: int, n_cols: int) -> Optional[GalleryBank]:
+    if method not in GALLERY_BANK_METHODS:
+        return None
+    if banks.items is None or banks.cross is None:
+        raise InputError(f"--method {method} needs --gallery-bank-sims and --cross-sims")
+    items, cross = (torch.from_numpy(np.asarray(x, dtype=np.float32)) for x in (banks.items, banks.cross))
+    if items.shape[1] != n_cols or cross.shape != (n_bank, items.shape[0]):
+        raise InputError(f"--gallery-bank-sims must be (G, {n_cols}) and --cross-sims ({n_bank}, G); got "
+                         f"{tuple(items.shape)} and {tuple(cross.shape)}")
+    return GalleryBank(Sims.dense(items), Sims.dense(cross))
+
+
+def rerank(sims: np.ndarray, method: str, banks: Optional[SavedBanks] = None,
            query_to_item: Optional[np.ndarray] = None, transpose: bool = False, temperature: float = 0.01,
-           bank: str = "train", settings: Optional[MethodSettings] = None) -> Dict:
+           settings: Optional[MethodSettings] = None) -> Dict:
     """Metrics and normalisation error of `method` on `sims` with the methods' `settings`; see the module
     docstring."""
+    banks = banks or SavedBanks()
+    bank_sims, bank = banks.sims, banks.source
     s = torch.from_numpy(np.asarray(sims, dtype=np.float32))
     Q, G = s.shape
     if query_to_item is None:
@@ -70,7 +95,8 @@ def rerank(sims: np.ndarray, method: str, bank_sims: Optional[np.ndarray] = None
         parts = {"train": [b], "test": [s], "train+test": [b, s]}[bank]
         bank_sims_ = Sims.stack([Sims.dense(x) for x in parts])
     try:
-        scorer = make_scorer(method, test, temperature, bank_sims_, settings)
+        gallery_bank = _gallery_bank(method, banks, bank_sims_.n_rows if bank_sims_ else 0, test.n_cols)
+        scorer = make_scorer(method, test, temperature, bank_sims_, settings, gallery_bank)
     except ValueError as e:  # e.g. nnn's or csls's k beyond the bank's queries
         raise InputError(str(e).replace("eval.nnn_k, --nnn-k", "--nnn-k").replace("eval.csls_k, --csls-k",
                                                                                    "--csls-k")) from None

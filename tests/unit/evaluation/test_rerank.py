@@ -97,3 +97,27 @@ def test_blockwise_normalisation_equals_dense():
             scorer = make_scorer(method, test, 0.5, bk, n_iters=5)
             outs.append(torch.cat([scorer(rows, s) for rows, s in test.blocks()]))
         assert torch.equal(outs[0], outs[1]) or torch.allclose(outs[0], outs[1], atol=1e-5), method
+
+
+def test_the_league_methods_through_the_command(tmp_path):
+    """dn with a query bank alone; dbnorm and dbsn also read a gallery bank (items x gallery, bank x items);
+    `--method all` without the gallery bank scores the others and says nothing breaks."""
+    sims, bank = hub_problem(n=60)
+    g = np.random.default_rng(1)
+    items = np.clip(bank[:20] + 0.05 * g.normal(size=(20, 60)), -1, 1).astype(np.float32)  # 20 bank videos
+    cross = np.clip(bank[:, :20] + 0.05 * g.normal(size=(60, 20)), -1, 1).astype(np.float32)
+    for name, a in (("s", sims), ("b", bank), ("i", items), ("x", cross)):
+        np.save(tmp_path / f"{name}.npy", a)
+    base = ["rerank", "--sims", str(tmp_path / "s.npy"), "--bank-sims", str(tmp_path / "b.npy")]
+    res = {}
+    for method in ("none", "dn", "dbnorm", "dbsn"):
+        out = tmp_path / f"{method}.json"
+        extra = ["--gallery-bank-sims", str(tmp_path / "i.npy"), "--cross-sims", str(tmp_path / "x.npy")] \
+            if method.startswith("db") else []
+        assert main(base + extra + ["--method", method, "--dn-lambda", "0.5", "--json", str(out)]) == 0
+        res[method] = json.loads(out.read_text())
+    assert res["dbsn"]["t2v"]["R@1"] > res["none"]["t2v"]["R@1"]  # hubs lose their pull
+    assert res["dn"]["t2v"] != res["none"]["t2v"]
+    assert main(base + ["--method", "dbsn"]) == 2  # needs the gallery bank: named, exit 2
+    assert main(base + ["--method", "all", "--nnn-k", "8", "--json", str(tmp_path / "all.json")]) == 0
+    assert "dn" in json.loads((tmp_path / "all.json").read_text())
