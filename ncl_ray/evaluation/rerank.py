@@ -7,6 +7,7 @@ B is bank-queries x gallery. --transpose scores the other direction (v2t) on the
 """
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -97,9 +98,8 @@ def rerank(sims: np.ndarray, method: str, banks: Optional[SavedBanks] = None,
     try:
         gallery_bank = _gallery_bank(method, banks, bank_sims_.n_rows if bank_sims_ else 0, test.n_cols)
         scorer = make_scorer(method, test, temperature, bank_sims_, settings, gallery_bank)
-    except ValueError as e:  # e.g. nnn's or csls's k beyond the bank's queries
-        raise InputError(str(e).replace("eval.nnn_k, --nnn-k", "--nnn-k").replace("eval.csls_k, --csls-k",
-                                                                                   "--csls-k")) from None
+    except ValueError as e:  # e.g. a k beyond the bank's queries: name the flag alone
+        raise InputError(re.sub(r"eval\.\w+, (--[\w-]+)", r"\1", str(e))) from None
     key = "v2t" if transpose else "t2v"
     if transpose and query_to_item is not None:
         m = direction_metrics(test, scorer, owner=q2i)

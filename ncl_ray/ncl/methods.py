@@ -48,13 +48,17 @@ class Method:
     served: bool = False
     default: bool = False  # listed by eval.methods unless told
     settings: Tuple[Setting, ...] = ()
+    page: str = ""  # served methods: the search page's one sentence, in plain words
 
 
 REGISTRY: Tuple[Method, ...] = (
-    Method("none", "none = cosine similarity, no normalisation", banks="", served=True, default=True),
+    Method("none", "none = cosine similarity, no normalisation", banks="", served=True, default=True,
+           page="plain: the cosine similarity of the query and the video alone."),
     Method("ncl", "ncl = NCL gallery biases (Sinkhorn) from the {bank}",
            item_bias=True, served=True, default=True,
-           settings=(Setting("n_iters", 10, "NCL.md", "ncl: test-time Sinkhorn iterations", "non_negative"),)),
+           settings=(Setting("n_iters", 10, "NCL.md", "ncl: test-time Sinkhorn iterations", "non_negative"),),
+           page="NCL: adds a Sinkhorn bias to each video, so that every video is retrieved equally often by the "
+                "training captions: videos that match every query (hubs) drop, rarely matched ones rise."),
     Method("dsl", "dsl = dual softmax over the test queries", banks="", transductive=True, default=True),
     Method("qbnorm", "qbnorm = QB-Norm inverted softmax over the {bank}", default=True,
            settings=(Setting("qbnorm_beta", 20.0, "QB-Norm's code", "qbnorm: inverse temperature"),
@@ -64,14 +68,17 @@ REGISTRY: Tuple[Method, ...] = (
            settings=(Setting("nnn_k", 256, "NNN's code (its README: 128)", "nnn: nearest bank queries per item",
                              at_most_bank=True),
                      Setting("nnn_alpha", 0.5, "NNN's code (its README: 0.75)", "nnn: weight of the bias",
-                             "non_negative"))),
+                             "non_negative")),
+           page="NNN: subtracts from each video a share of its mean similarity to its nearest training captions."),
     Method("is", "is = inverted softmax biases (logsumexp per item) over the {bank}", item_bias=True,
            column_only=True, served=True,
-           settings=(Setting("is_beta", 20.0, "QB-Norm's 20", "is: inverse temperature"),)),
+           settings=(Setting("is_beta", 20.0, "QB-Norm's 20", "is: inverse temperature"),),
+           page="inverted softmax: divides by how strongly all training captions pick the video."),
     Method("csls", "csls = CSLS (each item's and each query's nearest-neighbour similarity) with the {bank}",
            item_bias=True, column_only=True, served=True,
            settings=(Setting("csls_k", 10, "MUSE's csls_knn_10", "csls: nearest neighbours on each side",
-                             at_most_bank=True),)),
+                             at_most_bank=True),),
+           page="CSLS: subtracts from each video half its mean similarity to its nearest training captions."),
     Method("dbnorm", "dbnorm = DBNorm: inverted softmax over the {bank} times one over the gallery bank "
            "(dynamic: QB-Norm's gate on each)", banks="query+gallery", item_bias=True, column_only=True,
            settings=(Setting("dbnorm_variant", "static", "DBNorm's dynamic_normalized=False", "dbnorm: static "
@@ -89,7 +96,8 @@ REGISTRY: Tuple[Method, ...] = (
     Method("dn", "dn = Distribution Normalization: subtract lambda times the {bank}'s mean embedding",
            item_bias=True, column_only=True, served=True,
            settings=(Setting("dn_lambda", 0.25, "DN's code", "dn: share of the mean subtracted",
-                             "non_negative"),)),
+                             "non_negative"),),
+           page="DN: subtracts from each video a share of its mean similarity to all training captions."),
 )
 
 BY_NAME: Dict[str, Method] = {m.name: m for m in REGISTRY}
@@ -102,6 +110,7 @@ ITEM_BIAS_METHODS = tuple(m.name for m in REGISTRY if m.item_bias)  # plain rank
 PER_ITEM_METHODS = tuple(m.name for m in REGISTRY if m.column_only)  # an item's bias depends on its column only
 # ncl first: what a served index answers with unless asked
 SERVED_METHODS = ("ncl",) + tuple(m.name for m in REGISTRY if m.served and m.name != "ncl")
+SERVED_PER_ITEM = tuple(m for m in PER_ITEM_METHODS if m in SERVED_METHODS)  # exported beside ncl's bias
 SETTINGS: Tuple[Setting, ...] = tuple(s for m in REGISTRY for s in m.settings)
 
 

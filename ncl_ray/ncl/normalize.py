@@ -89,7 +89,7 @@ def ncl_gallery_bias(bank: Sims, temperature: float, n_iters: int) -> torch.Tens
 
 def nnn_gallery_bias(bank: Sims, k: int = 256, alpha: float = 0.5) -> torch.Tensor:
     """NNN's bias (C,): -alpha * the mean of each column's k largest bank similarities."""
-    return -alpha * top_mean(bank, k)
+    return -alpha * top_mean(bank, k, "nnn_k")
 
 
 def is_gallery_bias(bank: Sims, beta: float = 20.0) -> torch.Tensor:
@@ -99,7 +99,7 @@ def is_gallery_bias(bank: Sims, beta: float = 20.0) -> torch.Tensor:
 
 def csls_gallery_bias(bank: Sims, k: int = 10) -> torch.Tensor:
     """CSLS's per-item term on the similarity scale (C,): -r_S(j) / 2 (the ranking is s - r_S / 2)."""
-    return -0.5 * top_mean(bank, k, "csls", "eval.csls_k, --csls-k")
+    return -0.5 * top_mean(bank, k, "csls_k")
 
 
 def item_bias(method: str, bank: Sims, temperature: float, settings=None) -> torch.Tensor:

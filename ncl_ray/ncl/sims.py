@@ -97,11 +97,12 @@ def column_logsumexp(sims: Sims, scale: float, row_bias: Optional[torch.Tensor] 
 
 
 @torch.no_grad()
-def top_mean(bank: Sims, k: int, name: str = "nnn", keys: str = "eval.nnn_k, --nnn-k") -> torch.Tensor:
+def top_mean(bank: Sims, k: int, key: str) -> torch.Tensor:
     """The mean of each column's k largest bank similarities (C,), the top k kept across row blocks. NNN's own
-    code fails when k exceeds the bank's queries; so does this, naming the method and its settings."""
+    code fails when k exceeds the bank's queries; so does this, naming the setting `key` (nnn_k, csls_k)."""
     if not 1 <= k <= bank.n_rows:
-        raise ValueError(f"{name}: k={k} needs 1 <= k <= the bank's {bank.n_rows} queries ({keys})")
+        raise ValueError(f"{key.split('_')[0]}: k={k} needs 1 <= k <= the bank's {bank.n_rows} queries "
+                         f"(eval.{key}, --{key.replace('_', '-')})")
     top: Optional[torch.Tensor] = None  # (<= k, C) the largest similarities seen so far, per column
     for _, s in bank.blocks():
         both = s.float() if top is None else torch.cat([top, s.float()], dim=0)  # (r', C)

@@ -3,7 +3,12 @@ grid where each hit says why it ranks there (plain score, bias, plain rank, a co
 moment; a single column on narrow screens.
 
 Served with a Content-Security-Policy that allows only this page's own inline script and same-origin requests
-(guard.py): no script from anywhere else runs, even if some text were ever placed as HTML."""
+(guard.py): no script from anywhere else runs, even if some text were ever placed as HTML. The legend's sentences
+come from the served methods' records (ncl/methods.py)."""
+
+import json
+
+from ncl_ray.ncl.methods import REGISTRY
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ncl-ray search</title>
@@ -46,13 +51,7 @@ const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.hash.slice(1)).get('token');
 const headers = token ? {'Authorization': 'Bearer ' + token} : {};
 const get = (url) => fetch(url, {headers});
-const WORDS = {
-  ncl: 'NCL: adds a Sinkhorn bias to each video, so that every video is retrieved equally often by the training ' +
-       'captions: videos that match every query (hubs) drop, rarely matched ones rise.',
-  none: 'plain: the cosine similarity of the query and the video alone.',
-  nnn: 'NNN: subtracts from each video a share of its mean similarity to its nearest training captions.',
-  is: 'inverted softmax: divides by how strongly all training captions pick the video.',
-  csls: 'CSLS: subtracts from each video half its mean similarity to its nearest training captions.'};
+const WORDS = __WORDS__;
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -146,7 +145,7 @@ async function search(ev) {
 $('form').addEventListener('submit', search);
 </script>
 </body></html>
-"""
+""".replace("__WORDS__", json.dumps({m.name: m.page for m in REGISTRY if m.served}, indent=1))
 
 
 def _script_hash(page: str) -> str:
