@@ -182,7 +182,8 @@ def print_report(plan: EvalPlan, cache, test, metrics: Dict[str, float], methods
         split=cfg.data.test_split, bank=e.bank, n_iters=int(plan.state["config"]["ncl"]["n_iters"]),
         queue=cfg.ncl.queue_size, n_videos=len(test.video), n_captions=len(test.text), tested=plan.checkpoint,
         why=f"ncl-ray eval; ncl/qbnorm biases from the {bank_label}", decoded=cache.decoded,
-        skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=shown, protocol=cfg.train.protocol)))
+        skipped=len(cache.skipped), results=f"{shown}/metrics.json", run_dir=shown, protocol=cfg.train.protocol,
+        gallery_bank=e.gallery_bank)))
     transductive = ", ".join(plan.leaks.get("transductive", [])) or "none"
     print(f"leak check: passed ({len(plan.leaks.get('checked', []))} methods score a query alone as in the batch, "
           f"and a gallery of {len(test.video) - 1} videos for {len(test.text)} captions); transductive, not held "

@@ -53,6 +53,7 @@ class Tested:
     run_dir: str  # what TensorBoard reads
     protocol: str = "held-out"
     n_captions: Optional[int] = None
+    gallery_bank: str = "train"  # dbnorm's and dbsn's gallery bank: train | gallery
 
 
 def report(name: str, metrics: Dict[str, float], methods: Sequence[str], t: Tested) -> str:
@@ -61,8 +62,9 @@ def report(name: str, metrics: Dict[str, float], methods: Sequence[str], t: Test
     tested, why, decoded, skipped, results, run_dir, protocol = (t.tested, t.why, t.decoded, t.skipped, t.results,
                                                                   t.run_dir, t.protocol)
     gallery = f"{n_videos} videos" + (f", {n_captions} captions" if n_captions else "")
-    lines = [f"== {name}: test split '{split}' ({gallery}), NCL n_iters={n_iters}, queue {queue} ==",
-             format_results(metrics, list(methods), prefix="test/")]
+    table = league_table(metrics, methods, bank, t.gallery_bank, "test/") if len(methods) > 7 else \
+        format_results(metrics, list(methods), prefix="test/")
+    lines = [f"== {name}: test split '{split}' ({gallery}), NCL n_iters={n_iters}, queue {queue} ==", table]
     if protocol == "published":
         lines.insert(1, PUBLISHED)
     lenient = ", ".join(f"{m} {metrics.get(f'test/{m}/v2t_lenient_R@1', float('nan')):.2f}" for m in methods)
@@ -80,6 +82,35 @@ def report(name: str, metrics: Dict[str, float], methods: Sequence[str], t: Test
 
 
 KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+LEAGUE_KEYS = ("R@1", "R@5", "MdR")
+
+
+def bank_words(method: str, bank: str, gallery_bank: str) -> str:
+    """Where a method's statistics come from, in a few words."""
+    m = BY_NAME[method]
+    if not m.banks:
+        return "test queries" if m.transductive else "-"
+    words = {"train": "training queries", "test": "test queries", "train+test": "training + test queries"}[bank]
+    if "gallery" in m.banks:
+        words += " + " + ("training items" if gallery_bank == "train" else "the test gallery")
+    return words
+
+
+def league_table(metrics: Dict[str, float], methods: Sequence[str], bank: str, gallery_bank: str = "train",
+                 prefix: str = "") -> str:
+    """Every method side by side: t2v and v2t R@1, R@5, MdR, whether it reads the test queries, its banks, its
+    cost (`ncl-ray eval eval.methods=[all]`)."""
+    head = (f"{'method':8s} | " + " ".join(f"{'t2v ' + k:>8s}" for k in LEAGUE_KEYS) + " | "
+            + " ".join(f"{'v2t ' + k:>8s}" for k in LEAGUE_KEYS) + " | test queries | cost s | statistics from")
+    lines = [head, "-" * len(head)]
+    for m in methods:
+        t = [metrics.get(f"{prefix}{m}/t2v_{k}", float("nan")) for k in LEAGUE_KEYS]
+        v = [metrics.get(f"{prefix}{m}/v2t_{k}", float("nan")) for k in LEAGUE_KEYS]
+        reads = BY_NAME[m].transductive or (bool(BY_NAME[m].banks) and bank != "train")
+        lines.append(f"{m:8s} | " + " ".join(f"{x:8.2f}" for x in t) + " | " + " ".join(f"{x:8.2f}" for x in v)
+                     + f" | {'yes' if reads else 'no':12s} | {metrics.get(f'{prefix}{m}/time_s', float('nan')):6.3f}"
+                     + f" | {bank_words(m, bank, gallery_bank)}")
+    return "\n".join(lines)
 
 
 def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: str = "") -> str:

@@ -86,3 +86,18 @@ def test_the_report_table_shows_each_methods_cost_beside_its_recall():
     lines = format_results(metrics, ["none", "nnn"]).splitlines()
     assert lines[0].endswith("| cost s") and lines[3].startswith("nnn") and lines[3].endswith("|  0.250")
     assert "cost" not in format_results({"none/t2v_R@1": 1.0}, ["none"])
+
+
+def test_the_league_names_each_methods_banks_and_whether_it_reads_the_test_queries():
+    from ncl_ray.ncl.methods import METHODS
+    from ncl_ray.ui.summary import league_table
+
+    emb = random_embeddings()
+    metrics = evaluate_embeddings(emb, 0.05, list(METHODS), Banks(*(F.normalize(torch.randn(50, 16), dim=1)
+                                                                    for _ in range(2))), nnn_k=8)
+    rows = {line.split()[0]: line for line in league_table(metrics, METHODS, "train").splitlines()[2:]}
+    assert list(rows) == list(METHODS)
+    assert "| yes " in rows["dsl"] and "| no " in rows["ncl"] and rows["none"].endswith("| -")
+    assert rows["dbsn"].endswith("training queries + training items") and rows["dn"].endswith("training queries")
+    test_bank = league_table(metrics, METHODS, "test").splitlines()
+    assert "| yes " in test_bank[3] and test_bank[3].startswith("ncl")
