@@ -10,7 +10,9 @@ served as its training implies (n_iters > 0: `ncl`, else `none`) and compared pe
 `train/text_bias_std`, `train/text_popularity_std`, `train/text_mean_norm`) are summarised per arm too.
 Writes to runs/<name>/: `compare.csv` (one row per trial, every test metric), `compare.txt` (mean +- std and
 the 95 % interval of the mean per arm, test-time method and metric; the paired per-seed difference of the served
-rankings with its interval) and `compare.png` (R@1 with 95 % error bars).
+rankings with its interval; with more test-time methods than two (`eval.methods=[all]`), the league: each arm's
+served method against every other method on the same checkpoints, paired per seed) and `compare.png` (R@1 with
+95 % error bars).
 """
 
 import logging
@@ -95,7 +97,25 @@ def summarize(rows: List[Dict], metrics: Sequence[str] = ("t2v_R@1", "v2t_R@1", 
     return stats, paired
 
 
-def format_summary(stats: List[Dict], paired: List[Dict], ceiling: float) -> str:
+def league_pairs(rows: List[Dict], served: Dict[str, str], methods: Sequence[str] = METHODS,
+                 metrics: Sequence[str] = ("t2v_R@1", "v2t_R@1")) -> List[Dict]:
+    """The test-time league on every seed's checkpoint: within each arm, its served method minus each other
+    method, seed by seed (`eval.methods=[all]` puts every method in the rows)."""
+    out = []
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        own = served.get(arm, "ncl")
+        for other in (m for m in methods if m != own):
+            for metric in metrics:
+                a, b = f"test/{own}/{metric}", f"test/{other}/{metric}"
+                diffs = [r[a] - r[b] for r in rows if r["arm"] == arm and a in r and b in r]
+                if len(diffs) >= 2:
+                    mean, sd, ci = mean_std_ci(diffs)
+                    out.append({"metric": metric, "comparison": f"{arm} arm: {own} - {other}", "n": len(diffs),
+                                "mean": mean, "std": sd, "ci95": ci})
+    return out
+
+
+def format_summary(stats: List[Dict], paired: List[Dict], ceiling: float, league: Sequence[Dict] = ()) -> str:
     lines = [f"{'arm':8s} {'method':7s} {'metric':26s} {'n':>3s} {'mean':>7s} {'std':>6s} {'95% CI of mean':>18s}"]
     for s in stats:
         lines.append(f"{s['arm']:8s} {s['method']:7s} {s['metric']:26s} {s['n']:3d} {s['mean']:7.2f} {s['std']:6.2f} "
@@ -103,6 +123,13 @@ def format_summary(stats: List[Dict], paired: List[Dict], ceiling: float) -> str
     lines.append("")
     lines.append("paired per-seed difference of the served rankings (each arm as served - the baseline as served):")
     for p in paired:
+        verdict = "beyond noise" if abs(p["mean"]) > p["ci95"] else "within noise"
+        lines.append(f"  {p['comparison']}: {p['metric']:8s} n={p['n']} mean {p['mean']:+.2f} std {p['std']:.2f} "
+                     f"95% CI [{p['mean'] - p['ci95']:+.2f}, {p['mean'] + p['ci95']:+.2f}]  ({verdict})")
+    if league:
+        lines.append("the test-time league, paired per seed (each arm's served method - another method, same "
+                     "checkpoints):")
+    for p in league:
         verdict = "beyond noise" if abs(p["mean"]) > p["ci95"] else "within noise"
         lines.append(f"  {p['comparison']}: {p['metric']:8s} n={p['n']} mean {p['mean']:+.2f} std {p['std']:.2f} "
                      f"95% CI [{p['mean'] - p['ci95']:+.2f}, {p['mean'] + p['ci95']:+.2f}]  ({verdict})")
@@ -243,7 +270,8 @@ def _compare(cfg, seeds: int, overrides, served, run_dir, uri: str, entries) -> 
     pd.DataFrame(rows).sort_values(["arm", "seed"]).to_csv(run_dir / "compare.csv", index=False)
     stats, paired = summarize(rows, methods=(*METHODS, "train"), served=served,
                               baseline=next(iter(overrides)))
-    text = format_summary(stats, paired, caption_ceiling(entries, cfg.data.test_split))
+    league = league_pairs(rows, served) if len(cfg.eval.methods) > 2 else []
+    text = format_summary(stats, paired, caption_ceiling(entries, cfg.data.test_split), league)
     if cfg.train.protocol == "published":
         from ncl_ray.ui.summary import PUBLISHED
 

@@ -86,3 +86,18 @@ def test_hub_share_by_hand():
     assert hub_share(text, video) == pytest.approx(25.0)  # fair share 2, > 4 captions: one video of four
 
 
+
+
+def test_the_league_pairs_each_arms_served_method_with_every_other_per_seed():
+    from ncl_ray.train.compare import format_summary, league_pairs
+
+    rows = [{"arm": "ncl", "seed": s, "test/ncl/t2v_R@1": 30.0 + s, "test/dbnorm/t2v_R@1": 28.0 + 2 * s,
+             "test/none/t2v_R@1": 10.0} for s in range(3)]
+    pairs = league_pairs(rows, {"ncl": "ncl"}, methods=("none", "ncl", "dbnorm"), metrics=("t2v_R@1",))
+    by = {p["comparison"]: p for p in pairs}
+    assert set(by) == {"ncl arm: ncl - none", "ncl arm: ncl - dbnorm"}
+    assert by["ncl arm: ncl - dbnorm"]["mean"] == pytest.approx(1.0)  # differences 2, 1, 0
+    assert by["ncl arm: ncl - dbnorm"]["ci95"] == pytest.approx(4.303 * 1.0 / np.sqrt(3))
+    text = format_summary([], [], 0.0, pairs)
+    assert "ncl arm: ncl - dbnorm: t2v_R@1  n=3 mean +1.00" in text and "(within noise)" in text
+    assert "ncl arm: ncl - none" in text and "(beyond noise)" in text
