@@ -12,7 +12,7 @@ served methods, the page's legend and the leak check.
   a method is labelled in every table and is not held to the leak check's "a query alone scores the same".
 - item_bias: the ranking is the plain one plus a bias per gallery item, so it folds into an inner-product index;
   column_only: that bias depends on the item's own column alone (a new item needs only its own).
-- served: ncl-ray serve can fold it into an index (an item bias from a query bank alone).
+- served: ncl-ray serve can fold it into an index (its item bias; dbnorm only in its static variant).
 """
 
 from dataclasses import dataclass
@@ -80,7 +80,7 @@ REGISTRY: Tuple[Method, ...] = (
                              at_most_bank=True),),
            page="CSLS: subtracts from each video half its mean similarity to its nearest training captions."),
     Method("dbnorm", "dbnorm = DBNorm: inverted softmax over the {bank} times one over the gallery bank "
-           "(dynamic: QB-Norm's gate on each)", banks="query+gallery", item_bias=True, column_only=True,
+           "(dynamic: QB-Norm's gate on each)", banks="query+gallery", item_bias=True, column_only=True, served=True,
            settings=(Setting("dbnorm_variant", "static", "DBNorm's dynamic_normalized=False", "dbnorm: static "
                              "(both inverted softmaxes) or dynamic (QB-Norm's gate on each)", "",
                              ("static", "dynamic")),
@@ -88,11 +88,14 @@ REGISTRY: Tuple[Method, ...] = (
                              "similarity scale)", "dbnorm: inverse temperature over the query bank"),
                      Setting("dbnorm_beta_gallery", 20.0, "QB-Norm's 20 (DBNorm's code: 3)",
                              "dbnorm: inverse temperature over the gallery bank"),
-                     Setting("dbnorm_k", 1, "DBNorm's code", "dbnorm dynamic: top-k of each bank row activated"))),
+                     Setting("dbnorm_k", 1, "DBNorm's code", "dbnorm dynamic: top-k of each bank row activated")),
+           page="DBNorm: divides by how strongly all training captions, and all training videos, pick the video."),
     Method("dbsn", "dbsn = DBSN: Sinkhorn over the {bank} against the test gallery and the gallery bank together",
-           banks="query+gallery", item_bias=True,
+           banks="query+gallery", item_bias=True, served=True,
            settings=(Setting("dbsn_reg", 0.01, "DBSN's code", "dbsn: entropic regularisation (POT's reg)"),
-                     Setting("dbsn_iters", 10, "DBSN's dbsn.py", "dbsn: Sinkhorn iterations (POT's numItermax)"))),
+                     Setting("dbsn_iters", 10, "DBSN's dbsn.py", "dbsn: Sinkhorn iterations (POT's numItermax)")),
+           page="DBSN: a Sinkhorn bias shared between this gallery and the training videos, so that every video "
+                "is retrieved equally often by the training captions."),
     Method("dn", "dn = Distribution Normalization: subtract lambda times the {bank}'s mean embedding",
            item_bias=True, column_only=True, served=True,
            settings=(Setting("dn_lambda", 0.25, "DN's code", "dn: share of the mean subtracted",
@@ -110,7 +113,7 @@ ITEM_BIAS_METHODS = tuple(m.name for m in REGISTRY if m.item_bias)  # plain rank
 PER_ITEM_METHODS = tuple(m.name for m in REGISTRY if m.column_only)  # an item's bias depends on its column only
 # ncl first: what a served index answers with unless asked
 SERVED_METHODS = ("ncl",) + tuple(m.name for m in REGISTRY if m.served and m.name != "ncl")
-SERVED_PER_ITEM = tuple(m for m in PER_ITEM_METHODS if m in SERVED_METHODS)  # exported beside ncl's bias
+SERVED_PER_ITEM = tuple(m for m in ITEM_BIAS_METHODS if m in SERVED_METHODS and m != "ncl")  # beside ncl's bias
 SETTINGS: Tuple[Setting, ...] = tuple(s for m in REGISTRY for s in m.settings)
 
 

@@ -6,8 +6,8 @@
 
 Every change is a new version (versions.py), so a rollback can itself be rolled back and a running server picks
 any of them up with POST /reload. Removing videos changes the gallery, so its NCL biases are recomputed from the
-checkpoint's training-query bank over the videos that stay (Sinkhorn's biases depend on the whole gallery);
-the other per-item methods' biases (nnn, is, csls) depend on each video alone and are kept as they were.
+checkpoint's training-query bank over the videos that stay (Sinkhorn's biases depend on the whole gallery, dbsn's
+too); the other per-item methods' biases depend on each video alone and are kept as they were.
 """
 
 import hashlib
@@ -18,6 +18,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from ncl_ray.evaluation.export import IndexFiles, read_index
+from ncl_ray.ncl.methods import BY_NAME
 from ncl_ray.serve.versions import (carried_meta, changelog, current, home_of, refresh, versions, write_files,
                                     write_version, writer)
 
@@ -47,9 +48,11 @@ def fingerprint(path: str, chunk: int = 1 << 20) -> Tuple[str, Tuple[int, int, i
 
 
 class Bank(NamedTuple):
-    """A checkpoint's training-query bank (Q, D) and its eval settings: what every served bias comes from."""
+    """A checkpoint's training-query bank (Q, D), its training videos (G, D: dbnorm's and dbsn's gallery bank) and
+    its eval settings: what every served bias comes from."""
     queries: object  # torch.Tensor (Q, D)
     eval: object  # the checkpoint's EvalConfig
+    videos: object = None  # torch.Tensor (G, D)
 
 
 def training_bank(state: dict) -> Bank:
@@ -57,37 +60,52 @@ def training_bank(state: dict) -> Bank:
     from ncl_ray.config.schema import from_dict
 
     loss = state["loss"]
-    return Bank(loss["text_queue.queue"][: int(loss["text_queue.filled"])].float(), from_dict(state["config"]).eval)
+    return Bank(loss["text_queue.queue"][: int(loss["text_queue.filled"])].float(), from_dict(state["config"]).eval,
+                loss["video_queue.queue"][: int(loss["video_queue.filled"])].float())
 
 
 def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float,
                 methods: Sequence[str] = ("ncl",)) -> Dict[str, np.ndarray]:
     """Per-item biases (C,) on the logit scale of `gallery` (C, D) for each method, from the training-query bank
-    and its eval settings (zeros, with a warning, when the checkpoint holds no bank)."""
+    (and for dbnorm and dbsn the gallery bank eval.gallery_bank names) and its eval settings: each method's fold
+    bias, as `ncl-ray eval` computes it (zeros, with a warning, when the checkpoint holds no bank)."""
     import torch
 
-    from ncl_ray.ncl.normalize import Sims, item_bias, settings_from
+    from ncl_ray.ncl.normalize import GalleryBank, Sims, make_scorer, settings_from
 
     e = bank.eval
     if not len(bank.queries) or not len(gallery):
         if not len(bank.queries):
             log.warning("the checkpoint holds no training-query bank: the served biases are zero")
         return {m: np.zeros(len(gallery), np.float32) for m in methods}
-    sims = Sims.embeddings(bank.queries, torch.from_numpy(np.asarray(gallery, np.float32)), e.chunk_size,
-                           e.memory_mb, e.workers)
-    return {m: item_bias(m, sims, temperature, settings_from(e)).numpy() for m in methods}
+    g = torch.from_numpy(np.asarray(gallery, np.float32))  # (C, D)
+    sims = lambda a, b: Sims.embeddings(a, b, e.chunk_size, e.memory_mb, e.workers)  # noqa: E731
+    items = g if bank.videos is None or not len(bank.videos) or e.gallery_bank == "gallery" else bank.videos
+    gallery_bank = GalleryBank(sims(items, g), sims(bank.queries, items))
+    test = sims(bank.queries, g)  # the per-item biases do not read the test queries: the bank stands in
+    out = {}
+    for m in methods:
+        scorer = make_scorer(m, test, temperature, test, settings_from(e), gallery_bank)
+        if not hasattr(scorer, "fold_bias"):
+            raise ValueError(f"{m} with these settings has no per-item bias to serve "
+                             f"(dbnorm: eval.dbnorm_variant=static)")
+        out[m] = scorer.fold_bias.numpy()
+    return out
 
 
 def new_biases(bank: Bank, old_gallery: np.ndarray, old_extra: Dict[str, np.ndarray], keep: List[int],
                added: np.ndarray, temperature: float) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-    """Biases of a changed gallery (the `keep` rows of the old one, then `added` (A, D)): ncl's recomputed over
-    all of it (Sinkhorn depends on the whole gallery); the per-item methods' kept for the old rows and computed
-    for the added rows alone."""
+    """Biases of a changed gallery (the `keep` rows of the old one, then `added` (A, D)): ncl's and dbsn's
+    recomputed over all of it (Sinkhorn depends on the whole gallery); the biases of the methods whose bias
+    depends on each item's own column kept for the old rows and computed for the added rows alone."""
     gallery = np.concatenate([old_gallery[keep], added]) if len(added) else old_gallery[keep]
-    ncl = bank_biases(bank, gallery, temperature)["ncl"]
-    fresh = bank_biases(bank, added, temperature, list(old_extra)) if len(added) and old_extra else {}
-    extra = {m: np.concatenate([b[keep], fresh[m]]) if len(added) else b[keep] for m, b in old_extra.items()}
-    return ncl, extra
+    whole = [m for m in old_extra if not BY_NAME[m].column_only]
+    recomputed = bank_biases(bank, gallery, temperature, ["ncl", *whole])
+    own = [m for m in old_extra if m not in whole]
+    fresh = bank_biases(bank, added, temperature, own) if len(added) and own else {}
+    extra = {m: recomputed[m] if m in whole else np.concatenate([b[keep], fresh[m]]) if len(added) else b[keep]
+             for m, b in old_extra.items()}
+    return recomputed["ncl"], extra
 
 
 def _home(checkpoint: str) -> Path:

@@ -28,6 +28,7 @@ def served(tmp_path):
     model = build_model(ModelSpec("tiny", "", "meanP", 16, 16, embed_dim=8))
     loss = NCLLoss(8, 16, 3)
     loss.text_queue.enqueue(F.normalize(torch.randn(16, 8), dim=1))
+    loss.video_queue.enqueue(F.normalize(torch.randn(12, 8), dim=1))  # dbnorm's and dbsn's gallery bank
     ckpt = Path(save_checkpoint(str(tmp_path / "ckpt"), model, loss, 0, 1, to_dict(cfg)))
     g = np.random.default_rng(1)
     emb = g.normal(size=(6, 8)).astype(np.float32)
@@ -145,6 +146,44 @@ def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(se
     assert served_index.methods == ["ncl", "none", "nnn", "is", "csls"]
     with pytest.raises(ValueError, match="not in this index"):
         GalleryIndex(["a"], ["/a.mp4"], emb[:1], np.zeros(1), 0.05, {}, {}).search(emb[:1], 1, "nnn")
+
+
+def test_the_league_methods_fold_into_the_index_as_eval_scores_them(served):
+    """dn and dbnorm (own column) and dbsn (whole gallery, with the training videos as its gallery bank): the
+    served biases are eval's fold biases; adding a video keeps dn's and dbnorm's old rows and recomputes dbsn's."""
+    from ncl_ray.ncl.normalize import GalleryBank, MethodSettings, Sims, make_scorer
+    from ncl_ray.runtime.checkpoint import load_checkpoint
+    from ncl_ray.serve.manage import bank_biases, new_biases, training_bank
+
+    ckpt, bank, emb = served
+    source = training_bank(load_checkpoint(str(ckpt)))
+    videos = source.videos
+    assert videos.shape == (12, 8)
+    league = ["dn", "dbnorm", "dbsn"]
+    served_biases = bank_biases(source, emb, 0.05, league)
+
+    def eval_bias(method, gallery):
+        g = torch.from_numpy(gallery)
+        bank_sims = Sims.embeddings(bank, g)
+        queries = Sims.embeddings(F.normalize(torch.randn(5, 8), dim=1), g)  # any test queries: not read
+        return make_scorer(method, queries, 0.05, bank_sims, MethodSettings(nnn_k=8, csls_k=4),
+                           GalleryBank(Sims.embeddings(videos, g), Sims.embeddings(bank, videos))).fold_bias.numpy()
+
+    for m in league:
+        assert np.allclose(served_biases[m], eval_bias(m, emb), atol=1e-5)
+    new = np.random.default_rng(4).normal(size=(1, 8)).astype(np.float32)
+    new /= np.linalg.norm(new)
+    _, got = new_biases(source, emb, served_biases, list(range(6)), new, 0.05)
+    for m in ("dn", "dbnorm"):
+        assert np.array_equal(got[m][:6], served_biases[m])
+    assert np.allclose(got["dbsn"], eval_bias("dbsn", np.concatenate([emb, new])), atol=1e-5)
+    assert not np.allclose(got["dbsn"][:6], served_biases["dbsn"], atol=1e-6)  # its Sinkhorn saw a new column
+    index = GalleryIndex([f"v{i}" for i in range(6)], [""] * 6, emb, np.zeros(6), 0.05, {}, {},
+                         extra=served_biases)
+    assert set(league) <= set(index.methods)
+    q = F.normalize(torch.randn(1, 8), dim=1).numpy()
+    _, rows = index.search(q, 6, "dbsn")
+    assert list(rows[0]) == list(np.argsort(-(q @ emb.T / 0.05 + served_biases["dbsn"])[0], kind="stable"))
 
 
 def test_six_concurrent_rollbacks_each_make_a_version_without_a_traceback(served):
