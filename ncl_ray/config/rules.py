@@ -71,7 +71,7 @@ CHOICES = {
     "data.resize": ("area", "clip4clip"),
     "eval.bank": ("train", "test", "train+test"),
     "eval.gallery_bank": ("train", "gallery"),
-    "eval.bank_source": ("queue", "captions"),
+    "eval.bank_source": ("queue", "captions", "file"),
     "tune.mode": ("min", "max"),
     **{f"eval.{s.key}": s.choices for s in SETTINGS if s.choices},
 }
@@ -114,6 +114,9 @@ def check_combinations(cfg) -> None:
     if cfg.data.dataset == "manifest" and not cfg.data.manifest:
         raise ConfigError("'data.manifest' is required with data.dataset=manifest: a CSV or JSONL file, e.g. "
                           "data.manifest=my_videos.csv (README: \"Data preparation\")")
+    if cfg.eval.bank_source == "file" and not cfg.eval.bank_file:
+        raise ConfigError("'eval.bank_source' is file: it needs eval.bank_file=FILE, a text file of queries, one "
+                          "per line")
     rows = cfg.ncl.queue_size if cfg.eval.bank_source == "queue" else cfg.eval.bank_size
     for key in (s.key for s in SETTINGS if s.at_most_bank):
         k, method = cfg.eval[key], owner(key).name

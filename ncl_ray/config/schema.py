@@ -124,8 +124,9 @@ class _EvalBase:
     methods: List[str] = field(default_factory=lambda: list(DEFAULT_METHODS))  # ncl/methods.py; all = every one
     bank: str = "train"  # train | test | train+test: queries the test-time biases are computed from
     gallery_bank: str = "train"  # dbnorm, dbsn: train (the other modality's bank) | gallery (the test gallery)
-    bank_source: str = "queue"  # queue (saved with the checkpoint) | captions (training split, embedded now)
-    bank_size: int = 5000  # training videos whose captions form the bank (bank_source=captions)
+    bank_source: str = "queue"  # queue (saved with the checkpoint) | captions (training split, embedded now) | file
+    bank_size: int = 5000  # training videos whose captions form the bank (captions); queries read (file)
+    bank_file: str = ""  # bank_source=file: your own queries, one per line (the text-to-video bank)
     out_dir: str = ""  # `ncl-ray eval` output; "" = CHECKPOINT/eval
     chunk_size: int = 0  # queries per similarity block; 0 = derived from memory_mb and the gallery size
     memory_mb: int = 2048  # byte budget of the similarity blocks in flight (1M-video galleries fit any machine)

@@ -19,9 +19,10 @@ import torch
 
 from ncl_ray.evaluation.evaluate import Banks, directions, embed_dataset, eval_settings, evaluate_embeddings
 from ncl_ray.evaluation.leaks import check_leaks
+from ncl_ray.evaluation.query_file import embed_queries, read_queries
 from ncl_ray.data.cache import check_data_locations
 from ncl_ray.runtime import storage
-from ncl_ray.runtime.checkpoint import checkpoint_uri, resolve_checkpoint
+from ncl_ray.runtime.checkpoint import checkpoint_uri, load_model, resolve_checkpoint
 
 log = logging.getLogger("ncl_ray.eval")
 
@@ -74,7 +75,10 @@ def plan_eval(checkpoint: str, overrides: List[str]) -> EvalPlan:
     d, e = cfg.data, cfg.eval
     entries = load_entries(d.dataset, d.root, d.manifest, d.synthetic_videos, d.synthetic_profile,
                            cfg.train.protocol != "published")
-    bank_tag = f"bank-{e.bank}" + ("-captions" if e.bank_source == "captions" and e.bank != "test" else "")
+    bank_tag = f"bank-{e.bank}" + ({"captions": "-captions", "file": f"-file-{Path(e.bank_file).stem}"}.get(
+        e.bank_source, "") if e.bank != "test" else "")
+    if e.bank_source == "file":
+        read_queries(e.bank_file, e.bank_size)  # a missing or unreadable file fails here, before Ray starts
     check_data_locations(cfg)
     # an evaluation of a checkpoint on object storage is written beside it there, through a scratch folder
     target = e.out_dir or (storage.join(remote, "eval", f"{d.test_split}-{bank_tag}") if remote else "")
@@ -102,8 +106,11 @@ def embed_splits(plan: EvalPlan, cache):
         bank = embed_dataset(train_ds, plan.checkpoint, use_gpu)
         return test, bank.text, bank.video
     loss = state["loss"]  # the query queues saved with the checkpoint
-    return (test, loss["text_queue.queue"][: int(loss["text_queue.filled"])],
-            loss["video_queue.queue"][: int(loss["video_queue.filled"])])
+    videos = loss["video_queue.queue"][: int(loss["video_queue.filled"])]
+    if e.bank_source == "file":  # the user's own queries, embedded with this model's text tower
+        model = load_model(plan.checkpoint, state)[0]
+        return test, embed_queries(model, read_queries(e.bank_file, e.bank_size), d.max_words), videos
+    return test, loss["text_queue.queue"][: int(loss["text_queue.filled"])], videos
 
 
 def _tau(plan: EvalPlan) -> float:
