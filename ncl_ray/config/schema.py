@@ -10,9 +10,9 @@ classes below them take explicit keyword arguments.
 import os
 import re
 import time
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -20,7 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from ncl_ray.config.explain import expected
 from ncl_ray.config.rules import (CHOICES, METHODS, NON_NEGATIVE, POSITIVE, ConfigError, attributed, check_arch, expand,
                                    check_combinations, plain_overrides, refuse_interpolation)
-from ncl_ray.ncl.methods import DEFAULT_METHODS, SETTINGS
+from ncl_ray.config.eval_section import EvalConfig
 
 
 @dataclass
@@ -117,25 +117,6 @@ class TrainConfig:
     resume_force: bool = False  # resume even when the model or data settings differ from the stored run
     resume_from: str = ""  # or start from this checkpoint directory (weights, optimizer, queue, step)
     fail_at_step: int = -1  # fault injection: rank 0 dies once at this global step (tests)
-
-
-@dataclass
-class _EvalBase:
-    methods: List[str] = field(default_factory=lambda: list(DEFAULT_METHODS))  # ncl/methods.py; all = every one
-    bank: str = "train"  # train | test | train+test: queries the test-time biases are computed from
-    gallery_bank: str = "train"  # dbnorm, dbsn: train (the other modality's bank) | gallery (the test gallery)
-    bank_source: str = "queue"  # queue (saved with the checkpoint) | captions (training split, embedded now) | file
-    bank_size: int = 5000  # training videos whose captions form the bank (captions); queries read (file)
-    bank_file: str = ""  # bank_source=file: your own queries, one per line (the text-to-video bank)
-    out_dir: str = ""  # `ncl-ray eval` output; "" = CHECKPOINT/eval
-    chunk_size: int = 0  # queries per similarity block; 0 = derived from memory_mb and the gallery size
-    memory_mb: int = 2048  # byte budget of the similarity blocks in flight (1M-video galleries fit any machine)
-    workers: int = 0  # threads for the bank's Sinkhorn blocks; 0 = the cores torch's kernels leave idle (<= 4)
-
-
-# the methods' own settings (eval.n_iters, eval.nnn_k, ...) come from their records in ncl/methods.py
-EvalConfig = make_dataclass("EvalConfig", [(s.key, type(s.default), field(default=s.default)) for s in SETTINGS],
-                            bases=(_EvalBase,))
 
 
 @dataclass

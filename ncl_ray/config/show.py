@@ -8,6 +8,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ncl_ray.config import schema
+from ncl_ray.config.eval_section import EvalBase
 from ncl_ray.ncl.methods import SETTINGS
 
 _FIELD = re.compile(r"^\s+(\w+):\s*[^=]+=\s*.*?#\s*(.+)$")
@@ -18,7 +19,7 @@ def key_comments() -> Dict[str, str]:
     out = {f"eval.{s.key}": f"{s.help} (default: {s.source})" for s in SETTINGS}  # the methods' own
     for section, f in schema.Config.__dataclass_fields__.items():
         cls = f.default_factory  # the section's dataclass
-        cls = schema._EvalBase if cls is schema.EvalConfig else cls  # its other keys: from their records
+        cls = EvalBase if cls is schema.EvalConfig else cls  # its other keys: from their records
         pending = ""
         for line in inspect.getsource(cls).splitlines():
             m = _FIELD.match(line)

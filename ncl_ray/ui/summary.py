@@ -83,6 +83,12 @@ def report(name: str, metrics: Dict[str, float], methods: Sequence[str], t: Test
 
 KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 LEAGUE_KEYS = ("R@1", "R@5", "MdR")
+TRANSDUCTIVE_MARK = "*: reads the test queries (transductive): a number a search service cannot reach"
+
+
+def shown(method: str) -> str:
+    """A method's name in a table: starred when it reads the test queries."""
+    return method + "*" if method in BY_NAME and BY_NAME[method].transductive else method
 
 
 def bank_words(method: str, bank: str, gallery_bank: str) -> str:
@@ -124,10 +130,12 @@ def format_results(metrics: Dict[str, float], methods: Sequence[str], prefix: st
         t = [metrics.get(f"{prefix}{m}/t2v_{k}", float("nan")) for k in KEYS]
         v = [metrics.get(f"{prefix}{m}/v2t_{k}", float("nan")) for k in KEYS]
         cost = f" | {metrics[f'{prefix}{m}/time_s']:6.3f}" if timed else ""
-        lines.append(f"{m:8s} | " + " ".join(f"{x:9.2f}" for x in t) + " | " + " ".join(f"{x:9.2f}" for x in v)
-                     + cost)
+        lines.append(f"{shown(m):8s} | " + " ".join(f"{x:9.2f}" for x in t) + " | "
+                     + " ".join(f"{x:9.2f}" for x in v) + cost)
     ne = metrics.get(f"{prefix}t2v_norm_error_before")
     if ne is not None:
         after = ", ".join(f"{m} {metrics.get(f'{prefix}{m}/t2v_norm_error', float('nan')):.3f}" for m in methods)
         lines.append(f"t2v normalisation error: before {ne:.3f}; after: {after}")
+    if any(shown(m) != m for m in methods):
+        lines.append(TRANSDUCTIVE_MARK)
     return "\n".join(lines)

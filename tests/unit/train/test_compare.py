@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ncl_ray.train.compare import caption_ceiling, mean_std_ci, summarize, t_quantile
+from ncl_ray.train.compare import caption_ceiling
+from ncl_ray.train.paired import mean_std_ci, summarize, t_quantile
 from ncl_ray.data.manifest import VideoEntry, read_manifest
 
 
@@ -89,7 +90,7 @@ def test_hub_share_by_hand():
 
 
 def test_the_league_pairs_each_arms_served_method_with_every_other_per_seed():
-    from ncl_ray.train.compare import format_summary, league_pairs
+    from ncl_ray.train.paired import format_summary, league_pairs
 
     rows = [{"arm": "ncl", "seed": s, "test/ncl/t2v_R@1": 30.0 + s, "test/dbnorm/t2v_R@1": 28.0 + 2 * s,
              "test/none/t2v_R@1": 10.0} for s in range(3)]
