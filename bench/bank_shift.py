@@ -1,5 +1,6 @@
 """Bank shift on the built-in corpus: every test-time method's t2v R@1 with a bank of in-domain queries and with
-a bank from another distribution, on a plain-trained and an NCL-trained checkpoint.
+a bank from another distribution, on a plain-trained and an NCL-trained checkpoint; and the league (t2v and v2t
+R@1 and cost of every method) from the in-domain evaluations.
 
 Both models train on the built-in corpus's uniform profile (`ncl-ray train conf/default.yaml`, plain with
 ncl.n_iters=0). The banks are query files (`eval.bank_source=file`): the uniform profile's training captions
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from bench.report import write
 from ncl_ray.data.synthetic import make_dataset
-from ncl_ray.ncl.methods import METHODS
+from ncl_ray.ncl.methods import BY_NAME, METHODS
 
 
 def captions(manifest: str, split: str = "train"):
@@ -61,6 +62,12 @@ def main():
             for bank in banks:
                 row[f"{arm}-trained, {bank} bank"] = results[(arm, bank)][f"{method}/t2v_R@1"]
         rows.append(row)
+    league = [{"method": m, "reads test queries": "yes" if BY_NAME[m].transductive else "no",
+               **{f"{arm} {d} R@1": results[(arm, "in-domain")][f"{m}/{d}_R@1"] for arm in ("plain", "ncl")
+                  for d in ("t2v", "v2t")},
+               **{f"{arm} cost s": results[(arm, "in-domain")][f"{m}/time_s"] for arm in ("plain", "ncl")}}
+              for m in METHODS]
+    write("builtin_league", league, {"setup": "the in-domain evaluations above: every method on both checkpoints"})
     n_bank = {k: len(v.read_text().splitlines()) for k, v in banks.items()}
     write("bank_shift", rows, {"setup": f"built-in corpus, uniform profile, {args.videos} videos; banks: "
                                         f"{n_bank['in-domain']} uniform training captions (in-domain), "
