@@ -101,11 +101,12 @@ def refuse_interpolation(node, source: str, prefix: str = "") -> None:
 
 def decode_site(cfg) -> str:
     """Where training clips are decoded: `data.decode_on`, with auto = the worker when it trains on a GPU from
-    a JPEG clip cache with whole-video batches (nvJPEG there), else Ray Data's CPU tasks."""
+    a JPEG clip cache (nvJPEG there; whole videos or pairs), else on the CPU (Ray Data's tasks, or for pairs the
+    worker's feeder thread)."""
     d = cfg.data
     if d.decode_on != "auto":
         return d.decode_on
-    fits = d.cache_encoding == "jpeg" and not d.streaming and d.samples == "videos"
+    fits = d.cache_encoding == "jpeg" and not d.streaming  # whole videos or pairs
     return "worker" if (cfg.train.use_gpu and fits) else "tasks"
 
 
@@ -131,8 +132,7 @@ def check_combinations(cfg) -> None:
                           "'data.streaming=true' (use data.samples=videos to decode every epoch)")
     if cfg.data.decode_on == "worker":
         clash = ("data.cache_encoding=raw" if cfg.data.cache_encoding != "jpeg" else
-                 "data.streaming=true" if cfg.data.streaming else
-                 "data.samples=pairs" if cfg.data.samples == "pairs" else "")
+                 "data.streaming=true" if cfg.data.streaming else "")
         if clash:
             raise ConfigError(f"'data.decode_on=worker' decodes the clip cache's JPEG frames in the trainer; it "
                               f"cannot be combined with '{clash}'")

@@ -37,16 +37,22 @@ class PairStore:
     def steps(self, global_batch: int) -> int:
         return pair_steps(self.n_captions, global_batch)
 
-    def batches(self, seed: int, epoch: int, rank: int, batch: int, world: int) -> Iterator[Dict[str, np.ndarray]]:
+    def batches(self, seed: int, epoch: int, rank: int, batch: int, world: int,
+                decode: bool = True) -> Iterator[Dict[str, np.ndarray]]:
         """This rank's batches of one epoch: frames (B, T, S, S, 3) uint8, tokens (B, 1, L), n_captions (B,)
-        ones, index (B,) the videos' split positions, and n_frames (B,) with the clip4clip sampler."""
+        ones, index (B,) the videos' split positions, and n_frames (B,) with the clip4clip sampler. Without
+        `decode` (a JPEG cache, data.decode_on=worker) a batch carries `jpeg`, the B clips' blobs, in place of
+        frames: the trainer decodes them on its device (train/transfer.py)."""
+        if not decode and self.encoding != "jpeg":
+            raise ValueError(f"pairs: blobs to decode in the trainer need a JPEG clip cache, not {self.encoding}")
         order = pair_order(self.n_captions, seed, epoch)  # (P, 2)
         tokens = ray.get(self.tokens)  # (V, K, L)
         for step in range(self.steps(batch * world)):
             rows = rank_rows(order, step, rank, batch, world)  # (B, 2)
             clips = ray.get([self.refs[v] for v in rows[:, 0]])
-            batch_ = {"frames": np.stack([decode_clip(c, self.encoding, self.shape) for c in clips]),
-                      "tokens": tokens[rows[:, 0], rows[:, 1]][:, None, :],  # (B, 1, L)
+            pixels = {"frames": np.stack([decode_clip(c, self.encoding, self.shape) for c in clips])} if decode \
+                else {"jpeg": list(clips)}
+            batch_ = {**pixels, "tokens": tokens[rows[:, 0], rows[:, 1]][:, None, :],  # (B, 1, L)
                       "n_captions": np.ones(len(rows), np.int64),
                       "index": rows[:, 0].copy()}
             if self.n_frames is not None:

@@ -109,7 +109,8 @@ class Worker:
 
         r, meta = self.rank, self.meta
         if meta.get("board") is not None:
-            decode = worker_decoder(self.device) if meta.get("decode_on") == "worker" else "Ray Data tasks, CPU"
+            decode = worker_decoder(self.device) if meta.get("decode_on") == "worker" else \
+                "the pair feeder's thread, CPU" if meta.get("pair_store") is not None else "Ray Data tasks, CPU"
             meta["board"].set.remote({f"worker/{r}/node_id": ray.get_runtime_context().get_node_id(),
                                       f"worker/{r}/torch_threads": self.threads, f"worker/{r}/compiled": self.compiled,
                                       f"worker/{r}/device": str(self.device), f"worker/{r}/frame_decode": decode})
@@ -131,15 +132,15 @@ class Worker:
 
         B, seed, rank = self.cfg.train.batch_size, self.cfg.train.seed, self.rank
         self.ahead = ahead = Ahead(self.device, frame_shape=self.meta.get("frame_shape"))
-        pairs = self.meta.get("pair_store")
+        pairs, on_worker = self.meta.get("pair_store"), self.meta.get("decode_on") == "worker"
         shard = ray.train.get_dataset_shard("train") if pairs is None else None
         shuffle = dict(batch_size=B, drop_last=True, local_shuffle_buffer_size=2 * B)
 
         def make_iter(e: int) -> Iterator:
             if pairs is not None:  # data.samples=pairs: a global permutation of all pairs per epoch (pairstore.py)
-                return (ahead.send({k: torch.from_numpy(v) for k, v in b.items()})
-                        for b in pairs.batches(seed, e, rank, B, self.world))
-            if self.meta.get("decode_on") == "worker":  # rows carry JPEG blobs: numpy batches, decoded by `ahead`
+                return (ahead.send({k: v if k == "jpeg" else torch.from_numpy(v) for k, v in b.items()})
+                        for b in pairs.batches(seed, e, rank, B, self.world, decode=not on_worker))
+            if on_worker:  # rows carry JPEG blobs: numpy batches, decoded by `ahead`
                 return (ahead.send({k: list(v) if k == "jpeg" else torch.from_numpy(v) for k, v in b.items()})
                         for b in shard.iter_batches(**shuffle, local_shuffle_seed=seed * 1000 + e,
                                                     batch_format="numpy"))

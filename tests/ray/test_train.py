@@ -286,3 +286,14 @@ def test_pairs_epochs_with_clip4clip_head_and_optimizer(ray_local, tmp_path, dat
     results = json.loads((Path(cfg.run.storage_path) / "pairs" / "results.json").read_text())
     assert results["metrics"]["step"] == 2 * (pairs // (cfg.train.batch_size * cfg.train.num_workers))
     assert results["metrics"]["test/ncl/t2v_R@1"] >= 0
+    # the same run with the pairs' JPEG blobs decoded by the trainer (nvJPEG on a GPU, the CPU decoder here):
+    # the same pixels, so the same steps, weights and test numbers
+    worker = small_config(tmp_path, data_root, "run.name=pairs-worker", "train.epochs=2", "data.samples=pairs",
+                          "optim.name=bertadam", "model.pooling=seqTransf", "train.eval_every_epochs=2",
+                          "data.sampler=clip4clip", "data.resize=clip4clip", "data.decode_on=worker")
+    assert main(worker) == 0
+    again = json.loads((Path(cfg.run.storage_path) / "pairs-worker" / "results.json").read_text())
+    assert [w["frame_decode"] for w in again["workers"]] == ["worker, CPU"] * 2
+    assert [w["frame_decode"] for w in results["workers"]] == ["the pair feeder's thread, CPU"] * 2
+    same = ("step", "test/ncl/t2v_R@1", "test/none/t2v_R@1", "test/ncl/v2t_R@1")
+    assert {k: again["metrics"][k] for k in same} == {k: results["metrics"][k] for k in same}

@@ -130,12 +130,15 @@ def test_decode_on_worker_refuses_what_it_cannot_decode_and_auto_follows_the_gpu
     from ncl_ray.config.rules import decode_site
     from ncl_ray.config.schema import ConfigError, load_config
 
-    for clash in ("data.cache_encoding=raw", "data.streaming=true", "data.samples=pairs"):
+    for clash in ("data.cache_encoding=raw", "data.streaming=true"):
         with pytest.raises(ConfigError, match=f"'data.decode_on=worker'.*'{clash}'"):
             load_config(None, ["data.decode_on=worker", clash])
     assert decode_site(load_config(None, [])) == "tasks"
     assert decode_site(load_config(None, ["train.use_gpu=true"])) == "worker"
     assert decode_site(load_config(None, ["train.use_gpu=true", "data.cache_encoding=raw"])) == "tasks"
+    # the recipe's pairs: nvJPEG in the trainer on GPUs as well (and accepted when asked for)
+    assert decode_site(load_config("conf/msrvtt.yaml", ["train.use_gpu=true"])) == "worker"
+    assert decode_site(load_config("conf/msrvtt.yaml", ["data.decode_on=worker"])) == "worker"
 
 
 def test_an_unknown_arch_is_one_line_before_anything_starts(tmp_path):
