@@ -17,9 +17,10 @@ def main(args) -> int:
     index, query = GalleryIndex.load(args.index), args.query
     meta = index.meta
     hits = search_texts(index, [query], args.top_k)[0]
-    print(f"query: {query!r}   gallery: the '{meta.get('split', 'test')}' split of "
-          f"{meta.get('checkpoint', args.index)} ({meta.get('videos', '?')} videos), ranked by NCL (biases from "
-          f"the {meta.get('bank', '?')} bank)")
+    rows = f" in {len(index)} rows" if len(index) != index.n_videos else ""
+    print(f"query: {query!r}   gallery: {index.n_videos} videos{rows} (made from the '{meta.get('split', 'test')}' "
+          f"split of {meta.get('checkpoint', args.index)}), ranked by NCL (biases from the {meta.get('bank', '?')} "
+          f"bank)")
     print(f"{'rank':>4s}  {'score':>8s}  {'video':<14s} first caption / path")
     for rank, hit in enumerate(hits, start=1):
         caption = hit["captions"][0] if hit["captions"] else ""

@@ -82,7 +82,8 @@ class Gallery:
         return self.info()
 
     def info(self) -> dict:
-        return {"videos": len(self.index), "version": self.index.meta.get("version"), "kind": self.kind,
+        return {"videos": self.index.n_videos, "rows": len(self.index), "version": self.index.meta.get("version"),
+                "kind": self.kind,
                 "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
                 "bank": self.index.meta.get("bank"), "methods": self.index.methods}
 

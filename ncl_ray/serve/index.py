@@ -95,7 +95,12 @@ class GalleryIndex:
         return index
 
     def __len__(self) -> int:
+        """Rows: a video cut into windows has one per window (`n_videos` counts videos)."""
         return len(self.video_ids)
+
+    @property
+    def n_videos(self) -> int:
+        return len(self.rows_of)
 
     def search(self, queries: np.ndarray, k: int, method: str = "ncl") -> Tuple[np.ndarray, np.ndarray]:
         """queries (R, D) unit text embeddings -> scores (R, k), gallery rows (R, k), best first.

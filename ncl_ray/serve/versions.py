@@ -124,7 +124,9 @@ def write_version(home: Path, f: IndexFiles, change: str) -> Path:
     pointer.write_text(name)
     os.replace(pointer, home / "CURRENT")
     with open(home / "CHANGELOG", "a") as log_file:
-        log_file.write(f"{name}  {time.strftime('%Y-%m-%d %H:%M:%S')}  {len(f.video_ids)} videos  {change}\n")
+        videos, rows = len(set(f.video_ids)), len(f.video_ids)
+        counted = f"{videos} videos" + (f" ({rows} rows)" if rows != videos else "")
+        log_file.write(f"{name}  {time.strftime('%Y-%m-%d %H:%M:%S')}  {counted}  {change}\n")
     return home / name
 
 

@@ -144,7 +144,7 @@ def test_index_add_makes_unseen_videos_searchable(served):
     write_video(str(folder / "mylong.mp4"), np.concatenate(scenes), fps=2)  # 30 s: five 10 s windows
     (folder / "mymagenta.txt").write_text("my magenta ball rolling right\n")  # the sidecar's captions
     (folder / "yellow again.mp4").write_bytes((folder / "myyellow.mp4").read_bytes())  # the same file twice
-    before = json.loads(get(served["base"] + "/healthz")[1])["videos"]
+    before = json.loads(get(served["base"] + "/healthz")[1])
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder)],
                        cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -152,7 +152,8 @@ def test_index_add_makes_unseen_videos_searchable(served):
     assert "yellow again: same file as myyellow" in r.stderr
     status, body, _ = get(served["base"] + "/reload", {})
     info = json.loads(body)
-    assert status == 200 and info["version"] == "v0002" and info["videos"] == before + 7  # rows
+    assert status == 200 and info["version"] == "v0002" and info["videos"] == before["videos"] + 3
+    assert info["rows"] == before["rows"] + 7  # mylong's five windows are five rows of one video
     q = urllib.parse.quote("a large magenta circle moving right on a navy background")
     status, body, _ = get(f"{served['base']}/search?q={q}&k={info['videos']}")
     hits = {h["video_id"]: h for h in json.loads(body)}

@@ -204,3 +204,18 @@ def test_six_concurrent_rollbacks_each_make_a_version_without_a_traceback(served
     home = home_of(str(ckpt))
     assert current(home).name == "v0008" and len([line for line in changelog(home) if "rollback" in line]) == 6
     assert not list(home.glob(".v*.tmp-*"))
+
+
+def test_counts_say_videos_and_rows_apart(tmp_path, capsys):
+    """A long video cut into 3 windows beside 2 plain videos: 3 videos in 5 rows, in the CHANGELOG (what `index
+    list` shows) and the index (what /healthz and `ncl-ray search` count), not 5 videos."""
+    ids = ["long", "long", "long", "a", "b"]
+    emb = np.eye(5, 8, dtype=np.float32)
+    spans = np.array([[0, 10], [10, 20], [20, 30], [0, 0], [0, 0]], np.float32)
+    home = tmp_path / "index"
+    write_version(home, IndexFiles.gallery(ids, ["/v/long.mp4"] * 3 + ["/v/a.mp4", "/v/b.mp4"], emb,
+                                           np.zeros(5, np.float32), 0.05, {}, {"checkpoint": "c", "split": "test"},
+                                           spans=spans), "three videos")
+    assert "3 videos (5 rows)" in changelog(home)[0]
+    index = GalleryIndex.load(str(home))
+    assert len(index) == 5 and index.n_videos == 3
