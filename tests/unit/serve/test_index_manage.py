@@ -111,6 +111,16 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
                      "old: already in the index (--replace re-embeds it)"]
     todo, _, _ = _plan(entries, index, replace=True)
     assert [e.video_id for e in todo] == ["a", "b", "old"]
+    # a captioned file and its byte-identical copy: the one with captions is kept, whichever sorts first
+    (folder / "bikes.mp4").write_bytes(b"BIKE")
+    (folder / "bikes copy.mp4").write_bytes(b"BIKE")
+    (folder / "bikes.txt").write_text("two bikes on a trail\n")
+    entries, _ = read_inputs(str(folder))
+    assert [e.video_id for e in entries].index("bikes copy") < [e.video_id for e in entries].index("bikes")
+    todo, _, notes = _plan(entries, index, replace=False)
+    kept = {e.video_id: e.captions for e in todo}
+    assert kept.get("bikes") == ["two bikes on a trail"] and "bikes copy" not in kept
+    assert "bikes copy: same file as bikes (" + str(folder / "bikes copy.mp4") + ")" in notes
 
 
 def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(served):
