@@ -27,7 +27,7 @@ PAGE = """<!doctype html>
  .strong{background:#d7f5dd} .fair{background:#fff1c2} .weak{background:#f7d6d6} .ood{background:#e4e4f7}
  .up{color:#176d2c} .down{color:#a33}
  #warning{background:#fff1c2;border:1px solid #e5c65a;padding:.4rem;border-radius:4px;display:none}
- button.play{margin-top:.3rem}
+ button.play{margin-top:.3rem} button.goto{margin:0 .2rem .2rem 0}
  @media (max-width:600px){body{margin:.75rem} h1{font-size:1.4rem}}
 </style></head>
 <body>
@@ -77,16 +77,18 @@ async function thumbnail(img, url) {  // fetched with the token, shown from a bl
   const r = await get(url);
   if (r.ok) img.src = URL.createObjectURL(await r.blob());
 }
-async function play(box, h) {  // the source video, from the moment's start
+async function play(box, h, m) {  // the source video from moment m's start; a later moment seeks the same player
+  const start = m.start_s || 0;
+  const open = box.querySelector('video');
+  if (open) { open.currentTime = start; open.play().catch(() => {}); return; }
   const video = el('video');
   video.controls = true;
-  const start = h.start_s || 0;
   if (token) {  // a player cannot send the token: fetch the file with it
     const r = await get(h.video_url);
     if (!r.ok) return;
     video.src = URL.createObjectURL(await r.blob());
   } else {
-    video.src = h.video_url + (h.end_s ? `#t=${start},${h.end_s}` : '');
+    video.src = h.video_url + (start ? `#t=${start}` : '');
   }
   video.addEventListener('loadedmetadata', () => { video.currentTime = start; video.play().catch(() => {}); });
   box.querySelector('img').replaceWith(video);
@@ -112,11 +114,20 @@ function hit(h, i) {
   h.captions.forEach((c, j) => { if (j) caps.append(el('br')); caps.append(c); });
   const button = el('button', 'play', h.end_s ? `play from ${clock(h.start_s)}` : 'play');
   button.type = 'button';
-  button.addEventListener('click', () => { button.disabled = true; play(box, h); });
+  button.addEventListener('click', async () => {  // disabled while the file loads, then usable again
+    button.disabled = true;
+    try { await play(box, h, h); } finally { button.disabled = false; }
+  });
   box.append(img, title, why, caps);
-  if (h.moments && h.moments.length > 1) {
-    box.append(el('div', 'meta', 'other moments: ' +
-      h.moments.slice(1).map(m => `${clock(m.start_s)}-${clock(m.end_s)}`).join(', ')));
+  if (h.moments && h.moments.length > 1) {  // each one plays from its start
+    const other = el('div', 'meta', 'other moments: ');
+    h.moments.slice(1).forEach(m => {
+      const go = el('button', 'goto', `${clock(m.start_s)}-${clock(m.end_s)}`);
+      go.type = 'button';
+      go.addEventListener('click', () => play(box, h, m));
+      other.append(go, ' ');
+    });
+    box.append(other);
   }
   box.append(button);
   return box;

@@ -254,6 +254,15 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         page.wait_for_function("s => { const v = document.querySelector('.hit[data-video=mylong] video');"
                                " return v && v.readyState >= 1 && Math.abs(v.currentTime - s) < 1.5; }", arg=start,
                                timeout=120_000)
+        # the play button is usable again, and another moment is a button that moves the same player there
+        assert page.is_enabled(f"{mine} button.play")
+        other = page.inner_text(f"{mine} button.goto")
+        page.click(f"{mine} button.goto")
+        minutes, seconds = other.split("-")[0].strip().split(":")
+        page.wait_for_function("s => { const v = document.querySelector('.hit[data-video=mylong] video');"
+                               " return Math.abs(v.currentTime - s) < 1.5; }", arg=int(minutes) * 60 + float(seconds),
+                               timeout=60_000)
+        assert page.eval_on_selector_all(f"{mine} video", "els => els.length") == 1
         # a phone's width: one column, nothing wider than the screen
         phone = _searched(browser, served["base"], 375, 800, "a large red circle moving left")
         phone.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
