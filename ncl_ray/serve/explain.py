@@ -4,10 +4,14 @@ For one query and one method, each hit gets:
 - `plain_score`: the cosine similarity s of query and video (or moment);
 - `bias`: what the method adds to it, in the same units (tau * b_j for a folded bias; 0 for none);
 - `plain_rank`: the rank of its video by s alone (a video cut into windows counts once, by its best window), so
-  the page can say how far the method moved it;
-- `confidence`: how far the hit's score stands above this query's scores over the whole gallery, in standard
-  deviations (z = (score - mean) / std): a query that matches nothing in particular has no hit far above the
-  rest, whatever its raw score, so "weak" reads as weak;
+  the page can say how far the method moved it; over every row for an exact index (whose own search reads
+  every row anyway), and for an HNSW index among the PLAIN_TOP best rows of its plain search, None ("far
+  down") for a hit beyond them;
+- `confidence`: how far the hit's score stands above this query's scores over the gallery, in standard
+  deviations (z = (score - mean) / std), the mean and spread taken over a fixed sample of SAMPLE rows (all of
+  them in a smaller gallery): a query that matches nothing in particular has no hit far above the rest,
+  whatever its raw score, so "weak" reads as weak;
+A request on an HNSW index reads no more rows than its own searches do.
 - `coverage`: the hit's largest similarity to the training captions (the checkpoint's query bank), and
   `outside_training` when it is below what nearly all of the gallery reaches (its 5th percentile): the model has
   seen nothing like that video, so its score, and its bias, say little.
@@ -20,7 +24,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 STRONG, FAIR = 3.0, 2.0  # confidence labels: z >= 3 strong, >= 2 fair, else weak
-SAMPLE = 2000  # gallery rows (and bank rows) sampled for the reference percentiles
+SAMPLE = 2000  # gallery rows (and bank rows) sampled for the reference percentiles and a query's score spread
+PLAIN_TOP = 1000  # rows of the plain ranking searched to place a hit in it
 
 
 def confidence_label(z: float) -> str:
@@ -37,9 +42,10 @@ class Explainer:
             self.video_of[rows] = j
         self.bank = None if bank is None or not len(bank) else np.asarray(bank, np.float32)
         self.gallery_p5 = self.bank_p5 = None
+        g = np.random.default_rng(seed)
+        self.sample = np.sort(g.choice(len(index), size=min(SAMPLE, len(index)), replace=False))  # (n,) rows
         if self.bank is not None:
-            g = np.random.default_rng(seed)
-            rows = g.choice(len(index), size=min(SAMPLE, len(index)), replace=False)
+            rows = self.sample
             self.gallery_p5 = float(np.percentile(self._coverage(index.plain[rows]), 5))
             sample = self.bank[g.choice(len(self.bank), size=min(SAMPLE, len(self.bank)), replace=False)]
             sims = sample @ self.bank.T  # (n, Q)
@@ -56,22 +62,45 @@ class Explainer:
         cov = float(self._coverage(q[None])[0])
         return {"query_coverage": round(cov, 4), "query_outside": bool(cov < self.bank_p5)}
 
+    def _bias(self, method: str, rows) -> np.ndarray:
+        if method == "none":
+            return np.zeros(len(rows), np.float32)
+        return self.index.temperature * self.index.biases[method][rows]  # (n,) in similarity units
+
+    def _plain_ranks(self, q: np.ndarray, plain: np.ndarray) -> List[Optional[int]]:
+        """Each hit's video's rank by plain score: over every row for an exact index (what its own search
+        reads anyway), from the plain HNSW index's PLAIN_TOP best rows otherwise (None: beyond them)."""
+        index = self.index
+        if index.kind == "exact" or len(index) <= PLAIN_TOP:
+            scores, of, n = index.plain @ q, self.video_of, len(index.rows_of)  # (C,) every row
+        else:
+            _, found = index.indexes["none"].search(np.ascontiguousarray(q[None], np.float32), PLAIN_TOP)
+            top = found[0][found[0] >= 0]  # (k,) rows, best first
+            scores = index.plain[top] @ q  # (k,) the same arithmetic as the hits' own plain scores
+            videos, of = np.unique(self.video_of[top], return_inverse=True)
+            n = len(videos)
+        if n == len(scores):  # one row per video: its score is its best
+            best = scores
+        else:
+            best = np.full(n, -np.inf, np.float32)
+            np.maximum.at(best, of, scores)  # each video's best row
+        whole = len(scores) == len(index)
+        floor = float(scores.min()) if len(scores) else np.inf
+        return [int((best > p).sum()) + 1 if whole or p >= floor else None for p in plain]
+
     def hits(self, q: np.ndarray, rows: List[int], method: str) -> List[Dict]:
         """Numbers for the hits at gallery `rows` under `method`, for the query q (D,)."""
-        plain = self.index.plain @ q  # (C,)
-        bias = np.zeros_like(plain) if method == "none" else \
-            self.index.temperature * self.index.biases[method]  # (C,) in similarity units
-        scores = plain + bias  # the method's ranking scores (the folded inner product)
-        mean, std = float(scores.mean()), float(scores.std()) or 1.0
+        plain = self.index.plain[rows] @ q  # (n,)
+        bias = self._bias(method, rows)
+        reference = self.index.plain[self.sample] @ q + self._bias(method, self.sample)  # (SAMPLE,) scores
+        mean, std = float(reference.mean()), float(reference.std()) or 1.0
         cover = self._coverage(self.index.plain[rows]) if self.bank is not None else None
-        best = np.full(len(self.index.rows_of), -np.inf, np.float32)
-        np.maximum.at(best, self.video_of, plain)  # (V,) each video's best plain score
+        ranks = self._plain_ranks(q, plain)
         out = []
-        for i, r in enumerate(rows):
-            z = (float(scores[r]) - mean) / std
-            item = {"plain_score": round(float(plain[r]), 6), "bias": round(float(bias[r]), 6),
-                    "plain_rank": int((best > plain[r]).sum()) + 1, "confidence": round(z, 2),
-                    "confidence_label": confidence_label(z)}
+        for i in range(len(rows)):
+            z = (float(plain[i] + bias[i]) - mean) / std
+            item = {"plain_score": round(float(plain[i]), 6), "bias": round(float(bias[i]), 6),
+                    "plain_rank": ranks[i], "confidence": round(z, 2), "confidence_label": confidence_label(z)}
             if cover is not None:
                 item.update(coverage=round(float(cover[i]), 4), outside_training=bool(cover[i] < self.gallery_p5))
             out.append(item)

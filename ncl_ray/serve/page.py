@@ -107,8 +107,8 @@ function hit(h, i) {
   const why = el('div', 'meta why');
   const sign = h.bias >= 0 ? '+' : '-';
   why.append(`score ${h.score.toFixed(4)} = plain ${h.plain_score.toFixed(4)} ${sign} bias ` +
-             `${Math.abs(h.bias).toFixed(4)}; plain rank ${h.plain_rank}`);
-  const moved = h.plain_rank - (i + 1);
+             `${Math.abs(h.bias).toFixed(4)}; plain rank ${h.plain_rank === null ? 'far down' : h.plain_rank}`);
+  const moved = h.plain_rank === null ? 0 : h.plain_rank - (i + 1);
   if (moved) why.append(' ', el('span', moved > 0 ? 'up' : 'down', moved > 0 ? `up ${moved}` : `down ${-moved}`));
   const caps = el('div', 'meta');
   h.captions.forEach((c, j) => { if (j) caps.append(el('br')); caps.append(c); });

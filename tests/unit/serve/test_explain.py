@@ -58,3 +58,27 @@ def test_plain_rank_counts_a_video_cut_into_windows_once():
     q = _unit(np.array([1.0, 0.5, 0.1, 0.0]))
     [b] = Explainer(index).hits(q, [3], "none")
     assert b["plain_rank"] == 2  # behind "long" (its three windows count as one video)
+
+
+def test_a_large_gallery_is_explained_from_the_plain_indexs_top_rows_and_a_sample(monkeypatch):
+    """Past PLAIN_TOP rows and SAMPLE rows, a request on an HNSW index reads the plain index's best rows and a
+    fixed sample, not the whole gallery: ranks within the top are exact, a hit beyond them says so (None)."""
+    import ncl_ray.serve.explain as explain
+
+    monkeypatch.setattr(explain, "PLAIN_TOP", 10)
+    monkeypatch.setattr(explain, "SAMPLE", 20)
+    _, emb = _index()
+    bias = np.zeros(50, np.float32)
+    bias[3] = 2.0
+    index = GalleryIndex([f"v{i}" for i in range(50)], ["/x"] * 50, emb, bias, 0.05, {}, {}, "hnsw")
+    ex = Explainer(index, None)
+    assert len(ex.sample) == 20
+    q = _unit(emb[3] + 0.3 * emb[7])
+    plain = index.plain @ q
+    order = np.argsort(-plain)
+    near, far = int(order[4]), int(order[40])
+    got = ex.hits(q, [near, far], "ncl")
+    assert got[0]["plain_rank"] == 5 and got[1]["plain_rank"] is None
+    reference = index.plain[ex.sample] @ q + 0.05 * index.biases["ncl"][ex.sample]
+    z = (plain[near] + 0.05 * index.biases["ncl"][near] - reference.mean()) / reference.std()
+    assert got[0]["confidence"] == round(float(z), 2)
