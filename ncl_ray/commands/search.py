@@ -6,7 +6,9 @@ def register(sub) -> None:
     sp = sub.add_parser("search", help="text search over an exported index")
     sp.add_argument("--index", required=True,
                     help="the export/ folder that ncl-ray eval wrote, or a served CHECKPOINT/index")
-    sp.add_argument("query", help="text to search for, e.g. 'a large red circle moving left'")
+    sp.add_argument("query", nargs="?", help="text to search for, e.g. 'a large red circle moving left'")
+    sp.add_argument("--like", metavar="VIDEO_ID", help="instead of text: videos and moments like this indexed one")
+    sp.add_argument("--start", type=float, help="with --like: the moment of that video holding this second")
     sp.add_argument("--top-k", type=int, default=5, help="number of videos to show (default: 5)")
     sp.set_defaults(fn=main)
 
@@ -14,9 +16,16 @@ def register(sub) -> None:
 def main(args) -> int:
     from ncl_ray.serve.index import GalleryIndex, search_texts
 
+    if (args.query is None) == (args.like is None):
+        raise ValueError("give a text query or --like VIDEO_ID (one of them)")
     index, query = GalleryIndex.load(args.index), args.query
     meta = index.meta
-    hits = search_texts(index, [query], args.top_k)[0]
+    if args.like is not None:
+        if args.like not in index.row_of:
+            raise ValueError(f"--like {args.like}: no such video in {args.index}")
+        hits, query = index.like(args.like, args.top_k, "ncl", args.start), f"like {args.like}"
+    else:
+        hits = search_texts(index, [query], args.top_k)[0]
     rows = f" in {len(index)} rows" if len(index) != index.n_videos else ""
     print(f"query: {query!r}   gallery: {index.n_videos} videos{rows} (made from the '{meta.get('split', 'test')}' "
           f"split of {meta.get('checkpoint', args.index)}), ranked by NCL (biases from the {meta.get('bank', '?')} "

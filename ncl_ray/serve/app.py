@@ -6,6 +6,8 @@ faiss index of `index.GalleryIndex`, NCL folded in) and `Api` (FastAPI ingress):
     GET  /search?q=...&k=10&method=ncl|none|nnn|is|csls  -> [{video_id, score, captions, thumbnail_url}]
          (nnn, is and csls when the index holds their biases: GET /healthz lists the index's methods)
     POST /search {"queries": [...], "k": 10, "method": "ncl"} -> [[...], ...]
+    GET  /search?like=VIDEO_ID[&start=S]&k=10&method=ncl -> videos and moments like an indexed one (or its moment
+         at S seconds), itself first
     Videos cut into time windows (`ncl-ray index add --window`) come back once each, with their best moment
     (start_s, end_s) and up to MOMENTS moments; GET /videos/<video_id> streams the source file (by id, with byte
     ranges, so the page's player starts at a moment).
@@ -148,11 +150,27 @@ class Api:
             k = int(k_text)
         except ValueError:
             return _error(400, "k", f"k must be an integer from 1 to {MAX_K}, got {k_text[:20]!r}")
+        if "like" in p:  # more like this: an indexed video (or one of its moments) is the query
+            return await self._like(p.get("like", ""), p.get("start"), k, method)
         bad = validate(q, k, method)
         if bad is not None:
             return bad
         hits = await self._search([q], k, method)
         return hits if isinstance(hits, JSONResponse) else hits[0]
+
+    async def _like(self, video_id: str, start_text: Optional[str], k, method):
+        bad = validate("like", k, method)
+        if bad is not None:
+            return bad
+        if not video_id or len(video_id) > MAX_QUERY_CHARS:
+            return _error(400, "like", "like names an indexed video id")
+        try:
+            start = None if start_text is None else float(start_text)
+        except ValueError:
+            return _error(400, "start", "start is seconds, as the search results give them")
+        if start is not None and not (0 <= start < 1e7):
+            return _error(400, "start", "start is seconds from 0")
+        return await self.gallery.like.remote(video_id, start, k, method)
 
     @api.post("/search")
     async def search_post(self, request: Request):

@@ -90,22 +90,39 @@ class Gallery:
     def search(self, queries: List[np.ndarray], k: int, method: str):
         """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
         RequestError 400 for a method this index does not hold."""
+        self._check_method(method)
+        hits = self.index.hits(np.stack(queries), k, method)  # the path ncl-ray search takes
+        return [self._shown(q, h, method, self.explainer.query(q)) for q, h in zip(queries, hits)]
+
+    def like(self, video_id: str, start: Optional[float], k: int, method: str):
+        """Hits like an indexed video (or one of its moments), itself first; RequestError 404 for an id or a
+        time the index does not hold."""
+        self._check_method(method)
+        try:
+            q = self.index.like_vector(video_id, start)
+            hits = self.index.like(video_id, k, method, start)
+        except KeyError:
+            raise RequestError(404, "like", "no such video in the index") from None
+        except ValueError as e:
+            raise RequestError(404, "start", str(e)) from None
+        return self._shown(q, hits, method, {})
+
+    def _check_method(self, method: str) -> None:
         if method not in self.index.methods:
             raise RequestError(400, "method", f"this index serves {', '.join(self.index.methods)}; {method} was not "
                                               f"evaluated for it")
-        out = []
-        for q, hits in zip(queries, self.index.hits(np.stack(queries), k, method)):  # the path ncl-ray search takes
-            about = self.explainer.query(q)
-            why = self.explainer.hits(q, [h["row"] for h in hits], method)
-            shown = []
-            for hit, numbers in zip(hits, why):
-                vid, moment = hit["video_id"], {k: hit[k] for k in ("start_s", "end_s", "moments") if k in hit}
-                shown.append({"video_id": vid, "score": hit["score"], "captions": hit["captions"][:5],  # no paths
-                              "thumbnail_url": f"/thumbnails/{vid}.jpg" + (
-                                  f"?start={hit['start_s']}&end={hit['end_s']}" if moment else ""),
-                              "video_url": f"/videos/{vid}", **numbers, **about, **moment})
-            out.append(shown)
-        return out
+
+    def _shown(self, q: np.ndarray, hits: List[dict], method: str, about: dict) -> List[dict]:
+        """Hits as the API returns them: ids, scores, captions, urls, the explainer's numbers (never paths)."""
+        why = self.explainer.hits(q, [h["row"] for h in hits], method)
+        shown = []
+        for hit, numbers in zip(hits, why):
+            vid, moment = hit["video_id"], {k: hit[k] for k in ("start_s", "end_s", "moments") if k in hit}
+            shown.append({"video_id": vid, "score": hit["score"], "captions": hit["captions"][:5],
+                          "thumbnail_url": f"/thumbnails/{vid}.jpg" + (
+                              f"?start={hit['start_s']}&end={hit['end_s']}" if moment else ""),
+                          "video_url": f"/videos/{vid}", **numbers, **about, **moment})
+        return shown
 
     def _span_ok(self, video_id: str, start: float, end: float) -> bool:
         """Only the time windows the index holds for this video are decoded (never times from a request)."""

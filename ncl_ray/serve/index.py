@@ -144,6 +144,28 @@ class GalleryIndex:
             out.append(hits)
         return out
 
+    def like_vector(self, video_id: str, start: Optional[float] = None) -> np.ndarray:
+        """The query for "more like this" (D,): the indexed video's embedding; for a video cut into windows, the
+        window holding `start` (seconds), or without `start` its windows' mean direction. KeyError: not indexed;
+        ValueError: no window holds `start`."""
+        rows = self.rows_of[video_id]
+        if start is not None and self.spans[rows[0]][1] > 0:
+            rows = [r for r in rows if self.spans[r][0] <= start < self.spans[r][1]]
+            if not rows:
+                raise ValueError(f"no indexed moment of {video_id} holds {start} s")
+            rows = rows[:1]
+        v = self.plain[rows].mean(axis=0)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def like(self, video_id: str, k: int, method: str = "ncl", start: Optional[float] = None) -> List[Dict]:
+        """Videos and moments like an indexed one, itself first (the reference the others are like)."""
+        hits = self.hits(self.like_vector(video_id, start)[None], k + 1, method)[0]
+        own = [h for h in hits if h["video_id"] == video_id]
+        if not own:  # a method's bias may push it down: it still leads, as the reference
+            own = [h for h in self.hits(self.like_vector(video_id, start)[None], len(self.row_of), method)[0]
+                   if h["video_id"] == video_id]
+        return (own + [h for h in hits if h["video_id"] != video_id])[:k]
+
     def measure_recall(self, n_queries: int = 200, k: int = 10, seed: int = 0) -> float:
         """recall@k of this (approximate) index against an exact one, for random gallery-like queries."""
         g = np.random.default_rng(seed)

@@ -67,7 +67,7 @@ get('/healthz').then(r => r.json()).then(h => {
   (h.methods || ['ncl', 'none']).forEach((m, i) => {
     const label = el('label'), input = el('input');
     input.type = 'radio'; input.name = 'method'; input.value = m; input.checked = i === 0;
-    input.addEventListener('change', () => { legend(); if ($('q').value.trim()) search(); });
+    input.addEventListener('change', () => { legend(); if ($('q').value.trim() || lastLike) search(); });
     label.append(input, ' ' + (m === 'none' ? 'plain' : m));
     $('methods').append(label);
   });
@@ -129,17 +129,24 @@ function hit(h, i) {
     });
     box.append(other);
   }
-  box.append(button);
+  const like = el('button', 'like', 'more like this');
+  like.type = 'button';
+  like.addEventListener('click', () => search(null, {id: h.video_id, start: h.end_s ? h.start_s : null}));
+  box.append(button, ' ', like);
   return box;
 }
 let latest = 0;  // a search answered after a newer one was started is dropped, not drawn over it
-async function search(ev) {
-  if (ev) ev.preventDefault();
+let lastLike = null;  // the video a "more like this" search started from (a method change repeats it)
+async function search(ev, like) {
+  if (ev) { ev.preventDefault(); lastLike = null; }
+  if (like !== undefined) lastLike = like;
   const mine = ++latest;
   const m = method();
-  const q = $('q').value;
-  const url = `/search?q=${encodeURIComponent(q)}&k=${encodeURIComponent($('k').value)}` +
-              `&method=${encodeURIComponent(m)}`;
+  const q = lastLike ? 'like:' + lastLike.id : $('q').value;
+  const what = lastLike ? `like=${encodeURIComponent(lastLike.id)}` +
+                          (lastLike.start !== null ? `&start=${lastLike.start}` : '')
+                        : `q=${encodeURIComponent(q)}`;
+  const url = `/search?${what}&k=${encodeURIComponent($('k').value)}&method=${encodeURIComponent(m)}`;
   $('status').textContent = 'searching...';
   const r = await get(url);
   const body = await r.json();
@@ -150,7 +157,8 @@ async function search(ev) {
   $('warning').style.display = outside ? 'block' : 'none';
   $('warning').textContent = outside ? 'This query is unlike the captions the model was trained on: its ' +
     'scores say little. Try words from its domain.' : '';
-  $('status').textContent = `${body.length} results, ${m === 'none' ? 'plain' : m} ranking`;
+  $('status').textContent = `${body.length} results, ${m === 'none' ? 'plain' : m} ranking` +
+    (lastLike ? `, like ${lastLike.id} (first: itself)` : '');
   $('grid').replaceChildren(...body.map(hit));
   $('grid').dataset.query = q;  // which search the grid shows (a redraw drops players opened on the old one)
 }

@@ -173,6 +173,14 @@ def test_index_add_makes_unseen_videos_searchable(served):
     for h in hits.values():  # why each hit is there
         assert h["score"] == pytest.approx(h["plain_score"] + h["bias"], abs=1e-4) and h["plain_rank"] >= 1
         assert h["confidence_label"] in ("strong", "fair", "weak")
+    # more like this: an indexed video (here the long one's second moment) is the query, itself first
+    second = long["moments"][1]
+    status, body_like, _ = get(f"{served['base']}/search?like=mylong&start={second['start_s'] + 0.5}&k=5")
+    like = json.loads(body_like)
+    assert status == 200 and like[0]["video_id"] == "mylong" and len(like) == 5
+    assert get(f"{served['base']}/search?like=nothing")[0] == 404
+    status, refused, _ = get(f"{served['base']}/search?like=mylong&start=999")
+    assert status == 404 and json.loads(refused)["field"] == "start"
     # `ncl-ray search` takes the same path: one line per video, the long one with its moments, in the same order
     from ncl_ray.runtime.checkpoint import resolve_checkpoint
 
@@ -263,6 +271,11 @@ def test_search_page_in_a_real_browser(served, tmp_path):
                                " return Math.abs(v.currentTime - s) < 1.5; }", arg=int(minutes) * 60 + float(seconds),
                                timeout=60_000)
         assert page.eval_on_selector_all(f"{mine} video", "els => els.length") == 1
+        # "more like this" on the long video: a new grid led by it
+        page.click(f"{mine} button.like")
+        page.wait_for_selector('#grid[data-query="like:mylong"] .hit')
+        assert page.eval_on_selector_all(".hit", "els => els[0].dataset.video") == "mylong"
+        assert "like mylong" in page.inner_text("#status")
         # a phone's width: one column, nothing wider than the screen
         phone = _searched(browser, served["base"], 375, 800, "a large red circle moving left")
         phone.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")

@@ -229,3 +229,37 @@ def test_counts_say_videos_and_rows_apart(tmp_path, capsys):
     assert "3 videos (5 rows)" in changelog(home)[0]
     index = GalleryIndex.load(str(home))
     assert len(index) == 5 and index.n_videos == 3
+
+
+def test_more_like_this_puts_the_video_first_and_picks_the_moment(tmp_path, capsys):
+    """--like / ?like=: the indexed video's embedding is the query, itself first; with a start time, the window
+    holding it; unknown ids and times are refused by name."""
+    g = np.random.default_rng(5)
+    emb = g.normal(size=(6, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb[4] = emb[0] * 0.9 + emb[4] * 0.1  # b looks like the long video's first window
+    emb[4] /= np.linalg.norm(emb[4])
+    ids = ["long", "long", "long", "a", "b", "c"]
+    spans = np.array([[0, 10], [10, 20], [20, 30], [0, 0], [0, 0], [0, 0]], np.float32)
+    bias = np.full(6, -5.0, np.float32)
+    bias[4] = 5.0  # a strong pull toward b: the reference still leads
+    home = tmp_path / "index"
+    write_version(home, IndexFiles.gallery(ids, ["/v/long.mp4"] * 3 + ["/v/a.mp4", "/v/b.mp4", "/v/c.mp4"], emb,
+                                           bias, 0.05, {}, {"checkpoint": "c"}, spans=spans), "like")
+    index = GalleryIndex.load(str(home))
+    assert np.allclose(index.like_vector("long", 12.0), emb[1])  # the window holding second 12
+    whole = emb[:3].mean(axis=0)
+    assert np.allclose(index.like_vector("long"), whole / np.linalg.norm(whole))
+    hits = index.like("long", 3, "ncl", start=3.0)
+    assert [h["video_id"] for h in hits][:2] == ["long", "b"] and len(hits) == 3
+    assert [h["video_id"] for h in index.like("a", 6, "none")][0] == "a"
+    with pytest.raises(KeyError):
+        index.like_vector("nosuch")
+    with pytest.raises(ValueError, match="no indexed moment of long holds 45"):
+        index.like_vector("long", 45.0)
+    assert cli(["search", "--index", str(home), "--like", "long", "--start", "3", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "query: 'like long'" in out and out.splitlines()[2].split()[2] == "long"
+    assert cli(["search", "--index", str(home), "--like", "nosuch"]) == 2
+    assert "--like nosuch: no such video" in capsys.readouterr().err
+    assert cli(["search", "--index", str(home)]) == 2
