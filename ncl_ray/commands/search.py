@@ -9,6 +9,7 @@ def register(sub) -> None:
     sp.add_argument("query", nargs="?", help="text to search for, e.g. 'a large red circle moving left'")
     sp.add_argument("--like", metavar="VIDEO_ID", help="instead of text: videos and moments like this indexed one")
     sp.add_argument("--start", type=float, help="with --like: the moment of that video holding this second")
+    sp.add_argument("--image", metavar="FILE", help="instead of text: a JPEG or PNG, embedded by the frame tower")
     sp.add_argument("--top-k", type=int, default=5, help="number of videos to show (default: 5)")
     sp.set_defaults(fn=main)
 
@@ -16,14 +17,16 @@ def register(sub) -> None:
 def main(args) -> int:
     from ncl_ray.serve.index import GalleryIndex, search_texts
 
-    if (args.query is None) == (args.like is None):
-        raise ValueError("give a text query or --like VIDEO_ID (one of them)")
+    if sum(x is not None for x in (args.query, args.like, args.image)) != 1:
+        raise ValueError("give one of: a text query, --like VIDEO_ID, --image FILE")
     index, query = GalleryIndex.load(args.index), args.query
     meta = index.meta
     if args.like is not None:
         if args.like not in index.row_of:
             raise ValueError(f"--like {args.like}: no such video in {args.index}")
         hits, query = index.like(args.like, args.top_k, "ncl", args.start), f"like {args.like}"
+    elif args.image is not None:
+        hits, query = _image_hits(index, args.image, args.top_k), f"image {args.image}"
     else:
         hits = search_texts(index, [query], args.top_k)[0]
     rows = f" in {len(index)} rows" if len(index) != index.n_videos else ""
@@ -43,3 +46,18 @@ def main(args) -> int:
 def _clock(seconds: float) -> str:
     """m:ss, as the search page writes a moment's time."""
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _image_hits(index, path: str, top_k: int):
+    """The hits of an image file, embedded with the index's checkpoint."""
+    from pathlib import Path
+
+    from ncl_ray.runtime.checkpoint import load_model
+    from ncl_ray.serve.image_query import ImageError, embed_image, read_image
+
+    try:
+        rgb = read_image(Path(path).read_bytes())
+    except (ImageError, OSError) as e:
+        raise ValueError(f"--image {path}: {e}") from None
+    model, cfg, _ = load_model(index.meta["checkpoint"])
+    return index.hits(embed_image(model, rgb, cfg.data.frame_size, cfg.data.num_frames)[None], top_k)[0]

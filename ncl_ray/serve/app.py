@@ -8,6 +8,7 @@ faiss index of `index.GalleryIndex`, NCL folded in) and `Api` (FastAPI ingress):
     POST /search {"queries": [...], "k": 10, "method": "ncl"} -> [[...], ...]
     GET  /search?like=VIDEO_ID[&start=S]&k=10&method=ncl -> videos and moments like an indexed one (or its moment
          at S seconds), itself first
+    POST /search/image?k=10&method=ncl with a JPEG or PNG body -> the hits of that image (the frame tower)
     Videos cut into time windows (`ncl-ray index add --window`) come back once each, with their best moment
     (start_s, end_s) and up to MOMENTS moments; GET /videos/<video_id> streams the source file (by id, with byte
     ranges, so the page's player starts at a moment).
@@ -28,7 +29,7 @@ from ray import serve
 
 from ncl_ray.serve.deployments import Gallery, TextEncoder
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed, parse_range, read_span
-from ncl_ray.serve.guard import LOOPBACK_HOSTS, RequestError, check_request, repeated_header
+from ncl_ray.serve.guard import LOOPBACK_HOSTS, MAX_IMAGE_BODY, RequestError, check_request, repeated_header
 from ncl_ray.serve.index import METHODS
 from ncl_ray.serve.page import CSP, PAGE
 
@@ -188,6 +189,24 @@ class Api:
             if bad is not None:
                 return bad
         return await self._search(queries, k, method)
+
+    @api.post("/search/image")
+    async def search_image(self, request: Request):
+        """The image in the body (JPEG or PNG, bounded by the guard and image_query.py) is the query."""
+        p = request.query_params
+        method, k_text = p.get("method", "ncl"), p.get("k", "10")
+        try:
+            k = int(k_text)
+        except ValueError:
+            return _error(400, "k", f"k must be an integer from 1 to {MAX_K}, got {k_text[:20]!r}")
+        bad = validate("image", k, method)
+        if bad is not None:
+            return bad
+        data = await request.body()
+        if len(data) > MAX_IMAGE_BODY:  # more than it declared
+            return _error(413, "body", f"the body is larger than {MAX_IMAGE_BODY} bytes")
+        vector = await self.encoder.encode_image.remote(data)
+        return (await self.gallery.search.remote([vector], k, method))[0]
 
     @api.get("/thumbnails/{name}")
     async def thumbnail(self, name: str, request: Request):

@@ -25,7 +25,8 @@ MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
 # and retry requests with backoff; replicas queue requests themselves instead.
 @serve.deployment(max_ongoing_requests=64)
 class TextEncoder:
-    """The checkpoint's text tower; concurrent requests are encoded together."""
+    """The checkpoint's text tower (concurrent requests are encoded together), and its frame tower for image
+    queries."""
 
     def __init__(self, checkpoint: str, use_gpu: bool = False):
         import torch
@@ -46,6 +47,16 @@ class TextEncoder:
             tokens = torch.from_numpy(tokenize(list(texts), self.cfg.data.max_words)).to(self.device)
             out = self.model.encode_text(tokens).float().cpu().numpy()  # (R, D) unit norm
         return list(out)
+
+    def encode_image(self, data: bytes) -> np.ndarray:
+        """A JPEG or PNG query (image_query.py), embedded as a still clip; RequestError 400 for bad bytes."""
+        from ncl_ray.serve.image_query import ImageError, embed_image, read_image
+
+        try:
+            rgb = read_image(data)
+        except ImageError as e:
+            raise RequestError(400, "image", str(e)) from None
+        return embed_image(self.model, rgb, self.cfg.data.frame_size, self.cfg.data.num_frames, self.device)
 
 
 def training_captions(checkpoint: Optional[str]) -> Optional[np.ndarray]:

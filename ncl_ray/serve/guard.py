@@ -5,7 +5,8 @@
 
 - Host allow-list (DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends `Host: evil.example`).
 - POST bodies must be JSON (`Content-Type: application/json`), which a cross-site form or a no-preflight
-  `fetch` (text/plain) cannot send: that is the CSRF defence, together with the absence of CORS headers.
+  `fetch` (text/plain) cannot send: that is the CSRF defence, together with the absence of CORS headers. The one
+  exception, `POST /search/image`, takes `image/jpeg` or `image/png`, which needs a preflight just the same.
 - A declared body size at most MAX_BODY_BYTES (a POST without Content-Length is refused).
 - With a token (required when the service listens beyond loopback): `Authorization: Bearer <token>` on every
   request except the page itself, which carries no data and reads the token from its URL fragment.
@@ -28,6 +29,9 @@ class RequestError(Exception):
 
 
 MAX_BODY_BYTES = 64 * 1024  # 64 queries of 500 characters fit several times over
+IMAGE_PATH = "/search/image"  # the one POST whose body is not JSON: the image itself
+IMAGE_TYPES = ("image/jpeg", "image/png")  # not a "simple" type: a cross-site page cannot send it unasked
+MAX_IMAGE_BODY = 8 * 1024 * 1024  # image_query.MAX_IMAGE_BYTES
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
 SINGLE_HEADERS = ("host", "authorization", "content-type", "content-length")  # twice = ambiguous: refused
@@ -69,13 +73,17 @@ def check_request(method: str, path: str, headers: Dict[str, str], hosts: Set[st
             return 401, "authorization", "a valid 'Authorization: Bearer <token>' header is required"
     if method == "POST":
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        image = path == IMAGE_PATH
+        if image and ctype not in IMAGE_TYPES:
+            return 415, "content-type", f"{IMAGE_PATH} takes the image itself: Content-Type image/jpeg or image/png"
+        if not image and ctype != "application/json":
             return 415, "content-type", "POST bodies must be JSON (Content-Type: application/json)"
         length = headers.get("content-length")
         if length is None or not length.isdigit():
             return 411, "content-length", "POST requests must declare their Content-Length"
-        if int(length) > MAX_BODY_BYTES:
-            return 413, "body", f"the body is larger than {MAX_BODY_BYTES} bytes"
+        limit = MAX_IMAGE_BODY if image else MAX_BODY_BYTES
+        if int(length) > limit:
+            return 413, "body", f"the body is larger than {limit} bytes"
     return None
 
 

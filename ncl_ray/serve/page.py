@@ -38,6 +38,7 @@ PAGE = """<!doctype html>
  <input type="number" id="k" value="10" min="1" max="100" style="width:4rem" aria-label="results">
  <button type="submit" id="go">Search</button>
  <span id="methods"></span>
+ <label class="meta">or an image: <input type="file" id="image" accept="image/jpeg,image/png"></label>
 </form>
 <p class="meta" id="legend"></p>
 <p id="warning"></p>
@@ -162,6 +163,25 @@ async function search(ev, like) {
   $('grid').replaceChildren(...body.map(hit));
   $('grid').dataset.query = q;  // which search the grid shows (a redraw drops players opened on the old one)
 }
+async function searchImage() {  // the chosen image itself is the query (the frame tower embeds it)
+  const file = $('image').files[0];
+  if (!file) return;
+  const mine = ++latest;
+  lastLike = null;
+  const m = method();
+  $('status').textContent = 'searching...';
+  const r = await fetch(`/search/image?k=${encodeURIComponent($('k').value)}&method=${encodeURIComponent(m)}`,
+                        {method: 'POST', headers: {...headers, 'Content-Type': file.type}, body: file});
+  const body = await r.json();
+  if (mine !== latest) return;
+  if (!r.ok) { $('status').replaceChildren(el('span', 'err', `${body.field}: ${body.error}`));
+               $('grid').replaceChildren(); return; }
+  $('warning').style.display = 'none';
+  $('status').textContent = `${body.length} results for the image ${file.name}, ${m === 'none' ? 'plain' : m} ranking`;
+  $('grid').replaceChildren(...body.map(hit));
+  $('grid').dataset.query = 'image:' + file.name;
+}
+$('image').addEventListener('change', searchImage);
 $('form').addEventListener('submit', search);
 </script>
 </body></html>
