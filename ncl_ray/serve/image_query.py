@@ -40,6 +40,8 @@ def read_image(data: bytes) -> np.ndarray:
             rgb = np.asarray(img.convert("RGB"))  # (H, W, 3), decoded now
     except ImageError:
         raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"the image declares more than {MAX_IMAGE_PIXELS} pixels") from None
     except Exception as e:  # PIL raises many kinds for bad bytes: one answer
         raise ImageError(f"not a readable JPEG or PNG ({type(e).__name__})") from None
     return rgb

@@ -181,6 +181,22 @@ def test_index_add_makes_unseen_videos_searchable(served):
     assert get(f"{served['base']}/search?like=nothing")[0] == 404
     status, refused, _ = get(f"{served['base']}/search?like=mylong&start=999")
     assert status == 404 and json.loads(refused)["field"] == "start"
+    # an image as the query: a frame like the magenta video's, as a JPEG body; other bodies refused by name
+    import io
+
+    from PIL import Image
+
+    from ncl_ray.data.synthetic import render
+
+    frame = render("magenta", "circle", "large", "right", "navy", num_frames=1, side=64,
+                   rng=np.random.default_rng(2))[0]
+    jpeg = io.BytesIO()
+    Image.fromarray(frame).save(jpeg, format="JPEG")
+    status, found, _ = _post_image(served["base"] + "/search/image?k=5", jpeg.getvalue(), "image/jpeg")
+    assert status == 200 and len(json.loads(found)) == 5 and "plain_rank" in json.loads(found)[0]
+    status, refused, _ = _post_image(served["base"] + "/search/image", b"GIF89a....", "image/png")
+    assert status == 400 and json.loads(refused)["field"] == "image"
+    assert _post_image(served["base"] + "/search/image", jpeg.getvalue(), "text/plain")[0] == 415
     # `ncl-ray search` takes the same path: one line per video, the long one with its moments, in the same order
     from ncl_ray.runtime.checkpoint import resolve_checkpoint
 
@@ -202,6 +218,15 @@ def test_index_add_makes_unseen_videos_searchable(served):
     assert not np.allclose(v1["ncl_bias"], v2["ncl_bias"][: len(v1["video_id"])])
     status, img, _ = get(served["base"] + "/thumbnails/mymagenta.jpg")
     assert status == 200 and img[:2] == b"\xff\xd8"
+
+
+def _post_image(url: str, data: bytes, ctype: str):
+    req = urllib.request.Request(url, data=data, headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get("Content-Type", "")
 
 
 def _searched(browser, base: str, width: int, height: int, query: str):
@@ -276,6 +301,17 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         page.wait_for_selector('#grid[data-query="like:mylong"] .hit')
         assert page.eval_on_selector_all(".hit", "els => els[0].dataset.video") == "mylong"
         assert "like mylong" in page.inner_text("#status")
+        # an image chosen on the page is the query
+        from PIL import Image
+
+        from ncl_ray.data.synthetic import render
+
+        still = tmp_path / "query.png"
+        Image.fromarray(render("white", "circle", "large", "right", "navy", num_frames=1, side=64,
+                               rng=np.random.default_rng(3))[0]).save(still)
+        page.set_input_files("#image", str(still))
+        page.wait_for_selector('#grid[data-query="image:query.png"] .hit')
+        assert "for the image query.png" in page.inner_text("#status")
         # a phone's width: one column, nothing wider than the screen
         phone = _searched(browser, served["base"], 375, 800, "a large red circle moving left")
         phone.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
