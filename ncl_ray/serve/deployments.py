@@ -59,14 +59,17 @@ class TextEncoder:
         return embed_image(self.model, rgb, self.cfg.data.frame_size, self.cfg.data.num_frames, self.device)
 
 
-def training_captions(checkpoint: Optional[str]) -> Optional[np.ndarray]:
-    """The checkpoint's training-caption bank (Q, D), for the page's coverage numbers; None without one."""
+def training_pairs(checkpoint: Optional[str]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """The checkpoint's training captions (Q, D) and their videos (row by row, the queues' pairs), for the page's
+    coverage and confidence numbers; (None, None) without them."""
     if not checkpoint:
-        return None
+        return None, None
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.serve.manage import training_bank
 
-    return training_bank(load_checkpoint(checkpoint)).queries.numpy()
+    bank = training_bank(load_checkpoint(checkpoint))
+    videos = bank.videos.numpy() if bank.videos is not None and len(bank.videos) == len(bank.queries) else None
+    return bank.queries.numpy(), videos
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -88,7 +91,8 @@ class Gallery:
                 raise
             raise RequestError(422, "index", f"version not loaded, {self.index.meta.get('version')} still serves: "
                                              f"{e}") from None
-        self.index, self.explainer = index, Explainer(index, training_captions(index.meta.get("checkpoint")))
+        captions, videos = training_pairs(index.meta.get("checkpoint"))
+        self.index, self.explainer = index, Explainer(index, captions, bank_videos=videos)
         self.thumbs.clear()
         return self.info()
 

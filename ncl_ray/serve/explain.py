@@ -12,9 +12,15 @@ For one query and one method, each hit gets:
   them in a smaller gallery): a query that matches nothing in particular has no hit far above the rest,
   whatever its raw score, so "weak" reads as weak;
 A request on an HNSW index reads no more rows than its own searches do.
+- `confidence_label`: with the checkpoint's paired bank (its caption and video queues, row i of one the caption
+  of row i of the other), calibrated on training pairs: "strong" when the plain score reaches the median
+  similarity of a caption and its own video, "fair" when it reaches their 10th percentile and beats 99 % of
+  mismatched pairs, else "weak" (`match_percentile`: where the score sits among the true pairs). Without a
+  paired bank, from z: >= 3 strong, >= 2 fair;
 - `coverage`: the hit's largest similarity to the training captions (the checkpoint's query bank), and
-  `outside_training` when it is below what nearly all of the gallery reaches (its 5th percentile): the model has
-  seen nothing like that video, so its score, and its bias, say little.
+  `outside_training` when it is below what nearly all training videos reach (their 5th percentile, each with its
+  own caption left out; without the video queue, the gallery's own 5th percentile): the model has seen nothing
+  like that video, so its score, and its bias, say little.
 For the query itself, `query_coverage` is its largest similarity to the training captions and `query_outside`
 says when that is below the 5th percentile of the training captions' own nearest-neighbour similarities.
 """
@@ -35,7 +41,8 @@ def confidence_label(z: float) -> str:
 class Explainer:
     """Per-hit numbers for a GalleryIndex; `bank` (Q, D) unit rows: the training captions, or None."""
 
-    def __init__(self, index, bank: Optional[np.ndarray] = None, seed: int = 0):
+    def __init__(self, index, bank: Optional[np.ndarray] = None, seed: int = 0,
+                 bank_videos: Optional[np.ndarray] = None):
         self.index = index
         self.video_of = np.empty(len(index), np.int64)  # (C,) row -> its video's number
         for j, rows in enumerate(index.rows_of.values()):
@@ -44,13 +51,39 @@ class Explainer:
         self.gallery_p5 = self.bank_p5 = None
         g = np.random.default_rng(seed)
         self.sample = np.sort(g.choice(len(index), size=min(SAMPLE, len(index)), replace=False))  # (n,) rows
-        if self.bank is not None:
+        self.pairs = None  # (median, 10th percentile) of true-pair similarities, 99th of mismatched
+        if self.bank is not None and bank_videos is not None and len(bank_videos) == len(self.bank) > 2:
+            self._calibrate(np.asarray(bank_videos, np.float32), g)
+        elif self.bank is not None:
             rows = self.sample
             self.gallery_p5 = float(np.percentile(self._coverage(index.plain[rows]), 5))
+        if self.bank is not None:
             sample = self.bank[g.choice(len(self.bank), size=min(SAMPLE, len(self.bank)), replace=False)]
             sims = sample @ self.bank.T  # (n, Q)
             sims[np.arange(len(sample)), np.argmax(sims, axis=1)] = -np.inf  # itself (or its twin) left out
             self.bank_p5 = float(np.percentile(sims.max(axis=1), 5))
+
+    def _calibrate(self, videos: np.ndarray, g: np.random.Generator) -> None:
+        """True pairs (caption i, video i) against mismatched ones, and the training videos' coverage."""
+        n = len(videos)
+        pick = g.choice(n, size=min(SAMPLE, n), replace=False)
+        true = np.einsum("ij,ij->i", self.bank[pick], videos[pick])  # (n,)
+        shift = pick[(np.arange(len(pick)) + 1) % len(pick)]  # another row's video: a mismatched pair
+        wrong = np.einsum("ij,ij->i", self.bank[pick], videos[shift])
+        self.true_pairs = np.sort(true)
+        self.pairs = (float(np.median(true)), float(np.percentile(true, 10)), float(np.percentile(wrong, 99)))
+        sims = videos[pick] @ self.bank.T  # (n, Q)
+        sims[np.arange(len(pick)), pick] = -np.inf  # each video's own caption left out
+        self.gallery_p5 = float(np.percentile(sims.max(axis=1), 5))
+
+    def label(self, plain: float, z: float) -> Dict:
+        """The confidence label of a hit: calibrated on training pairs when the bank is paired, else by z."""
+        if self.pairs is None:
+            return {"confidence_label": confidence_label(z)}
+        median, p10, wrong99 = self.pairs
+        percentile = 100.0 * float(np.searchsorted(self.true_pairs, plain, side="right")) / len(self.true_pairs)
+        name = "strong" if plain >= median else "fair" if plain >= max(p10, wrong99) else "weak"
+        return {"confidence_label": name, "match_percentile": round(percentile, 1)}
 
     def _coverage(self, vectors: np.ndarray) -> np.ndarray:
         return (vectors @ self.bank.T).max(axis=1)  # (n,) nearest training caption
@@ -100,7 +133,7 @@ class Explainer:
         for i in range(len(rows)):
             z = (float(plain[i] + bias[i]) - mean) / std
             item = {"plain_score": round(float(plain[i]), 6), "bias": round(float(bias[i]), 6),
-                    "plain_rank": ranks[i], "confidence": round(z, 2), "confidence_label": confidence_label(z)}
+                    "plain_rank": ranks[i], "confidence": round(z, 2), **self.label(float(plain[i]), z)}
             if cover is not None:
                 item.update(coverage=round(float(cover[i]), 4), outside_training=bool(cover[i] < self.gallery_p5))
             out.append(item)

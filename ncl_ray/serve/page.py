@@ -103,7 +103,9 @@ function hit(h, i) {
   const title = el('div');
   title.append(el('b', '', `${i + 1}. ${h.video_id}`));
   if (h.end_s) title.append(' ', el('span', 'meta moment', `${clock(h.start_s)}-${clock(h.end_s)}`));
-  title.append(el('span', 'badge ' + h.confidence_label, `${h.confidence_label} (z ${h.confidence})`));
+  const basis = h.match_percentile === undefined ? `z ${h.confidence}`
+    : `closer than ${h.match_percentile} % of training pairs`;
+  title.append(el('span', 'badge ' + h.confidence_label, `${h.confidence_label} (${basis})`));
   if (h.outside_training) title.append(el('span', 'badge ood', 'unlike the training videos'));
   const why = el('div', 'meta why');
   const sign = h.bias >= 0 ? '+' : '-';

@@ -82,3 +82,25 @@ def test_a_large_gallery_is_explained_from_the_plain_indexs_top_rows_and_a_sampl
     reference = index.plain[ex.sample] @ q + 0.05 * index.biases["ncl"][ex.sample]
     z = (plain[near] + 0.05 * index.biases["ncl"][near] - reference.mean()) / reference.std()
     assert got[0]["confidence"] == round(float(z), 2)
+
+
+def test_a_paired_bank_calibrates_the_labels_and_the_outside_flag_on_training_pairs():
+    """Caption i and video i of the checkpoint's queues are a true pair: a hit as close as a typical true pair
+    is strong, one no closer than mismatched pairs is weak; a gallery made mostly of videos unlike every training
+    caption has them flagged (the reference is the training videos, not the gallery itself)."""
+    g = np.random.default_rng(7)
+    videos = _unit(np.c_[g.normal(size=(300, 10)), np.zeros((300, 6))])  # the training data: 10 of 16 directions
+    captions = _unit(videos + 0.1 * np.c_[g.normal(size=(300, 10)), np.zeros((300, 6))])  # each near its video
+    true = np.einsum("ij,ij->i", captions, videos)
+    strange = _unit(np.c_[0.2 * g.normal(size=(40, 10)), g.normal(size=(40, 6))])  # mostly in the other six
+    best = int(np.argmax(true))  # the training pair closest of all
+    gallery = np.concatenate([strange, videos[[best] + list(range(9))]])
+    index = GalleryIndex([f"v{i}" for i in range(50)], ["/x"] * 50, gallery, np.zeros(50), 0.05, {}, {})
+    ex = Explainer(index, captions, bank_videos=videos)
+    assert abs(ex.pairs[0] - float(np.median(true))) < 1e-6  # 300 pairs: all of them calibrate
+    q = captions[best]
+    [own, other] = ex.hits(q, [40, 41], "none")  # its own video, and another training video
+    assert own["confidence_label"] == "strong" and own["match_percentile"] >= 99
+    assert other["confidence_label"] == "weak" and other["match_percentile"] < 5
+    flagged = [h["outside_training"] for h in ex.hits(q, list(range(50)), "none")]
+    assert sum(flagged[:40]) >= 36 and sum(flagged[40:]) <= 1  # most strange videos; hardly any training one
