@@ -1,4 +1,5 @@
-"""`ncl-ray index add | list | remove | rollback RUN ...`: manage the served gallery (serve/add.py, serve/manage.py)."""
+"""`ncl-ray index add | watch | list | remove | rollback RUN ...`: manage the served gallery (serve/add.py,
+serve/watch.py, serve/manage.py)."""
 
 
 def register(sub) -> None:
@@ -15,6 +16,14 @@ def register(sub) -> None:
     add.add_argument("--follow-links", action="store_true", help="accept symbolic links (videos, caption "
                      "sidecars, manifest paths) that resolve inside the folder given; without it links are refused")
     add.add_argument("overrides", nargs="*", help="key=value")
+    w = verbs.add_parser("watch", help="add the new videos of a folder as they appear (a running server follows)")
+    w.add_argument("target", help="run folder or checkpoint folder")
+    w.add_argument("folder", help="a folder of videos (captions from a <name>.txt beside each)")
+    w.add_argument("--every", type=float, default=30.0, help="seconds between looks at the folder (default: 30)")
+    w.add_argument("--passes", type=int, default=0, help="stop after this many looks (default: 0 = never)")
+    w.add_argument("--window", type=float, default=10.0, help="as index add (default: 10; 0 = whole videos)")
+    w.add_argument("--stride", type=float, default=5.0, help="as index add (default: 5)")
+    w.add_argument("--follow-links", action="store_true", help="as index add")
     ls = verbs.add_parser("list", help="versions (* = current) with their changelog lines")
     ls.add_argument("target", help="run folder or checkpoint folder")
     ls.add_argument("--videos", action="store_true", help="also list the current version's videos")
@@ -35,6 +44,10 @@ def main(args) -> int:
 
         return add_videos(args.target, args.videos, args.overrides, args.replace, args.window, args.stride,
                           args.follow_links) or 0
+    if args.action == "watch":
+        from ncl_ray.serve.watch import watch
+
+        return watch(args.target, args.folder, args.every, args.passes, args.window, args.stride, args.follow_links)
     from ncl_ray.serve import manage
 
     checkpoint = resolve_checkpoint(args.target)

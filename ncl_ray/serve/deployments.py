@@ -6,7 +6,9 @@ Their settings arrive as constructor arguments (`bind()`), never through module 
 """
 
 import io
+import logging
 import os
+import time
 from collections import OrderedDict
 from typing import List, Optional, Tuple
 
@@ -16,9 +18,11 @@ from ray import serve
 from ncl_ray.serve.explain import Explainer
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed
 from ncl_ray.serve.guard import RequestError
-from ncl_ray.serve.index import GalleryIndex
+from ncl_ray.serve.index import GalleryIndex, current_name
 
 MAX_THUMBNAILS = 256  # strips kept in the Gallery replica (about 10 KB each)
+FOLLOW_S = 5.0  # a new index version is served within this long of its CURRENT write, without POST /reload
+log = logging.getLogger("ncl_ray.serve")
 
 
 # max_ongoing_requests: Serve's default (5) would cap every batch at 5 and, under load, make the router reject
@@ -74,12 +78,32 @@ def training_pairs(checkpoint: Optional[str]) -> Tuple[Optional[np.ndarray], Opt
 
 @serve.deployment(max_ongoing_requests=64)
 class Gallery:
-    """The index, reloadable in place when a new version is written."""
+    """The index, reloadable in place when a new version is written: on POST /reload, and on its own within
+    FOLLOW_S seconds of a new CURRENT (a version that fails its checks is named in the log once, and the one
+    loaded keeps serving)."""
 
     def __init__(self, folder: str, kind: str = "exact"):
         self.folder, self.kind = folder, kind
         self.thumbs: "OrderedDict[str, bytes]" = OrderedDict()  # least recently used first
+        self.checked, self.refused = time.monotonic(), ""
         self.reload()
+
+    def follow(self) -> None:
+        """Load a new current version if one was written since the last look (at most every FOLLOW_S)."""
+        if time.monotonic() - self.checked < FOLLOW_S:
+            return
+        self.checked = time.monotonic()
+        try:
+            name = current_name(self.folder)
+        except OSError as e:
+            log.warning("cannot read the index's CURRENT (%s); %s still serves", e, self.index.meta.get("version"))
+            return
+        if name and name not in (self.index.meta.get("version"), self.refused):
+            try:
+                self.reload()
+            except RequestError as e:
+                self.refused = name
+                log.warning("%s: %s", name, e.message)
 
     def reload(self) -> dict:
         """Load the current version; a version that fails its checks (export.check_index) or cannot be read is
@@ -97,6 +121,7 @@ class Gallery:
         return self.info()
 
     def info(self) -> dict:
+        self.follow()
         return {"videos": self.index.n_videos, "rows": len(self.index), "version": self.index.meta.get("version"),
                 "kind": self.kind,
                 "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
@@ -105,6 +130,7 @@ class Gallery:
     def search(self, queries: List[np.ndarray], k: int, method: str):
         """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
         RequestError 400 for a method this index does not hold."""
+        self.follow()
         self._check_method(method)
         hits = self.index.hits(np.stack(queries), k, method)  # the path ncl-ray search takes
         return [self._shown(q, h, method, self.explainer.query(q)) for q, h in zip(queries, hits)]
@@ -112,6 +138,7 @@ class Gallery:
     def like(self, video_id: str, start: Optional[float], k: int, method: str):
         """Hits like an indexed video (or one of its moments), itself first; RequestError 404 for an id or a
         time the index does not hold."""
+        self.follow()
         self._check_method(method)
         try:
             q = self.index.like_vector(video_id, start)

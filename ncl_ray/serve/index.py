@@ -26,6 +26,16 @@ KINDS = ("exact", "hnsw")
 MOMENTS = 3  # best moments listed per video cut into windows
 
 
+def current_name(folder: str) -> str:
+    """The version a versioned index folder's CURRENT names ("" for an export folder): one small read, so a
+    server can look for a new version often."""
+    if storage.is_uri(folder):
+        live = storage.join(folder, "CURRENT")
+        return storage.read_text(live).strip() if storage.stat(live)[0] >= 0 else ""
+    live = Path(folder) / "CURRENT"
+    return live.read_text().strip() if live.is_file() else ""
+
+
 def resolve_version(folder: str) -> Path:
     """An export folder itself, or the version that a versioned folder's CURRENT names; on object storage
     (s3://...), the local copy of that export or version (fetched once, reused while unchanged)."""
