@@ -356,3 +356,34 @@ def test_search_page_in_a_real_browser(served, tmp_path):
     if (ROOT / "bench" / "out").is_dir():
         shutil.copy(shot, ROOT / "bench" / "out" / "serve_page.png")
         shutil.copy(narrow, ROOT / "bench" / "out" / "serve_page_375.png")
+
+
+def test_a_watched_folder_indexes_itself_and_the_server_follows(served, tmp_path):
+    """`ncl-ray index watch RUN FOLDER`: a video dropped into the folder is added (its copy is not), and the
+    running server serves the new version on its own, without POST /reload."""
+    import time
+
+    from ncl_ray.data.synthetic import render, write_video
+
+    folder = tmp_path / "library"
+    folder.mkdir()
+    write_video(str(folder / "dropped.mp4"), render("yellow", "square", "small", "down", "gray", num_frames=16,
+                                                    side=64, rng=np.random.default_rng(11)))
+    (folder / "dropped.txt").write_text("a small yellow square falling\n")
+    (folder / "dropped again.mp4").write_bytes((folder / "dropped.mp4").read_bytes())
+    before = json.loads(get(served["base"] + "/healthz")[1])
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "watch", str(served["run"]), str(folder),
+                        "--passes", "2", "--every", "1"], cwd=ROOT, env=served["env"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("new video(s)") == 1 and "dropped" in r.stdout  # the second pass finds nothing new
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the server looks for a new CURRENT at most every 5 s
+        info = json.loads(get(served["base"] + "/healthz")[1])
+        if info["version"] != before["version"]:
+            break
+        time.sleep(1)
+    assert info["version"] != before["version"] and info["videos"] == before["videos"] + 1
+    q = urllib.parse.quote("a small yellow square moving down on a gray background")
+    hits = {h["video_id"]: h for h in json.loads(get(f"{served['base']}/search?q={q}&k=100")[1])}
+    assert hits["dropped"]["captions"] == ["a small yellow square falling"] and "dropped again" not in hits
