@@ -22,9 +22,9 @@ import numpy as np
 
 from ncl_ray.evaluation.export import IndexFiles
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
-from ncl_ray.serve.files import UNKNOWN, identity_of
 from ncl_ray.serve.guard import valid_video_id
-from ncl_ray.serve.manage import fingerprint, new_biases, training_bank
+from ncl_ray.serve.add_plan import changed_since_hashed, plan_additions
+from ncl_ray.serve.manage import new_biases, training_bank
 from ncl_ray.serve.versions import MAX_CAPTION_CHARS, MAX_CAPTIONS
 
 log = logging.getLogger("ncl_ray.index")
@@ -184,46 +184,6 @@ class VideoEmbedder:
                 "end_s": np.array(rows["end_s"], np.float32)}
 
 
-def _plan(entries: List[VideoEntry], old, replace: bool):
-    """(entries to embed, their (SHA-256, file identity), notes): ids already indexed are kept unless `replace`;
-    a file whose bytes equal an indexed video's (under another id) or another input's is skipped. Of inputs with
-    the same bytes, the first with captions is kept (`bikes.mp4` + `bikes.txt` over `bikes copy.mp4`), else the
-    first."""
-    known = {h: v for v, h in zip(old.video_ids, old.hashes) if h}
-    candidates = {}  # position -> (entry, SHA-256, identity) of the inputs not already indexed
-    for i, e in enumerate(entries):
-        if replace or e.video_id not in old.row_of:
-            try:
-                candidates[i] = (e, *fingerprint(e.path))
-            except OSError:
-                candidates[i] = (e, "", UNKNOWN)  # missing or unreadable: the decoder reports it
-    keeper = {}  # hash -> the input kept for it
-    for e, h, _ in sorted(candidates.values(), key=lambda c: not c[0].captions):  # stable: captioned first
-        keeper.setdefault(h, e.video_id)
-    todo, prints, notes = [], [], []
-    for i, e in enumerate(entries):
-        if i not in candidates:
-            notes.append(f"{e.video_id}: already in the index (--replace re-embeds it)")
-            continue
-        _, h, ident = candidates[i]
-        indexed = known.get(h) if known.get(h) != e.video_id else None  # its own file: what --replace re-embeds
-        twin = (indexed or (keeper[h] if keeper[h] != e.video_id else None)) if h else None
-        if twin:
-            notes.append(f"{e.video_id}: same file as {twin} ({e.path})")
-            continue
-        todo.append(e)
-        prints.append((h, ident))
-    return todo, prints, notes
-
-
-def _changed_since_hashed(path: str, ident) -> bool:
-    """Was the file replaced or modified while it was being embedded?"""
-    try:
-        return identity_of(os.stat(path, follow_symlinks=False)) != tuple(ident)
-    except OSError:
-        return True
-
-
 def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = False, window_s: float = 10.0,
                stride_s: float = 5.0, follow_links: bool = False) -> int:
     from ncl_ray.runtime.checkpoint import load_checkpoint, resolve_checkpoint
@@ -255,7 +215,7 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
 
     home = home_of(checkpoint)  # held by the caller's writer
     old = GalleryIndex.load(str(home))
-    fresh, prints, notes = _plan(entries, old, replace)
+    fresh, prints, notes = plan_additions(entries, old, replace)
     for note in notes:
         log.warning("skipped %s", note)
     notes = refused + notes
@@ -270,7 +230,7 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
                          num_cpus=cpus).take_all()
     by_id = {e.video_id: (e, p) for e, p in zip(fresh, prints)}
     for r in out:
-        if not r["error"] and _changed_since_hashed(r["path"], by_id[r["video_id"]][1][1]):
+        if not r["error"] and changed_since_hashed(r["path"], by_id[r["video_id"]][1][1]):
             r["error"] = "the file changed while it was being added"
     good = [r for r in out if not r["error"]]
     for r in out:

@@ -11,7 +11,8 @@ import logging
 import time
 from typing import List
 
-from ncl_ray.serve.add import _plan, add_videos, read_inputs
+from ncl_ray.serve.add import add_videos, read_inputs
+from ncl_ray.serve.add_plan import plan_additions
 from ncl_ray.serve.index import GalleryIndex
 from ncl_ray.serve.versions import current, home_of, refresh
 
@@ -24,7 +25,7 @@ def pending(home, folder: str, follow_links: bool) -> List[str]:
     entries, _ = read_inputs(folder, follow_links)
     if current(home) is None:
         return [e.video_id for e in entries]
-    todo, _, _ = _plan(entries, GalleryIndex.load(str(home)), replace=False)
+    todo, _, _ = plan_additions(entries, GalleryIndex.load(str(home)), replace=False)
     return [e.video_id for e in todo]
 
 

@@ -88,7 +88,8 @@ def test_list_of_a_run_without_an_index_is_one_line(tmp_path, capsys):
 
 
 def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp_path):
-    from ncl_ray.serve.add import _plan, read_inputs
+    from ncl_ray.serve.add import read_inputs
+    from ncl_ray.serve.add_plan import plan_additions
     from ncl_ray.serve.manage import file_hash
 
     folder = tmp_path / "in"
@@ -101,7 +102,7 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
     assert entries[0].captions == ["a dog runs", "a brown dog"] and entries[1].captions == []
     index = GalleryIndex(["c_indexed", "old"], ["/x/c.mp4", "/x/old.mp4"], np.eye(2, 4, dtype=np.float32),
                          np.zeros(2), 0.05, {}, {}, hashes=[file_hash(str(folder / "c.mp4")), "elsewhere"])
-    todo, prints, notes = _plan(entries, index, replace=False)
+    todo, prints, notes = plan_additions(entries, index, replace=False)
     assert [e.video_id for e in todo] == ["a", "b"] and [h for h, _ in prints] == [file_hash(str(folder / "a.mp4")),
                                                                                   file_hash(str(folder / "b.mp4"))]
     st = (folder / "a.mp4").stat()
@@ -109,7 +110,7 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
     assert notes == ["b_copy: same file as b (" + str(folder / "b_copy.mp4") + ")",
                      "c: same file as c_indexed (" + str(folder / "c.mp4") + ")",
                      "old: already in the index (--replace re-embeds it)"]
-    todo, _, _ = _plan(entries, index, replace=True)
+    todo, _, _ = plan_additions(entries, index, replace=True)
     assert [e.video_id for e in todo] == ["a", "b", "old"]
     # a captioned file and its byte-identical copy: the one with captions is kept, whichever sorts first
     (folder / "bikes.mp4").write_bytes(b"BIKE")
@@ -117,7 +118,7 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
     (folder / "bikes.txt").write_text("two bikes on a trail\n")
     entries, _ = read_inputs(str(folder))
     assert [e.video_id for e in entries].index("bikes copy") < [e.video_id for e in entries].index("bikes")
-    todo, _, notes = _plan(entries, index, replace=False)
+    todo, _, notes = plan_additions(entries, index, replace=False)
     kept = {e.video_id: e.captions for e in todo}
     assert kept.get("bikes") == ["two bikes on a trail"] and "bikes copy" not in kept
     assert "bikes copy: same file as bikes (" + str(folder / "bikes copy.mp4") + ")" in notes
