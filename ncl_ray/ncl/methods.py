@@ -122,6 +122,17 @@ def owner(key: str) -> Method:
     return next(m for m in REGISTRY if any(s.key == key for s in m.settings))
 
 
+def markdown_table() -> str:
+    """The README's method table (between its `methods-table` markers; a test keeps them equal)."""
+    rows = ["| method | what it does | banks | reads the test queries | served | settings (default, source) |",
+            "|---|---|---|---|---|---|"]
+    for m in REGISTRY:
+        settings = "; ".join(f"`eval.{s.key}={s.default}` ({s.source})" for s in m.settings) or "-"
+        rows.append(f"| `{m.name}` | {m.title.split(' = ', 1)[-1].format(bank='bank')} | {m.banks or '-'} | "
+                    f"{'yes' if m.transductive else 'no'} | {'yes' if m.served else 'no'} | {settings} |")
+    return "\n".join(rows)
+
+
 def expand(methods) -> Tuple[str, ...]:
     """A list of method names with `all` standing for every method, in the registry's order."""
     return METHODS if "all" in methods else tuple(methods)

@@ -55,3 +55,12 @@ def test_legends_and_the_page_come_from_the_records():
     assert all(m.title.format(bank="training-query bank") in words for m in REGISTRY)
     assert "dsl = dual softmax over the test queries (uses the test queries: transductive)" in words
     assert all(m.page and m.page in PAGE for m in REGISTRY if m.name in SERVED_METHODS)
+
+
+def test_the_readmes_method_table_is_the_registrys():
+    from ncl_ray.ncl.methods import markdown_table
+
+    text = (PKG.parent / "README.md").read_text()
+    start = text.index("<!-- methods-table")
+    table = text[text.index("\n", start) + 1: text.index("<!-- /methods-table -->")].strip()
+    assert table == markdown_table()
