@@ -104,6 +104,15 @@ def _file_error(status: int) -> JSONResponse:
     return _error(404, "video_id", "no such video or moment in the index")
 
 
+def query_k(params) -> int:
+    """`k` of a query string as an integer (its range is validate's); RequestError 400 naming it otherwise."""
+    text = params.get("k", "10")
+    try:
+        return int(text)
+    except ValueError:
+        raise RequestError(400, "k", f"k must be an integer from 1 to {MAX_K}, got {text[:20]!r}") from None
+
+
 def validate(q, k, method) -> Optional[JSONResponse]:
     """None when the inputs are valid, else the 4xx response naming the field."""
     if not isinstance(q, str) or not q.strip():
@@ -146,11 +155,7 @@ class Api:
     @api.get("/search")
     async def search_get(self, request: Request):
         p = request.query_params
-        q, method, k_text = p.get("q", ""), p.get("method", "ncl"), p.get("k", "10")
-        try:
-            k = int(k_text)
-        except ValueError:
-            return _error(400, "k", f"k must be an integer from 1 to {MAX_K}, got {k_text[:20]!r}")
+        q, method, k = p.get("q", ""), p.get("method", "ncl"), query_k(p)
         if "like" in p:  # more like this: an indexed video (or one of its moments) is the query
             return await self._like(p.get("like", ""), p.get("start"), k, method)
         bad = validate(q, k, method)
@@ -194,11 +199,7 @@ class Api:
     async def search_image(self, request: Request):
         """The image in the body (JPEG or PNG, bounded by the guard and image_query.py) is the query."""
         p = request.query_params
-        method, k_text = p.get("method", "ncl"), p.get("k", "10")
-        try:
-            k = int(k_text)
-        except ValueError:
-            return _error(400, "k", f"k must be an integer from 1 to {MAX_K}, got {k_text[:20]!r}")
+        method, k = p.get("method", "ncl"), query_k(p)
         bad = validate("image", k, method)
         if bad is not None:
             return bad
