@@ -29,10 +29,9 @@ def main(args) -> int:
         hits, query = _image_hits(index, args.image, args.top_k), f"image {args.image}"
     else:
         hits = search_texts(index, [query], args.top_k)[0]
-    rows = f" in {len(index)} rows" if len(index) != index.n_videos else ""
-    print(f"query: {query!r}   gallery: {index.n_videos} videos{rows} (made from the '{meta.get('split', 'test')}' "
-          f"split of {meta.get('checkpoint', args.index)}), ranked by NCL (biases from the {meta.get('bank', '?')} "
-          f"bank)")
+    print(f"query: {query!r}   gallery: {index.n_videos} videos, {len(index)} moments (made from the "
+          f"'{meta.get('split', 'test')}' split of {meta.get('checkpoint', args.index)}), ranked by NCL (biases "
+          f"from the {meta.get('bank', '?')} bank)")
     print(f"{'rank':>4s}  {'score':>8s}  {'video':<14s} first caption / path")
     for rank, hit in enumerate(hits, start=1):
         caption = hit["captions"][0] if hit["captions"] else ""

@@ -122,7 +122,7 @@ class Gallery:
 
     def info(self) -> dict:
         self.follow()
-        return {"videos": self.index.n_videos, "rows": len(self.index), "version": self.index.meta.get("version"),
+        return {"videos": self.index.n_videos, "moments": len(self.index), "version": self.index.meta.get("version"),
                 "kind": self.kind,
                 "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
                 "bank": self.index.meta.get("bank"), "methods": self.index.methods}

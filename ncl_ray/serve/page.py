@@ -63,8 +63,8 @@ const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStar
 const method = () => (document.querySelector('input[name=method]:checked') || {value: 'ncl'}).value;
 function legend() { $('legend').textContent = WORDS[method()] || ''; }
 get('/healthz').then(r => r.json()).then(h => {
-  const rows = h.rows && h.rows !== h.videos ? ` in ${h.rows} rows (windows)` : '';
-  $('info').textContent = `${h.videos} videos${rows}, index ${h.version} (${h.kind}), biases from the ${h.bank} bank`;
+  $('info').textContent = `${h.videos} videos, ${h.moments} moments, index ${h.version} (${h.kind}), biases from ` +
+                          `the ${h.bank} bank`;
   (h.methods || ['ncl', 'none']).forEach((m, i) => {
     const label = el('label'), input = el('input');
     input.type = 'radio'; input.name = 'method'; input.value = m; input.checked = i === 0;

@@ -124,8 +124,7 @@ def write_version(home: Path, f: IndexFiles, change: str) -> Path:
     pointer.write_text(name)
     os.replace(pointer, home / "CURRENT")
     with open(home / "CHANGELOG", "a") as log_file:
-        videos, rows = len(set(f.video_ids)), len(f.video_ids)
-        counted = f"{videos} videos" + (f" ({rows} rows)" if rows != videos else "")
+        counted = f"{len(set(f.video_ids))} videos, {len(f.video_ids)} moments"  # a window is a moment
         log_file.write(f"{name}  {time.strftime('%Y-%m-%d %H:%M:%S')}  {counted}  {change}\n")
     return home / name
 

@@ -153,7 +153,7 @@ def test_index_add_makes_unseen_videos_searchable(served):
     status, body, _ = get(served["base"] + "/reload", {})
     info = json.loads(body)
     assert status == 200 and info["version"] == "v0002" and info["videos"] == before["videos"] + 3
-    assert info["rows"] == before["rows"] + 7  # mylong's five windows are five rows of one video
+    assert info["moments"] == before["moments"] + 7  # mylong's five windows are five moments of one video
     q = urllib.parse.quote("a large magenta circle moving right on a navy background")
     status, body, _ = get(f"{served['base']}/search?q={q}&k={info['videos']}")
     hits = {h["video_id"]: h for h in json.loads(body)}
@@ -254,7 +254,8 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         n = min(10, len({h["video_id"] for h in json.loads(get(served["base"] + "/search?q=x&k=100")[1])}))
         ncl = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
         assert len(ncl) == n and "ncl ranking" in page.inner_text("#status")
-        assert "rows" in page.inner_text("#info") and "Sinkhorn" in page.inner_text("#legend")
+        assert "videos" in page.inner_text("#info") and "moments" in page.inner_text("#info")
+        assert "Sinkhorn" in page.inner_text("#legend")
         # every hit says why it is there: its score as plain + bias, its plain rank, a confidence badge
         why = page.eval_on_selector_all(".hit .why", "els => els.map(e => e.textContent)")
         assert len(why) == n and all("= plain" in w and "plain rank" in w for w in why)

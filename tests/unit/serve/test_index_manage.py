@@ -68,7 +68,7 @@ def test_rollback_is_a_new_version_and_list_shows_the_changelog(served, capsys):
     assert len(GalleryIndex.load(str(home))) == 5
     log = changelog(home)
     assert [line.split()[0] for line in log] == ["v0001", "v0002", "v0003", "v0004"]
-    assert "remove 1: v0" in log[1] and "rollback to v0001" in log[2] and log[3].split()[3:5] == ["5", "videos"]
+    assert "remove 1: v0" in log[1] and "rollback to v0001" in log[2] and log[3].split()[3:5] == ["5", "videos,"]
     capsys.readouterr()
     assert cli(["index", "list", str(ckpt), "--videos"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -218,7 +218,7 @@ def test_six_concurrent_rollbacks_each_make_a_version_without_a_traceback(served
 
 
 def test_counts_say_videos_and_rows_apart(tmp_path, capsys):
-    """A long video cut into 3 windows beside 2 plain videos: 3 videos in 5 rows, in the CHANGELOG (what `index
+    """A long video cut into 3 windows beside 2 plain videos: 3 videos, 5 moments, in the CHANGELOG (what `index
     list` shows) and the index (what /healthz and `ncl-ray search` count), not 5 videos."""
     ids = ["long", "long", "long", "a", "b"]
     emb = np.eye(5, 8, dtype=np.float32)
@@ -227,7 +227,7 @@ def test_counts_say_videos_and_rows_apart(tmp_path, capsys):
     write_version(home, IndexFiles.gallery(ids, ["/v/long.mp4"] * 3 + ["/v/a.mp4", "/v/b.mp4"], emb,
                                            np.zeros(5, np.float32), 0.05, {}, {"checkpoint": "c", "split": "test"},
                                            spans=spans), "three videos")
-    assert "3 videos (5 rows)" in changelog(home)[0]
+    assert "3 videos, 5 moments" in changelog(home)[0]
     index = GalleryIndex.load(str(home))
     assert len(index) == 5 and index.n_videos == 3
 
