@@ -2,18 +2,22 @@
 
 Every `every` seconds the folder is read as `index add` reads it (sidecar captions, links refused unless
 `--follow-links`); when it holds a video the index lacks (by id, and by content: a copy under another name is
-not new), `index add` runs on it, writing a new version. A running `ncl-ray serve` picks that version up on its
+not new), `index add` runs on it, writing a new version; indexed videos whose file was inside the folder and is
+gone are removed (`index remove`, a version of its own). A running `ncl-ray serve` picks that version up on its
 own (deployments.FOLLOW_S). Nothing is re-embedded that is already indexed; a file that cannot be decoded is
 named once and not tried again. Ctrl-C (or `--passes N`) ends it.
 """
 
 import logging
+import os
 import time
 from typing import List
 
+from ncl_ray.evaluation.export import read_index
 from ncl_ray.serve.add import add_videos, read_inputs
 from ncl_ray.serve.add_plan import plan_additions
 from ncl_ray.serve.index import GalleryIndex
+from ncl_ray.serve.manage import remove_videos
 from ncl_ray.serve.versions import current, home_of, refresh
 
 log = logging.getLogger("ncl_ray.index")
@@ -29,6 +33,17 @@ def pending(home, folder: str, follow_links: bool) -> List[str]:
     return [e.video_id for e in todo]
 
 
+def gone(home, folder: str) -> List[str]:
+    """Ids of indexed videos whose file lay inside `folder` and is no longer there."""
+    refresh(home)
+    if current(home) is None:
+        return []
+    root = os.path.realpath(folder)
+    f = read_index(current(home))
+    inside = {v for v, p in zip(f.video_ids, f.paths) if p.startswith(root + os.sep)}
+    return sorted(v for v in inside if not os.path.exists(f.paths[f.video_ids.index(v)]))
+
+
 def watch(target: str, folder: str, every: float, passes: int, window_s: float, stride_s: float,
           follow_links: bool) -> int:
     """Add what is new in `folder`, every `every` seconds, `passes` times (0: until interrupted)."""
@@ -36,7 +51,8 @@ def watch(target: str, folder: str, every: float, passes: int, window_s: float, 
 
     if every <= 0:
         raise ValueError(f"--every {every}: seconds between passes must be positive")
-    home = home_of(resolve_checkpoint(target))
+    checkpoint = resolve_checkpoint(target)
+    home = home_of(checkpoint)
     done, failed = 0, set()  # ids an add could not decode: not tried again while their name stays
     try:
         while True:
@@ -49,6 +65,10 @@ def watch(target: str, folder: str, every: float, passes: int, window_s: float, 
                 except ValueError as e:  # none of them decoded: each was named
                     log.warning("%s", e)
                 failed |= set(new) & set(pending(home, folder, follow_links))
+            removed = gone(home, folder)
+            if removed:
+                print(f"{len(removed)} video(s) gone from {folder}: {', '.join(removed[:5])}", flush=True)
+                remove_videos(checkpoint, removed)
             done += 1
             if passes and done >= passes:
                 return 0

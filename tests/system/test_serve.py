@@ -388,3 +388,19 @@ def test_a_watched_folder_indexes_itself_and_the_server_follows(served, tmp_path
     q = urllib.parse.quote("a small yellow square moving down on a gray background")
     hits = {h["video_id"]: h for h in json.loads(get(f"{served['base']}/search?q={q}&k=100")[1])}
     assert hits["dropped"]["captions"] == ["a small yellow square falling"] and "dropped again" not in hits
+    # deleting the files takes the video out again
+    (folder / "dropped.mp4").unlink()
+    (folder / "dropped again.mp4").unlink()
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "watch", str(served["run"]), str(folder),
+                        "--passes", "1"], cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 video(s) gone" in r.stdout, r.stderr[-2000:]
+    added = info["version"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        info = json.loads(get(served["base"] + "/healthz")[1])
+        if info["version"] != added:
+            break
+        time.sleep(1)
+    assert info["videos"] == before["videos"]
+    hits = {h["video_id"] for h in json.loads(get(f"{served['base']}/search?q={q}&k=100")[1])}
+    assert "dropped" not in hits
