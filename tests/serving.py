@@ -7,10 +7,12 @@ import secrets
 import shutil
 import signal
 import subprocess
+import struct
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from raynodes import alive, free_port, processes_marked, processes_of
@@ -85,3 +87,10 @@ def raw(url, method="GET", body=b"", auth=True, **headers):
         return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height and holds almost nothing: what a decompression bomb looks like."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from serving import TOKEN, get, raw
+from serving import TOKEN, get, png_header_only, raw
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,21 +181,26 @@ def test_index_add_makes_unseen_videos_searchable(served):
     assert get(f"{served['base']}/search?like=nothing")[0] == 404
     status, refused, _ = get(f"{served['base']}/search?like=mylong&start=999")
     assert status == 404 and json.loads(refused)["field"] == "start"
-    # an image as the query: a frame like the magenta video's, as a JPEG body; other bodies refused by name
+    # an image as the query: a frame of the indexed magenta video, as a JPEG body, finds that video
     import io
 
     from PIL import Image
 
-    from ncl_ray.data.synthetic import render
+    from ncl_ray.data.decode import decode_frames
 
-    frame = render("magenta", "circle", "large", "right", "navy", num_frames=1, side=64,
-                   rng=np.random.default_rng(2))[0]
+    frame = decode_frames(str(folder / "mymagenta.mp4"), 1, 64)[0]  # (64, 64, 3) from the middle of the file
     jpeg = io.BytesIO()
     Image.fromarray(frame).save(jpeg, format="JPEG")
     status, found, _ = _post_image(served["base"] + "/search/image?k=5", jpeg.getvalue(), "image/jpeg")
-    assert status == 200 and len(json.loads(found)) == 5 and "plain_rank" in json.loads(found)[0]
+    found = json.loads(found)
+    assert status == 200 and len(found) == 5 and "plain_rank" in found[0]
+    assert "mymagenta" in [h["video_id"] for h in found[:3]], [h["video_id"] for h in found]
+    # hostile bodies, through the running server: not an image, a decompression bomb, too large, wrong type
     status, refused, _ = _post_image(served["base"] + "/search/image", b"GIF89a....", "image/png")
     assert status == 400 and json.loads(refused)["field"] == "image"
+    status, refused, _ = _post_image(served["base"] + "/search/image", png_header_only(16000, 16000), "image/png")
+    assert status == 400 and "pixels" in json.loads(refused)["error"]
+    assert _post_image(served["base"] + "/search/image", b"\xff" * (9 * 2 ** 20), "image/jpeg")[0] == 413
     assert _post_image(served["base"] + "/search/image", jpeg.getvalue(), "text/plain")[0] == 415
     # `ncl-ray search` takes the same path: one line per video, the long one with its moments, in the same order
     from ncl_ray.runtime.checkpoint import resolve_checkpoint

@@ -2,8 +2,6 @@
 still clip by the video tower; the guard lets an image body through on its one path only."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +11,8 @@ from PIL import Image
 from ncl_ray.data.transforms import normalize_frames
 from ncl_ray.model.clip import ModelSpec, build_model
 from ncl_ray.serve.guard import check_request
+from serving import png_header_only
+
 from ncl_ray.serve.image_query import MAX_IMAGE_BYTES, ImageError, embed_image, read_image, still_clip
 
 
@@ -23,21 +23,12 @@ def _encoded(fmt: str, size=(40, 30)) -> bytes:
     return buf.getvalue()
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height and holds almost nothing: what a decompression bomb looks like."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
-
-
 def test_jpeg_and_png_are_read_and_anything_else_is_refused():
     assert read_image(_encoded("PNG")).shape == (30, 40, 3)
     assert read_image(_encoded("JPEG")).shape == (30, 40, 3)
     for bad, why in ((_encoded("GIF"), "not a readable JPEG or PNG"), (b"\xff\xd8 not really", "not a readable"),
-                     (_png_header_only(7000, 7000), "7000 x 7000 pixels"),
-                     (_png_header_only(16000, 16000), "declares more than"),
+                     (png_header_only(7000, 7000), "7000 x 7000 pixels"),
+                     (png_header_only(16000, 16000), "declares more than"),
                      (b"\0" * (MAX_IMAGE_BYTES + 1), "larger than")):
         with pytest.raises(ImageError, match=why):
             read_image(bad)
