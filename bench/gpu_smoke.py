@@ -94,11 +94,13 @@ def main(argv=None) -> int:
     if not args.dry_run:
         gpu_out = out / "gpu"
         times["bench_gpu_s"] = sh([sys.executable, "-m", "bench.gpu", "--batches", f"{args.batch},128",
-                                   "--rounds", "3", "--no-equivalence", "--out", str(gpu_out)], out / "gpu.log")
-        for path in sorted(gpu_out.glob("*.json")):
-            for r in json.loads(path.read_text()).get("rows", []):
-                rows.append({"row": f"bench.gpu {r.get('name', r.get('row', '?'))} B={r.get('batch', '')}",
-                             "clips_per_s": r.get("clips_per_s", 0.0), "decoder": "-", "device": "cuda"})
+                                   "--rounds", "3", "--no-equivalence", "--no-jpeg", "--rows",
+                                   "all + compile,all + compile + nvJPEG input,all + compile (CUDA graphs)",
+                                   "--out", str(gpu_out)], out / "gpu.log")
+        report = json.loads((gpu_out / "gpu.json").read_text())
+        for r in report.get("train", []) + report.get("embed", []):
+            rows.append({"row": f"bench.gpu {r['row']} B={r['batch']}", "clips_per_s": r.get("clips_per_s", 0.0),
+                         "decoder": "-", "device": report.get("device", "cuda")})
     write("gpu_smoke", rows, {
         "loss per epoch": losses, "finite and falling": all(x == x for x in losses) and losses == sorted(losses,
                                                                                                       reverse=True),
