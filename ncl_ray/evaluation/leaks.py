@@ -9,17 +9,27 @@ found in its inference. The check, for each direction and each method not labell
   every remaining item with finite values, and a method whose item bias depends on the item's own column alone
   gives the remaining items the same scores as before, up to one constant per query (CSLS's query term).
 A failure raises `LeakError`: the numbers are not reported. Transductive methods (dsl) are named, not checked.
+The check runs on the first LEAK_VIDEOS test videos and their captions (`subset`), with the full banks: a leak
+shows on any gallery, and the check then costs a bounded share of a large evaluation.
 """
 
 from typing import Callable, Dict, List, Sequence
 
 import torch
 
-from ncl_ray.evaluation.evaluate import Direction
+from ncl_ray.evaluation.evaluate import Direction, Embeddings
 from ncl_ray.ncl.methods import BY_NAME
 from ncl_ray.ncl.normalize import GalleryBank, MethodSettings, Sims, make_scorer
 
-PROBES = 3  # queries checked per direction: the first, the middle and the last
+LEAK_VIDEOS = 500  # test videos (with their captions) the check runs on
+
+
+def subset(emb: Embeddings, n_videos: int = LEAK_VIDEOS) -> Embeddings:
+    """The first `n_videos` videos of `emb` and their captions (all of it when smaller)."""
+    if len(emb.video) <= n_videos:
+        return emb
+    keep = emb.caption_to_video < n_videos  # (C,)
+    return Embeddings(emb.video[:n_videos], emb.text[keep], emb.caption_to_video[keep])
 
 
 class LeakError(RuntimeError):

@@ -54,3 +54,13 @@ def test_a_column_only_bias_that_depends_on_the_gallery_fails():
 
     with pytest.raises(LeakError, match="nnn .*removing another item"):
         check_leaks(_setup(["nnn"]), ["nnn"], 0.05, MethodSettings(nnn_k=4), factory=leaky)
+
+
+def test_the_check_runs_on_a_bounded_subset_of_the_test_embeddings():
+    from ncl_ray.evaluation.leaks import subset
+
+    owner = torch.arange(30).repeat_interleave(2)
+    emb = Embeddings(torch.randn(30, 4), torch.randn(60, 4), owner)
+    part = subset(emb, 10)
+    assert len(part.video) == 10 and len(part.text) == 20 and int(part.caption_to_video.max()) == 9
+    assert torch.equal(part.text, emb.text[:20]) and subset(emb, 100) is emb
