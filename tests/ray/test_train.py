@@ -220,6 +220,8 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     assert cli(["eval", str(run), "eval.bank_source=captions", "eval.bank_size=8"]) == 0
     out = capsys.readouterr().out  # the report train prints, with the gallery's size
     assert "== tiny: test split 'test' (" in out and " captions), NCL n_iters=" in out and "tested: " in out
+    # the leak check ran on this checkpoint's own embeddings: one line, and a field of metrics.json below
+    assert "leak check: passed (3 methods score a query alone" in out and "transductive, not held to it: dsl" in out
     results = json.loads((run / "results.json").read_text())
     ckpt = Path(resolve_checkpoint(str(run)))  # the copy's own, not the session run's
     assert ckpt == run / "best" and results["selected"]["metric"] == "val/ncl/t2v_R@1"  # keep_best by default
@@ -227,7 +229,7 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     out = ckpt / "eval" / "test-bank-train-captions"
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"none/t2v_R@1", "ncl/v2t_R@1", "qbnorm/t2v_MdR", "dsl/v2t_lenient_R@1"} <= set(metrics)
-    assert metrics["bank_is_test"] == 0.0
+    assert metrics["bank_is_test"] == 0.0 and metrics["leak_check"] == 1.0
     for png in ("retrieval_mass.png", "recall.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     events = EventAccumulator(str(out / "tensorboard"))
