@@ -11,8 +11,10 @@ named once and not tried again. Ctrl-C (or `--passes N`) ends it.
 import logging
 import os
 import time
+from pathlib import Path
 from typing import List
 
+from ncl_ray.data.manifest import VIDEO_EXTENSIONS
 from ncl_ray.evaluation.export import read_index
 from ncl_ray.serve.add import add_videos, read_inputs
 from ncl_ray.serve.add_plan import plan_additions
@@ -26,6 +28,8 @@ log = logging.getLogger("ncl_ray.index")
 def pending(home, folder: str, follow_links: bool) -> List[str]:
     """Ids of the folder's videos that the current version lacks (an empty index: all of them)."""
     refresh(home)
+    if Path(folder).is_dir() and not any(p.suffix.lower() in VIDEO_EXTENSIONS for p in Path(folder).iterdir()):
+        return []  # a watched folder may be empty (everything deleted): nothing to add
     entries, _ = read_inputs(folder, follow_links)
     if current(home) is None:
         return [e.video_id for e in entries]

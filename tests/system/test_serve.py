@@ -127,9 +127,9 @@ def test_index_add_makes_unseen_videos_searchable(served):
     from ncl_ray.data.synthetic import render, write_video
 
     folder = served["tmp"] / "mine"
-    for i, color in enumerate(("magenta", "yellow")):
-        frames = render(color, "circle", "large", "right", "navy", num_frames=16, side=64,
-                        rng=np.random.default_rng(i))
+    for i, color in enumerate(("magenta", "yellow")):  # the magenta ball stands still: a frame is the video
+        frames = render(color, "circle", "large", "nowhere" if color == "magenta" else "right", "navy",
+                        num_frames=16, side=64, rng=np.random.default_rng(i))
         write_video(str(folder / f"my{color}.mp4"), frames)
     # an id that would be markup on the page is refused at the door, naming it
     hostile = served["tmp"] / "hostile.jsonl"
@@ -192,9 +192,10 @@ def test_index_add_makes_unseen_videos_searchable(served):
     jpeg = io.BytesIO()
     Image.fromarray(frame).save(jpeg, format="JPEG")
     status, found, _ = _post_image(served["base"] + "/search/image?k=5", jpeg.getvalue(), "image/jpeg")
+    assert status == 200 and len(json.loads(found)) == 5 and "plain_rank" in json.loads(found)[0]
+    status, found, _ = _post_image(served["base"] + "/search/image?k=5&method=none", jpeg.getvalue(), "image/jpeg")
     found = json.loads(found)
-    assert status == 200 and len(found) == 5 and "plain_rank" in found[0]
-    assert "mymagenta" in [h["video_id"] for h in found[:3]], [h["video_id"] for h in found]
+    assert "mymagenta" in [h["video_id"] for h in found[:3]], [(h["video_id"], h["plain_score"]) for h in found]
     # hostile bodies, through the running server: not an image, a decompression bomb, too large, wrong type
     status, refused, _ = _post_image(served["base"] + "/search/image", b"GIF89a....", "image/png")
     assert status == 400 and json.loads(refused)["field"] == "image"
