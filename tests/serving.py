@@ -33,6 +33,16 @@ def get(url, data=None):
         return e.code, e.read(), e.headers.get("Content-Type", "")
 
 
+def post_bytes(url, data: bytes, ctype: str):
+    """A POST whose body is not JSON (an image), with the token."""
+    req = urllib.request.Request(url, data=data, headers={**AUTH, "Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get("Content-Type", "")
+
+
 def start_server(tmp_path_factory, tiny_run):
     """Generator for a fixture: serve a copy of the tiny run; yields base URL, run, temp folder, environment."""
     tmp = tmp_path_factory.mktemp("serve")

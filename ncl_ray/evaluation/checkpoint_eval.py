@@ -137,7 +137,7 @@ def write_outputs(plan: EvalPlan, cache, test, metrics: Dict[str, float], method
     from ncl_ray.config.schema import save_config
     from ncl_ray.data.pipeline import split_videos
     from ncl_ray.evaluation.export import IndexFiles, write_index
-    from ncl_ray.ncl.methods import SERVED_PER_ITEM
+    from ncl_ray.ncl.methods import SERVED_BIASES
     from ncl_ray.ui.plots import mass_histogram, recall_bars
     from ncl_ray.ui.tracking import MetricLogger
 
@@ -167,7 +167,7 @@ def write_outputs(plan: EvalPlan, cache, test, metrics: Dict[str, float], method
         [v.video_id for v in videos], [v.path for v in videos], test.video.float().numpy(), bias.float().numpy(),
         _tau(plan), meta={"checkpoint": plan.checkpoint, "bank": e.bank, "bank_source": e.bank_source,
                           "n_iters": e.n_iters, "split": d.test_split},
-        extra={m: diag[f"t2v_{m}_bias"].float().numpy() for m in SERVED_PER_ITEM if f"t2v_{m}_bias" in diag})
+        extra={m: diag[f"t2v_{m}_bias"].float().numpy() for m in SERVED_BIASES if f"t2v_{m}_bias" in diag})
     write_index(out / "export", files, ([videos[int(i)].video_id for i in test.caption_to_video], captions,
                                         test.text.float().numpy()))
 

@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ncl_ray.ncl.fold import fold_gallery
-from ncl_ray.ncl.methods import SERVED_PER_ITEM
+from ncl_ray.ncl.methods import SERVED_BIASES
 
 IDENTITY_COLUMNS = ("file_dev", "file_ino", "file_size", "file_mtime_ns")
 KNOWN_COLUMNS = {"video_id", "path", "embedding", "ncl_bias", "folded", "content_hash", "start_s", "end_s",
-                 *IDENTITY_COLUMNS, *(f"bias_{m}" for m in SERVED_PER_ITEM)}
+                 *IDENTITY_COLUMNS, *(f"bias_{m}" for m in SERVED_BIASES)}
 UNIT_NORM_TOL = 1e-2  # float16 towers give norms within about 1e-3 of 1
 
 

@@ -113,7 +113,7 @@ ITEM_BIAS_METHODS = tuple(m.name for m in REGISTRY if m.item_bias)  # plain rank
 PER_ITEM_METHODS = tuple(m.name for m in REGISTRY if m.column_only)  # an item's bias depends on its column only
 # ncl first: what a served index answers with unless asked
 SERVED_METHODS = ("ncl",) + tuple(m.name for m in REGISTRY if m.served and m.name != "ncl")
-SERVED_PER_ITEM = tuple(m for m in ITEM_BIAS_METHODS if m in SERVED_METHODS and m != "ncl")  # beside ncl's bias
+SERVED_BIASES = tuple(m for m in ITEM_BIAS_METHODS if m in SERVED_METHODS and m != "ncl")  # exported beside ncl's
 SETTINGS: Tuple[Setting, ...] = tuple(s for m in REGISTRY for s in m.settings)
 
 

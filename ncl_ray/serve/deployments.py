@@ -142,7 +142,7 @@ class Gallery:
         self._check_method(method)
         try:
             q = self.index.like_vector(video_id, start)
-            hits = self.index.like(video_id, k, method, start)
+            hits = self.index.like_from(video_id, q, k, method)
         except KeyError:
             raise RequestError(404, "like", "no such video in the index") from None
         except ValueError as e:

@@ -169,11 +169,14 @@ class GalleryIndex:
 
     def like(self, video_id: str, k: int, method: str = "ncl", start: Optional[float] = None) -> List[Dict]:
         """Videos and moments like an indexed one, itself first (the reference the others are like)."""
-        hits = self.hits(self.like_vector(video_id, start)[None], k + 1, method)[0]
+        return self.like_from(video_id, self.like_vector(video_id, start), k, method)
+
+    def like_from(self, video_id: str, q: np.ndarray, k: int, method: str) -> List[Dict]:
+        """`like` for its query vector q (D,), already made by `like_vector`."""
+        hits = self.hits(q[None], k + 1, method)[0]
         own = [h for h in hits if h["video_id"] == video_id]
         if not own:  # a method's bias may push it down: it still leads, as the reference
-            own = [h for h in self.hits(self.like_vector(video_id, start)[None], len(self.row_of), method)[0]
-                   if h["video_id"] == video_id]
+            own = [h for h in self.hits(q[None], len(self.row_of), method)[0] if h["video_id"] == video_id]
         return (own + [h for h in hits if h["video_id"] != video_id])[:k]
 
     def measure_recall(self, n_queries: int = 200, k: int = 10, seed: int = 0) -> float:

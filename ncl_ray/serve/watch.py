@@ -44,8 +44,7 @@ def gone(home, folder: str) -> List[str]:
         return []
     root = os.path.realpath(folder)
     f = read_index(current(home))
-    inside = {v for v, p in zip(f.video_ids, f.paths) if p.startswith(root + os.sep)}
-    return sorted(v for v in inside if not os.path.exists(f.paths[f.video_ids.index(v)]))
+    return sorted({v for v, p in zip(f.video_ids, f.paths) if p.startswith(root + os.sep) and not os.path.exists(p)})
 
 
 def watch(target: str, folder: str, every: float, passes: int, window_s: float, stride_s: float,

@@ -84,6 +84,12 @@ def league_pairs(rows: List[Dict], served: Dict[str, str], methods: Sequence[str
     return out
 
 
+def _paired_line(p: Dict) -> str:
+    verdict = "beyond noise" if abs(p["mean"]) > p["ci95"] else "within noise"
+    return (f"  {p['comparison']}: {p['metric']:8s} n={p['n']} mean {p['mean']:+.2f} std {p['std']:.2f} "
+            f"95% CI [{p['mean'] - p['ci95']:+.2f}, {p['mean'] + p['ci95']:+.2f}]  ({verdict})")
+
+
 def format_summary(stats: List[Dict], paired: List[Dict], ceiling: float, league: Sequence[Dict] = ()) -> str:
     lines = [f"{'arm':8s} {'method':7s} {'metric':26s} {'n':>3s} {'mean':>7s} {'std':>6s} {'95% CI of mean':>18s}"]
     for s in stats:
@@ -93,17 +99,11 @@ def format_summary(stats: List[Dict], paired: List[Dict], ceiling: float, league
         lines.append(TRANSDUCTIVE_MARK)
     lines.append("")
     lines.append("paired per-seed difference of the served rankings (each arm as served - the baseline as served):")
-    for p in paired:
-        verdict = "beyond noise" if abs(p["mean"]) > p["ci95"] else "within noise"
-        lines.append(f"  {p['comparison']}: {p['metric']:8s} n={p['n']} mean {p['mean']:+.2f} std {p['std']:.2f} "
-                     f"95% CI [{p['mean'] - p['ci95']:+.2f}, {p['mean'] + p['ci95']:+.2f}]  ({verdict})")
+    lines += [_paired_line(p) for p in paired]
     if league:
         lines.append("the test-time league, paired per seed (each arm's served method - another method, same "
                      "checkpoints):")
-    for p in league:
-        verdict = "beyond noise" if abs(p["mean"]) > p["ci95"] else "within noise"
-        lines.append(f"  {p['comparison']}: {p['metric']:8s} n={p['n']} mean {p['mean']:+.2f} std {p['std']:.2f} "
-                     f"95% CI [{p['mean'] - p['ci95']:+.2f}, {p['mean'] + p['ci95']:+.2f}]  ({verdict})")
+    lines += [_paired_line(p) for p in league]
     lines.append(f"caption ceiling: {ceiling:.1f} % of test captions are word for word a caption of another test "
                  f"video, so t2v R@1 cannot reach 100")
     return "\n".join(lines)
