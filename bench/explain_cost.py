@@ -1,8 +1,9 @@
 """What explaining one query's hits costs on a large gallery: the explainer of the search service
-(`serve/explain.py`: the plain index's top rows and a fixed sample) beside a whole-gallery scan (every row's
-plain score and each video's best, what the explainer did before), and beside the index search itself.
+(`serve/explain.py`: the hits, a fixed sample and each row's coverage computed once per version) beside a
+whole-gallery scan (every row's plain score and each video's best, what the explainer did first), and beside
+the index search itself. A bank of training captions (`--bank`) makes the coverage part of the cost.
 
-    python -m bench.explain_cost [--rows 100000] [--dim 512] [--kinds exact,hnsw]
+    python -m bench.explain_cost [--rows 100000] [--dim 512] [--bank 4096] [--kinds exact,hnsw]
 """
 
 import argparse
@@ -36,18 +37,21 @@ def timed(fn, queries, repeats=3) -> float:
     return best * 1000.0
 
 
-def measure(kind: str, emb: np.ndarray, bias: np.ndarray, queries: np.ndarray) -> dict:
+def measure(kind: str, emb: np.ndarray, bias: np.ndarray, queries: np.ndarray, bank: np.ndarray) -> dict:
     started = time.perf_counter()
     n = len(emb)
     index = GalleryIndex([f"v{i}" for i in range(n)], [""] * n, emb, bias, 0.05, {}, {}, kind)
     build_s = time.perf_counter() - started
-    ex = Explainer(index)
+    started = time.perf_counter()
+    ex = Explainer(index, bank if len(bank) else None)
+    load_s = time.perf_counter() - started
     hits = {q.tobytes(): index.search(q[None], 10, "ncl")[1][0].tolist() for q in queries}
     search = timed(lambda q: index.search(q[None], 10, "ncl"), queries)
     explainer = timed(lambda q: ex.hits(q, hits[q.tobytes()], "ncl"), queries)
     scan = timed(lambda q: whole_scan(ex, q, hits[q.tobytes()], "ncl"), queries)
-    return {"index": kind, "rows": n, "dim": emb.shape[1], "build_s": build_s, "search_ms": search,
-            "explain_ms": explainer, "whole_scan_ms": scan, "scan / explain": scan / explainer}
+    return {"index": kind, "rows": n, "dim": emb.shape[1], "build_s": build_s, "explainer_load_s": load_s,
+            "search_ms": search, "explain_ms": explainer, "explain / search": explainer / search,
+            "whole_scan_ms": scan}
 
 
 def main():
@@ -56,6 +60,7 @@ def main():
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--kinds", default="exact,hnsw")
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--bank", type=int, default=4096, help="training captions (0: none)")
     args = ap.parse_args()
     g = np.random.default_rng(0)
     emb = g.normal(size=(args.rows, args.dim)).astype(np.float32)
@@ -63,9 +68,11 @@ def main():
     queries = g.normal(size=(args.queries, args.dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     bias = (0.1 * g.normal(size=args.rows)).astype(np.float32)
-    rows_out = [measure(kind, emb, bias, queries) for kind in args.kinds.split(",")]
+    bank = g.normal(size=(args.bank, args.dim)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True) if args.bank else 1.0
+    rows_out = [measure(kind, emb, bias, queries, bank) for kind in args.kinds.split(",")]
     write("explain_cost", rows_out, {"setup": f"{args.queries} queries, 10 hits each, best of 3 passes; times per "
-                                              f"query"})
+                                              f"query", "bank": args.bank})
 
 
 if __name__ == "__main__":

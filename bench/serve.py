@@ -1,11 +1,14 @@
 """Serving benchmark: `ncl-ray serve`'s HTTP API over loopback on a synthetic 100k-video gallery.
 
-    python -m bench.serve [--videos 100000] [--queries 2000] [--concurrency 1 8 32]
+    python -m bench.serve [--videos 100000] [--queries 2000] [--concurrency 1 8 32] [--bank 4096]
 
 A tiny text model (random weights, built in code) encodes the queries; the gallery is random unit embeddings
-with random NCL biases, written as an index version. For the exact (faiss flat inner product) and the
-approximate (HNSW) index, 2,000 GET /search requests (k=10, method=ncl) are sent at each concurrency: queries
-per second and p50/p95/p99 latency, plus HNSW's recall@10 against exact on the same gallery.
+with random NCL biases, written as an index version; the checkpoint holds a bank of `--bank` training captions
+and videos (random unit rows), so that explanations compute what they compute for a trained run. For the exact
+(faiss flat inner product) and the approximate (HNSW) index, with explanations (each hit's plain score, bias,
+plain rank, confidence and coverage) and without (`explain=0`), `--queries` GET /search requests (k=10,
+method=ncl) are sent at each concurrency: queries per second and p50/p95/p99 latency, plus HNSW's recall@10
+against exact on the same gallery.
 """
 
 import argparse
@@ -29,9 +32,9 @@ def _query(rng: random.Random) -> str:
     return "+".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
 
 
-def _load(base: str, n: int, concurrency: int, seed: int = 0):
+def _load(base: str, n: int, concurrency: int, explain: str = "1", seed: int = 0):
     rng = random.Random(seed)
-    urls = [f"{base}/search?q={_query(rng)}&k=10&method=ncl" for _ in range(n)]
+    urls = [f"{base}/search?q={_query(rng)}&k=10&method=ncl&explain={explain}" for _ in range(n)]
 
     def one(url):
         t = time.perf_counter()
@@ -53,6 +56,7 @@ def main():
     ap.add_argument("--videos", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--bank", type=int, default=4096, help="training captions and videos in the checkpoint")
     args = ap.parse_args()
     import torch
     from ray import serve
@@ -71,8 +75,12 @@ def main():
     cfg = load_config("conf/default.yaml", ["data.frame_size=32", "data.num_frames=4"])
     torch.manual_seed(0)
     model = build_model_from_config(cfg)
-    ckpt = save_checkpoint(str(work / "ckpt"), model, NCLLoss(model.embed_dim, 16, 1), 0, 0, to_dict(cfg))
     g = np.random.default_rng(0)
+    loss = NCLLoss(model.embed_dim, max(args.bank, 1), 1)
+    for queue in (loss.text_queue, loss.video_queue) if args.bank else ():
+        rows = torch.from_numpy(g.normal(size=(args.bank, model.embed_dim)).astype(np.float32))
+        queue.enqueue(torch.nn.functional.normalize(rows, dim=1))
+    ckpt = save_checkpoint(str(work / "ckpt"), model, loss, 0, 0, to_dict(cfg))
     emb = g.normal(size=(args.videos, model.embed_dim)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     ids = [f"v{i:06d}" for i in range(args.videos)]
@@ -102,12 +110,14 @@ def main():
                 time.sleep(0.5)
         ready = time.perf_counter() - t
         for c in args.concurrency:
-            qps, p50, p95, p99 = _load(base, args.queries, c)
-            rows.append({"index": kind, "concurrency": c, "queries_per_s": round(qps, 1), "p50_ms": round(p50, 1),
-                         "p95_ms": round(p95, 1), "p99_ms": round(p99, 1), "ready_s": round(ready, 1)})
-            print(rows[-1], flush=True)
+            for explain in ("1", "0"):
+                qps, p50, p95, p99 = _load(base, args.queries, c, explain)
+                rows.append({"index": kind, "explain": explain == "1", "concurrency": c,
+                             "queries_per_s": round(qps, 1), "p50_ms": round(p50, 1), "p95_ms": round(p95, 1),
+                             "p99_ms": round(p99, 1), "ready_s": round(ready, 1)})
+                print(rows[-1], flush=True)
     serve.shutdown()
-    write("serve", rows, {"videos": args.videos, "queries": args.queries, "dim": model.embed_dim,
+    write("serve", rows, {"videos": args.videos, "queries": args.queries, "dim": model.embed_dim, "bank": args.bank,
                           "hnsw_recall_at_10_vs_exact": round(recall, 4), "hnsw_build_s": round(hnsw_build, 1)})
 
 

@@ -10,6 +10,12 @@ def register(sub) -> None:
     sp.add_argument("--like", metavar="VIDEO_ID", help="instead of text: videos and moments like this indexed one")
     sp.add_argument("--start", type=float, help="with --like: the moment of that video holding this second")
     sp.add_argument("--image", metavar="FILE", help="instead of text: a JPEG or PNG, embedded by the frame tower")
+    sp.add_argument("--not", dest="negative", metavar="PHRASE",
+                    help="with a text query: lower the videos and moments like this phrase")
+    sp.add_argument("--path", help="only videos in this folder (of the indexed files)")
+    sp.add_argument("--min-s", type=float, help="only videos at least this many seconds long")
+    sp.add_argument("--max-s", type=float, help="only videos at most this many seconds long")
+    sp.add_argument("--added-after", help="only videos `index add` added after this date (2026-12-01) or time")
     sp.add_argument("--top-k", type=int, default=5, help="number of videos to show (default: 5)")
     sp.set_defaults(fn=main)
 
@@ -19,6 +25,8 @@ def main(args) -> int:
 
     if sum(x is not None for x in (args.query, args.like, args.image)) != 1:
         raise ValueError("give one of: a text query, --like VIDEO_ID, --image FILE")
+    if args.negative is not None and (args.query is None or not args.negative.strip()):
+        raise ValueError("--not PHRASE goes with a text query, and the phrase must not be empty")
     index, query = GalleryIndex.load(args.index), args.query
     meta = index.meta
     if args.like is not None:
@@ -28,7 +36,8 @@ def main(args) -> int:
     elif args.image is not None:
         hits, query = _image_hits(index, args.image, args.top_k), f"image {args.image}"
     else:
-        hits = search_texts(index, [query], args.top_k)[0]
+        hits = search_texts(index, [query], args.top_k, negative=args.negative, filters=_filters(args))[0]
+        query += f" but not {args.negative!r}" if args.negative else ""
     print(f"query: {query!r}   gallery: {index.n_videos} videos, {len(index)} moments (made from the "
           f"'{meta.get('split', 'test')}' split of {meta.get('checkpoint', args.index)}), ranked by NCL (biases "
           f"from the {meta.get('bank', '?')} bank)")
@@ -40,6 +49,16 @@ def main(args) -> int:
             print(f"{'':30s}at " + ", ".join(f"{_clock(m['start_s'])}-{_clock(m['end_s'])}" for m in hit["moments"]))
         print(f"{'':30s}{hit['path']}")
     return 0
+
+
+def _filters(args):
+    """The --path/--min-s/--max-s/--added-after filters; ValueError naming the flag of a bad one."""
+    from ncl_ray.serve.filters import FilterError, parse_filters
+
+    try:
+        return parse_filters(lambda key: getattr(args, key))
+    except FilterError as e:
+        raise ValueError(f"--{e.field.replace('_', '-')}: {e.message}") from None
 
 
 def _clock(seconds: float) -> str:

@@ -137,6 +137,7 @@ def write_outputs(plan: EvalPlan, cache, test, metrics: Dict[str, float], method
     from ncl_ray.config.schema import save_config
     from ncl_ray.data.pipeline import split_videos
     from ncl_ray.evaluation.export import IndexFiles, write_index
+    from ncl_ray.evaluation.calibration import calibrate
     from ncl_ray.ncl.methods import SERVED_BIASES
     from ncl_ray.ui.plots import mass_histogram, recall_bars
     from ncl_ray.ui.tracking import MetricLogger
@@ -163,10 +164,12 @@ def write_outputs(plan: EvalPlan, cache, test, metrics: Dict[str, float], method
                                 metadata=[f"video {v.video_id}" for v in videos[:n_v]] + captions[:n_t],
                                 global_step=step, tag=f"{d.test_split}_embeddings")
     tb.close()
+    confidence = calibrate(test.text.float().numpy(), test.video.float().numpy(),
+                           test.caption_to_video.numpy(), bias.float().numpy(), _tau(plan))
     files = IndexFiles.gallery(
         [v.video_id for v in videos], [v.path for v in videos], test.video.float().numpy(), bias.float().numpy(),
         _tau(plan), meta={"checkpoint": plan.checkpoint, "bank": e.bank, "bank_source": e.bank_source,
-                          "n_iters": e.n_iters, "split": d.test_split},
+                          "n_iters": e.n_iters, "split": d.test_split, "confidence": confidence},
         extra={m: diag[f"t2v_{m}_bias"].float().numpy() for m in SERVED_BIASES if f"t2v_{m}_bias" in diag})
     write_index(out / "export", files, ([videos[int(i)].video_id for i in test.caption_to_video], captions,
                                         test.text.float().numpy()))

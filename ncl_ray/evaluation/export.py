@@ -30,6 +30,7 @@ from ncl_ray.ncl.methods import SERVED_BIASES
 
 IDENTITY_COLUMNS = ("file_dev", "file_ino", "file_size", "file_mtime_ns")
 KNOWN_COLUMNS = {"video_id", "path", "embedding", "ncl_bias", "folded", "content_hash", "start_s", "end_s",
+                 "duration_s", "added_at",
                  *IDENTITY_COLUMNS, *(f"bias_{m}" for m in SERVED_BIASES)}
 UNIT_NORM_TOL = 1e-2  # float16 towers give norms within about 1e-3 of 1
 
@@ -46,6 +47,8 @@ class IndexFiles:
     extra: Dict[str, np.ndarray]  # method -> (C,) biases of the other per-item methods (logit scale)
     spans: np.ndarray  # (C, 2) float32 [start_s, end_s] of each row; [0, 0] = the whole video
     identities: np.ndarray  # (C, 4) int64 (device, inode, size, mtime_ns) of each file when indexed; -1 unknown
+    durations: np.ndarray  # (C,) float32 seconds of each row's whole video; NaN unknown (evaluation exports)
+    added: np.ndarray  # (C,) float64 Unix time each row was added by `index add`; NaN unknown (evaluation exports)
 
     @property
     def biases(self) -> Dict[str, np.ndarray]:
@@ -60,8 +63,8 @@ class IndexFiles:
     def gallery(cls, video_ids: Sequence[str], paths: Sequence[str], embeddings, bias, temperature: float,
                 captions: Optional[Dict[str, List[str]]] = None, meta: Optional[Dict] = None,
                 **optional) -> "IndexFiles":
-        """A record to write: `optional` holds hashes, extra, spans, identities (defaults: unknown, none,
-        whole videos, unknown)."""
+        """A record to write: `optional` holds hashes, extra, spans, identities, durations, added (defaults:
+        unknown, none, whole videos, unknown, unknown, unknown)."""
         n = len(video_ids)
         return cls({**(meta or {}), "temperature": float(temperature)}, list(video_ids), list(paths),
                    np.asarray(embeddings, np.float32), np.asarray(bias, np.float32), dict(captions or {}),
@@ -70,7 +73,9 @@ class IndexFiles:
                    np.zeros((n, 2), np.float32) if optional.get("spans") is None else
                    np.asarray(optional["spans"], np.float32).reshape(-1, 2),
                    np.full((n, 4), -1, np.int64) if optional.get("identities") is None else
-                   np.asarray(optional["identities"], np.int64).reshape(-1, 4))
+                   np.asarray(optional["identities"], np.int64).reshape(-1, 4),
+                   *(np.full(n, np.nan, t) if optional.get(k) is None else np.asarray(optional[k], t).reshape(-1)
+                     for k, t in (("durations", np.float32), ("added", np.float64))))
 
 
 def write_index(out, f: IndexFiles, texts: Optional[Tuple[Sequence[str], Sequence[str], np.ndarray]] = None) -> Path:
@@ -84,7 +89,8 @@ def write_index(out, f: IndexFiles, texts: Optional[Tuple[Sequence[str], Sequenc
                              "ncl_bias": b, "folded": list(fold_gallery(emb, b, f.temperature)),
                              "content_hash": list(f.hashes),
                              **{f"bias_{m}": np.asarray(v, np.float32) for m, v in f.extra.items()},
-                             "start_s": sp[:, 0], "end_s": sp[:, 1],
+                             "start_s": sp[:, 0], "end_s": sp[:, 1], "duration_s": f.durations,
+                             "added_at": f.added,
                              **{c: ids[:, i] for i, c in enumerate(IDENTITY_COLUMNS)}}),
                    d / "videos.parquet")
     if texts is None:
@@ -141,7 +147,7 @@ def read_index(folder) -> IndexFiles:
     except (ValueError, TypeError) as e:
         raise ValueError(f"{d / 'videos.parquet'}: embeddings or biases are not numbers of one shape ({e})") from None
     f = IndexFiles(meta, videos["video_id"], videos["path"], emb, bias, captions, hashes, extra, spans.reshape(-1, 2),
-                   identities)
+                   identities, column("duration_s", np.nan, np.float32), column("added_at", np.nan, np.float64))
     check_index(f, d)
     return f
 
@@ -175,5 +181,8 @@ def check_index(f: IndexFiles, where) -> None:
                              "hold NaN or infinity"))
     if not np.isfinite(f.spans).all() or (f.spans < 0).any() or (f.spans[:, 1] < f.spans[:, 0]).any():
         raise ValueError(f"{where}: start_s/end_s must be finite, non-negative and ordered")
+    if len(f.durations) != n or len(f.added) != n or (f.durations < 0).any() or np.isinf(f.durations).any() or \
+            np.isinf(f.added).any():
+        raise ValueError(f"{where}: duration_s and added_at must be one non-negative finite number (or NaN) per row")
     if not all(isinstance(v, str) for v in f.video_ids) or not all(isinstance(p, str) for p in f.paths):
         raise ValueError(f"{where}: video ids and paths must be strings")

@@ -15,6 +15,7 @@ new index version (atomically, with a changelog line); a running server picks it
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -24,7 +25,7 @@ from ncl_ray.evaluation.export import IndexFiles
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
 from ncl_ray.serve.guard import valid_video_id
 from ncl_ray.serve.add_plan import changed_since_hashed, plan_additions
-from ncl_ray.serve.manage import new_biases, training_bank
+from ncl_ray.serve.manage import held_out_rows, new_biases, training_bank
 from ncl_ray.serve.versions import MAX_CAPTION_CHARS, MAX_CAPTIONS
 
 log = logging.getLogger("ncl_ray.index")
@@ -134,10 +135,17 @@ class VideoEmbedder:
         whole-video row (span (0, 0)), decoded as training decodes it. The plan comes from the packets the file
         really holds (windows.video_duration), never from its header alone."""
         from ncl_ray.data.decode import decode_video
+        from ncl_ray.data.limits import DecodeError
         from ncl_ray.data.windows import decode_windows, plan_windows, video_duration
 
         d = self.cfg.data
-        spans = plan_windows(video_duration(path), self.window_s, self.stride_s) if self.window_s > 0 else []
+        try:
+            self.duration = video_duration(path)  # the filters' min_s/max_s read it
+        except DecodeError:
+            if self.window_s > 0:
+                raise
+            self.duration = float("nan")  # no packet timestamps: whole-video decoding may still work
+        spans = plan_windows(self.duration, self.window_s, self.stride_s) if self.window_s > 0 else []
         if len(spans) <= 1:  # the frames and resize the model was trained with (data.sampler, data.resize)
             frames, n = decode_video(path, d.num_frames, d.frame_size, 1, d.sampler, d.resize)
             yield frames[None], [n], [(0.0, 0.0)]
@@ -164,8 +172,10 @@ class VideoEmbedder:
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         from ncl_ray.data.limits import DecodeError
 
-        rows: Dict[str, list] = {k: [] for k in ("video_id", "path", "embedding", "error", "start_s", "end_s")}
+        rows: Dict[str, list] = {k: [] for k in ("video_id", "path", "embedding", "error", "start_s", "end_s",
+                                                 "duration_s")}
         for vid, path in zip(batch["video_id"], batch["path"]):
+            self.duration = float("nan")
             try:
                 emb, spans = self._embed(str(path))
                 errors = [""] * len(spans)
@@ -176,12 +186,12 @@ class VideoEmbedder:
                 errors = [f"could not be embedded ({type(e).__name__}: {str(e)[:200]})"]
             for e_, err, (a, b) in zip(emb, errors, spans):
                 for k, v in (("video_id", vid), ("path", path), ("embedding", e_), ("error", err), ("start_s", a),
-                             ("end_s", b)):
+                             ("end_s", b), ("duration_s", self.duration)):
                     rows[k].append(v)
         return {"video_id": np.array(rows["video_id"], dtype=object), "path": np.array(rows["path"], dtype=object),
                 "embedding": np.stack(rows["embedding"]).astype(np.float32),
                 "error": np.array(rows["error"], dtype=object), "start_s": np.array(rows["start_s"], np.float32),
-                "end_s": np.array(rows["end_s"], np.float32)}
+                "end_s": np.array(rows["end_s"], np.float32), "duration_s": np.array(rows["duration_s"], np.float32)}
 
 
 def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = False, window_s: float = 10.0,
@@ -243,8 +253,9 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
     ids = [old.video_ids[i] for i in keep] + [r["video_id"] for r in good]
     paths = [old.paths[i] for i in keep] + [r["path"] for r in good]
     added = np.stack([r["embedding"] for r in good]).astype(np.float32)  # (A, D)
-    others = {m: b for m, b in old.biases.items() if m != "ncl"}  # recomputed: ncl over all, the rest for new rows
-    ncl, extra = new_biases(training_bank(state), old.plain, others, keep, added, old.temperature)
+    others = {m: b for m, b in old.biases.items() if m != "ncl"}  # every method recomputed over the new gallery
+    ncl, extra = new_biases(training_bank(state), old.plain, others, keep, added, old.temperature,
+                            held_out_rows(old.hashes))
     captions = {v: c for v, c in old.captions.items() if v not in new_ids}
     captions.update({v: by_id[v][0].captions for v in new_ids if by_id[v][0].captions})
     replaced = sorted(new_ids & set(old.row_of))
@@ -258,9 +269,10 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
         spans=np.concatenate([old.spans[keep], np.array([[r["start_s"], r["end_s"]] for r in good], np.float32)]),
         hashes=[old.hashes[i] for i in keep] + [by_id[r["video_id"]][1][0] for r in good],
         identities=np.concatenate([old.identities[keep], np.array([by_id[r["video_id"]][1][1] for r in good],
-                                                                  np.int64).reshape(-1, 4)])), change)
-    also = (", " + "/".join(extra) + " for the new videos only") if extra else ""
+                                                                  np.int64).reshape(-1, 4)]),
+        durations=np.concatenate([old.durations[keep], np.array([r["duration_s"] for r in good], np.float32)]),
+        added=np.concatenate([old.added[keep], np.full(len(good), time.time())])), change)
     print(f"added {len(new_ids) - len(replaced)} video(s), replaced {len(replaced)}{windows}, skipped "
-          f"{failed + len(notes)}; {len(ids)} rows in {version} (NCL biases recomputed over the whole gallery{also}); "
-          f"a running server loads it on POST /reload")
+          f"{failed + len(notes)}; {len(ids)} rows in {version} (every method's biases recomputed over the whole "
+          f"gallery, an added video's capped at the test videos' median); a running server loads it on POST /reload")
     return 0

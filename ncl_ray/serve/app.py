@@ -23,14 +23,16 @@ API docs are off; responses carry a Content-Security-Policy and no-sniff/no-fram
 import os
 from typing import List, Optional
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from ncl_ray.serve.deployments import Gallery, TextEncoder
+from ncl_ray.serve.filters import FilterError, Filters, parse_filters
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed, parse_range, read_span
 from ncl_ray.serve.guard import LOOPBACK_HOSTS, MAX_IMAGE_BODY, RequestError, check_request, repeated_header
-from ncl_ray.serve.index import METHODS
+from ncl_ray.serve.index import METHODS, without
 from ncl_ray.serve.page import CSP, PAGE
 
 MAX_QUERY_CHARS = 500
@@ -113,6 +115,13 @@ def query_k(params) -> int:
         raise RequestError(400, "k", f"k must be an integer from 1 to {MAX_K}, got {text[:20]!r}") from None
 
 
+def _check_not(phrase) -> Optional[JSONResponse]:
+    """None for a usable negative phrase, else the 400 naming `not`."""
+    if not isinstance(phrase, str) or not phrase.strip() or len(phrase) > MAX_QUERY_CHARS:
+        return _error(400, "not", f"not is a phrase of 1 to {MAX_QUERY_CHARS} characters whose matches are lowered")
+    return None
+
+
 def validate(q, k, method) -> Optional[JSONResponse]:
     """None when the inputs are valid, else the 4xx response naming the field."""
     if not isinstance(q, str) or not q.strip():
@@ -148,20 +157,33 @@ class Api:
     async def healthz(self):
         return {"status": "ok", **(await self.gallery.info.remote())}
 
-    async def _search(self, queries: List[str], k, method):
+    async def _search(self, queries: List[str], k, method, explain: bool = True, negative: Optional[str] = None,
+                      filters: Optional[Filters] = None):
         vectors = [await self.encoder.encode.remote(q) for q in queries]
-        return await self.gallery.search.remote(vectors, k, method)
+        if negative:  # "but not": rows like the phrase lowered inside the index search (index.without)
+            vectors = list(without(np.stack(vectors), await self.encoder.encode.remote(negative)))
+        return await self.gallery.search.remote(vectors, k, method, explain, filters)
 
     @api.get("/search")
     async def search_get(self, request: Request):
         p = request.query_params
         q, method, k = p.get("q", ""), p.get("method", "ncl"), query_k(p)
+        explain, negative = p.get("explain", "1"), p.get("not")
+        if explain not in ("0", "1"):
+            return _error(400, "explain", "explain is 1 (each hit's plain score, bias, rank and confidence) or 0")
+        bad = None if negative is None else _check_not(negative)
+        if bad is not None:
+            return bad
+        try:
+            filters = parse_filters(p.get)
+        except FilterError as e:
+            return _error(400, e.field, e.message)
         if "like" in p:  # more like this: an indexed video (or one of its moments) is the query
             return await self._like(p.get("like", ""), p.get("start"), k, method)
         bad = validate(q, k, method)
         if bad is not None:
             return bad
-        hits = await self._search([q], k, method)
+        hits = await self._search([q], k, method, explain == "1", negative, filters)
         return hits if isinstance(hits, JSONResponse) else hits[0]
 
     async def _like(self, video_id: str, start_text: Optional[str], k, method):
@@ -187,13 +209,23 @@ class Api:
         if not isinstance(body, dict):
             return _error(400, "body", "the body must be a JSON object")
         queries, k, method = body.get("queries"), body.get("k", 10), body.get("method", "ncl")
+        explain, negative = body.get("explain", True), body.get("not")
+        if not isinstance(explain, bool):
+            return _error(400, "explain", "explain is true (each hit's plain score, bias, rank, confidence) or false")
+        bad = None if negative is None else _check_not(negative)
+        if bad is not None:
+            return bad
+        try:
+            filters = parse_filters(body.get)
+        except FilterError as e:
+            return _error(400, e.field, e.message)
         if not isinstance(queries, list) or not queries or len(queries) > MAX_QUERIES:
             return _error(400, "queries", f"queries must be a list of 1 to {MAX_QUERIES} strings")
         for q in queries:
             bad = validate(q, k, method)
             if bad is not None:
                 return bad
-        return await self._search(queries, k, method)
+        return await self._search(queries, k, method, explain, negative, filters)
 
     @api.post("/search/image")
     async def search_image(self, request: Request):

@@ -127,13 +127,16 @@ class Gallery:
                 "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
                 "bank": self.index.meta.get("bank"), "methods": self.index.methods}
 
-    def search(self, queries: List[np.ndarray], k: int, method: str):
+    def search(self, queries: List[np.ndarray], k: int, method: str, explain: bool = True, filters=None):
         """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
-        RequestError 400 for a method this index does not hold."""
+        RequestError 400 for a method this index does not hold; without `explain`, no explainer numbers; with
+        `filters` (serve/filters.py), only the rows that pass, inside the index search."""
         self.follow()
         self._check_method(method)
-        hits = self.index.hits(np.stack(queries), k, method)  # the path ncl-ray search takes
-        return [self._shown(q, h, method, self.explainer.query(q)) for q, h in zip(queries, hits)]
+        allowed = None if filters is None else filters.rows(self.index)
+        hits = self.index.hits(np.stack(queries), k, method, allowed=allowed)  # the path ncl-ray search takes
+        return [self._shown(q, h, method, self.explainer.query(q) if explain else {}, explain)
+                for q, h in zip(queries, hits)]
 
     def like(self, video_id: str, start: Optional[float], k: int, method: str):
         """Hits like an indexed video (or one of its moments), itself first; RequestError 404 for an id or a
@@ -154,9 +157,9 @@ class Gallery:
             raise RequestError(400, "method", f"this index serves {', '.join(self.index.methods)}; {method} was not "
                                               f"evaluated for it")
 
-    def _shown(self, q: np.ndarray, hits: List[dict], method: str, about: dict) -> List[dict]:
+    def _shown(self, q: np.ndarray, hits: List[dict], method: str, about: dict, explain: bool = True) -> List[dict]:
         """Hits as the API returns them: ids, scores, captions, urls, the explainer's numbers (never paths)."""
-        why = self.explainer.hits(q, [h["row"] for h in hits], method)
+        why = self.explainer.hits(q, [h["row"] for h in hits], method) if explain else [{} for _ in hits]
         shown = []
         for hit, numbers in zip(hits, why):
             vid, moment = hit["video_id"], {k: hit[k] for k in ("start_s", "end_s", "moments") if k in hit}

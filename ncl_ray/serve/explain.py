@@ -4,19 +4,24 @@ For one query and one method, each hit gets:
 - `plain_score`: the cosine similarity s of query and video (or moment);
 - `bias`: what the method adds to it, in the same units (tau * b_j for a folded bias; 0 for none);
 - `plain_rank`: the rank of its video by s alone (a video cut into windows counts once, by its best window), so
-  the page can say how far the method moved it; over every row for an exact index (whose own search reads
-  every row anyway), and for an HNSW index among the PLAIN_TOP best rows of its plain search, None ("far
-  down") for a hit beyond them;
+  the page can say how far the method moved it. Exact (`plain_rank_exact`) in a gallery of at most SAMPLE
+  rows; in a larger one estimated from the fixed sample (the share of sampled rows above s, scaled to the
+  gallery's videos), and never better than the other hits of the same answer show: no second search and no scan
+  of the gallery per request, whatever the index;
 - `confidence`: how far the hit's score stands above this query's scores over the gallery, in standard
   deviations (z = (score - mean) / std), the mean and spread taken over a fixed sample of SAMPLE rows (all of
   them in a smaller gallery): a query that matches nothing in particular has no hit far above the rest,
   whatever its raw score, so "weak" reads as weak;
-A request on an HNSW index reads no more rows than its own searches do.
-- `confidence_label`: with the checkpoint's paired bank (its caption and video queues, row i of one the caption
-  of row i of the other), calibrated on training pairs: "strong" when the plain score reaches the median
-  similarity of a caption and its own video, "fair" when it reaches their 10th percentile and beats 99 % of
-  mismatched pairs, else "weak" (`match_percentile`: where the score sits among the true pairs). Without a
-  paired bank, from z: >= 3 strong, >= 2 fair;
+A request reads the hits' rows and the sample (kept contiguous, with its biases, per loaded version); each
+row's coverage (below) is computed once per version where that costs at most COVERAGE_ONCE multiply-adds, per
+hit otherwise.
+- `confidence_label`: where `ncl-ray eval` calibrated the index on its held-out captions
+  (evaluation/calibration.py), the label whose similarity range holds the hit's plain score, with the share of
+  right first hits it held there (`label_right`, of `label_captions`); otherwise, with the checkpoint's paired
+  bank (its caption and video queues, row i of one the caption of row i of the other), calibrated on training
+  pairs: "strong" when the plain score reaches the median similarity of a caption and its own video, "fair"
+  when it reaches their 10th percentile and beats 99 % of mismatched pairs, else "weak" (`match_percentile`:
+  where the score sits among the true pairs). Without a paired bank, from z: >= 3 strong, >= 2 fair;
 - `coverage`: the hit's largest similarity to the training captions (the checkpoint's query bank), and
   `outside_training` when it is below what nearly all training videos reach (their 5th percentile, each with its
   own caption left out; without the video queue, the gallery's own 5th percentile): the model has seen nothing
@@ -25,13 +30,27 @@ For the query itself, `query_coverage` is its largest similarity to the training
 says when that is below the 5th percentile of the training captions' own nearest-neighbour similarities.
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ncl_ray.evaluation.calibration import label_of
+
 STRONG, FAIR = 3.0, 2.0  # confidence labels: z >= 3 strong, >= 2 fair, else weak
 SAMPLE = 2000  # gallery rows (and bank rows) sampled for the reference percentiles and a query's score spread
-PLAIN_TOP = 1000  # rows of the plain ranking searched to place a hit in it
+COVERAGE_ONCE = 5e11  # rows x bank captions x dim: below it, every row's coverage is computed when a version loads
+
+
+def _calibration(found) -> Optional[Dict]:
+    """The index's held-out calibration (evaluation/calibration.py) when it is well formed, else None."""
+    try:
+        ok = isinstance(found, dict) and "weak" in found and all(
+            isinstance(v["from"], (int, float)) and np.isfinite(v["from"]) and isinstance(v["captions"], int)
+            and (v["right"] is None or 0 <= v["right"] <= 1) for k, v in found.items()) and \
+            set(found) <= {"strong", "fair", "weak"}
+    except (TypeError, KeyError):
+        ok = False
+    return found if ok else None
 
 
 def confidence_label(z: float) -> str:
@@ -51,6 +70,14 @@ class Explainer:
         self.gallery_p5 = self.bank_p5 = None
         g = np.random.default_rng(seed)
         self.sample = np.sort(g.choice(len(index), size=min(SAMPLE, len(index)), replace=False))  # (n,) rows
+        self.sample_plain = np.ascontiguousarray(index.plain[self.sample])  # (n, D)
+        self.sample_bias = {m: self._bias(m, self.sample) for m in index.methods}  # method -> (n,)
+        self.coverage = None  # (C,) every row's nearest training caption, when computed once
+        if self.bank is not None and len(index) * len(self.bank) * index.plain.shape[1] <= COVERAGE_ONCE:
+            step = max(1, (1 << 24) // len(self.bank))  # rows per block: at most 16M similarities at once
+            self.coverage = np.concatenate([self._coverage(index.plain[i:i + step])
+                                            for i in range(0, len(index), step)]) if len(index) else np.zeros(0)
+        self.calibration = _calibration(index.meta.get("confidence"))  # from `ncl-ray eval`'s held-out captions
         self.pairs = None  # (median, 10th percentile) of true-pair similarities, 99th of mismatched
         if self.bank is not None and bank_videos is not None and len(bank_videos) == len(self.bank) > 2:
             self._calibrate(np.asarray(bank_videos, np.float32), g)
@@ -77,7 +104,12 @@ class Explainer:
         self.gallery_p5 = float(np.percentile(sims.max(axis=1), 5))
 
     def label(self, plain: float, z: float) -> Dict:
-        """The confidence label of a hit: calibrated on training pairs when the bank is paired, else by z."""
+        """The confidence label of a hit: calibrated on the evaluation's held-out captions when the index holds
+        that calibration, else on training pairs when the bank is paired, else by z."""
+        if self.calibration is not None:
+            name = label_of(self.calibration, plain)
+            held = self.calibration[name]
+            return {"confidence_label": name, "label_right": held["right"], "label_captions": held["captions"]}
         if self.pairs is None:
             return {"confidence_label": confidence_label(z)}
         median, p10, wrong99 = self.pairs
@@ -100,40 +132,34 @@ class Explainer:
             return np.zeros(len(rows), np.float32)
         return self.index.temperature * self.index.biases[method][rows]  # (n,) in similarity units
 
-    def _plain_ranks(self, q: np.ndarray, plain: np.ndarray) -> List[Optional[int]]:
-        """Each hit's video's rank by plain score: over every row for an exact index (what its own search
-        reads anyway), from the plain HNSW index's PLAIN_TOP best rows otherwise (None: beyond them)."""
-        index = self.index
-        if index.kind == "exact" or len(index) <= PLAIN_TOP:
-            scores, of, n = index.plain @ q, self.video_of, len(index.rows_of)  # (C,) every row
-        else:
-            _, found = index.indexes["none"].search(np.ascontiguousarray(q[None], np.float32), PLAIN_TOP)
-            top = found[0][found[0] >= 0]  # (k,) rows, best first
-            scores = index.plain[top] @ q  # (k,) the same arithmetic as the hits' own plain scores
-            videos, of = np.unique(self.video_of[top], return_inverse=True)
-            n = len(videos)
-        if n == len(scores):  # one row per video: its score is its best
-            best = scores
-        else:
-            best = np.full(n, -np.inf, np.float32)
-            np.maximum.at(best, of, scores)  # each video's best row
-        whole = len(scores) == len(index)
-        floor = float(scores.min()) if len(scores) else np.inf
-        return [int((best > p).sum()) + 1 if whole or p >= floor else None for p in plain]
+    def _plain_ranks(self, sampled: np.ndarray, plain: np.ndarray) -> Tuple[List[int], bool]:
+        """Each hit's video's rank by plain score (hits: one row per video) from the sample's plain scores
+        `sampled` (n,): exact when the sample is the whole gallery, else estimated; and whether exact."""
+        of = self.video_of[self.sample]
+        if len(self.sample) == len(self.index):
+            best = np.full(len(self.index.rows_of), -np.inf, np.float32)
+            np.maximum.at(best, of, sampled)  # each video's best row
+            return [int((best > p).sum()) + 1 for p in plain], True
+        scale = len(self.index.rows_of) / len(self.sample)  # videos per sampled row
+        above = (sampled[None, :] > plain[:, None]).sum(axis=1)  # (k,) sampled rows above each hit
+        return [max(int((plain > p).sum()), int(round(a * scale))) + 1 for p, a in zip(plain, above)], False
 
     def hits(self, q: np.ndarray, rows: List[int], method: str) -> List[Dict]:
         """Numbers for the hits at gallery `rows` under `method`, for the query q (D,)."""
-        plain = self.index.plain[rows] @ q  # (n,)
+        plain = self.index.plain[rows] @ q  # (k,)
         bias = self._bias(method, rows)
-        reference = self.index.plain[self.sample] @ q + self._bias(method, self.sample)  # (SAMPLE,) scores
+        sampled = self.sample_plain @ q  # (n,) the sample's plain scores
+        reference = sampled + self.sample_bias[method]  # (n,) and under the method
         mean, std = float(reference.mean()), float(reference.std()) or 1.0
-        cover = self._coverage(self.index.plain[rows]) if self.bank is not None else None
-        ranks = self._plain_ranks(q, plain)
+        cover = None if self.bank is None else self.coverage[rows] if self.coverage is not None else \
+            self._coverage(self.index.plain[rows])
+        ranks, exact = self._plain_ranks(sampled, plain)
         out = []
         for i in range(len(rows)):
             z = (float(plain[i] + bias[i]) - mean) / std
             item = {"plain_score": round(float(plain[i]), 6), "bias": round(float(bias[i]), 6),
-                    "plain_rank": ranks[i], "confidence": round(z, 2), **self.label(float(plain[i]), z)}
+                    "plain_rank": ranks[i], "plain_rank_exact": exact, "confidence": round(z, 2),
+                    **self.label(float(plain[i]), z)}
             if cover is not None:
                 item.update(coverage=round(float(cover[i]), 4), outside_training=bool(cover[i] < self.gallery_p5))
             out.append(item)

@@ -24,6 +24,14 @@ from ncl_ray.runtime import storage
 METHODS = SERVED_METHODS
 KINDS = ("exact", "hnsw")
 MOMENTS = 3  # best moments listed per video cut into windows
+NOT_WEIGHT = 0.5  # a negative phrase lowers each row's score by this times its similarity to the phrase
+
+
+def without(queries: np.ndarray, negative: np.ndarray, weight: float = NOT_WEIGHT) -> np.ndarray:
+    """The query of "QUERY but not PHRASE": queries (R, D) minus weight x the phrase's embedding (D,) or (R, D). An
+    inner product is linear, so every row's score drops by weight x its similarity to the phrase, inside the
+    index's own search (the folded bias column is untouched: fold_queries appends its 1 after this)."""
+    return np.asarray(queries, np.float32) - np.float32(weight) * np.asarray(negative, np.float32)
 
 
 def current_name(folder: str) -> str:
@@ -50,6 +58,17 @@ def resolve_version(folder: str) -> Path:
     if (d / "index.json").is_file():
         return d
     raise FileNotFoundError(f"not an ncl-ray index (no index.json or CURRENT): {folder}")
+
+
+def selection(index, rows: np.ndarray):
+    """faiss search parameters that restrict a search to `rows` (int64): a bitmap-free ID selector, HNSW's own
+    parameters for an HNSW index (its efSearch kept)."""
+    import faiss
+
+    sel = faiss.IDSelectorBatch(rows)
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=max(index.hnsw.efSearch, 1))
+    return faiss.SearchParameters(sel=sel)
 
 
 def _faiss_index(vectors: np.ndarray, kind: str):
@@ -93,6 +112,8 @@ class GalleryIndex:
         self.folded = fold_gallery(self.plain, bias, self.temperature)  # ncl's, for measure_recall
         self.methods = [m for m in METHODS if m in self.indexes]  # what this index can serve
         self.recall_at_k: Optional[float] = None
+        self.durations = np.full(len(self.video_ids), np.nan, np.float32)  # (C,) its video's seconds; NaN unknown
+        self.added = np.full(len(self.video_ids), np.nan)  # (C,) Unix time `index add` added it; NaN unknown
 
     @staticmethod
     def load(folder: str, kind: str = "exact") -> "GalleryIndex":
@@ -100,6 +121,7 @@ class GalleryIndex:
         f = read_index(d)
         index = GalleryIndex(f.video_ids, f.paths, f.embeddings, f.bias, f.temperature, f.captions,
                              {**f.meta, "version": d.name}, kind, f.hashes, f.extra, f.spans, f.identities)
+        index.durations, index.added = f.durations, f.added
         if kind != "exact":
             index.recall_at_k = index.measure_recall()
         return index
@@ -112,8 +134,11 @@ class GalleryIndex:
     def n_videos(self) -> int:
         return len(self.rows_of)
 
-    def search(self, queries: np.ndarray, k: int, method: str = "ncl") -> Tuple[np.ndarray, np.ndarray]:
-        """queries (R, D) unit text embeddings -> scores (R, k), gallery rows (R, k), best first.
+    def search(self, queries: np.ndarray, k: int, method: str = "ncl",
+               allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """queries (R, D) unit text embeddings -> scores (R, k), gallery rows (R, k), best first; with `allowed`
+        (sorted row numbers: a filter's), only those rows, inside faiss's own search (an ID selector), so k
+        allowed rows come back whenever k exist.
 
         Scores: a per-item method's = tau * (s / tau + b_j) (the folded inner product), none = cosine similarity."""
         if method not in self.methods:
@@ -122,25 +147,35 @@ class GalleryIndex:
         q = np.asarray(queries, np.float32)
         if method != "none":
             q = fold_queries(q)  # (R, D+1)
-        return self.indexes[method].search(np.ascontiguousarray(q), min(k, len(self)))
+        if allowed is None:
+            return self.indexes[method].search(np.ascontiguousarray(q), min(k, len(self)))
+        if not len(allowed):
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        params = selection(self.indexes[method], np.asarray(allowed, np.int64))
+        # an HNSW walk may find fewer than asked among very few allowed rows: those come back as row -1
+        return self.indexes[method].search(np.ascontiguousarray(q), min(k, len(allowed)), params=params)
 
-    def moments(self, queries: np.ndarray, k: int, method: str = "ncl", per_video: int = 1) -> List[List[Dict]]:
+    def moments(self, queries: np.ndarray, k: int, method: str = "ncl", per_video: int = 1,
+                allowed: Optional[np.ndarray] = None) -> List[List[Dict]]:
         """Per query, the k best videos, best first, each with its `per_video` best rows (moments when the video
-        is cut into windows): [{video_id, score, rows: [(row, score), ...]}]."""
-        want = min(len(self), max(k * per_video * 4, k))
+        is cut into windows): [{video_id, score, rows: [(row, score), ...]}]; only `allowed` rows when given."""
+        n = len(self) if allowed is None else len(allowed)
+        videos = len(self.row_of) if allowed is None else len({self.video_ids[r] for r in allowed})
+        want = min(n, max(k * per_video * 4, k))
         while True:
-            scores, rows = self.search(queries, want, method)
+            scores, rows = self.search(queries, want, method, allowed)
             out = [_group(self.video_ids, srow, rrow, k, per_video) for srow, rrow in zip(scores, rows)]
-            if want >= len(self) or all(len(o) >= min(k, len(self.row_of)) for o in out):
+            if want >= n or all(len(o) >= min(k, videos) for o in out):
                 return out
-            want = min(len(self), want * 4)  # windows of a few videos filled the first rows: look further
+            want = min(n, want * 4)  # windows of a few videos filled the first rows: look further
 
-    def hits(self, queries: np.ndarray, k: int, method: str = "ncl", per_video: int = MOMENTS) -> List[List[Dict]]:
+    def hits(self, queries: np.ndarray, k: int, method: str = "ncl", per_video: int = MOMENTS,
+             allowed: Optional[np.ndarray] = None) -> List[List[Dict]]:
         """Per query (R, D), one hit per video, best first: video_id, path, score, captions, its best row; a video
         cut into windows also has its best window (start_s, end_s) and up to `per_video` moments. What the
         server and `ncl-ray search` both show."""
         out = []
-        for found in self.moments(queries, k, method, per_video=per_video):
+        for found in self.moments(queries, k, method, per_video=per_video, allowed=allowed):
             hits = []
             for v in found:
                 best = v["rows"][0][0]
@@ -207,8 +242,11 @@ def _group(video_ids: List[str], scores: np.ndarray, rows: np.ndarray, k: int, p
     return list(videos.values())
 
 
-def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl") -> List[List[Dict]]:
-    """`GalleryIndex.hits` for text queries, embedded with the index's checkpoint (a folder, or a loaded index)."""
+def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl", negative: Optional[str] = None,
+                 filters=None) -> List[List[Dict]]:
+    """`GalleryIndex.hits` for text queries, embedded with the index's checkpoint (a folder, or a loaded index);
+    with a `negative` phrase, the rows like it are lowered (`without`); with `filters` (serve/filters.py), only
+    the rows that pass."""
     import torch
 
     from ncl_ray.data.captions import tokenize
@@ -217,5 +255,8 @@ def search_texts(folder, queries: List[str], top_k: int = 5, method: str = "ncl"
     index = folder if isinstance(folder, GalleryIndex) else GalleryIndex.load(folder)
     model, cfg, _ = load_model(index.meta["checkpoint"])
     with torch.no_grad():
-        text = model.encode_text(torch.from_numpy(tokenize(queries, cfg.data.max_words))).numpy()  # (R, D)
-    return index.hits(text, top_k, method)
+        text = model.encode_text(torch.from_numpy(tokenize(queries + ([negative] if negative else []),
+                                                           cfg.data.max_words))).numpy()  # (R [+ 1], D)
+    if negative:
+        text = without(text[:-1], text[-1])
+    return index.hits(text, top_k, method, allowed=None if filters is None else filters.rows(index))

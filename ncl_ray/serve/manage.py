@@ -18,7 +18,6 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from ncl_ray.evaluation.export import IndexFiles, read_index
-from ncl_ray.ncl.methods import BY_NAME
 from ncl_ray.serve.versions import (carried_meta, changelog, current, home_of, refresh, versions, write_files,
                                     write_version, writer)
 
@@ -64,13 +63,21 @@ def training_bank(state: dict) -> Bank:
                 loss["video_queue.queue"][: int(loss["video_queue.filled"])].float())
 
 
-def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float,
-                methods: Sequence[str] = ("ncl",)) -> Dict[str, np.ndarray]:
+def held_out_rows(hashes: Sequence[str]) -> np.ndarray:
+    """(C,) bool: the rows an evaluation exported (the test split: no file hash), not added by a user."""
+    return np.array([not h for h in hashes], bool)
+
+
+def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float, methods: Sequence[str] = ("ncl",),
+                held_out: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Per-item biases (C,) on the logit scale of `gallery` (C, D) for each method, from the training-query bank
     (and for dbnorm and dbsn the gallery bank eval.gallery_bank names) and its eval settings: each method's fold
-    bias, as `ncl-ray eval` computes it (zeros, with a warning, when the checkpoint holds no bank)."""
+    bias, as `ncl-ray eval` computes it (zeros, with a warning, when the checkpoint holds no bank). With
+    `held_out` (C,) bool, the rows not held out (added by a user) keep at most a typical held-out row's lift
+    (ncl/coverage.py)."""
     import torch
 
+    from ncl_ray.ncl import coverage
     from ncl_ray.ncl.normalize import GalleryBank, Sims, make_scorer, settings_from
 
     e = bank.eval
@@ -89,23 +96,22 @@ def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float,
         if not hasattr(scorer, "fold_bias"):
             raise ValueError(f"{m} with these settings has no per-item bias to serve "
                              f"(dbnorm: eval.dbnorm_variant=static)")
-        out[m] = scorer.fold_bias.numpy()
+        bias = scorer.fold_bias.float()  # (C,)
+        out[m] = (bias if held_out is None else coverage.cap_added(bias, torch.from_numpy(held_out))).numpy()
     return out
 
 
 def new_biases(bank: Bank, old_gallery: np.ndarray, old_extra: Dict[str, np.ndarray], keep: List[int],
-               added: np.ndarray, temperature: float) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-    """Biases of a changed gallery (the `keep` rows of the old one, then `added` (A, D)): ncl's and dbsn's
-    recomputed over all of it (Sinkhorn depends on the whole gallery); the biases of the methods whose bias
-    depends on each item's own column kept for the old rows and computed for the added rows alone."""
+               added: np.ndarray, temperature: float,
+               held_out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """Biases of a changed gallery (the `keep` rows of the old one, then `added` (A, D)): ncl's and every method's
+    of `old_extra` recomputed over all of it. Sinkhorn's (ncl, dbsn) depend on the whole gallery; the others on
+    each item's own column, so an old row's bias does not change, but the cap on added rows (`held_out`: (C,)
+    bool over the old rows; the added are not) is the new gallery's."""
     gallery = np.concatenate([old_gallery[keep], added]) if len(added) else old_gallery[keep]
-    whole = [m for m in old_extra if not BY_NAME[m].column_only]
-    recomputed = bank_biases(bank, gallery, temperature, ["ncl", *whole])
-    own = [m for m in old_extra if m not in whole]
-    fresh = bank_biases(bank, added, temperature, own) if len(added) and own else {}
-    extra = {m: recomputed[m] if m in whole else np.concatenate([b[keep], fresh[m]]) if len(added) else b[keep]
-             for m, b in old_extra.items()}
-    return recomputed["ncl"], extra
+    mask = None if held_out is None else np.concatenate([np.asarray(held_out, bool)[keep], np.zeros(len(added), bool)])
+    out = bank_biases(bank, gallery, temperature, ["ncl", *old_extra], mask)
+    return out.pop("ncl"), out
 
 
 def _home(checkpoint: str) -> Path:
@@ -147,11 +153,12 @@ def remove_videos(checkpoint: str, ids: Sequence[str]) -> Path:
         gone = set(ids)
         keep = [i for i, v in enumerate(f.video_ids) if v not in gone]  # every window of a removed video goes
         ncl, extra = new_biases(bank, f.embeddings, f.extra, keep, np.zeros((0, f.embeddings.shape[1])),
-                                f.temperature)
+                                f.temperature, held_out_rows(f.hashes))
         kept = IndexFiles.gallery([f.video_ids[i] for i in keep], [f.paths[i] for i in keep], f.embeddings[keep],
                                   ncl, f.temperature, {v: c for v, c in f.captions.items() if v not in gone},
                                   carried_meta(f.meta), hashes=[f.hashes[i] for i in keep], extra=extra,
-                                  spans=f.spans[keep], identities=f.identities[keep])
+                                  spans=f.spans[keep], identities=f.identities[keep],
+                                  durations=f.durations[keep], added=f.added[keep])
         return write_version(home, kept, f"remove {len(ids)}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
 
 

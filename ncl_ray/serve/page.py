@@ -103,15 +103,18 @@ function hit(h, i) {
   const title = el('div');
   title.append(el('b', '', `${i + 1}. ${h.video_id}`));
   if (h.end_s) title.append(' ', el('span', 'meta moment', `${clock(h.start_s)}-${clock(h.end_s)}`));
-  const basis = h.match_percentile === undefined ? `z ${h.confidence}`
+  const basis = h.label_right !== undefined
+    ? (h.label_right === null ? 'below every held-out first hit'
+       : `${Math.round(100 * h.label_right)} % of such first hits right on ${h.label_captions} held-out captions`)
+    : h.match_percentile === undefined ? `z ${h.confidence}`
     : `closer than ${h.match_percentile} % of training pairs`;
   title.append(el('span', 'badge ' + h.confidence_label, `${h.confidence_label} (${basis})`));
   if (h.outside_training) title.append(el('span', 'badge ood', 'unlike the training videos'));
   const why = el('div', 'meta why');
   const sign = h.bias >= 0 ? '+' : '-';
   why.append(`score ${h.score.toFixed(4)} = plain ${h.plain_score.toFixed(4)} ${sign} bias ` +
-             `${Math.abs(h.bias).toFixed(4)}; plain rank ${h.plain_rank === null ? 'far down' : h.plain_rank}`);
-  const moved = h.plain_rank === null ? 0 : h.plain_rank - (i + 1);
+             `${Math.abs(h.bias).toFixed(4)}; plain rank ${h.plain_rank_exact ? '' : 'about '}${h.plain_rank}`);
+  const moved = h.plain_rank - (i + 1);
   if (moved) why.append(' ', el('span', moved > 0 ? 'up' : 'down', moved > 0 ? `up ${moved}` : `down ${-moved}`));
   const caps = el('div', 'meta');
   h.captions.forEach((c, j) => { if (j) caps.append(el('br')); caps.append(c); });

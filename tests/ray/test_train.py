@@ -240,6 +240,13 @@ def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local
     hits = search(str(out / "export"), ["a small red square moving left on a black background"], top_k=3)[0]
     assert len(hits) == 3 and all(Path(h["path"]).is_file() for h in hits)
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    # the search page's labels, calibrated on the split's held-out captions: every caption in one label
+    confidence = json.loads((out / "export" / "index.json").read_text())["confidence"]
+    import pyarrow.parquet as pq
+
+    captions = pq.read_table(out / "export" / "texts.parquet").num_rows
+    assert sum(v["captions"] for v in confidence.values()) == captions and "weak" in confidence
+    assert all(v["right"] is None or 0 <= v["right"] <= 1 for v in confidence.values())
     assert cli(["eval", str(tmp_path / "nothing-here")]) == 2
     assert "no ncl-ray checkpoint" in capsys.readouterr().err
 

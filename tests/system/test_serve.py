@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,11 +33,18 @@ def test_search_returns_sorted_results_with_captions(served):
     assert status == 200 and ctype == "image/jpeg" and img[:2] == b"\xff\xd8"
     status, body, _ = get(served["base"] + "/search", {"queries": ["red circle", "blue bar"], "k": 3})
     assert status == 200 and [len(x) for x in json.loads(body)] == [3, 3]
+    # without explanations: the same hits, none of the explainer's numbers
+    status, lean, _ = get(f"{served['base']}/search?q={q}&k=5&explain=0")
+    assert status == 200 and [h["video_id"] for h in json.loads(lean)] == [h["video_id"] for h in hits]
+    assert not {"plain_score", "plain_rank", "confidence"} & set(json.loads(lean)[0])
+    assert "plain_rank_exact" in hits[0]
+    status, lean, _ = get(served["base"] + "/search", {"queries": ["red circle"], "k": 3, "explain": False})
+    assert status == 200 and "plain_score" not in json.loads(lean)[0][0]
 
 
 @pytest.mark.parametrize("query, field", [
     ("q=&k=5", "q"), ("q=" + "x" * 600, "q"), ("q=red&k=0", "k"), ("q=red&k=1000", "k"), ("q=red&k=ten", "k"),
-    ("q=red&method=dsl", "method"),
+    ("q=red&method=dsl", "method"), ("q=red&explain=yes", "explain"), ("q=red&not=", "not"),
 ])
 def test_bad_inputs_are_4xx_naming_the_field(served, query, field):
     status, body, _ = get(f"{served['base']}/search?{query}")
@@ -60,6 +68,29 @@ def test_unknown_thumbnail_and_paths_are_refused(served):
         assert status == 404 and json.loads(body)["field"] in ("video_id", "path") and b"root:" not in body
     status, _, _ = get(served["base"] + "/search", {"queries": "not a list"})
     assert status == 400
+
+
+def test_a_negative_phrase_lowers_its_matches_inside_the_served_search(served):
+    """GET /search?q=...&not=... scores every row as s(q) - 0.5 s(phrase) (+ the bias), in the index search: with
+    the query itself as the phrase each plain score halves and the order stays; with another phrase the scores are
+    the in-process search's (`ncl-ray search --not`'s path)."""
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
+    from ncl_ray.serve.index import GalleryIndex, search_texts
+    from ncl_ray.serve.versions import home_of
+
+    q, neg = urllib.parse.quote("a large red circle moving left"), urllib.parse.quote("red")
+    plain = json.loads(get(f"{served['base']}/search?q={q}&k=8&method=none")[1])
+    status, body, _ = get(f"{served['base']}/search?q={q}&not={q}&k=8&method=none")
+    halved = json.loads(body)
+    assert status == 200 and [h["video_id"] for h in halved] == [h["video_id"] for h in plain]
+    assert [h["score"] for h in halved] == pytest.approx([h["score"] / 2 for h in plain], abs=1e-4)
+    got = json.loads(get(f"{served['base']}/search?q={q}&not={neg}&k=8&method=ncl")[1])
+    index = GalleryIndex.load(str(home_of(resolve_checkpoint(str(served["run"])))))
+    local = {h["video_id"]: h["score"] for h in search_texts(index, ["a large red circle moving left"],
+                                                             index.n_videos, "ncl", negative="red")[0]}
+    assert [h["score"] for h in got] == pytest.approx([local[h["video_id"]] for h in got], abs=1e-4)
+    assert got[0]["score"] == pytest.approx(max(local.values()), abs=1e-4)
+    assert [h["video_id"] for h in got] != [h["video_id"] for h in plain]
 
 
 def test_served_ncl_ranking_equals_the_eval_scorer(served):
@@ -145,6 +176,7 @@ def test_index_add_makes_unseen_videos_searchable(served):
     (folder / "mymagenta.txt").write_text("my magenta ball rolling right\n")  # the sidecar's captions
     (folder / "yellow again.mp4").write_bytes((folder / "myyellow.mp4").read_bytes())  # the same file twice
     before = json.loads(get(served["base"] + "/healthz")[1])
+    started = time.time()
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder)],
                        cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -164,6 +196,18 @@ def test_index_add_makes_unseen_videos_searchable(served):
     long = hits["mylong"]
     assert 0 <= long["start_s"] < long["end_s"] <= 30.5 and len(long["moments"]) == 3
     assert long["moments"][0]["start_s"] == long["start_s"] and "start_s" not in hits["mymagenta"]
+    # filters, inside the index search: added after the first version (the test videos have no added time),
+    # this folder, and duration bounds (mylong is 30 s, the other two 2 s; the test videos' durations are unknown)
+    stamp = urllib.parse.quote(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started - 1)))
+    for filt, expected in ((f"added_after={stamp}", {"mymagenta", "myyellow", "mylong"}),
+                           (f"path={urllib.parse.quote(str(folder))}", {"mymagenta", "myyellow", "mylong"}),
+                           ("min_s=20", {"mylong"}), ("max_s=5&min_s=0", {"mymagenta", "myyellow"})):
+        status, found, _ = get(f"{served['base']}/search?q={q}&k=10&{filt}")
+        assert status == 200 and {h["video_id"] for h in json.loads(found)} == expected, (filt, found[:300])
+    status, found, _ = get(f"{served['base']}/search?q={q}&k=10&path={urllib.parse.quote(str(folder) + 'x')}")
+    assert status == 200 and json.loads(found) == []  # a sibling folder's prefix is not this folder
+    status, found, _ = get(f"{served['base']}/search?q={q}&added_after=last+week")
+    assert status == 400 and json.loads(found)["field"] == "added_after"
     status, img, _ = get(served["base"] + long["thumbnail_url"])
     assert status == 200 and img[:2] == b"\xff\xd8"
     assert get(served["base"] + "/thumbnails/mylong.jpg?start=1&end=2")[0] == 404  # only indexed moments

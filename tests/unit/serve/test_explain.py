@@ -28,7 +28,7 @@ def test_plain_rank_bias_and_confidence_of_a_hit():
     plain = index.plain @ q
     [hit] = ex.hits(q, [3], "ncl")
     assert hit["plain_score"] == round(float(plain[3]), 6) and hit["bias"] == 0.1
-    assert hit["plain_rank"] == 1 + int((plain > plain[3]).sum())
+    assert hit["plain_rank"] == 1 + int((plain > plain[3]).sum()) and hit["plain_rank_exact"]
     scores = plain + 0.05 * index.biases["ncl"]
     assert hit["confidence"] == round((scores[3] - scores.mean()) / scores.std(), 2)
     assert hit["confidence_label"] == "strong" and not hit["outside_training"]
@@ -60,28 +60,34 @@ def test_plain_rank_counts_a_video_cut_into_windows_once():
     assert b["plain_rank"] == 2  # behind "long" (its three windows count as one video)
 
 
-def test_a_large_gallery_is_explained_from_the_plain_indexs_top_rows_and_a_sample(monkeypatch):
-    """Past PLAIN_TOP rows and SAMPLE rows, a request on an HNSW index reads the plain index's best rows and a
-    fixed sample, not the whole gallery: ranks within the top are exact, a hit beyond them says so (None)."""
+def test_a_large_gallery_is_explained_from_a_fixed_sample_for_either_index_kind(monkeypatch):
+    """Past SAMPLE rows a request reads its hits and a fixed sample, not the gallery, and searches nothing more:
+    a plain rank is the sample's share above the hit scaled to the gallery's videos, never better than the
+    answer's other hits show, and says it is an estimate."""
     import ncl_ray.serve.explain as explain
 
-    monkeypatch.setattr(explain, "PLAIN_TOP", 10)
     monkeypatch.setattr(explain, "SAMPLE", 20)
     _, emb = _index()
     bias = np.zeros(50, np.float32)
     bias[3] = 2.0
-    index = GalleryIndex([f"v{i}" for i in range(50)], ["/x"] * 50, emb, bias, 0.05, {}, {}, "hnsw")
-    ex = Explainer(index, None)
-    assert len(ex.sample) == 20
-    q = _unit(emb[3] + 0.3 * emb[7])
-    plain = index.plain @ q
-    order = np.argsort(-plain)
-    near, far = int(order[4]), int(order[40])
-    got = ex.hits(q, [near, far], "ncl")
-    assert got[0]["plain_rank"] == 5 and got[1]["plain_rank"] is None
-    reference = index.plain[ex.sample] @ q + 0.05 * index.biases["ncl"][ex.sample]
-    z = (plain[near] + 0.05 * index.biases["ncl"][near] - reference.mean()) / reference.std()
-    assert got[0]["confidence"] == round(float(z), 2)
+    for kind in ("exact", "hnsw"):
+        index = GalleryIndex([f"v{i}" for i in range(50)], ["/x"] * 50, emb, bias, 0.05, {}, {}, kind)
+        ex = Explainer(index, None)
+        assert len(ex.sample) == 20
+        q = _unit(emb[3] + 0.3 * emb[7])
+        plain = index.plain @ q
+        order = np.argsort(-plain)
+        rows = [int(order[4]), int(order[40])]
+        got = ex.hits(q, rows, "ncl")
+        sampled = index.plain[ex.sample] @ q
+        for hit, row in zip(got, rows):
+            above = int((sampled > plain[row]).sum())  # of 20 sampled rows; 50 videos: 2.5 each
+            others = sum(int(plain[r] > plain[row]) for r in rows)
+            assert hit["plain_rank"] == max(others, round(above * 2.5)) + 1 and not hit["plain_rank_exact"]
+        assert got[0]["plain_rank"] < got[1]["plain_rank"]
+        reference = sampled + 0.05 * index.biases["ncl"][ex.sample]
+        z = (plain[rows[0]] + 0.05 * index.biases["ncl"][rows[0]] - reference.mean()) / reference.std()
+        assert got[0]["confidence"] == round(float(z), 2)
 
 
 def test_a_paired_bank_calibrates_the_labels_and_the_outside_flag_on_training_pairs():
@@ -104,3 +110,24 @@ def test_a_paired_bank_calibrates_the_labels_and_the_outside_flag_on_training_pa
     assert other["confidence_label"] == "weak" and other["match_percentile"] < 5
     flagged = [h["outside_training"] for h in ex.hits(q, list(range(50)), "none")]
     assert sum(flagged[:40]) >= 36 and sum(flagged[40:]) <= 1  # most strange videos; hardly any training one
+
+
+def test_labels_from_the_held_out_calibration_the_index_carries():
+    """An index exported by `ncl-ray eval` carries its held-out calibration: a hit's label is the range its plain
+    score falls in, with the share of right first hits that range held; a malformed one is ignored."""
+    _, emb = _index()
+    cal = {"strong": {"from": 0.5, "right": 0.9, "captions": 20}, "fair": {"from": 0.2, "right": 0.6, "captions": 30},
+           "weak": {"from": -1.0, "right": 0.1, "captions": 50}}
+    index = GalleryIndex([f"v{i}" for i in range(50)], ["/x"] * 50, emb, np.zeros(50), 0.05, {}, {"confidence": cal})
+    ex = Explainer(index, _unit(emb[:40] + 0.05), bank_videos=emb[:40])
+    q = emb[3]
+    plain = index.plain @ q
+    rows = [3, int(np.argmin(np.abs(plain - 0.3))), int(np.argmin(plain))]
+    got = ex.hits(q, rows, "none")
+    expected = ["strong" if plain[r] >= 0.5 else "fair" if plain[r] >= 0.2 else "weak" for r in rows]
+    assert [h["confidence_label"] for h in got] == expected and expected[0] == "strong" and expected[2] == "weak"
+    assert [(h["label_right"], h["label_captions"]) for h in got] == [(cal[e]["right"], cal[e]["captions"])
+                                                                      for e in expected]
+    assert "match_percentile" not in got[0]
+    bad = GalleryIndex(["a", "b"], ["/x"] * 2, emb[:2], np.zeros(2), 0.05, {}, {"confidence": {"weak": {"from": "x"}}})
+    assert "label_right" not in Explainer(bad).hits(emb[0], [0], "none")[0]

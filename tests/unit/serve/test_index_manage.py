@@ -122,11 +122,17 @@ def test_the_add_plan_skips_known_ids_and_identical_files_and_reads_sidecars(tmp
     kept = {e.video_id: e.captions for e in todo}
     assert kept.get("bikes") == ["two bikes on a trail"] and "bikes copy" not in kept
     assert "bikes copy: same file as bikes (" + str(folder / "bikes copy.mp4") + ")" in notes
+    # both captioned: the first kept, with the captions of both (each once)
+    (folder / "bikes copy.txt").write_text("bicycles in a forest\ntwo bikes on a trail\n")
+    entries, _ = read_inputs(str(folder))
+    todo, _, notes = plan_additions(entries, index, replace=False)
+    kept = {e.video_id: e.captions for e in todo}
+    assert kept.get("bikes copy") == ["bicycles in a forest", "two bikes on a trail"] and "bikes" not in kept
 
 
-def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(served):
-    """The incremental rule of `index add`: per-item methods (nnn, is, csls) get the new row's bias alone; the
-    old rows keep theirs. NCL's Sinkhorn biases depend on the whole gallery: all recomputed."""
+def test_adding_one_video_keeps_the_old_nnn_biases_and_recomputes_every_ncl_bias(served):
+    """What `index add` recomputes, before the coverage rule: per-item methods (nnn, is, csls) give the new row
+    its bias alone and the old rows theirs. NCL's Sinkhorn biases depend on the whole gallery: all change."""
     from ncl_ray.ncl.normalize import MethodSettings, Sims, item_bias
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.serve.manage import bank_biases, new_biases, training_bank
@@ -160,8 +166,9 @@ def test_adding_one_video_computes_one_nnn_bias_and_recomputes_every_ncl_bias(se
 
 
 def test_the_league_methods_fold_into_the_index_as_eval_scores_them(served):
-    """dn and dbnorm (own column) and dbsn (whole gallery, with the training videos as its gallery bank): the
-    served biases are eval's fold biases; adding a video keeps dn's and dbnorm's old rows and recomputes dbsn's."""
+    """dn and dbnorm (own column) and dbsn (whole gallery, with the training videos as its gallery bank): before
+    the coverage rule, the served biases are eval's fold biases;
+    adding a video keeps dn's and dbnorm's old rows and recomputes dbsn's."""
     from ncl_ray.ncl.normalize import GalleryBank, MethodSettings, Sims, make_scorer
     from ncl_ray.runtime.checkpoint import load_checkpoint
     from ncl_ray.serve.manage import bank_biases, new_biases, training_bank
@@ -264,3 +271,22 @@ def test_more_like_this_puts_the_video_first_and_picks_the_moment(tmp_path, caps
     assert cli(["search", "--index", str(home), "--like", "nosuch"]) == 2
     assert "--like nosuch: no such video" in capsys.readouterr().err
     assert cli(["search", "--index", str(home)]) == 2
+
+
+def test_a_negative_phrase_lowers_each_row_by_its_similarity_to_it_inside_the_index_search():
+    from ncl_ray.serve.index import NOT_WEIGHT, without
+
+    assert NOT_WEIGHT == 0.5
+    assert np.allclose(without(np.array([[1.0, 0.0]]), np.array([0.6, 0.8])), [[0.7, -0.4]])
+    g = np.random.default_rng(5)
+    emb = g.normal(size=(30, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    bias = g.normal(size=30).astype(np.float32)
+    q, n = emb[0] + 0.1, emb[1]
+    for kind in ("exact", "hnsw"):
+        index = GalleryIndex([f"v{i}" for i in range(30)], ["/x"] * 30, emb, bias, 0.05, {}, {}, kind)
+        for method, b in (("none", 0.0), ("ncl", 0.05 * bias)):
+            scores, rows = index.search(without(q[None], n), 30, method)
+            expected = emb @ q - 0.5 * (emb @ n) + b  # every row's score, minus half its similarity to the phrase
+            assert np.allclose(scores[0], expected[rows[0]], atol=1e-5)
+            assert list(rows[0][:5]) == list(np.argsort(-expected)[:5])
