@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 
 from ncl_ray.serve.deployments import Gallery, TextEncoder
-from ncl_ray.serve.filters import FilterError, Filters, parse_filters
+from ncl_ray.serve.filters import FilterError, Filters, check_not, parse_filters
 from ncl_ray.serve.files import FileChanged, FileGone, open_indexed, parse_range, read_span
 from ncl_ray.serve.guard import LOOPBACK_HOSTS, MAX_IMAGE_BODY, RequestError, check_request, repeated_header
 from ncl_ray.serve.index import METHODS, without
@@ -115,13 +115,6 @@ def query_k(params) -> int:
         raise RequestError(400, "k", f"k must be an integer from 1 to {MAX_K}, got {text[:20]!r}") from None
 
 
-def _check_not(phrase) -> Optional[JSONResponse]:
-    """None for a usable negative phrase, else the 400 naming `not`."""
-    if not isinstance(phrase, str) or not phrase.strip() or len(phrase) > MAX_QUERY_CHARS:
-        return _error(400, "not", f"not is a phrase of 1 to {MAX_QUERY_CHARS} characters whose matches are lowered")
-    return None
-
-
 def validate(q, k, method) -> Optional[JSONResponse]:
     """None when the inputs are valid, else the 4xx response naming the field."""
     if not isinstance(q, str) or not q.strip():
@@ -158,24 +151,24 @@ class Api:
         return {"status": "ok", **(await self.gallery.info.remote())}
 
     async def _search(self, queries: List[str], k, method, explain: bool = True, negative: Optional[str] = None,
-                      filters: Optional[Filters] = None):
+                      filters: Optional[Filters] = None, folded: bool = False):
         vectors = [await self.encoder.encode.remote(q) for q in queries]
         if negative:  # "but not": rows like the phrase lowered inside the index search (index.without)
             vectors = list(without(np.stack(vectors), await self.encoder.encode.remote(negative)))
-        return await self.gallery.search.remote(vectors, k, method, explain, filters)
+        return await self.gallery.search.remote(vectors, k, method, explain, filters, folded)
 
     @api.get("/search")
     async def search_get(self, request: Request):
         p = request.query_params
         q, method, k = p.get("q", ""), p.get("method", "ncl"), query_k(p)
-        explain, negative = p.get("explain", "1"), p.get("not")
+        explain, negative, folded = p.get("explain", "1"), p.get("not"), p.get("collapse", "0")
         if explain not in ("0", "1"):
             return _error(400, "explain", "explain is 1 (each hit's plain score, bias, rank and confidence) or 0")
-        bad = None if negative is None else _check_not(negative)
-        if bad is not None:
-            return bad
+        if folded not in ("0", "1"):
+            return _error(400, "collapse", "collapse is 1 (near-copies shown as 'also in' the hit above) or 0")
         try:
             filters = parse_filters(p.get)
+            check_not(negative, MAX_QUERY_CHARS)
         except FilterError as e:
             return _error(400, e.field, e.message)
         if "like" in p:  # more like this: an indexed video (or one of its moments) is the query
@@ -183,7 +176,7 @@ class Api:
         bad = validate(q, k, method)
         if bad is not None:
             return bad
-        hits = await self._search([q], k, method, explain == "1", negative, filters)
+        hits = await self._search([q], k, method, explain == "1", negative, filters, folded == "1")
         return hits if isinstance(hits, JSONResponse) else hits[0]
 
     async def _like(self, video_id: str, start_text: Optional[str], k, method):
@@ -212,11 +205,9 @@ class Api:
         explain, negative = body.get("explain", True), body.get("not")
         if not isinstance(explain, bool):
             return _error(400, "explain", "explain is true (each hit's plain score, bias, rank, confidence) or false")
-        bad = None if negative is None else _check_not(negative)
-        if bad is not None:
-            return bad
         try:
             filters = parse_filters(body.get)
+            check_not(negative, MAX_QUERY_CHARS)
         except FilterError as e:
             return _error(400, e.field, e.message)
         if not isinstance(queries, list) or not queries or len(queries) > MAX_QUERIES:

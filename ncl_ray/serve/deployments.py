@@ -127,14 +127,16 @@ class Gallery:
                 "recall_at_10_vs_exact": self.index.recall_at_k, "split": self.index.meta.get("split"),
                 "bank": self.index.meta.get("bank"), "methods": self.index.methods}
 
-    def search(self, queries: List[np.ndarray], k: int, method: str, explain: bool = True, filters=None):
+    def search(self, queries: List[np.ndarray], k: int, method: str, explain: bool = True, filters=None,
+               folded: bool = False):
         """Hits per query (one per video, best first; a video cut into windows also lists its best moments), or
         RequestError 400 for a method this index does not hold; without `explain`, no explainer numbers; with
-        `filters` (serve/filters.py), only the rows that pass, inside the index search."""
+        `filters` (serve/filters.py), only the rows that pass, inside the index search; with `folded`,
+        near-copies shown as "also in" the hit above them (index.collapse)."""
         self.follow()
         self._check_method(method)
         allowed = None if filters is None else filters.rows(self.index)
-        hits = self.index.hits(np.stack(queries), k, method, allowed=allowed)  # the path ncl-ray search takes
+        hits = self.index.hits(np.stack(queries), k, method, allowed=allowed, folded=folded)  # as ncl-ray search
         return [self._shown(q, h, method, self.explainer.query(q) if explain else {}, explain)
                 for q, h in zip(queries, hits)]
 
@@ -166,7 +168,8 @@ class Gallery:
             shown.append({"video_id": vid, "score": hit["score"], "captions": hit["captions"][:5],
                           "thumbnail_url": f"/thumbnails/{vid}.jpg" + (
                               f"?start={hit['start_s']}&end={hit['end_s']}" if moment else ""),
-                          "video_url": f"/videos/{vid}", **numbers, **about, **moment})
+                          "video_url": f"/videos/{vid}", **numbers, **about, **moment,
+                          **({"also_in": hit["also_in"]} if "also_in" in hit else {})})
         return shown
 
     def _span_ok(self, video_id: str, start: float, end: float) -> bool:

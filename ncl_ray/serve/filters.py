@@ -85,6 +85,12 @@ def _seconds(field: str, value) -> float:
     return x
 
 
+def check_not(phrase, longest: int) -> None:
+    """A negative phrase (`not=`) is None or text of 1 to `longest` characters; FilterError naming `not`."""
+    if phrase is not None and (not isinstance(phrase, str) or not phrase.strip() or len(phrase) > longest):
+        raise FilterError("not", f"a phrase of 1 to {longest} characters whose matches are lowered")
+
+
 def parse_filters(get: Callable[[str], object]) -> Filters:
     """Filters from a request's values (`get(name)`: a query parameter's text, a JSON body's value, or None);
     FilterError names the field of a bad one."""

@@ -19,14 +19,13 @@ import numpy as np
 from ncl_ray.evaluation.export import read_index
 from ncl_ray.ncl.fold import fold_gallery, fold_queries
 from ncl_ray.ncl.methods import SERVED_METHODS
+from ncl_ray.serve.copies import collapse, copy_cosine
 from ncl_ray.runtime import storage
 
 METHODS = SERVED_METHODS
 KINDS = ("exact", "hnsw")
 MOMENTS = 3  # best moments listed per video cut into windows
 NOT_WEIGHT = 0.5  # a negative phrase lowers each row's score by this times its similarity to the phrase
-
-
 def without(queries: np.ndarray, negative: np.ndarray, weight: float = NOT_WEIGHT) -> np.ndarray:
     """The query of "QUERY but not PHRASE": queries (R, D) minus weight x the phrase's embedding (D,) or (R, D). An
     inner product is linear, so every row's score drops by weight x its similarity to the phrase, inside the
@@ -170,24 +169,38 @@ class GalleryIndex:
             want = min(n, want * 4)  # windows of a few videos filled the first rows: look further
 
     def hits(self, queries: np.ndarray, k: int, method: str = "ncl", per_video: int = MOMENTS,
-             allowed: Optional[np.ndarray] = None) -> List[List[Dict]]:
+             allowed: Optional[np.ndarray] = None, folded: bool = False) -> List[List[Dict]]:
         """Per query (R, D), one hit per video, best first: video_id, path, score, captions, its best row; a video
         cut into windows also has its best window (start_s, end_s) and up to `per_video` moments. What the
-        server and `ncl-ray search` both show."""
-        out = []
-        for found in self.moments(queries, k, method, per_video=per_video, allowed=allowed):
-            hits = []
-            for v in found:
-                best = v["rows"][0][0]
-                hit = {"video_id": v["video_id"], "path": self.paths[best], "score": round(v["score"], 6),
-                       "captions": self.captions.get(v["video_id"], []), "row": best}
-                spans = [(float(self.spans[r][0]), float(self.spans[r][1]), sc) for r, sc in v["rows"]]
-                if spans[0][1] > 0:  # a moment: the best window's time range, and the others
-                    hit.update(start_s=spans[0][0], end_s=spans[0][1],
-                               moments=[{"start_s": a, "end_s": b, "score": round(z, 6)} for a, b, z in spans])
-                hits.append(hit)
-            out.append(hits)
-        return out
+        server and `ncl-ray search` both show. With `folded`, near-copies are folded into the hit above them
+        (`collapse`), from twice k candidates."""
+        want, videos = (2 * k if folded else k), len(self.row_of) if allowed is None else len(allowed)
+        while True:
+            out = [[self._hit(v) for v in found]
+                   for found in self.moments(queries, want, method, per_video=per_video, allowed=allowed)]
+            if not folded:
+                return out
+            kept = [collapse(hits, self.plain, k, self.copy_cosine()) for hits in out]
+            if want >= videos or all(len(h) >= k for h in kept):
+                return kept
+            want *= 4  # copies filled the candidates: look further
+
+    def copy_cosine(self) -> float:
+        """The cosine from which two rows of different videos are copies (copies.copy_cosine), once per index."""
+        if getattr(self, "_copy", None) is None:
+            self._copy = copy_cosine(self.plain, self.rows_of)
+        return self._copy
+
+    def _hit(self, v: Dict) -> Dict:
+        """One grouped video of `moments` as a hit (see `hits`)."""
+        best = v["rows"][0][0]
+        hit = {"video_id": v["video_id"], "path": self.paths[best], "score": round(v["score"], 6),
+               "captions": self.captions.get(v["video_id"], []), "row": best}
+        spans = [(float(self.spans[r][0]), float(self.spans[r][1]), sc) for r, sc in v["rows"]]
+        if spans[0][1] > 0:  # a moment: the best window's time range, and the others
+            hit.update(start_s=spans[0][0], end_s=spans[0][1],
+                       moments=[{"start_s": a, "end_s": b, "score": round(z, 6)} for a, b, z in spans])
+        return hit
 
     def like_vector(self, video_id: str, start: Optional[float] = None) -> np.ndarray:
         """The query for "more like this" (D,): the indexed video's embedding; for a video cut into windows, the

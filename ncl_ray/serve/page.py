@@ -35,6 +35,7 @@ PAGE = """<!doctype html>
 <p class="meta" id="info"></p>
 <form id="form">
  <input type="text" id="q" placeholder="a large red circle moving left" autofocus>
+ <input type="text" id="not" placeholder="but not..." style="width:8rem" aria-label="but not">
  <input type="number" id="k" value="10" min="1" max="100" style="width:4rem" aria-label="results">
  <button type="submit" id="go">Search</button>
  <span id="methods"></span>
@@ -125,6 +126,7 @@ function hit(h, i) {
     try { await play(box, h, h); } finally { button.disabled = false; }
   });
   box.append(img, title, why, caps);
+  if (h.also_in) box.append(el('div', 'meta also', 'also in: ' + h.also_in.join(', ')));
   if (h.moments && h.moments.length > 1) {  // each one plays from its start
     const other = el('div', 'meta', 'other moments: ');
     h.moments.slice(1).forEach(m => {
@@ -151,7 +153,8 @@ async function search(ev, like) {
   const q = lastLike ? 'like:' + lastLike.id : $('q').value;
   const what = lastLike ? `like=${encodeURIComponent(lastLike.id)}` +
                           (lastLike.start !== null ? `&start=${lastLike.start}` : '')
-                        : `q=${encodeURIComponent(q)}`;
+                        : `q=${encodeURIComponent(q)}&collapse=1` +
+                          ($('not').value.trim() ? `&not=${encodeURIComponent($('not').value)}` : '');
   const url = `/search?${what}&k=${encodeURIComponent($('k').value)}&method=${encodeURIComponent(m)}`;
   $('status').textContent = 'searching...';
   const r = await get(url);

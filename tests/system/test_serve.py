@@ -302,9 +302,11 @@ def test_search_page_in_a_real_browser(served, tmp_path):
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         page = _searched(browser, served["base"], 1280, 900, "a large red circle moving left")
-        n = min(10, len({h["video_id"] for h in json.loads(get(served["base"] + "/search?q=x&k=100")[1])}))
+        asked = "/search?q=" + urllib.parse.quote("a large red circle moving left") + "&k=10&collapse=1&method="
+        answer = lambda m: [h["video_id"] for h in json.loads(get(served["base"] + asked + m)[1])]  # noqa: E731
         ncl = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
-        assert len(ncl) == n and "ncl ranking" in page.inner_text("#status")
+        n = len(ncl)  # ten videos, fewer when near-copies were folded into a hit (the page asks collapse=1)
+        assert ncl == answer("ncl") and n >= 5 and "ncl ranking" in page.inner_text("#status")
         assert "videos" in page.inner_text("#info") and "moments" in page.inner_text("#info")
         assert "Sinkhorn" in page.inner_text("#legend")
         # every hit says why it is there: its score as plain + bias, its plain rank, a confidence badge
@@ -315,7 +317,7 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         # predicates as functions: the page's CSP forbids evaluating strings (Playwright would eval a bare one)
         page.wait_for_function("() => document.querySelector('#status').textContent.includes('plain')")
         plain = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
-        assert len(plain) == n and "cosine" in page.inner_text("#legend")
+        assert plain == answer("none") and "cosine" in page.inner_text("#legend")
         page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         shot = tmp_path / "search.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -364,6 +366,15 @@ def test_search_page_in_a_real_browser(served, tmp_path):
         page.set_input_files("#image", str(still))
         page.wait_for_selector('#grid[data-query="image:query.png"] .hit')
         assert "for the image query.png" in page.inner_text("#status")
+        # "but not": the page sends the phrase with its query (near-copies folded) and draws what the API answers
+        page.fill("#q", query)
+        page.fill("#not", "white")
+        page.click("#go")
+        page.wait_for_selector(f'#grid[data-query="{query}"] .hit')
+        shown = page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.video)")
+        answer = get(f"{served['base']}/search?q={urllib.parse.quote(query)}&not=white&k=100&method=ncl&collapse=1")
+        assert shown == [h["video_id"] for h in json.loads(answer[1])]
+        page.fill("#not", "")
         # a phone's width: one column, nothing wider than the screen
         phone = _searched(browser, served["base"], 375, 800, "a large red circle moving left")
         phone.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
@@ -455,3 +466,27 @@ def test_a_watched_folder_indexes_itself_and_the_server_follows(served, tmp_path
     assert info["videos"] == before["videos"]
     hits = {h["video_id"] for h in json.loads(get(f"{served['base']}/search?q={q}&k=100")[1])}
     assert "dropped" not in hits
+
+
+def test_near_copies_of_a_video_fold_into_one_hit_also_in_the_other(served):
+    """Two files of the same clip (not byte-identical, so both are indexed): with collapse=1
+    (what the page asks for) one hit names the other in `also_in`; without it, the API ranks both as eval does."""
+    from ncl_ray.data.synthetic import render, write_video
+
+    folder = served["tmp"] / "copies"
+    folder.mkdir()
+    frames = render("white", "square", "small", "up", "gray", num_frames=16, side=64, rng=np.random.default_rng(3))
+    write_video(str(folder / "walk.mp4"), frames)
+    write_video(str(folder / "walk phone copy.mp4"), frames, fps=10)  # the same frames, other timestamps
+    assert (folder / "walk.mp4").read_bytes() != (folder / "walk phone copy.mp4").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder),
+                        "--window", "0"], cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads(get(served["base"] + "/reload", {})[1])
+    q = urllib.parse.quote("a small white square moving up on a gray background")
+    every = json.loads(get(f"{served['base']}/search?q={q}&k={min(info['videos'], 100)}")[1])
+    assert {"walk", "walk phone copy"} <= {h["video_id"] for h in every} and not any("also_in" in h for h in every)
+    folded = json.loads(get(f"{served['base']}/search?q={q}&k={min(info['videos'], 100)}&collapse=1")[1])
+    shown = [h for h in folded if h["video_id"] in ("walk", "walk phone copy")]
+    assert len(shown) == 1 and shown[0]["also_in"] == [{"walk": "walk phone copy"}.get(shown[0]["video_id"], "walk")]
+    assert len(folded) == min(info["videos"] - 1, 100)  # the fold does not cost a result

@@ -271,6 +271,12 @@ def test_more_like_this_puts_the_video_first_and_picks_the_moment(tmp_path, caps
     assert cli(["search", "--index", str(home), "--like", "nosuch"]) == 2
     assert "--like nosuch: no such video" in capsys.readouterr().err
     assert cli(["search", "--index", str(home)]) == 2
+    assert cli(["search", "--index", str(home), "red", "--added-after", "yesterday"]) == 2
+    assert "--added-after: a date (2026-12-01)" in capsys.readouterr().err
+    assert cli(["search", "--index", str(home), "red", "--min-s", "9", "--max-s", "3"]) == 2
+    assert "--max-s: must not be below min_s" in capsys.readouterr().err
+    assert cli(["search", "--index", str(home), "--like", "long", "--not", "red"]) == 2
+    assert "--not PHRASE goes with a text query" in capsys.readouterr().err
 
 
 def test_a_negative_phrase_lowers_each_row_by_its_similarity_to_it_inside_the_index_search():
@@ -290,3 +296,35 @@ def test_a_negative_phrase_lowers_each_row_by_its_similarity_to_it_inside_the_in
             expected = emb @ q - 0.5 * (emb @ n) + b  # every row's score, minus half its similarity to the phrase
             assert np.allclose(scores[0], expected[rows[0]], atol=1e-5)
             assert list(rows[0][:5]) == list(np.argsort(-expected)[:5])
+
+
+def test_near_copies_fold_into_the_hit_above_them():
+    from ncl_ray.serve.copies import COPY_SHARE, collapse
+
+    e = np.eye(4, dtype=np.float32)
+    plain = np.stack([e[0], _unit_row(e[0] + 0.01 * e[1]), e[1], e[0], e[2]])  # rows 1 and 3: copies of row 0
+    hits = [{"video_id": f"v{r}", "row": r} for r in range(5)]
+    got = collapse([dict(h) for h in hits], plain, 2, 0.999)
+    assert [h["video_id"] for h in got] == ["v0", "v2"] and got[0]["also_in"] == ["v1", "v3"]
+    # in an index, "copy" is relative to how close its distinct videos lie: 5 copies of one clip, 20 others
+    g = np.random.default_rng(2)
+    emb = np.concatenate([np.repeat(e[:1], 5, axis=0) + 1e-4 * g.normal(size=(5, 4)), g.normal(size=(20, 4))])
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    index = GalleryIndex([f"v{i}" for i in range(25)], ["/x"] * 25, emb, np.zeros(25), 0.05, {}, {})
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    assert index.copy_cosine() == pytest.approx(1 - COPY_SHARE * float(np.median(1 - sims.max(axis=1))), abs=1e-6)
+    found = index.hits(e[:1], 3, "none", folded=True)[0]
+    assert len(found) == 3 and sorted([found[0]["video_id"], *found[0]["also_in"]]) == [f"v{i}" for i in range(5)]
+    assert not any("also_in" in h for h in found[1:])  # the distinct videos stay apart
+    unfolded = {h["video_id"] for h in index.hits(e[:1], 3, "none")[0]}
+    assert unfolded < {f"v{i}" for i in range(5)}  # unfolded, eval's ranking: three of the five copies
+    # a gallery whose distinct videos all lie close (a briefly trained model): they are not copies of each other
+    tight = _unit_row(np.ones(4)) + 1e-3 * g.normal(size=(30, 4))
+    tight = (tight / np.linalg.norm(tight, axis=1, keepdims=True)).astype(np.float32)
+    close = GalleryIndex([f"t{i}" for i in range(30)], ["/x"] * 30, tight, np.zeros(30), 0.05, {}, {})
+    assert len(close.hits(tight[:1], 10, "none", folded=True)[0]) == 10
+
+
+def _unit_row(x):
+    return x / np.linalg.norm(x)
