@@ -6,7 +6,7 @@ A model trains on the built-in corpus (`ncl-ray train conf/default.yaml`). Its s
 folder: coloured noise, moving stripes, drifting colour gradients and crowds of small shapes (no captions; none
 answers any query). The queries are the test split's captions, each with its own video known. For every method
 with a per-item bias, its biases over this gallery as Sinkhorn or the bank gives them ("raw": what `index add`
-served before) and as served now (`ncl/coverage.py`: an added row keeps at most the held-out rows' median
+served before) and as served now (`ncl/added_cap.py`: an added row keeps at most the held-out rows' median
 bias); for ncl also two rules that were measured and not chosen (shrinking each added row's bias with its
 similarity to the nearest training caption, or to the nearest training video, between the 1st and 10th
 percentile of the held-out rows'). Per rule: the share of queries with an out-of-domain video in the top 10,

@@ -74,10 +74,10 @@ def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float, methods: Se
     (and for dbnorm and dbsn the gallery bank eval.gallery_bank names) and its eval settings: each method's fold
     bias, as `ncl-ray eval` computes it (zeros, with a warning, when the checkpoint holds no bank). With
     `held_out` (C,) bool, the rows not held out (added by a user) keep at most a typical held-out row's lift
-    (ncl/coverage.py)."""
+    (ncl/added_cap.py)."""
     import torch
 
-    from ncl_ray.ncl import coverage
+    from ncl_ray.ncl import added_cap
     from ncl_ray.ncl.normalize import GalleryBank, Sims, make_scorer, settings_from
 
     e = bank.eval
@@ -97,7 +97,7 @@ def bank_biases(bank: Bank, gallery: np.ndarray, temperature: float, methods: Se
             raise ValueError(f"{m} with these settings has no per-item bias to serve "
                              f"(dbnorm: eval.dbnorm_variant=static)")
         bias = scorer.fold_bias.float()  # (C,)
-        out[m] = (bias if held_out is None else coverage.cap_added(bias, torch.from_numpy(held_out))).numpy()
+        out[m] = (bias if held_out is None else added_cap.cap_added(bias, torch.from_numpy(held_out))).numpy()
     return out
 
 

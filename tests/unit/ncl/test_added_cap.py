@@ -1,19 +1,19 @@
-"""The cap on added rows' served biases (ncl/coverage.py), by hand, and through `bank_biases` and `index remove`
+"""The cap on added rows' served biases (ncl/added_cap.py), by hand, and through `bank_biases`
 with one added item no training caption reaches."""
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncl_ray.ncl import coverage
+from ncl_ray.ncl import added_cap
 
 
 def test_an_added_row_keeps_at_most_the_held_out_rows_median_bias():
     bias = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 0.5, -3.0])
     held = torch.tensor([True] * 9 + [False, False])  # nine held-out rows: median 5
-    got = coverage.cap_added(torch.cat([bias[:9], torch.tensor([9.0])]), torch.cat([held[:9], torch.tensor([False])]))
+    got = added_cap.cap_added(torch.cat([bias[:9], torch.tensor([9.0])]), torch.cat([held[:9], torch.tensor([False])]))
     assert torch.equal(got, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 5.0]))  # 9 capped at 5
-    got = coverage.cap_added(bias, held)
+    got = added_cap.cap_added(bias, held)
     assert torch.equal(got[9:], torch.tensor([0.5, -3.0]))  # below the cap (a penalty too): kept whole
     assert torch.equal(got[:9], bias[:9])  # held-out rows: untouched
 
@@ -21,8 +21,8 @@ def test_an_added_row_keeps_at_most_the_held_out_rows_median_bias():
 def test_without_enough_held_out_rows_nothing_is_capped():
     bias = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0])
     held = torch.tensor([True, False, False, False, False])  # 1 < MIN_HELD_OUT: no reference for a typical lift
-    assert torch.equal(coverage.cap_added(bias, held), bias)
-    assert torch.equal(coverage.cap_added(torch.zeros(0), torch.zeros(0, dtype=torch.bool)), torch.zeros(0))
+    assert torch.equal(added_cap.cap_added(bias, held), bias)
+    assert torch.equal(added_cap.cap_added(torch.zeros(0), torch.zeros(0, dtype=torch.bool)), torch.zeros(0))
 
 
 def test_an_added_item_no_training_caption_reaches_is_not_lifted_by_the_served_bias():
