@@ -54,9 +54,10 @@ def calibrate(text: np.ndarray, video: np.ndarray, caption_video: np.ndarray, bi
     return out
 
 
-def label_of(calibration: Dict, plain: float) -> Optional[str]:
-    """The label whose range holds a plain similarity (the highest whose threshold it reaches)."""
-    for label in ("strong", "fair", "weak"):
+def label_of(calibration: Dict, plain: float) -> str:
+    """The label whose range holds a plain score: the highest whose threshold it reaches, else weak (a query
+    lowered by a negative phrase is not a unit vector, so its score can fall below -1)."""
+    for label in ("strong", "fair"):
         if label in calibration and plain >= calibration[label]["from"]:
             return label
-    return None
+    return "weak"

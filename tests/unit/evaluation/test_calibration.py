@@ -26,7 +26,7 @@ def test_labels_hold_their_stated_share_of_right_first_hits():
     assert cal["strong"] == {"from": 0.6, "right": round(5 / 6, 4), "captions": 6}
     assert cal["fair"] == {"from": 0.2, "right": 0.25, "captions": 4}
     assert cal["weak"] == {"from": -1.0, "right": None, "captions": 0}
-    assert [label_of(cal, p) for p in (0.65, 0.6, 0.3, 0.1)] == ["strong", "strong", "fair", "weak"]
+    assert [label_of(cal, p) for p in (0.65, 0.6, 0.3, 0.1, -1.4)] == ["strong", "strong", "fair", "weak", "weak"]
 
 
 def test_a_model_that_is_rarely_right_has_no_strong_label_and_the_bias_picks_the_first_hit():

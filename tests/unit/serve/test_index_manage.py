@@ -314,6 +314,7 @@ def test_near_copies_fold_into_the_hit_above_them():
     sims = emb @ emb.T
     np.fill_diagonal(sims, -np.inf)
     assert index.copy_cosine() == pytest.approx(1 - COPY_SHARE * float(np.median(1 - sims.max(axis=1))), abs=1e-6)
+    assert GalleryIndex(["a", "b"], ["/x"] * 2, emb[:2], np.zeros(2), 0.05, {}, {}).copy_cosine() <= 1 - 1e-6
     found = index.hits(e[:1], 3, "none", folded=True)[0]
     assert len(found) == 3 and sorted([found[0]["video_id"], *found[0]["also_in"]]) == [f"v{i}" for i in range(5)]
     assert not any("also_in" in h for h in found[1:])  # the distinct videos stay apart
