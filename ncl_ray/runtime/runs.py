@@ -17,7 +17,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ncl_ray.config.schema import ConfigError, save_config, to_dict
 from ncl_ray.runtime import storage
@@ -38,11 +38,15 @@ def run_uri_of(cfg) -> str:
     return storage.join(cfg.run.storage_path, cfg.run.name) if storage.is_uri(cfg.run.storage_path) else ""
 
 
+RESTORES = "restores.jsonl"  # one line per restore, appended by rank 0
+
+
 def publish(run_dir: Path, run_uri: str, only: Optional[List[str]] = None) -> None:
-    """Mirror the scratch folder (or its entries named in `only`) to the run's URI; nothing without a URI."""
+    """Mirror the scratch folder (or its entries named in `only`) to the run's URI; nothing without a URI.
+    The restores file is rank 0's (appended on the node it runs on): mirrored only when named."""
     if not run_uri:
         return
-    for name in only or [p.name for p in run_dir.iterdir()]:
+    for name in only or [p.name for p in run_dir.iterdir() if p.name != RESTORES]:
         p = run_dir / name
         if name.endswith((".tmp", ".old")):
             continue
@@ -54,10 +58,12 @@ def publish(run_dir: Path, run_uri: str, only: Optional[List[str]] = None) -> No
 
 def pull_best(run_dir: Path, run_uri: str) -> None:
     """On a node that has no copy of the run yet (a worker restarted elsewhere): its scratch folder, holding the
-    run's best checkpoint so far when there is one."""
+    run's best checkpoint so far when there is one, and the run's restores so far (appended to, then published)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if run_uri and not (run_dir / BEST).is_dir() and storage.exists(storage.join(run_uri, BEST)):
         storage.download(storage.join(run_uri, BEST), str(run_dir / BEST))
+    if run_uri and storage.exists(storage.join(run_uri, RESTORES)):
+        (run_dir / RESTORES).write_text(storage.read_text(storage.join(run_uri, RESTORES)))
 
 
 def _open_remote_run(cfg, config_name: str, kind: str) -> Path:
@@ -213,9 +219,33 @@ def best_info(run_dir: Path) -> Optional[dict]:
     return json.loads((best / "best.json").read_text())
 
 
-def restore_source(checkpoint, run_dir: Path) -> Optional[str]:
-    """The newest complete checkpoint: Ray's latest registered one, or a newer folder in the run that a
-    worker wrote but Ray had not yet registered when it failed (Ray registers on its poll, every 2 s)."""
+def newest_stored_checkpoint(run_uri: str) -> Tuple[str, int]:
+    """(URI, step) of the complete checkpoint folder with the highest step under a run's URI, registered by
+    Ray or not (a node killed right after its upload); ("", -1) when there is none."""
+    import json
+
+    from ncl_ray.runtime.checkpoint import MARKER, STATE
+
+    sizes = {path: size for path, size, _ in storage.listing(run_uri) if path.startswith("checkpoint_")}
+    best, best_step = "", -1
+    for path in sizes:
+        folder, _, name = path.partition("/")
+        if name != MARKER:
+            continue
+        try:
+            marker = json.loads(storage.read_text(storage.join(run_uri, path)))
+            whole, step = sizes.get(f"{folder}/{STATE}") == int(marker["state_bytes"]), int(marker["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if whole and step > best_step:
+            best, best_step = storage.join(run_uri, folder), step
+    return best, best_step
+
+
+def restore_source(checkpoint, run_dir: Path, run_uri: str = "", scratch: str = "") -> Optional[str]:
+    """The newest complete checkpoint: Ray's latest registered one, or a newer folder in the run (or, for a
+    run on object storage, under its URI: downloaded into `scratch`) that a worker wrote but Ray had not yet
+    registered when it failed (Ray registers on its poll, every 2 s)."""
     from ncl_ray.runtime.checkpoint import checkpoint_step
 
     registered = None
@@ -223,8 +253,16 @@ def restore_source(checkpoint, run_dir: Path) -> Optional[str]:
         registered = checkpoint.path
     elif checkpoint is not None:  # remote storage: download
         registered = checkpoint.to_directory()
+    step = checkpoint_step(registered) if registered is not None else -1
+    if run_uri:
+        uri, stored_step = newest_stored_checkpoint(run_uri)
+        if stored_step > step:
+            log.info("restoring %s, newer than Ray's latest registered checkpoint", uri)
+            storage.download(uri, scratch)
+            return scratch
+        return registered
     newest = newest_complete_checkpoint(run_dir)
-    if newest is not None and (registered is None or checkpoint_step(str(newest)) > checkpoint_step(registered)):
+    if newest is not None and checkpoint_step(str(newest)) > step:
         log.info("restoring %s, newer than Ray's latest registered checkpoint", newest.name)
         return str(newest)
     return registered

@@ -27,7 +27,7 @@ from ncl_ray.config.schema import from_dict, select_metric, served_method
 from ncl_ray.model.clip import build_model_from_config
 from ncl_ray.model.compile import compile_mode, compile_model
 from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from ncl_ray.runtime.runs import BEST, best_info, publish, pull_best, restore_source, save_best
+from ncl_ray.runtime.runs import BEST, RESTORES, best_info, publish, pull_best, restore_source, save_best
 from ncl_ray.train.builders import BertAdamSchedule, build_loss, build_optimizer, build_scheduler
 from ncl_ray.train.epochs import EpochFeeder
 from ncl_ray.train.loop import (FAULT_ENV, StepOptions, evaluate_split, load_for_eval, maybe_fail,
@@ -81,10 +81,11 @@ class Worker:
         """Continue from Ray's latest checkpoint (a restarted worker group), else from train.resume_from."""
         import ray.train
 
-        source = restore_source(ray.train.get_checkpoint(), self.run_dir)
-        path = source or self.cfg.train.resume_from
-        if path:
-            state = load_checkpoint(path)
+        with tempfile.TemporaryDirectory(prefix="ncl-ray-restore-") as scratch:
+            source = restore_source(ray.train.get_checkpoint(), self.run_dir, self.run_uri, scratch)
+            path = source or self.cfg.train.resume_from
+            state = load_checkpoint(path) if path else None
+        if state is not None:
             load_model_weights(unwrap(self.model), state["model"], str(path), state["config"], self.cfg_dict)
             self.loss_fn.load_state_dict(state["loss"])
             if state["optimizer"] is not None:
@@ -95,8 +96,9 @@ class Worker:
                 q = self.loss_fn.text_queue
                 record = {"epoch": state["epoch"] + 1, "step": self.step, "queue_filled": int(q.filled),
                           "queue_sum": float(q.queue.sum()), "time": time.time()}
-                with open(self.run_dir / "restores.jsonl", "a") as f:
+                with open(self.run_dir / RESTORES, "a") as f:
                     f.write(json.dumps(record) + "\n")
+                publish(self.run_dir, self.run_uri, [RESTORES])
                 log.info("restored after epoch %d, step %d, queue %d/%d", state["epoch"] + 1, self.step,
                          record["queue_filled"], self.cfg.ncl.queue_size)
         self.best = best_info(self.run_dir) if self.rank == 0 else None
@@ -201,7 +203,7 @@ class Worker:
         if last:  # the test table as text, headline metrics and settings in HParams: not one chart per number
             self.tb.log_final(metrics, cfg, list(cfg.eval.methods), served_method(cfg), self.step)
         self.tb.flush()
-        publish(self.run_dir, self.run_uri, [*changed, "tensorboard", "restores.jsonl"])  # a crash loses an epoch
+        publish(self.run_dir, self.run_uri, [*changed, "tensorboard", RESTORES])  # a crash loses an epoch
         val = metrics.get("val/served/t2v_R@1")
         log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch + 1, self.step, metrics["train/epoch_loss"],
                  metrics["train/clips_per_s"], f" val t2v R@1 {val:.1f}" if val is not None else "")

@@ -145,3 +145,36 @@ def test_concurrent_runs_with_different_builtin_sizes_get_their_own_videos(tmp_p
         vids = {json.loads(x)["video_id"] for x in manifest.read_text().splitlines()}
         assert len(vids) == n and len(list(manifest.parent.glob("videos/*.mp4"))) == n
     assert not list((tmp_path / "data").glob(".*tmp*"))  # no temporary folder left behind
+
+
+def test_a_run_on_object_storage_resumes_from_its_newest_whole_checkpoint_in_the_bucket(s3, monkeypatch, tmp_path):
+    """A node killed right after uploading a checkpoint, before Ray registered it: the bucket's newest whole
+    checkpoint is restored (a half-uploaded newer one is not), and the restores file keeps every earlier line."""
+    from ncl_ray.runtime import storage
+    from ncl_ray.runtime.runs import RESTORES, newest_stored_checkpoint, publish, pull_best, restore_source
+
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    cfg, uri = _cfg(tmp_path), f"s3://{s3.bucket('ncl-resume')}/runs/r"
+    for name, step in (("checkpoint_2026-01-01_00-00-01.000001", 3), ("checkpoint_2026-01-01_00-00-02.000002", 6)):
+        storage.upload(str(_checkpoint(tmp_path / name, cfg, step)), storage.join(uri, name))
+    half = tmp_path / "checkpoint_2026-01-01_00-00-03.000003"
+    _checkpoint(half, cfg, 9)
+    (half / "state.pt").write_bytes(b"PK")  # the marker arrived, the state file did not (its size differs)
+    storage.upload(str(half), storage.join(uri, half.name))
+    assert newest_stored_checkpoint(uri) == (storage.join(uri, "checkpoint_2026-01-01_00-00-02.000002"), 6)
+    assert newest_stored_checkpoint(storage.join(uri, "nothing-here")) == ("", -1)
+    scratch = tmp_path / "restore"
+    assert restore_source(None, tmp_path / "empty", uri, str(scratch)) == str(scratch)
+    assert json.loads((scratch / "complete.json").read_text())["step"] == 6
+
+    storage.write_bytes(storage.join(uri, RESTORES), b'{"epoch": 1}\n')
+    node = tmp_path / "node"  # a fresh node's scratch: the earlier restore is pulled, then appended to
+    pull_best(node, uri)
+    with open(node / RESTORES, "a") as f:
+        f.write('{"epoch": 2}\n')
+    (node / "results.json").write_text("{}")
+    publish(node, uri)  # the driver's mirror leaves rank 0's restores alone ...
+    assert storage.read_text(storage.join(uri, RESTORES)) == '{"epoch": 1}\n'
+    publish(node, uri, [RESTORES])  # ... which rank 0 publishes itself
+    assert storage.read_text(storage.join(uri, RESTORES)).splitlines() == ['{"epoch": 1}', '{"epoch": 2}']
