@@ -10,7 +10,7 @@ decode are left out of every split: never replaced by black frames.
 """
 
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import ray
@@ -71,11 +71,20 @@ def split_videos(cache: ClipCache, entries: List[VideoEntry], split: str) -> Lis
     return [e for e in entries if e.split == split and e.video_id not in bad]
 
 
+def cache_rows(cache: ClipCache) -> "ray.data.Dataset":
+    """The clip cache's rows as Ray Data reads them (video_id, frames as stored, n_frames for the clip4clip
+    sampler). Materialized once, they feed every split without reading the Parquet files again."""
+    columns = ["video_id", "frames"] + (["n_frames"] if cache.sampler != "uniform" else [])
+    return ray.data.read_parquet(cache.path).select_columns(columns)
+
+
 def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_captions: int,
-                  max_words: int, keep_encoded: bool = False, decode: bool = True) -> "ray.data.Dataset":
+                  max_words: int, keep_encoded: bool = False, decode: bool = True,
+                  rows: Optional["ray.data.Dataset"] = None) -> "ray.data.Dataset":
     """Rows of one split: frames uint8 (T,S,S,3), tokens int32 (K,L), n_captions, index. With `keep_encoded`
     the split's cache rows (compact bytes) are read once into the object store and only decoded per iteration.
-    Without `decode` (a JPEG cache only), rows carry the JPEG blob (`jpeg`) instead of `frames`."""
+    Without `decode` (a JPEG cache only), rows carry the JPEG blob (`jpeg`) instead of `frames`. `rows`: the
+    cache's rows already in the object store (cache_rows, materialized), else the split reads the cache."""
     if not decode and cache.encoding != "jpeg":
         raise ValueError(f"only a JPEG clip cache can be decoded by the worker, this one is {cache.encoding}")
     videos = split_videos(cache, entries, split)
@@ -86,9 +95,7 @@ def split_dataset(cache: ClipCache, entries: List[VideoEntry], split: str, max_c
     shape = (cache.num_frames, cache.size, cache.size, 3)
     # Filter on video_id first (pushed into the Parquet read where Ray Data can): blocks without any of this
     # split's videos then never reach _attach, whose empty output would not stay a tensor column.
-    columns = ["video_id", "frames"] + (["n_frames"] if cache.sampler != "uniform" else [])
-    ds = ray.data.read_parquet(cache.path).select_columns(columns)
-    ds = ds.filter(expr=col("video_id").is_in(list(table)))
+    ds = (rows if rows is not None else cache_rows(cache)).filter(expr=col("video_id").is_in(list(table)))
     if keep_encoded:
         ds = ds.materialize()
     return ds.map_batches(_attach, fn_kwargs=dict(table=table, shape=shape, encoding=cache.encoding, decode=decode),

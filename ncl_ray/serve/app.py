@@ -21,7 +21,7 @@ API docs are off; responses carry a Content-Security-Policy and no-sniff/no-fram
 """
 
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -99,6 +99,17 @@ def _error(status: int, field: str, message: str) -> JSONResponse:
     return FiniteJSONResponse(status_code=status, content={"error": message, "field": field})
 
 
+def _narrowing(get, negative) -> Tuple[Optional[Filters], Optional[JSONResponse]]:
+    """A request's filters (path, min_s, max_s, added_after) and its negative phrase checked: (filters, None),
+    or (None, the 400 naming the field that is wrong)."""
+    try:
+        filters = parse_filters(get)
+        check_not(negative, MAX_QUERY_CHARS)
+    except FilterError as e:
+        return None, _error(400, e.field, e.message)
+    return filters, None
+
+
 def _file_error(status: int) -> JSONResponse:
     """404/409 for a video's file, saying nothing of where it is."""
     if status == 409:
@@ -166,11 +177,9 @@ class Api:
             return _error(400, "explain", "explain is 1 (each hit's plain score, bias, rank and confidence) or 0")
         if folded not in ("0", "1"):
             return _error(400, "collapse", "collapse is 1 (near-copies shown as 'also in' the hit above) or 0")
-        try:
-            filters = parse_filters(p.get)
-            check_not(negative, MAX_QUERY_CHARS)
-        except FilterError as e:
-            return _error(400, e.field, e.message)
+        filters, bad = _narrowing(p.get, negative)
+        if bad is not None:
+            return bad
         if "like" in p:  # more like this: an indexed video (or one of its moments) is the query
             return await self._like(p.get("like", ""), p.get("start"), k, method)
         bad = validate(q, k, method)
@@ -205,11 +214,9 @@ class Api:
         explain, negative = body.get("explain", True), body.get("not")
         if not isinstance(explain, bool):
             return _error(400, "explain", "explain is true (each hit's plain score, bias, rank, confidence) or false")
-        try:
-            filters = parse_filters(body.get)
-            check_not(negative, MAX_QUERY_CHARS)
-        except FilterError as e:
-            return _error(400, e.field, e.message)
+        filters, bad = _narrowing(body.get, negative)
+        if bad is not None:
+            return bad
         if not isinstance(queries, list) or not queries or len(queries) > MAX_QUERIES:
             return _error(400, "queries", f"queries must be a list of 1 to {MAX_QUERIES} strings")
         for q in queries:

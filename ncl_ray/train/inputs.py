@@ -99,7 +99,7 @@ def check_pretrained(arch: str, pretrained: str) -> None:
 def prepare_data(cfg, run_dir: Path, entries=None):
     """Decode once into the clip cache; return (datasets, meta, cache)."""
     from ncl_ray.data.decode import clip_spec
-    from ncl_ray.data.pipeline import build_clip_cache, load_entries, split_dataset, split_videos
+    from ncl_ray.data.pipeline import build_clip_cache, cache_rows, load_entries, split_dataset, split_videos
 
     d = cfg.data
     if entries is None:
@@ -129,8 +129,11 @@ def prepare_data(cfg, run_dir: Path, entries=None):
     mode = data_mode(cfg, cache)
     splits = (("train", d.train_split), ("val", val_split), ("test", d.test_split))
     site = decode_site(cfg)  # training clips decoded in Ray Data's tasks, or by the worker (nvJPEG on its GPU)
+    # decoded in memory: the cache is read once (one Parquet read, one footer reader process) and every split
+    # filters those rows; its encoded bytes are freed once the decoded splits are materialized
+    rows = cache_rows(cache).materialize() if mode == "true" else None
     datasets = {name: split_dataset(cache, entries, split, d.max_captions, d.max_words, mode == "encoded",
-                                    decode=not (name == "train" and site == "worker"))
+                                    decode=not (name == "train" and site == "worker"), rows=rows)
                 for name, split in splits if not (name == "train" and store is not None)}
     if mode == "true":  # decoded splits stay in the object store: later epochs skip the Parquet read
         datasets = {k: v.materialize() for k, v in datasets.items()}
