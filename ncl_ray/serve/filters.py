@@ -11,6 +11,7 @@ best k rows that pass, not what an unfiltered top k leaves.
 """
 
 import math
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional
@@ -18,6 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 
 MAX_PATH = 1000
+FOLDERS_KEPT = 64  # folder masks kept per loaded index version (the oldest dropped first)
+_FOLDER_MASKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # index -> {folder: mask}
 
 
 class FilterError(ValueError):
@@ -42,9 +45,7 @@ class Filters:
             return None
         ok = np.ones(len(index), bool)
         if self.path:
-            folder = self.path.rstrip("/") or "/"
-            prefix = folder if folder.endswith("/") else folder + "/"
-            ok &= np.array([p == folder or p.startswith(prefix) for p in index.paths], bool)
+            ok &= folder_mask(index, self.path.rstrip("/") or "/")
         with np.errstate(invalid="ignore"):  # NaN (unknown) compares False: such rows do not pass
             if self.min_s is not None:
                 ok &= index.durations >= self.min_s
@@ -102,3 +103,15 @@ def parse_filters(get: Callable[[str], object]) -> Filters:
         raise FilterError("max_s", f"must not be below min_s ({low:g} > {high:g})")
     after = get("added_after")
     return Filters(path or "", low, high, None if after is None else parse_time(after))
+
+
+def folder_mask(index, folder: str) -> np.ndarray:
+    """(rows,) bool: the rows whose indexed file is `folder` or lies under it. Built once per (loaded index
+    version, folder), then read: a version's paths never change, and a new version is a new index object."""
+    masks = _FOLDER_MASKS.setdefault(index, {})
+    if folder not in masks:
+        if len(masks) >= FOLDERS_KEPT:
+            masks.pop(next(iter(masks)))
+        prefix = folder if folder.endswith("/") else folder + "/"
+        masks[folder] = np.array([p == folder or p.startswith(prefix) for p in index.paths], bool)
+    return masks[folder]

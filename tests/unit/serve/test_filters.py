@@ -52,6 +52,26 @@ def test_each_filter_lets_through_exactly_its_rows():
     assert list(Filters(added_after=1000.0 + 180).rows(index)) == list(range(181, 200))
 
 
+def test_a_folder_mask_is_built_once_per_index_version_and_bounded():
+    from ncl_ray.serve import filters
+
+    index, _ = _index()
+    first = filters.folder_mask(index, "/lib/a")
+    assert filters.folder_mask(index, "/lib/a") is first  # read, not rebuilt, on the next request
+    newer, _ = _index()  # a reloaded version: its own masks
+    assert filters.folder_mask(newer, "/lib/a") is not first
+    for i in range(filters.FOLDERS_KEPT + 5):
+        filters.folder_mask(index, f"/lib/a/{i}.mp4")
+    assert len(filters._FOLDER_MASKS[index]) == filters.FOLDERS_KEPT and "/lib/a" not in filters._FOLDER_MASKS[index]
+    import gc
+    import weakref
+
+    unloaded, kept = weakref.ref(index), len(filters._FOLDER_MASKS)
+    del index, first  # an unloaded version is not kept alive by its masks, and they go with it
+    gc.collect()
+    assert unloaded() is None and len(filters._FOLDER_MASKS) == kept - 1
+
+
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
 def test_a_filtered_search_returns_the_best_allowed_rows_inside_the_index(kind):
     index, emb = _index(kind)
