@@ -242,26 +242,28 @@ def newest_stored_checkpoint(run_uri: str) -> Tuple[str, int]:
     return best, best_step
 
 
-def restore_source(checkpoint, run_dir: Path, run_uri: str = "", scratch: str = "") -> Optional[str]:
-    """The newest complete checkpoint: Ray's latest registered one, or a newer folder in the run (or, for a
-    run on object storage, under its URI: downloaded into `scratch`) that a worker wrote but Ray had not yet
-    registered when it failed (Ray registers on its poll, every 2 s)."""
+def restore_source(checkpoint, run_dir: Path, scratch: str, run_uri: str = "") -> Optional[str]:
+    """The newest complete checkpoint: Ray's latest registered one, or a newer folder that a worker wrote but Ray
+    had not yet registered when it failed (Ray registers on its poll, every 2 s). A run on object storage keeps
+    both kinds under its URI: the newest whole one there is downloaded into `scratch`, this process's own folder
+    (Ray's shared temporary copy is re-downloaded in place when a second rank of the node asks for it, under the
+    feet of a rank still reading it)."""
     from ncl_ray.runtime.checkpoint import checkpoint_step
 
-    registered = None
-    if checkpoint is not None and checkpoint.path and Path(checkpoint.path).is_dir():
-        registered = checkpoint.path
-    elif checkpoint is not None:  # remote storage: download
-        registered = checkpoint.to_directory()
-    step = checkpoint_step(registered) if registered is not None else -1
     if run_uri:
-        uri, stored_step = newest_stored_checkpoint(run_uri)
-        if stored_step > step:
-            log.info("restoring %s, newer than Ray's latest registered checkpoint", uri)
+        uri, _ = newest_stored_checkpoint(run_uri)
+        if uri:
             storage.download(uri, scratch)
+            log.info("restoring %s", uri)
             return scratch
-        return registered
+    if checkpoint is None:
+        registered = None
+    elif checkpoint.path and Path(checkpoint.path).is_dir():
+        registered = checkpoint.path
+    else:  # remote storage: this process's own copy
+        registered = checkpoint.to_directory(scratch)
     newest = newest_complete_checkpoint(run_dir)
+    step = checkpoint_step(registered) if registered is not None else -1
     if newest is not None and checkpoint_step(str(newest)) > step:
         log.info("restoring %s, newer than Ray's latest registered checkpoint", newest.name)
         return str(newest)

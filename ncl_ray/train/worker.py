@@ -82,7 +82,7 @@ class Worker:
         import ray.train
 
         with tempfile.TemporaryDirectory(prefix="ncl-ray-restore-") as scratch:
-            source = restore_source(ray.train.get_checkpoint(), self.run_dir, self.run_uri, scratch)
+            source = restore_source(ray.train.get_checkpoint(), self.run_dir, scratch, self.run_uri)
             path = source or self.cfg.train.resume_from
             state = load_checkpoint(path) if path else None
         if state is not None:

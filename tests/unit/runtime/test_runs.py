@@ -165,7 +165,7 @@ def test_a_run_on_object_storage_resumes_from_its_newest_whole_checkpoint_in_the
     assert newest_stored_checkpoint(uri) == (storage.join(uri, "checkpoint_2026-01-01_00-00-02.000002"), 6)
     assert newest_stored_checkpoint(storage.join(uri, "nothing-here")) == ("", -1)
     scratch = tmp_path / "restore"
-    assert restore_source(None, tmp_path / "empty", uri, str(scratch)) == str(scratch)
+    assert restore_source(None, tmp_path / "empty", str(scratch), uri) == str(scratch)
     assert json.loads((scratch / "complete.json").read_text())["step"] == 6
 
     storage.write_bytes(storage.join(uri, RESTORES), b'{"epoch": 1}\n')
@@ -178,3 +178,27 @@ def test_a_run_on_object_storage_resumes_from_its_newest_whole_checkpoint_in_the
     assert storage.read_text(storage.join(uri, RESTORES)) == '{"epoch": 1}\n'
     publish(node, uri, [RESTORES])  # ... which rank 0 publishes itself
     assert storage.read_text(storage.join(uri, RESTORES)).splitlines() == ['{"epoch": 1}', '{"epoch": 2}']
+
+
+def test_a_registered_remote_checkpoint_is_copied_into_this_process_own_folder(tmp_path):
+    """Ray's default copy is one folder per checkpoint and node, re-downloaded in place when a second rank asks for
+    it while the first still reads it: a rank's copy goes to its own scratch folder instead."""
+    import shutil
+
+    from ncl_ray.runtime.runs import restore_source
+
+    saved = _checkpoint(tmp_path / "saved", _cfg(tmp_path), 4)
+
+    class RemoteCheckpoint:  # what ray.train.get_checkpoint() returns for a run on object storage
+        path, asked = "ncl-bucket/runs/r/checkpoint_2026-01-01_00-00-01.000001", []
+
+        def to_directory(self, path=None):
+            self.asked.append(path)
+            shutil.copytree(saved, path, dirs_exist_ok=True)
+            return path
+
+    mine = tmp_path / "rank-scratch"
+    mine.mkdir()
+    remote = RemoteCheckpoint()
+    assert restore_source(remote, tmp_path / "no-run-folder", str(mine)) == str(mine)
+    assert remote.asked == [str(mine)] and json.loads((mine / "complete.json").read_text())["step"] == 4
