@@ -43,21 +43,28 @@ def save_checkpoint(directory: str, model: torch.nn.Module, loss_fn: torch.nn.Mo
     return str(d)
 
 
-def is_complete(directory: str) -> bool:
-    """True when the folder holds a whole checkpoint: the marker exists and `state.pt` has its size."""
-    d = Path(directory)
+def whole_step(marker_text: str, state_bytes: int) -> int:
+    """The global step a marker records when `state.pt` has the size it names (a whole checkpoint), else -1;
+    the one completeness rule for a folder on disk and for one under a URI."""
     try:
-        marker = json.loads((d / MARKER).read_text())
-        return (d / STATE).stat().st_size == int(marker["state_bytes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        marker = json.loads(marker_text)
+        return int(marker["step"]) if state_bytes == int(marker["state_bytes"]) else -1
+    except (ValueError, KeyError, TypeError):
+        return -1
 
 
 def checkpoint_step(directory: str) -> int:
     """The global step recorded in a complete checkpoint's marker (-1 when incomplete)."""
-    if not is_complete(directory):
+    d = Path(directory)
+    try:
+        return whole_step((d / MARKER).read_text(), (d / STATE).stat().st_size)
+    except OSError:
         return -1
-    return int(json.loads((Path(directory) / MARKER).read_text())["step"])
+
+
+def is_complete(directory: str) -> bool:
+    """True when the folder holds a whole checkpoint: the marker exists and `state.pt` has its size."""
+    return checkpoint_step(directory) >= 0
 
 
 def load_checkpoint(directory: str) -> Dict[str, Any]:

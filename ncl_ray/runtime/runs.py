@@ -58,12 +58,23 @@ def publish(run_dir: Path, run_uri: str, only: Optional[List[str]] = None) -> No
 
 def pull_best(run_dir: Path, run_uri: str) -> None:
     """On a node that has no copy of the run yet (a worker restarted elsewhere): its scratch folder, holding the
-    run's best checkpoint so far when there is one, and the run's restores so far (appended to, then published)."""
+    run's best checkpoint so far when there is one."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if run_uri and not (run_dir / BEST).is_dir() and storage.exists(storage.join(run_uri, BEST)):
         storage.download(storage.join(run_uri, BEST), str(run_dir / BEST))
-    if run_uri and storage.exists(storage.join(run_uri, RESTORES)):
-        (run_dir / RESTORES).write_text(storage.read_text(storage.join(run_uri, RESTORES)))
+
+
+def record_restore(run_dir: Path, run_uri: str, record: dict) -> None:
+    """Append one line to the run's restores file. On object storage the bucket's copy is the run's (a node
+    that joined later has none in its scratch): it is read, appended to and published at once."""
+    import json
+
+    path, stored = run_dir / RESTORES, storage.join(run_uri, RESTORES) if run_uri else ""
+    if stored and storage.exists(stored):
+        path.write_text(storage.read_text(stored))
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    publish(run_dir, run_uri, [RESTORES])
 
 
 def _open_remote_run(cfg, config_name: str, kind: str) -> Path:
@@ -222,22 +233,19 @@ def best_info(run_dir: Path) -> Optional[dict]:
 def newest_stored_checkpoint(run_uri: str) -> Tuple[str, int]:
     """(URI, step) of the complete checkpoint folder with the highest step under a run's URI, registered by
     Ray or not (a node killed right after its upload); ("", -1) when there is none."""
-    import json
-
-    from ncl_ray.runtime.checkpoint import MARKER, STATE
+    from ncl_ray.runtime.checkpoint import MARKER, STATE, whole_step
 
     sizes = {path: size for path, size, _ in storage.listing(run_uri) if path.startswith("checkpoint_")}
     best, best_step = "", -1
     for path in sizes:
         folder, _, name = path.partition("/")
-        if name != MARKER:
+        if name != MARKER or f"{folder}/{STATE}" not in sizes:
             continue
         try:
-            marker = json.loads(storage.read_text(storage.join(run_uri, path)))
-            whole, step = sizes.get(f"{folder}/{STATE}") == int(marker["state_bytes"]), int(marker["step"])
-        except (OSError, ValueError, KeyError, TypeError):
+            step = whole_step(storage.read_text(storage.join(run_uri, path)), sizes[f"{folder}/{STATE}"])
+        except OSError:
             continue
-        if whole and step > best_step:
+        if step > best_step:
             best, best_step = storage.join(run_uri, folder), step
     return best, best_step
 

@@ -13,7 +13,6 @@ Epochs are counted from 1 in what a user reads (the console, results.json, resto
 checkpoints.
 """
 
-import json
 import logging
 import os
 import tempfile
@@ -27,7 +26,7 @@ from ncl_ray.config.schema import from_dict, select_metric, served_method
 from ncl_ray.model.clip import build_model_from_config
 from ncl_ray.model.compile import compile_mode, compile_model
 from ncl_ray.runtime.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from ncl_ray.runtime.runs import BEST, RESTORES, best_info, publish, pull_best, restore_source, save_best
+from ncl_ray.runtime.runs import BEST, best_info, publish, pull_best, record_restore, restore_source, save_best
 from ncl_ray.train.builders import BertAdamSchedule, build_loss, build_optimizer, build_scheduler
 from ncl_ray.train.epochs import EpochFeeder
 from ncl_ray.train.loop import (FAULT_ENV, StepOptions, evaluate_split, load_for_eval, maybe_fail,
@@ -96,9 +95,7 @@ class Worker:
                 q = self.loss_fn.text_queue
                 record = {"epoch": state["epoch"] + 1, "step": self.step, "queue_filled": int(q.filled),
                           "queue_sum": float(q.queue.sum()), "time": time.time()}
-                with open(self.run_dir / RESTORES, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                publish(self.run_dir, self.run_uri, [RESTORES])
+                record_restore(self.run_dir, self.run_uri, record)
                 log.info("restored after epoch %d, step %d, queue %d/%d", state["epoch"] + 1, self.step,
                          record["queue_filled"], self.cfg.ncl.queue_size)
         self.best = best_info(self.run_dir) if self.rank == 0 else None
@@ -203,7 +200,7 @@ class Worker:
         if last:  # the test table as text, headline metrics and settings in HParams: not one chart per number
             self.tb.log_final(metrics, cfg, list(cfg.eval.methods), served_method(cfg), self.step)
         self.tb.flush()
-        publish(self.run_dir, self.run_uri, [*changed, "tensorboard", RESTORES])  # a crash loses an epoch
+        publish(self.run_dir, self.run_uri, [*changed, "tensorboard"])  # a crash loses an epoch
         val = metrics.get("val/served/t2v_R@1")
         log.info("epoch %d step %d loss %.4f %.1f clips/s%s", epoch + 1, self.step, metrics["train/epoch_loss"],
                  metrics["train/clips_per_s"], f" val t2v R@1 {val:.1f}" if val is not None else "")

@@ -151,7 +151,8 @@ def test_a_run_on_object_storage_resumes_from_its_newest_whole_checkpoint_in_the
     """A node killed right after uploading a checkpoint, before Ray registered it: the bucket's newest whole
     checkpoint is restored (a half-uploaded newer one is not), and the restores file keeps every earlier line."""
     from ncl_ray.runtime import storage
-    from ncl_ray.runtime.runs import RESTORES, newest_stored_checkpoint, publish, pull_best, restore_source
+    from ncl_ray.runtime.runs import (RESTORES, newest_stored_checkpoint, publish, pull_best, record_restore,
+                                      restore_source)
 
     for k, v in s3.env.items():
         monkeypatch.setenv(k, v)
@@ -169,14 +170,13 @@ def test_a_run_on_object_storage_resumes_from_its_newest_whole_checkpoint_in_the
     assert json.loads((scratch / "complete.json").read_text())["step"] == 6
 
     storage.write_bytes(storage.join(uri, RESTORES), b'{"epoch": 1}\n')
-    node = tmp_path / "node"  # a fresh node's scratch: the earlier restore is pulled, then appended to
+    node = tmp_path / "node"  # a fresh node's scratch, holding a stale copy of the restores
     pull_best(node, uri)
-    with open(node / RESTORES, "a") as f:
-        f.write('{"epoch": 2}\n')
+    (node / RESTORES).write_text("stale\n")
     (node / "results.json").write_text("{}")
     publish(node, uri)  # the driver's mirror leaves rank 0's restores alone ...
     assert storage.read_text(storage.join(uri, RESTORES)) == '{"epoch": 1}\n'
-    publish(node, uri, [RESTORES])  # ... which rank 0 publishes itself
+    record_restore(node, uri, {"epoch": 2})  # ... which rank 0 appends to the bucket's copy and publishes
     assert storage.read_text(storage.join(uri, RESTORES)).splitlines() == ['{"epoch": 1}', '{"epoch": 2}']
 
 
