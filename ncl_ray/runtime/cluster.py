@@ -86,6 +86,9 @@ def secure_token_file(path: Optional[str] = None) -> bool:
 
 
 FOOTER_ENV, FOOTER_ACTORS = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1"
+# Ray Train's preemption watcher is one more actor process per run that polls the cluster for nodes being drained
+# (spot instances); a private instance is this one machine, which nothing drains
+PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool = True) -> None:
@@ -99,7 +102,8 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
     Unless `verbose`, worker output is not forwarded to the console (it stays in Ray's log files) and Ray's
     own INFO messages are kept off it. Ray Data reads Parquet footers with a pool of 32 actors per read, one
     process each: on one machine, where a clip cache has a few files, the pool is FOOTER_ACTORS (a value the
-    user set in $RAY_DATA_PARQUET_FOOTER_NUM_ACTORS wins).
+    user set in $RAY_DATA_PARQUET_FOOTER_NUM_ACTORS wins). Ray Train's preemption watcher is off there (PREEMPTION_ENV;
+    a user's own setting wins): nothing drains the nodes of one machine.
     """
     import ray
 
@@ -116,12 +120,14 @@ def init_ray(address: str = "", num_cpus: Optional[float] = None, verbose: bool 
             port = _free_port()
             api = f"http://127.0.0.1:{port}"
             os.environ.setdefault(FOOTER_ENV, FOOTER_ACTORS)  # the driver's reads, and the workers it starts
+            os.environ.setdefault(PREEMPTION_ENV, "0")  # read by Ray Train's controller (propagated from here)
             with loopback_only():
                 ray.init(address="local", num_cpus=num_cpus, log_to_driver=verbose, include_dashboard=True,
                          logging_level=logging.INFO if verbose else logging.WARNING,
                          dashboard_host="127.0.0.1", dashboard_port=port,
                          runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api,
-                                                      FOOTER_ENV: os.environ[FOOTER_ENV]}},
+                                                      FOOTER_ENV: os.environ[FOOTER_ENV],
+                                                      PREEMPTION_ENV: os.environ[PREEMPTION_ENV]}},
                          _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS})
             os.environ["RAY_API_SERVER_ADDRESS"] = api  # the driver's own state-API calls
             secure_token_file()

@@ -2,14 +2,15 @@
 and add them to the served gallery.
 
 PATH_OR_MANIFEST is a video file, a folder of videos (ids = file names without extension) or a manifest
-(CSV/JSONL). Captions, kept for display, come from the manifest, or for files from a sidecar `<name>.txt`
-beside the video (one caption per line). An id already in the index is left as it is unless `--replace`; a file
-whose bytes (SHA-256) equal a video already indexed, or another input's, is skipped and named. Videos are
-decoded with the training decoder and embedded by a pool of model actors (Ray Data batch inference); missing or
-corrupt ones are reported and skipped. The NCL gallery biases depend on the whole gallery, so they are
-recomputed over the new gallery from the checkpoint's training-query bank; the other served methods' biases
-(nnn, is, csls) depend on one video each and are computed for the new videos only. The result is written as a
-new index version (atomically, with a changelog line); a running server picks it up with POST /reload.
+(CSV/JSONL). Captions, kept for display, come from the manifest, or for files from a sidecar `<name>.txt` beside
+the video (one caption per line). An id already in the index is left as it is unless `--replace`; a file whose
+bytes (SHA-256) equal a video already indexed, or another input's, is skipped and named. Videos are decoded with
+the training decoder and embedded by a pool of model actors (Ray Data batch inference; a few videos on a private
+instance in this process: serve.add_here); missing or corrupt ones are reported and skipped. The NCL gallery biases
+depend on the whole gallery, so they are recomputed over the new gallery from the checkpoint's training-query bank;
+the other served methods' biases (nnn, is, csls) depend on one video each and are computed for the new videos only.
+The result is written as a new index version (atomically, with a changelog line); a running server picks it up with
+POST /reload.
 """
 
 import logging
@@ -23,6 +24,7 @@ import numpy as np
 
 from ncl_ray.evaluation.export import IndexFiles
 from ncl_ray.data.manifest import VIDEO_EXTENSIONS, VideoEntry, read_manifest
+from ncl_ray.serve.add_here import embed_here, embeds_here
 from ncl_ray.serve.guard import valid_video_id
 from ncl_ray.serve.add_plan import changed_since_hashed, plan_additions
 from ncl_ray.serve.manage import held_out_rows, new_biases, training_bank
@@ -210,16 +212,29 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
         log.warning("skipped %s", note)
     state = load_checkpoint(checkpoint)  # once: its config now, its training-query bank for the biases
     cfg = from_dict(state["config"])
-    init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
-    ensure_index(checkpoint, overrides)
+    here = embeds_here(len(entries), cfg.run.ray_address)
+    if not here:
+        init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    ensure_index(checkpoint, overrides)  # an index not built yet is an evaluation: it starts Ray itself
     with writer(home_of(checkpoint), f"index add {inputs}"):  # one writer from reading to current: nothing lost
-        return _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s)
+        return _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s, here)
 
 
-def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s) -> int:
+def _embed_pool(checkpoint: str, fresh, window_s: float, stride_s: float) -> List[Dict]:
+    """The embedder's rows from a Ray Data actor pool (one model per spare CPU)."""
     import ray.data
 
     from ncl_ray.runtime.cluster import actor_pool, map_with_pool
+
+    actors, cpus = actor_pool(False)
+    ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in fresh])
+    return map_with_pool(ds, VideoEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint, "window_s": window_s,
+                                                                 "stride_s": stride_s}, batch_size=4,
+                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1),
+                         num_cpus=cpus).take_all()
+
+
+def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s, here) -> int:
     from ncl_ray.serve.index import GalleryIndex
     from ncl_ray.serve.versions import carried_meta, home_of, write_version
 
@@ -232,12 +247,7 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
     if not fresh:
         print(f"nothing to add to {home}: {len(notes)} video(s) skipped")
         return 0
-    actors, cpus = actor_pool(False)
-    ds = ray.data.from_items([{"video_id": e.video_id, "path": e.path} for e in fresh])
-    out = map_with_pool(ds, VideoEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint, "window_s": window_s,
-                                                                "stride_s": stride_s}, batch_size=4,
-                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1),
-                         num_cpus=cpus).take_all()
+    out = (embed_here if here else _embed_pool)(checkpoint, fresh, window_s, stride_s)
     by_id = {e.video_id: (e, p) for e, p in zip(fresh, prints)}
     for r in out:
         if not r["error"] and changed_since_hashed(r["path"], by_id[r["video_id"]][1][1]):

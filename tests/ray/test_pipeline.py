@@ -82,3 +82,32 @@ def test_jpeg_cache_is_smaller_and_streaming_gives_the_same_rows(ray_local, tmp_
     jittered = {r["index"]: r for r in stream_dataset(entries, "train", ClipSpec(4, 96), 3, 16, jitter=True).take_all()}
     assert any(not np.array_equal(rows_raw[i]["frames"], jittered[i]["frames"]) for i in rows_raw)
     assert decode_clip is not None
+
+
+def test_index_add_embeds_the_same_rows_in_the_actor_pool_as_in_its_own_process(ray_local, tiny_run, tmp_path):
+    """`index add` embeds up to 8 videos in the command's process on a private instance, more (or any number on a
+    cluster) in a Ray Data actor pool: the same rows either way, windows and per-file errors included."""
+    from ncl_ray.data.synthetic import render, write_video
+    from ncl_ray.runtime.checkpoint import resolve_checkpoint
+    from ncl_ray.serve.add import _embed_pool
+    from ncl_ray.serve.add_here import embed_here
+
+    scenes = [render(c, "circle", "large", "right", "navy", num_frames=30, side=64, rng=np.random.default_rng(9))
+              for c in ("white", "green")]
+    paths = [write_video(str(tmp_path / "long.mp4"), np.concatenate(scenes), fps=2),  # 30 s: five windows
+             write_video(str(tmp_path / "short.mp4"), scenes[0][:16])]
+    (tmp_path / "broken.mp4").write_bytes(b"\0" * 500)
+    entries = [VideoEntry(os.path.basename(p)[:-4], p, "added") for p in [*paths, str(tmp_path / "broken.mp4")]]
+    checkpoint = resolve_checkpoint(str(tiny_run))
+    pool = _embed_pool(checkpoint, entries, 10.0, 5.0)
+    here = embed_here(checkpoint, entries, 10.0, 5.0)
+
+    def key(r):
+        return r["video_id"], float(r["start_s"])
+
+    pool, here = sorted(pool, key=key), sorted(here, key=key)
+    assert [key(r) for r in pool] == [key(r) for r in here] and len(here) == 5 + 1 + 1
+    for a, b in zip(pool, here):
+        assert a["error"] == b["error"] and a["end_s"] == b["end_s"]
+        np.testing.assert_allclose(a["embedding"], b["embedding"], atol=1e-5)
+    assert [r["video_id"] for r in here if r["error"]] == ["broken"]

@@ -118,6 +118,11 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
         assert main(cfg) == 0
     assert sockets.outside == set()
     assert any(name.startswith("ray::RayTrainW") for name, _, _ in sockets.seen), sockets.seen  # not blind
+    from ray.util.state import list_actors
+
+    classes = {a.class_name for a in list_actors(limit=1000)}
+    # a private instance is one machine, which nothing drains: no preemption watcher (runtime.cluster)
+    assert "TrainController" in classes and "PreemptionWatcher" not in classes, classes
     run = Path(cfg.run.storage_path) / "fault"
     assert (run / "fault_injected").exists()
     restores = [json.loads(x) for x in (run / "restores.jsonl").read_text().splitlines()]

@@ -162,42 +162,6 @@ def test_a_run_lives_in_the_bucket_and_evaluates_from_its_uri(s3, builtin_data, 
     assert glob.glob(os.path.join(env["RAY_TMPDIR"], "ray", "session_2*")) == []
 
 
-def test_a_sweep_lives_in_the_bucket(s3, builtin_data, tmp_path):
-    """`ncl-ray tune` with run.storage_path on S3: Tune's state, every trial's checkpoints and TensorBoard
-    events, results.csv and best.yaml in the bucket; nothing in the working directory."""
-    bucket = s3.bucket("ncl-sweeps")
-    env = dict(s3.process_env(), RAY_TMPDIR=tempfile.mkdtemp(prefix="nrt", dir="/tmp"))
-    space = tmp_path / "space.yaml"
-    space.write_text("ncl.n_iters: {grid: [0, 3]}\n")
-    work = tmp_path / "work"
-    work.mkdir()
-    r = cli(["tune", str(ROOT / "conf" / "tune_small.yaml"), *TINY, f"data.root={builtin_data}/syn",
-             f"data.cache_dir={builtin_data}/cache", f"run.storage_path=s3://{bucket}/runs", "run.name=sw",
-             "train.epochs=1", f"tune.space={space}", "tune.grace_period=1", "train.num_workers=1",
-             "train.cpus_per_worker=1", "tune.max_concurrent=2"], env, work)
-    assert r.returncode == 0, r.stderr[-3000:]
-    keys = [k[len("runs/sw/"):] for k in s3.keys(bucket, "runs/sw/")]
-    assert {"results.csv", "best.yaml", "sweep_config.yaml"} <= set(keys), sorted(keys)[:20]
-    assert any(k.startswith("tuner/") for k in keys)  # Tune's own experiment state, through Ray's storage
-    trials = {k.split("/")[1] for k in keys if k.startswith("trials/train-")}
-    assert len(trials) == 2
-    for t in trials:
-        assert any(k.startswith(f"trials/{t}/checkpoint_") and k.endswith("/state.pt") for k in keys)
-        assert any(k.startswith(f"trials/{t}/tensorboard/events.out.tfevents") for k in keys)
-    assert f"s3://{bucket}/runs/sw/results.csv" in r.stdout
-    # a comparison (its arms x seeds are Tune trials too): the same home, its summary in the bucket
-    c = cli(["compare", str(ROOT / "conf" / "default.yaml"), "--seeds", "2", "--arms", "ncl", *TINY,
-             f"data.root={builtin_data}/syn", f"data.cache_dir={builtin_data}/cache",
-             f"run.storage_path=s3://{bucket}/runs", "run.name=cmp", "train.epochs=1", "train.num_workers=1",
-             "train.cpus_per_worker=1", "tune.max_concurrent=2"], env, work)
-    assert c.returncode == 0, c.stderr[-3000:]
-    names = {k[len("runs/cmp/"):] for k in s3.keys(bucket, "runs/cmp/")}
-    assert {"compare.csv", "compare.txt", "compare_summary.csv", "compare.png"} <= names
-    table = s3.client().get_object(Bucket=bucket, Key="runs/cmp/compare.csv")["Body"].read().decode()
-    assert "train/" in table.splitlines()[0]  # the trials' TensorBoard curves, read back from the bucket
-    assert list(work.iterdir()) == []
-
-
 def remote_current(s3, bucket: str) -> str:
     """What the run's served index names as CURRENT in the bucket."""
     key = next(k for k in s3.keys(bucket, "runs/s3run/") if k.endswith("/index/CURRENT"))
