@@ -105,21 +105,6 @@ def s3():
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A real local Ray instance shared by a module's tests (4 logical CPUs on 2 cores: Train workers take
-    fractions, Data keeps the rest)."""
-    import ray
-
-    from ncl_ray.runtime.cluster import init_ray
-
-    os.environ.pop("RAY_ADDRESS", None)
-    init_ray("", num_cpus=4)
-    yield ray
-    ray.shutdown()
-    os.environ.pop("RAY_API_SERVER_ADDRESS", None)
-
-
 def _own_helper(pid: int) -> bool:
     """multiprocessing's resource tracker, a child of this very process that ends when it does."""
     try:

@@ -15,28 +15,6 @@ from tiny import tiny
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_local(s3):
-    """This module's Ray instance, started with only the standard AWS variables of the session's S3 server set
-    (its workers inherit them, as a cluster's nodes get theirs)."""
-    import ray
-
-    from ncl_ray.runtime.cluster import init_ray
-
-    before = {k: os.environ.get(k) for k in s3.env}
-    os.environ.update(s3.env)
-    os.environ.pop("RAY_ADDRESS", None)
-    init_ray("", num_cpus=4)
-    yield ray
-    ray.shutdown()
-    os.environ.pop("RAY_API_SERVER_ADDRESS", None)
-    for k, v in before.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def test_two_arm_two_seed_miniature_in_a_bucket(ray_local, s3, tmp_path, builtin_data, capsys, monkeypatch):
     from ncl_ray.config.schema import load_config
     from ncl_ray.train.compare import run_comparison as main

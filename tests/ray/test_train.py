@@ -100,7 +100,7 @@ def small_config(tmp_path, data_root, *extra):
     return load_config("conf/default.yaml", tiny(data_root, tmp_path / "runs", *SMALL, *extra))
 
 
-def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_path, data_root, capsys,
+def test_main_job_survives_a_killed_worker_logs_tensorboard_and_resumes(ray_local, tmp_path, data_root, capsys,
                                                                  monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -158,6 +158,25 @@ def test_main_job_survives_a_killed_worker_and_logs_tensorboard(ray_local, tmp_p
     steps = [e.step for e in events.Scalars("train/contrastive_loss")]
     assert max(steps) == 9
 
+    # the finished run is protected; resumed by name for one more epoch, with settings that do not change the
+    # model: threads and in-memory rows, and the training clips' JPEG frames decoded by the workers instead of
+    # Ray Data's tasks
+    from ncl_ray.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="already exists"):
+        main(small_config(tmp_path, data_root, "run.name=fault", "train.epochs=4"))
+    assert main(small_config(tmp_path, data_root, "run.name=fault", "train.epochs=4", "train.resume=true",
+                             "train.threads_per_worker=3", "data.in_memory=encoded", "data.decode_on=worker")) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["metrics"]["epoch"] == 4 and results["metrics"]["step"] == 12  # 3 steps per epoch, none redone
+    assert [w["torch_threads"] for w in results["workers"]] == [3, 3]  # set explicitly, read back in the workers
+    assert [w["frame_decode"] for w in results["workers"]] == ["worker, CPU"] * 2  # no GPU here: PIL in the worker
+    # the cache's encoded rows kept in the object store, decoded each epoch; the epoch's waits recorded
+    assert results["cache"]["in_memory"] == "encoded"
+    assert len(results["profile"]["epoch_start_s"]) == 1 == len(results["profile"]["epoch_pipeline_start_s"])
+    restores = [json.loads(x) for x in (run / "restores.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in restores] == [2, 3] and restores[1]["step"] == 9
+
 
 def test_more_workers_than_the_cluster_fails_at_once(ray_local, tmp_path, data_root):
     from ncl_ray.runtime.cluster import ResourceError
@@ -188,26 +207,6 @@ def test_cache_refuses_videos_that_change_while_it_is_built(ray_local, tmp_path,
     with pytest.raises(RuntimeError, match=r"changed while the clip cache was built.*video00000.mp4"):
         pipeline.build_clip_cache(entries, pipeline.ClipSpec(2, 16), str(tmp_path / "cache"))
     assert not list((tmp_path / "cache").glob("clips-*"))  # neither a cache nor a temp folder is left
-
-
-def test_resume_continues_and_existing_run_is_protected(ray_local, tmp_path, data_root):
-    from ncl_ray.config.schema import ConfigError
-    from ncl_ray.train.job import run_job as main
-
-    assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=1")) == 0
-    with pytest.raises(ConfigError, match="already exists"):
-        main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2"))
-    # resumed for one more epoch, with settings that do not change the model: threads and in-memory rows
-    # ... and with the training clips' JPEG frames decoded by the workers instead of Ray Data's tasks
-    assert main(small_config(tmp_path, data_root, "run.name=r", "train.epochs=2", "train.resume=true",
-                             "train.threads_per_worker=3", "data.in_memory=encoded", "data.decode_on=worker")) == 0
-    results = json.loads((Path(tmp_path) / "runs" / "r" / "results.json").read_text())
-    assert results["metrics"]["epoch"] == 2 and results["metrics"]["step"] == 6  # 3 steps per epoch, none redone
-    assert [w["torch_threads"] for w in results["workers"]] == [3, 3]  # set explicitly, read back in the workers
-    assert [w["frame_decode"] for w in results["workers"]] == ["worker, CPU"] * 2  # no GPU here: PIL in the worker
-    # the cache's encoded rows kept in the object store, decoded each epoch; the epoch's waits recorded
-    assert results["cache"]["in_memory"] == "encoded"
-    assert len(results["profile"]["epoch_start_s"]) == 1 == len(results["profile"]["epoch_pipeline_start_s"])
 
 
 def test_eval_command_writes_json_plots_events_and_a_searchable_export(ray_local, tmp_path, tiny_run, capsys):
