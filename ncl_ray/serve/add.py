@@ -247,7 +247,8 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
     if not fresh:
         print(f"nothing to add to {home}: {len(notes)} video(s) skipped")
         return 0
-    out = (embed_here if here else _embed_pool)(checkpoint, fresh, window_s, stride_s)
+    out = embed_here(VideoEmbedder(checkpoint, window_s, stride_s), fresh) if here else \
+        _embed_pool(checkpoint, fresh, window_s, stride_s)
     by_id = {e.video_id: (e, p) for e, p in zip(fresh, prints)}
     for r in out:
         if not r["error"] and changed_since_hashed(r["path"], by_id[r["video_id"]][1][1]):

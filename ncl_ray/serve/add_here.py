@@ -3,7 +3,7 @@ and its actor pool (about 20 s on 2 cores) cost more than decoding and embedding
 same embedder runs (serve.add.VideoEmbedder: the training decoder, windows, per-file errors); a configured
 cluster ($RAY_ADDRESS or run.ray_address) always gets the work, and so does an add of more than HERE_MAX videos."""
 
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 from ncl_ray.data.manifest import VideoEntry
 
@@ -18,12 +18,9 @@ def embeds_here(n_videos: int, address: str) -> bool:
     return n_videos <= HERE_MAX and resolve_address(address) == "local"
 
 
-def embed_here(checkpoint: str, fresh: Sequence[VideoEntry], window_s: float, stride_s: float) -> List[Dict]:
+def embed_here(embedder: Callable[[Dict], Dict], fresh: Sequence[VideoEntry]) -> List[Dict]:
     """The rows the actor pool's take_all() returns (one per window: video_id, path, embedding (D,), error,
-    start_s, end_s, duration_s), embedded here."""
-    from ncl_ray.serve.add import VideoEmbedder
-
-    embedder = VideoEmbedder(checkpoint, window_s, stride_s)
+    start_s, end_s, duration_s), from `embedder` (serve.add.VideoEmbedder) called here, BATCH videos at a time."""
     rows: List[Dict] = []
     for a in range(0, len(fresh), BATCH):
         part = fresh[a: a + BATCH]

@@ -89,7 +89,7 @@ def test_index_add_embeds_the_same_rows_in_the_actor_pool_as_in_its_own_process(
     cluster) in a Ray Data actor pool: the same rows either way, windows and per-file errors included."""
     from ncl_ray.data.synthetic import render, write_video
     from ncl_ray.runtime.checkpoint import resolve_checkpoint
-    from ncl_ray.serve.add import _embed_pool
+    from ncl_ray.serve.add import VideoEmbedder, _embed_pool
     from ncl_ray.serve.add_here import embed_here
 
     scenes = [render(c, "circle", "large", "right", "navy", num_frames=30, side=64, rng=np.random.default_rng(9))
@@ -100,7 +100,7 @@ def test_index_add_embeds_the_same_rows_in_the_actor_pool_as_in_its_own_process(
     entries = [VideoEntry(os.path.basename(p)[:-4], p, "added") for p in [*paths, str(tmp_path / "broken.mp4")]]
     checkpoint = resolve_checkpoint(str(tiny_run))
     pool = _embed_pool(checkpoint, entries, 10.0, 5.0)
-    here = embed_here(checkpoint, entries, 10.0, 5.0)
+    here = embed_here(VideoEmbedder(checkpoint, 10.0, 5.0), entries)
 
     def key(r):
         return r["video_id"], float(r["start_s"])
