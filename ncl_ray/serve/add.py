@@ -17,8 +17,9 @@ import logging
 import os
 import stat
 import time
+from functools import partial
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -215,12 +216,18 @@ def add_videos(target: str, inputs: str, overrides: List[str], replace: bool = F
     here = embeds_here(len(entries), cfg.run.ray_address)
     if not here:
         init_ray(cfg.run.ray_address, verbose=cfg.run.verbose)
+    embed = partial(_embed_here if here else _embed_pool, checkpoint, window_s, stride_s)
     ensure_index(checkpoint, overrides)  # an index not built yet is an evaluation: it starts Ray itself
     with writer(home_of(checkpoint), f"index add {inputs}"):  # one writer from reading to current: nothing lost
-        return _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s, here)
+        return _add_locked(checkpoint, state, entries, refused, replace, embed)
 
 
-def _embed_pool(checkpoint: str, fresh, window_s: float, stride_s: float) -> List[Dict]:
+def _embed_here(checkpoint: str, window_s: float, stride_s: float, fresh) -> List[Dict]:
+    """The embedder's rows, computed in this process (serve.add_here)."""
+    return embed_here(VideoEmbedder(checkpoint, window_s, stride_s), fresh)
+
+
+def _embed_pool(checkpoint: str, window_s: float, stride_s: float, fresh) -> List[Dict]:
     """The embedder's rows from a Ray Data actor pool (one model per spare CPU)."""
     import ray.data
 
@@ -234,7 +241,7 @@ def _embed_pool(checkpoint: str, fresh, window_s: float, stride_s: float) -> Lis
                          num_cpus=cpus).take_all()
 
 
-def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s, here) -> int:
+def _add_locked(checkpoint, state, entries, refused, replace, embed: Callable[[list], List[Dict]]) -> int:
     from ncl_ray.serve.index import GalleryIndex
     from ncl_ray.serve.versions import carried_meta, home_of, write_version
 
@@ -247,8 +254,7 @@ def _add_locked(checkpoint, state, entries, refused, replace, window_s, stride_s
     if not fresh:
         print(f"nothing to add to {home}: {len(notes)} video(s) skipped")
         return 0
-    out = embed_here(VideoEmbedder(checkpoint, window_s, stride_s), fresh) if here else \
-        _embed_pool(checkpoint, fresh, window_s, stride_s)
+    out = embed(fresh)
     by_id = {e.video_id: (e, p) for e, p in zip(fresh, prints)}
     for r in out:
         if not r["error"] and changed_since_hashed(r["path"], by_id[r["video_id"]][1][1]):

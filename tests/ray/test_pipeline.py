@@ -1,4 +1,5 @@
-"""Ray Data decoding on a real local Ray instance: cache, skips, invalidation, per-split rows."""
+"""Ray Data on a real local Ray instance: decoding into the cache, skips, invalidation, per-split rows; the
+index's embedder as an actor pool."""
 
 import os
 
@@ -99,7 +100,7 @@ def test_index_add_embeds_the_same_rows_in_the_actor_pool_as_in_its_own_process(
     (tmp_path / "broken.mp4").write_bytes(b"\0" * 500)
     entries = [VideoEntry(os.path.basename(p)[:-4], p, "added") for p in [*paths, str(tmp_path / "broken.mp4")]]
     checkpoint = resolve_checkpoint(str(tiny_run))
-    pool = _embed_pool(checkpoint, entries, 10.0, 5.0)
+    pool = _embed_pool(checkpoint, 10.0, 5.0, entries)
     here = embed_here(VideoEmbedder(checkpoint, 10.0, 5.0), entries)
 
     def key(r):
